@@ -1,0 +1,37 @@
+# The two commands a newcomer needs: `make lab` and `make test`. Both install everything first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.gptviz-installed
+
+.PHONY: install lab test browser-deps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lab: install
+	$(PY) -m gptviz lab
+
+# Chromium for the real-browser test: installed when we are root with apt; otherwise those tests skip
+# with a message (CI sets GPTVIZ_REQUIRE_BROWSER=1 so they fail instead).
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-noto-cjk >/dev/null || echo "could not install chromium; browser tests will skip"; \
+	else echo "not root or no apt: browser tests will skip"; fi
+
+test: install browser-deps
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m gptviz bench --out bench-results.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
