@@ -28,6 +28,7 @@ _LAZY = {
     "load_corpus": "data",
     "load": "checkpoint", "save": "checkpoint",
     "to_bertviz": "bertviz",
+    "default_model": "paths", "model_path": "paths", "preset_path": "paths",
 }
 
 
