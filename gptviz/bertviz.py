@@ -154,7 +154,7 @@ def _collect(obj: Any, tokens: Sequence[str] | None, batch: int
                          f"({tq} strings, one per position)")
     if isinstance(tokens, str):
         raise TypeError("tokens must be a list of strings, one per position, not one string; "
-                        "e.g. tokenizer.tokens(text)")
+                        "e.g. tokenizer.tokens(tokenizer.encode(text))")
     toks = list(tokens)
     bad = [t for t in toks if not isinstance(t, str)]
     if bad:
