@@ -28,6 +28,8 @@ _LAZY = {
     "load_corpus": "data",
     "load": "checkpoint", "save": "checkpoint",
     "to_bertviz": "bertviz",
+    "AttentionExplorer": "widgets", "PositionalEncodingExplorer": "widgets", "GenerationExplorer": "widgets",
+    "TrainingDashboard": "widgets", "LogitLensPanel": "widgets",
     "default_model": "paths", "model_path": "paths", "preset_path": "paths",
 }
 

@@ -1,0 +1,334 @@
+"""Checkpoints: a folder of safetensors + JSON that a crash can never leave half-written.
+
+    <checkpoint>/
+        config.json            {"format_version": 1, "model": GPTConfig, "train": TrainConfig | null,
+                                "tokenizer": {"kind", "vocab_size"}, "state": {step, val_loss, command, ...},
+                                "files": {name: byte size}}
+        model.safetensors      weights; the LM head is tied to wte, so it is stored once (as wte.weight)
+        tokenizer.json         Tokenizer.to_dict()
+        optimizer.safetensors  optional, for resuming: optimizer moments ("state.{i}.{name}") and RNG states
+        optimizer.json         ("rng.{name}"); the small rest (param_groups, scalar state, AMP scaler) as JSON
+
+`save` writes everything into a temporary folder beside the target, fsyncs it, then swaps it in with
+renames. Loading never unpickles: tensors come from safetensors, everything else from JSON.
+
+This module knows nothing about the training loop: `gptviz.train` decides what goes into `TrainingState`
+and how to restore it. Hugging Face folders are read and written by `gptviz.hf` (GPT.from_pretrained).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .model import GPT, GPTConfig, default_device
+from .tokenizers import Tokenizer, tokenizer_from_dict
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+OPTIMIZER_JSON = "optimizer.json"
+TIED = ("lm_head.weight", "wte.weight")  # (the alias, the tensor that is stored)
+
+
+class CheckpointError(ValueError):
+    """A folder that is not a usable gptviz checkpoint (damaged, mismatched, or of another kind)."""
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint holds beyond the weights, so training can resume exactly where it stopped."""
+
+    train_config: dict | None = None  # TrainConfig fields
+    state: dict = field(default_factory=dict)  # step, val_loss, best_val_loss, tokens_seen, wall_time, command, ...
+    optimizer: dict | None = None  # torch `optimizer.state_dict()`, tensors on CPU
+    rng: dict[str, torch.Tensor] = field(default_factory=dict)  # uint8 RNG states: "batch", "torch", "cuda"
+    scaler: dict | None = None  # torch.amp.GradScaler.state_dict() (fp16 training only)
+
+
+# ---- writing ---------------------------------------------------------------------------------------------
+def save(path: str | os.PathLike, model: GPT, tokenizer: Tokenizer, training: TrainingState | None = None,
+         include_optimizer: bool = True, weights_dtype: torch.dtype | None = None) -> Path:
+    """Write a checkpoint folder at `path` (replacing an earlier checkpoint there) and return its path.
+
+    `training` adds the train config and state to config.json; with `include_optimizer` (and an optimizer
+    state in `training`) the optimizer and RNG states are written too, which `--resume` needs. Pass
+    `include_optimizer=False` for a small weights-only checkpoint, e.g. one to commit. `weights_dtype`
+    (e.g. torch.float16) stores the weights smaller; `load` casts them back to the model's float32.
+    """
+    model = unwrap(model)
+    path = Path(path)
+    if model.config.vocab_size < tokenizer.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}; "
+                         "they do not belong together")
+    weights = _weights_to_store(model, weights_dtype)
+    optimizer_tensors: dict[str, torch.Tensor] = {}
+    optimizer_meta: dict | None = None
+    if training is not None and include_optimizer and training.optimizer is not None:
+        optimizer_tensors, optimizer_meta = _split_optimizer_state(training.optimizer)
+        optimizer_tensors.update({f"rng.{k}": v.detach().cpu().to(torch.uint8).contiguous()
+                                  for k, v in training.rng.items()})
+        optimizer_meta["scaler"] = training.scaler
+
+    with _atomic_folder(path) as tmp:
+        save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "gptviz", "format_version": str(FORMAT_VERSION)})
+        tokenizer.save(tmp / TOKENIZER_FILE)
+        if optimizer_meta is not None:
+            save_file(optimizer_tensors, str(tmp / OPTIMIZER_FILE))
+            _write_json(tmp / OPTIMIZER_JSON, optimizer_meta)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+        _write_json(tmp / CONFIG_FILE, {
+            "format_version": FORMAT_VERSION,
+            "model": model.config.to_dict(),
+            "train": training.train_config if training is not None else None,
+            "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "file": TOKENIZER_FILE},
+            "state": training.state if training is not None else {},
+            "weights_dtype": str(next(iter(weights.values())).dtype).replace("torch.", ""),
+            "files": files,
+        })
+    return path
+
+
+def export_for_lab(src: str | os.PathLike, dst: str | os.PathLike | None = None,
+                   weights_dtype: torch.dtype | None = None) -> Path:
+    """Rewrite a checkpoint without its optimizer state (weights, tokenizer, config only: a few MB).
+
+    `dst=None` rewrites `src` in place (atomically). Use it on a finished training run before committing it;
+    `weights_dtype=torch.float16` halves the size again (inference changes by ~1e-4 in the loss).
+    """
+    src = Path(src)
+    info = read_config(src)
+    model, tokenizer = load(src)
+    training = TrainingState(train_config=info.get("train"), state=info.get("state") or {})
+    return save(src if dst is None else dst, model, tokenizer, training, include_optimizer=False,
+                weights_dtype=weights_dtype)
+
+
+def unwrap(model: torch.nn.Module) -> GPT:
+    """The plain GPT inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        if isinstance(model, GPT):
+            return model
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            raise TypeError(f"expected a gptviz GPT (or a DDP/compiled wrapper of one), got {type(model).__name__}")
+        model = inner
+
+
+def _weights_to_store(model: GPT, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    sd = model.state_dict()
+    alias, stored = TIED
+    if alias in sd and stored in sd and sd[alias].data_ptr() == sd[stored].data_ptr():
+        del sd[alias]  # safetensors refuses tensors that share memory; the tie is restored by GPT() itself
+    cast = (lambda v: v.to(dtype) if v.is_floating_point() else v) if dtype is not None else (lambda v: v)
+    return {k: cast(v.detach().cpu()).contiguous() for k, v in sd.items()}
+
+
+def _split_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """torch optimizer state_dict -> (tensors for safetensors, the JSON-able rest)."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for pid, per_param in sd["state"].items():
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    try:
+        text = json.dumps(obj, indent=1, ensure_ascii=False)
+    except TypeError as e:
+        raise TypeError(f"cannot write {path.name}: {e}; checkpoint metadata must be plain JSON values "
+                        "(numbers, strings, lists, dicts)") from None
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _atomic_folder(target: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `target`; on success it replaces `target` by renames."""
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} is a file; a checkpoint is a folder. Choose another path.")
+    if target.is_dir() and any(target.iterdir()) and not (target / CONFIG_FILE).is_file():
+        raise FileExistsError(f"{target} exists and is not a gptviz checkpoint (no {CONFIG_FILE}); refusing to "
+                              "replace it. Choose a new folder name.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)  # some writers create 0600 files; a checkpoint is meant to be shared
+            _fsync(f)
+        os.chmod(tmp, 0o755)
+        _fsync(tmp)
+        if target.exists():
+            # Two renames, not one: POSIX cannot atomically swap folders. A crash between them leaves the old
+            # checkpoint intact beside the target as .<name>.old-*; `load` says how to restore it.
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+        _fsync(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# ---- reading ---------------------------------------------------------------------------------------------
+def read_config(path: str | os.PathLike) -> dict:
+    """The checkpoint's config.json, checked: format version, model config, tokenizer entry."""
+    path = Path(path)
+    if not path.is_dir():
+        leftovers = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.is_dir() else []
+        if leftovers:
+            raise FileNotFoundError(f"no checkpoint at {path}, but a save was interrupted and left the previous "
+                                    f"one at {leftovers[-1]}; rename that folder to {path.name} to use it")
+        hint = f" (a file, not a folder: give the folder that holds {CONFIG_FILE})" if path.is_file() else ""
+        raise FileNotFoundError(f"no checkpoint folder at {path}{hint}; a gptviz checkpoint is a folder with "
+                                f"{CONFIG_FILE}, {MODEL_FILE} and {TOKENIZER_FILE}, written by gptviz.save or "
+                                "`gptviz train --out DIR`")
+    config_path = path / CONFIG_FILE
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{path} has no {CONFIG_FILE}, so it is not a complete gptviz checkpoint; "
+                                "use the folder written by `gptviz train --out DIR` or gptviz.save")
+    try:
+        info = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{config_path} is damaged (not valid JSON: {e}); use an earlier checkpoint") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{config_path} should hold a JSON object, got {type(info).__name__}")
+    if "format_version" not in info:
+        if "model_type" in info or "architectures" in info or (path / "pytorch_model.bin").exists():
+            raise CheckpointError(f"{path} looks like a Hugging Face transformers folder, not a gptviz checkpoint; "
+                                  f"load it with gptviz.GPT.from_pretrained({str(path)!r})")
+        raise CheckpointError(f"{config_path} has no format_version, so it is not a gptviz checkpoint")
+    if info["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format_version {info['format_version']!r}; this gptviz "
+                              f"reads version {FORMAT_VERSION}. Use the gptviz version that wrote it, or upgrade")
+    for key in ("model", "tokenizer"):
+        if not isinstance(info.get(key), dict):
+            raise CheckpointError(f"{config_path} lacks its {key!r} entry; the checkpoint is damaged")
+    return info
+
+
+def load(path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[GPT, Tokenizer]:
+    """(model in eval mode, tokenizer) from a checkpoint folder. `device`: None = CPU, "auto" = best there is."""
+    path = Path(path)
+    info = read_config(path)
+    try:
+        config = GPTConfig.from_dict(info["model"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path / CONFIG_FILE} holds an invalid model config: {e}") from None
+    tokenizer = _load_tokenizer(path, info)
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
+                              f"{config.vocab_size}; {TOKENIZER_FILE} belongs to another model")
+    weights = _read_safetensors(path, MODEL_FILE, info)
+    model = GPT(config)
+    _load_weights(model, weights, path)
+    if device == "auto":
+        device = default_device()
+    return model.to(device or "cpu").eval(), tokenizer
+
+
+def load_training_state(path: str | os.PathLike) -> TrainingState:
+    """Train config, state, optimizer and RNG states of a checkpoint (optimizer None if it was not saved)."""
+    path = Path(path)
+    info = read_config(path)
+    training = TrainingState(train_config=info.get("train"), state=info.get("state") or {})
+    if not (path / OPTIMIZER_FILE).exists():
+        return training
+    if not (path / OPTIMIZER_JSON).is_file():
+        raise CheckpointError(f"{path} has {OPTIMIZER_FILE} but no {OPTIMIZER_JSON}; the checkpoint is damaged")
+    try:
+        meta = json.loads((path / OPTIMIZER_JSON).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path / OPTIMIZER_JSON} is damaged ({e}); resume from an earlier checkpoint") from None
+    tensors = _read_safetensors(path, OPTIMIZER_FILE, info)
+    state: dict[int, dict] = {int(pid): dict(values) for pid, values in meta.get("scalars", {}).items()}
+    for name, value in tensors.items():
+        kind, rest = name.split(".", 1)
+        if kind == "rng":
+            training.rng[rest] = value
+        elif kind == "state":
+            pid, key = rest.split(".", 1)
+            state.setdefault(int(pid), {})[key] = value
+    training.optimizer = {"state": state, "param_groups": meta["param_groups"]}
+    training.scaler = meta.get("scaler")
+    return training
+
+
+def _load_tokenizer(path: Path, info: dict) -> Tokenizer:
+    file = path / TOKENIZER_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{path} has no {TOKENIZER_FILE}; a checkpoint needs the tokenizer it was trained "
+                                "with. Copy it from the training run's folder")
+    try:
+        return tokenizer_from_dict(json.loads(file.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{file} is damaged ({e}); use an earlier checkpoint") from None
+
+
+def _read_safetensors(path: Path, name: str, info: dict) -> dict[str, torch.Tensor]:
+    file = path / name
+    if not file.is_file():
+        raise FileNotFoundError(f"{path} has no {name}; the checkpoint is incomplete. Use an earlier checkpoint "
+                                "or the folder written by `gptviz train --out DIR`")
+    expected = (info.get("files") or {}).get(name)
+    size = file.stat().st_size
+    if expected is not None and size != expected:
+        raise CheckpointError(f"{file} is damaged: {size} bytes, but {expected} were written (a truncated copy?). "
+                              "Copy it again or use an earlier checkpoint")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{file} is damaged and cannot be read ({e}); use an earlier checkpoint") from None
+
+
+def _load_weights(model: GPT, weights: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    alias, stored = TIED
+    if alias not in weights:
+        expected.pop(alias, None)
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = [f"{k}: file {tuple(weights[k].shape)} vs config {tuple(expected[k].shape)}"
+             for k in sorted(set(weights) & set(expected)) if weights[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if wrong:
+            parts.append("shapes differ: " + "; ".join(wrong[:4]) + (" ..." if len(wrong) > 4 else ""))
+        if missing:
+            parts.append(f"missing weights {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected weights {unexpected[:5]}")
+        raise CheckpointError(f"{path / MODEL_FILE} does not match the model in {CONFIG_FILE} ("
+                              + "; ".join(parts) + "). The two files come from different models")
+    model.load_state_dict(weights, strict=False)
