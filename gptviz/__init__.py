@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "ForwardRecord": "records", "record_forward": "records",
     "head_metrics": "heads",
-    "generate": "sampling", "generate_steps": "sampling", "StepRecord": "sampling",
+    "generate": "sampling", "generate_steps": "sampling", "StepRecord": "sampling", "Stage": "sampling",
     "get_tokenizer": "tokenizers", "load_tokenizer": "tokenizers",
     "load_corpus": "data",
     "load": "checkpoint", "save": "checkpoint",

@@ -70,8 +70,11 @@ class KVCache:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows `index` (e.g. the beams that survived a beam-search step)."""
-        self.k = self.k.index_select(1, index)
-        self.v = self.v.index_select(1, index)
+        if torch.equal(index, torch.arange(self.batch_size, device=index.device)):
+            return  # beams kept their order: nothing to move
+        # only the filled part moves; the rest of the preallocated buffer is overwritten later anyway
+        self.k[:, :, :, :self.pos] = self.k[:, index, :, :self.pos]
+        self.v[:, :, :, :self.pos] = self.v[:, index, :, :self.pos]
 
     def reset(self) -> None:
         self.pos = 0

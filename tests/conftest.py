@@ -1,11 +1,11 @@
 """Shared test fixtures: tiny models on CPU, deterministic threads."""
 
-import os
 
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tiny models are faster on one thread, and the suite shares 2 cores with browser and kernel processes.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

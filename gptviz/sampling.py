@@ -1,0 +1,581 @@
+"""Generation: pure next-token functions, `generate` (greedy, sampling, beam search) and `generate_steps`.
+
+Read top to bottom:
+
+1. Pure functions on next-token logits (B, V) -> new logits (B, V): `apply_temperature`, `apply_top_k`,
+   `apply_top_p`, `apply_repetition_penalty`, `apply_no_repeat_ngram`; then `sample_next_token`. They keep
+   no state and follow the semantics of transformers' LogitsProcessor classes of the same names.
+2. `generate(model, idx, ...)` -> prompt + new ids, with transformers' knobs and results: the same ids as
+   `GPT2LMHeadModel.generate` for greedy and beam search on the same weights (tests say so).
+3. `generate_steps(model, ids, ...)` yields one `StepRecord` per new token: the candidates and their
+   probabilities after every transform, the chosen token, the new token's attention row. The lab's
+   generation timeline scrubs through these records.
+4. `cli(argv)`: `gptviz sample --checkpoint DIR --prompt ...`.
+
+Decisions a user may trip over:
+
+- Order of transforms (as in transformers): repetition penalty, no-repeat-n-gram, then, only when sampling,
+  temperature, top-k, top-p. Greedy decoding and beam search without sampling ignore temperature / top-k /
+  top-p (a warning says so). `temperature=0` means greedy decoding (the limit T -> 0), whatever `do_sample`.
+- Penalties look at the whole sequence so far, prompt included, even the part outside the context window.
+- Beam search applies the processors to log-probabilities, exactly as transformers does, so scores match.
+- Past `block_size` the model conditions on the last `block_size` tokens (a sliding window, as nanoGPT).
+  Learned absolute positions cannot slide inside a KV cache, so once the window is full every step re-reads
+  the whole window without a cache: the cached and uncached paths always choose the same tokens.
+- Only the last position's logits are computed during generation, so `hook_logits` sees (B, 1, V).
+
+This module knows nothing about tokenizers beyond `tokenizer.tokens(ids)` for display strings, and nothing
+about widgets: the timeline widget consumes `generate_steps`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .hooks import hook_points
+
+NEG_INF = float("-inf")
+STAGE_NAMES = ("raw", "repetition_penalty", "no_repeat_ngram", "temperature", "top_k", "top_p")
+
+
+# ---- 1. pure next-token functions ------------------------------------------------------------------------
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Divide logits by `temperature` (> 0): below 1 sharpens the distribution, above 1 flattens it."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}; for greedy decoding use "
+                         "do_sample=False (generate treats temperature=0 as greedy)")
+    return logits / temperature
+
+
+def apply_top_k(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Keep the k highest logits of each row (ties with the k-th are kept too); the rest become -inf."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {k!r}; use top_k=None to switch it off")
+    k = min(max(k, min_tokens_to_keep), logits.size(-1))
+    kth = logits.topk(k, dim=-1).values[..., -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def apply_top_p(logits: torch.Tensor, top_p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Nucleus filtering: keep the most likely tokens whose probabilities add up to at least `top_p`.
+
+    A token is dropped when the tokens less likely than it (itself included) hold at most 1 - top_p of the
+    mass; the `min_tokens_to_keep` most likely tokens always stay (transformers' TopPLogitsWarper).
+    """
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}; 0.9 keeps the tokens holding 90% of the "
+                         "probability, 1.0 keeps everything")
+    ascending, order = logits.sort(dim=-1)  # (B, V) least likely first
+    mass_below = ascending.softmax(dim=-1).cumsum(dim=-1)  # (B, V) mass of this token and all less likely ones
+    drop_sorted = mass_below <= 1.0 - top_p
+    drop_sorted[..., -min_tokens_to_keep:] = False
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, NEG_INF)
+
+
+def apply_repetition_penalty(logits: torch.Tensor, sequences: torch.Tensor, penalty: float) -> torch.Tensor:
+    """For every token already in its row of `sequences` (B, n): divide a positive logit by `penalty`,
+    multiply a negative one (so penalty > 1 always makes repeats less likely). Each token is hit once."""
+    if not penalty > 0:
+        raise ValueError(f"repetition_penalty must be > 0 (1.0 = off, 1.2 is a usual value), got {penalty!r}")
+    seen = logits.gather(-1, sequences)  # (B, n) logits of the tokens already there
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return logits.scatter(-1, sequences, seen)
+
+
+def apply_no_repeat_ngram(logits: torch.Tensor, sequences: torch.Tensor, n: int) -> torch.Tensor:
+    """Ban (-inf) every token that would complete an n-gram already present in its row of `sequences` (B, n)."""
+    if not isinstance(n, int) or n < 0:
+        raise ValueError(f"no_repeat_ngram_size must be a non-negative integer (0 = off), got {n!r}")
+    B, T = sequences.shape
+    if n == 0 or T < n:
+        return logits
+    V = logits.size(-1)
+    grams = sequences.unfold(1, n, 1)  # (B, T-n+1, n) every n-gram so far
+    suffix = sequences[:, T - n + 1:]  # (B, n-1) the tokens the next n-gram would start with
+    repeats = (grams[..., :-1] == suffix[:, None, :]).all(dim=-1)  # (B, T-n+1) n-grams with that start
+    # Scatter their last tokens into a spare column V when they do not match, then drop that column.
+    banned = torch.zeros(B, V + 1, dtype=torch.bool, device=logits.device)
+    banned.scatter_(1, grams[..., -1].masked_fill(~repeats, V), True)
+    return logits.masked_fill(banned[:, :V], NEG_INF)
+
+
+def sample_next_token(logits: torch.Tensor, generator: torch.Generator | None, do_sample: bool) -> torch.Tensor:
+    """Next ids (B,): the argmax, or a draw from softmax(logits) using `generator` (None: torch's global RNG)."""
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
+
+
+# ---- knobs, shared by every decoding loop ------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Knobs:
+    do_sample: bool
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    repetition_penalty: float
+    no_repeat_ngram_size: int
+    eos: tuple[int, ...]
+
+
+def _knobs(vocab_size: int, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None,
+           repetition_penalty: float, no_repeat_ngram_size: int, eos_token_id: int | Sequence[int] | None) -> _Knobs:
+    """Check every knob once, with messages a student can act on, and normalise 'off' values."""
+    problems = []
+    if not isinstance(temperature, (int, float)) or temperature < 0 or math.isnan(temperature):
+        problems.append(f"temperature must be >= 0 (0 = greedy, 1 = the model's own distribution), got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
+        problems.append(f"top_k must be a positive integer (None or 0 = off), got {top_k!r}")
+    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0):
+        problems.append(f"top_p must be in (0, 1] (None or 1.0 = off), got {top_p!r}")
+    if not isinstance(repetition_penalty, (int, float)) or not repetition_penalty > 0:
+        problems.append(f"repetition_penalty must be > 0 (1.0 = off, 1.2 is a usual value), got {repetition_penalty!r}")
+    if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
+        problems.append(f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {no_repeat_ngram_size!r}")
+    eos = () if eos_token_id is None else (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id)
+    if any(not isinstance(e, int) or not 0 <= e < vocab_size for e in eos):
+        problems.append(f"eos_token_id must be an id in 0..{vocab_size - 1} (or a list of them), got {eos_token_id!r}")
+    if problems:
+        raise ValueError("invalid generation settings: " + "; ".join(problems))
+    top_k = top_k or None
+    top_p = None if top_p is None or top_p >= 1.0 else float(top_p)
+    if temperature == 0:
+        do_sample = False  # the limit of softmax(logits / T) as T -> 0 puts all mass on the argmax
+    elif not do_sample and (temperature != 1.0 or top_k or top_p):
+        warnings.warn("temperature, top_k and top_p only act when sampling (do_sample=True); greedy decoding "
+                      "and beam search ignore them", UserWarning, stacklevel=3)
+    return _Knobs(bool(do_sample), float(temperature), top_k, top_p, float(repetition_penalty),
+                  no_repeat_ngram_size, eos)
+
+
+def _process(logits: torch.Tensor, sequences: torch.Tensor, knobs: _Knobs, keep_stages: bool,
+             min_tokens_to_keep: int = 1) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
+    """Apply the knobs in transformers' order; return the final logits and, if asked, every stage's logits."""
+    stages = [("raw", logits)] if keep_stages else []
+
+    def stage(name: str, new: torch.Tensor) -> torch.Tensor:
+        if keep_stages:
+            stages.append((name, new))
+        return new
+
+    if knobs.repetition_penalty != 1.0:
+        logits = stage("repetition_penalty", apply_repetition_penalty(logits, sequences, knobs.repetition_penalty))
+    if knobs.no_repeat_ngram_size:
+        logits = stage("no_repeat_ngram", apply_no_repeat_ngram(logits, sequences, knobs.no_repeat_ngram_size))
+    if knobs.do_sample:
+        if knobs.temperature != 1.0:
+            logits = stage("temperature", apply_temperature(logits, knobs.temperature))
+        if knobs.top_k:
+            logits = stage("top_k", apply_top_k(logits, knobs.top_k, min_tokens_to_keep))
+        if knobs.top_p:
+            logits = stage("top_p", apply_top_p(logits, knobs.top_p, min_tokens_to_keep))
+    return logits, stages
+
+
+def _generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A private RNG: seeded for reproducible draws, else seeded from the OS. The global RNG is never touched."""
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+    elif isinstance(seed, int) and not isinstance(seed, bool):
+        gen.manual_seed(seed)
+    else:
+        raise ValueError(f"seed must be an integer (or None for a fresh random seed), got {seed!r}")
+    return gen
+
+
+# ---- prompts and the context window --------------------------------------------------------------------------
+def _prompt(model, ids, stacklevel: int = 3) -> torch.Tensor:
+    """Ids as a (B, T) long tensor on the model's device, checked, with a warning if the window crops them."""
+    if isinstance(ids, torch.Tensor):
+        idx = ids.detach()
+    else:
+        try:
+            idx = torch.tensor(ids, dtype=torch.long)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"expected token ids (a list of ints or a (B, T) tensor), got {type(ids).__name__}: "
+                             f"{e}; encode text first, e.g. tokenizer.encode('ROMEO:')") from None
+    if idx.dim() == 1:
+        idx = idx[None]
+    if idx.dim() != 2 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+        raise ValueError(f"expected token ids of shape (B, T) or (T,) with an integer dtype, got shape "
+                         f"{tuple(idx.shape)} and dtype {idx.dtype}")
+    if idx.numel() == 0:
+        raise ValueError("the prompt is empty: give at least one token, e.g. tokenizer.encode('ROMEO:'); for "
+                         "unconditional text start from a separator such as '\\n' or GPT-2's <|endoftext|> (50256)")
+    V, bs = model.config.vocab_size, model.config.block_size
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= V:
+        raise ValueError(f"token id {lo if lo < 0 else hi} is outside the vocabulary (0..{V - 1}); "
+                         "was the prompt encoded with this model's tokenizer?")
+    T = idx.size(1)
+    if T > bs:
+        warnings.warn(f"the prompt has {T} tokens but the model's context window (block_size) is {bs}: the first "
+                      f"{T - bs} tokens were left out of the context (they still start the returned ids)",
+                      UserWarning, stacklevel=stacklevel)
+    return idx.to(device=model.device, dtype=torch.long)
+
+
+class _Window:
+    """Feeds the model the sequence so far, step by step; owns the KV cache and the sliding window."""
+
+    def __init__(self, model, use_cache: bool, total_len: int, record_attention: bool = False) -> None:
+        self.model = model
+        self.block_size = model.config.block_size
+        self.use_cache = use_cache
+        self.cache_len = min(total_len, self.block_size)
+        self.cache = None
+        # the pattern hook points, resolved once: attaching to them per step must cost next to nothing
+        self.patterns = [p for name, p in hook_points(model).items() if name.endswith("attn.hook_pattern")] \
+            if record_attention else []
+        self.context_start = 0  # first absolute position inside the window at the last step
+        self.attention: torch.Tensor | None = None  # (B, L, nh, Tk) last query's row, when recording
+
+    def next_logits(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Sequences so far (B, n) -> float32 logits (B, V) for token n."""
+        model, n = self.model, seqs.size(1)
+        self.context_start = max(0, n - self.block_size)
+        if self.use_cache and n <= self.block_size:
+            if self.cache is None:
+                self.cache = model.new_kv_cache(seqs.size(0), self.cache_len)
+            feed = seqs[:, self.cache.pos:]  # the whole prompt first, then one token per step
+        else:
+            self.cache = None  # learned positions cannot slide in a cache: re-read the window from here on
+            feed = seqs[:, self.context_start:]
+        was_training = model.training
+        if was_training:
+            model.eval()
+        try:
+            with torch.no_grad():
+                if self.patterns:
+                    rows: list[torch.Tensor] = []
+
+                    def last_row(pattern: torch.Tensor, hook) -> None:  # (B, nh, T, Tk)
+                        rows.append(pattern[:, :, -1].detach())  # (B, nh, Tk)
+
+                    for point in self.patterns:
+                        point.fns.append(last_row)
+                    try:
+                        h = model.trunk(feed, self.cache)  # (B, T, C)
+                    finally:  # hooks are global state on the model: never leave one behind
+                        for point in self.patterns:
+                            point.fns.remove(last_row)
+                    self.attention = torch.stack(rows, dim=1)  # (B, L, nh, Tk)
+                else:
+                    h = model.trunk(feed, self.cache)  # (B, T, C)
+                logits = model.hook_logits(model.lm_head(h[:, -1:]))  # (B, 1, V)
+        finally:
+            if was_training:
+                model.train()
+        return logits[:, -1].float()
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
+# ---- 2. generate ---------------------------------------------------------------------------------------------------
+def generate(model, idx, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+             no_repeat_ngram_size: int = 0, num_beams: int = 1, num_return_sequences: int = 1,
+             eos_token_id: int | Sequence[int] | None = None, seed: int | None = None, use_cache: bool = True,
+             length_penalty: float = 1.0, early_stopping: bool | str = False) -> torch.Tensor:
+    """Prompt ids (B, T) -> prompt + new ids (B * num_return_sequences, T + n), like transformers' generate.
+
+    Greedy by default; `do_sample=True` samples (reproducibly with `seed`); `num_beams > 1` runs beam search
+    (`length_penalty` divides a finished beam's summed log-prob by its new length ** length_penalty;
+    `early_stopping` True / False / "never" as in transformers). The rows of one prompt are adjacent and, for
+    beam search, best first. With `eos_token_id`, a finished row is padded with eos and generation stops
+    once every row has finished, so n can be smaller than `max_new_tokens`.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    for name, value in (("num_beams", num_beams), ("num_return_sequences", num_return_sequences)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    knobs = _knobs(model.config.vocab_size, do_sample, temperature, top_k, top_p, repetition_penalty,
+                   no_repeat_ngram_size, eos_token_id)
+    if num_beams > 1 and num_return_sequences > num_beams:
+        raise ValueError(f"beam search keeps {num_beams} beams, so it cannot return {num_return_sequences} "
+                         f"sequences; raise num_beams to at least {num_return_sequences}")
+    if num_beams == 1 and not knobs.do_sample and num_return_sequences > 1:
+        raise ValueError("greedy decoding gives the same sequence every time; for several different sequences "
+                         "use do_sample=True or num_beams >= num_return_sequences")
+    if early_stopping not in (True, False, "never"):
+        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+    early_stopping = early_stopping if early_stopping == "never" else bool(early_stopping)
+    seqs = _prompt(model, idx)
+    gen = _generator(seed, model.device) if knobs.do_sample else None
+    if max_new_tokens == 0:
+        return seqs.repeat_interleave(num_return_sequences, dim=0)
+    if num_beams > 1:
+        return _beam_search(model, seqs, max_new_tokens, knobs, num_beams, num_return_sequences,
+                            float(length_penalty), early_stopping, gen, use_cache)
+    seqs = seqs.repeat_interleave(num_return_sequences, dim=0)
+    for step in _decode(model, seqs, max_new_tokens, knobs, gen, use_cache):
+        seqs = step.seqs
+    return seqs
+
+
+@dataclass
+class _Step:
+    seqs: torch.Tensor  # (B, n + 1) with the new token
+    next_ids: torch.Tensor  # (B,)
+    stages: list[tuple[str, torch.Tensor]]  # (name, logits (B, V)), "raw" first, when kept
+    window: _Window
+
+
+def _decode(model, seqs: torch.Tensor, max_new_tokens: int, knobs: _Knobs, gen: torch.Generator | None,
+            use_cache: bool, keep_stages: bool = False, record_attention: bool = False) -> Iterator[_Step]:
+    """Greedy or sampling, one token per step, every row in step; finished rows are padded with eos."""
+    window = _Window(model, use_cache, seqs.size(1) + max_new_tokens, record_attention)
+    eos = torch.tensor(knobs.eos, device=seqs.device, dtype=torch.long)
+    unfinished = torch.ones(seqs.size(0), dtype=torch.bool, device=seqs.device)
+    for _ in range(max_new_tokens):
+        logits, stages = _process(window.next_logits(seqs), seqs, knobs, keep_stages)
+        next_ids = sample_next_token(logits, gen, knobs.do_sample)  # (B,)
+        if knobs.eos:
+            next_ids = torch.where(unfinished, next_ids, eos[0])
+        seqs = torch.cat([seqs, next_ids[:, None]], dim=1)
+        yield _Step(seqs, next_ids, stages, window)
+        if knobs.eos:
+            unfinished &= ~torch.isin(next_ids, eos)
+            if not unfinished.any():
+                return
+
+
+def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: _Knobs, num_beams: int,
+                 num_return_sequences: int, length_penalty: float, early_stopping: bool | str,
+                 gen: torch.Generator | None, use_cache: bool) -> torch.Tensor:
+    """Beam search with transformers' rules, step for step, so the same weights give the same ids.
+
+    Each step scores (beam, token) pairs by summed log-prob and takes the best K = 2 * num_beams (more with
+    several eos ids), so that num_beams of them are still running even if many just ended. The ended ones
+    among the best num_beams enter the finished set with score sum / new_len ** length_penalty; the set keeps
+    its num_beams best. The search stops when every candidate ended (max length), or when the finished set is
+    full and the best running beam cannot beat its worst member any more (`early_stopping`).
+    """
+    B, T = prompt.shape
+    nb, V, dev = num_beams, model.config.vocab_size, prompt.device
+    eos = torch.tensor(knobs.eos, device=dev, dtype=torch.long)
+    K = max(2, 1 + len(knobs.eos)) * nb
+    max_len = T + max_new_tokens
+    BIG = -1.0e9  # "impossible" score, added rather than -inf so sums and sorts stay finite
+
+    running = torch.full((B, nb, max_len), knobs.eos[0] if knobs.eos else -1, dtype=torch.long, device=dev)
+    running[:, :, :T] = prompt[:, None, :]
+    run_scores = torch.zeros(B, nb, device=dev)
+    run_scores[:, 1:] = BIG  # all beams start equal: let only the first one expand at step one
+    finished = running.clone()
+    fin_scores = torch.full((B, nb), BIG, device=dev)
+    fin_done = torch.zeros(B, nb, dtype=torch.bool, device=dev)  # slot holds a real finished hypothesis
+    fin_len = torch.zeros(B, nb, dtype=torch.long, device=dev)  # its number of new tokens
+    improvable = torch.ones(B, 1, dtype=torch.bool, device=dev)
+    in_top_nb = torch.arange(K, device=dev) < nb  # (K,)
+    row_offset = torch.arange(B, device=dev)[:, None] * nb  # (B, 1)
+    window = _Window(model, use_cache, max_len)
+
+    def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # x (B, N, ...), index (B, M)
+        return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
+
+    for cur in range(T, max_len):
+        flat = running[:, :, :cur].reshape(B * nb, cur)  # (B*nb, cur)
+        logp = F.log_softmax(window.next_logits(flat), dim=-1)  # (B*nb, V)
+        logp, _ = _process(logp, flat, knobs, False, min_tokens_to_keep=len(knobs.eos) + 1 if knobs.eos else 2)
+        total = (logp.view(B, nb, V) + run_scores[:, :, None]).view(B, nb * V)  # (B, nb*V)
+        if knobs.do_sample:
+            cand = torch.multinomial(total.softmax(dim=-1), K, generator=gen)  # (B, K)
+            cand_scores, order = total.gather(1, cand).sort(dim=-1, descending=True)
+            cand = cand.gather(1, order)
+        else:
+            cand_scores, cand = total.topk(K, dim=-1)  # (B, K)
+        src_beam, token = cand // V, cand % V  # (B, K)
+        cand_seqs = take(running, src_beam)  # (B, K, max_len)
+        cand_seqs[:, :, cur] = token
+        ended = torch.isin(token, eos) | (cur + 1 >= max_len)  # (B, K)
+
+        # The best nb candidates that did not end keep running.
+        alive = cand_scores + ended.to(torch.float32) * BIG
+        keep = alive.topk(nb, dim=-1).indices  # (B, nb)
+        running, run_scores = take(cand_seqs, keep), take(alive, keep)
+        window.reorder((take(src_beam, keep) + row_offset).view(-1))
+
+        # Ended candidates among the best nb compete for the finished set.
+        new_done = ended & in_top_nb
+        scored = cand_scores / ((cur + 1 - T) ** length_penalty)
+        scored += (fin_done.all(dim=-1, keepdim=True) & (early_stopping is True)).to(torch.float32) * BIG
+        scored += (~improvable).to(torch.float32) * BIG
+        scored += (~new_done) * BIG
+        best = torch.cat([fin_scores, scored], dim=1).topk(nb, dim=-1).indices  # (B, nb)
+        finished = take(torch.cat([finished, cand_seqs], dim=1), best)
+        fin_scores = take(torch.cat([fin_scores, scored], dim=1), best)
+        fin_done = take(torch.cat([fin_done, new_done], dim=1), best)
+        fin_len = take(torch.cat([fin_len, torch.full_like(cand, cur + 1 - T)], dim=1), best)
+
+        # Can a running beam still beat the worst finished one? (transformers' heuristic, kept for parity)
+        new_len = max_len - T if early_stopping == "never" and length_penalty > 0 else cur + 1 - T
+        best_possible = run_scores[:, :1] / (new_len ** length_penalty)  # (B, 1)
+        worst = torch.where(fin_done, fin_scores.min(dim=1, keepdim=True).values, BIG)  # (B, nb)
+        improvable = improvable & (best_possible > worst).any(dim=-1, keepdim=True)
+        all_full = bool(fin_done.all()) and early_stopping is True
+        if not bool(improvable.any()) or all_full or bool(ended.all()):
+            break
+
+    n_new = int(fin_len[:, :num_return_sequences].max())
+    return finished[:, :num_return_sequences, :T + n_new].reshape(B * num_return_sequences, T + n_new)
+
+
+# ---- 3. step records for the generation timeline ---------------------------------------------------------------
+@dataclass
+class Stage:
+    """The next-token distribution after one transform, seen through the step's candidate ids."""
+
+    name: str  # one of STAGE_NAMES
+    ids: torch.Tensor  # (k,) the step's candidates, the same ids at every stage
+    probs: torch.Tensor  # (k,) their probabilities in this stage's distribution
+    kept: int  # how many tokens of the vocabulary still have probability > 0
+    entropy: float  # of this stage's whole distribution, in nats
+
+
+@dataclass
+class StepRecord:
+    """One generated token and how it was chosen. Tensors are on the CPU."""
+
+    step: int  # 0 for the first new token of this call
+    position: int  # absolute position of the new token in the full sequence
+    token_id: int
+    token: str | None  # display string (tokenizer.tokens) when a tokenizer was given
+    prob: float  # probability of the chosen token in the final (sampled-from) distribution
+    raw_prob: float  # ... in the raw softmax(logits)
+    entropy: float  # of the final distribution, in nats
+    stages: list[Stage]  # "raw", then one per transform applied, in order
+    attention: torch.Tensor | None  # (L, nh, Tk): the row of the query at position - 1, over the window
+    context_start: int  # first absolute position inside the window (> 0 once the window slides)
+    candidate_tokens: list[str] | None = None  # display strings of stages[*].ids
+
+    @property
+    def candidates(self) -> torch.Tensor:
+        """(k,) the candidate ids shared by every stage."""
+        return self.stages[0].ids
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"no stage {name!r} in this step; it has {[s.name for s in self.stages]} "
+                       "(a transform only appears when its knob is on)")
+
+
+def generate_steps(model, ids, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
+                   top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+                   no_repeat_ngram_size: int = 0, eos_token_id: int | Sequence[int] | None = None,
+                   seed: int | None = None, use_cache: bool = True, k: int = 10, record_attention: bool = False,
+                   tokenizer=None) -> Iterator[StepRecord]:
+    """Generate from one prompt, yielding a `StepRecord` per new token (greedy or sampling; no beams).
+
+    `ids` is a list of ids, a (T,) or (1, T) tensor, or a string when `tokenizer` is given. The tokens are
+    exactly those `generate` picks with the same settings and seed.
+
+    Candidates: the k tokens most likely in the raw distribution; when the chosen token is not among them it
+    takes the last slot. Every stage reports the probabilities of these same ids, so a viewer can follow one
+    token through the penalties and filters, plus how many tokens that stage keeps.
+
+    Forking ("take candidate X at step t and continue"): call generate_steps again with
+    `prompt + chosen[:t] + [X]` as ids; positions stay absolute, penalties see the forced tokens.
+    """
+    if isinstance(ids, str):
+        if tokenizer is None:
+            raise ValueError("got text but no tokenizer; pass tokenizer=... or encoded ids")
+        ids = tokenizer.encode(ids)
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k (candidates per step) must be a positive integer, got {k!r}")
+    knobs = _knobs(model.config.vocab_size, do_sample, temperature, top_k, top_p, repetition_penalty,
+                   no_repeat_ngram_size, eos_token_id)
+    seqs = _prompt(model, ids)
+    if seqs.size(0) != 1:
+        raise ValueError(f"generate_steps follows one sequence; got a batch of {seqs.size(0)}. Loop over the "
+                         "prompts, or use generate() for batches and beam search")
+    gen = _generator(seed, model.device) if knobs.do_sample else None
+    steps = _decode(model, seqs, max_new_tokens, knobs, gen, use_cache, keep_stages=True,
+                    record_attention=record_attention)
+    return _records(steps, seqs.size(1), min(k, model.config.vocab_size), tokenizer)
+
+
+def _records(steps: Iterator[_Step], start: int, k: int, tokenizer) -> Iterator[StepRecord]:
+    for i, step in enumerate(steps):
+        logp = torch.stack([lg[0] for _, lg in step.stages]).log_softmax(dim=-1)  # (S, V) one row per stage
+        cand = logp[0].topk(k).indices.tolist()  # the k raw favourites
+        chosen = int(step.next_ids[0])
+        if chosen not in cand:
+            cand[-1] = chosen
+        # Few whole-vocabulary passes and one copy to the CPU: this runs at every generated token.
+        probs = logp.exp()  # (S, V)
+        summary = torch.cat([
+            probs[:, torch.tensor(cand, device=logp.device)],  # (S, k) the candidates at every stage
+            (logp > NEG_INF).sum(dim=-1, keepdim=True).to(probs.dtype),  # (S, 1) tokens kept
+            -(probs * logp).nansum(dim=-1, keepdim=True),  # (S, 1) entropy; 0 * -inf terms are skipped
+        ], dim=1).cpu()  # (S, k + 2)
+        stage_probs, (kept, entropy) = summary[:, :k].unbind(0), summary[:, k:].T.tolist()
+        ids, where = torch.tensor(cand), cand.index(chosen)
+        att = step.window.attention
+        yield StepRecord(
+            step=i, position=start + i, token_id=chosen,
+            token=tokenizer.tokens([chosen])[0] if tokenizer is not None else None,
+            prob=float(stage_probs[-1][where]), raw_prob=float(stage_probs[0][where]), entropy=entropy[-1],
+            stages=[Stage(name, ids, stage_probs[j], int(kept[j]), entropy[j])
+                    for j, (name, _) in enumerate(step.stages)],
+            attention=att[0].float().cpu() if att is not None else None,
+            context_start=step.window.context_start,
+            candidate_tokens=tokenizer.tokens(cand) if tokenizer is not None else None)
+
+
+# ---- 4. command line ---------------------------------------------------------------------------------------------
+def cli(argv: list[str]) -> int:
+    """`gptviz sample`: print text generated from a checkpoint."""
+    p = argparse.ArgumentParser(prog="gptviz sample", description="Generate text from a gptviz checkpoint.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (written by gptviz train / gptviz.save)")
+    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
+    p.add_argument("--temperature", type=float, default=1.0, help="< 1 safer, > 1 wilder, 0 = greedy (default 1)")
+    p.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="sample only from the smallest set holding this "
+                                                           "much probability, e.g. 0.9")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats, e.g. 1.2")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size")
+    p.add_argument("--num-beams", type=int, default=1, help="> 1: beam search instead of sampling")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--num-samples", type=int, default=1, help="how many continuations to print")
+    p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
+    args = p.parse_args(argv)
+
+    from .checkpoint import load  # imported here: `gptviz sample --help` should not load torch models
+
+    try:
+        model, tokenizer = load(args.checkpoint, device=args.device)
+        idx = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
+        beams = args.num_beams
+        out = generate(model, idx, args.max_new_tokens, do_sample=not args.greedy and beams == 1,
+                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                       repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+                       num_beams=max(beams, args.num_samples) if beams > 1 else 1,
+                       num_return_sequences=args.num_samples, eos_token_id=tokenizer.eos_id, seed=args.seed)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"gptviz sample: error: {e}", file=sys.stderr)
+        return 2
+    for i, row in enumerate(out.tolist()):
+        if i:
+            print("\n" + "-" * 40)
+        print(tokenizer.decode(row))
+    return 0

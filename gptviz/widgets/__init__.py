@@ -1,0 +1,32 @@
+"""The lab's panels: thin ipywidgets containers, each with its controls and one plotly FigureWidget.
+
+    from gptviz.widgets import AttentionExplorer
+    AttentionExplorer(model, tok, "The quick brown fox jumps over the lazy dog")   # last line of a cell
+
+| panel | module | what it shows |
+|---|---|---|
+| `AttentionExplorer(model, tokenizer, text)` | `attention` | one head's map, all heads, one token's row/column |
+| `PositionalEncodingExplorer(model=None, T, C)` | `positions` | sinusoidal / learned positions, similarity, scores |
+| `GenerationExplorer(model, tokenizer, prompt)` | `generation` | step timeline, candidates per stage, forks |
+| `TrainingDashboard(trainer)` | `training` | Start/Stop/Resume, loss curves, samples, snapshots |
+| `LogitLensPanel(model, tokenizer, text)` | `logit_lens` | the top next token after every layer |
+
+Every panel is an `ipywidgets.VBox` (a cell displays it), shows callback errors in its red error line, and
+has `export_html(path)`: its current view as a standalone offline page. Figures come from `gptviz.plots`;
+the panels hold no plotting logic beyond putting views side by side. Each panel is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_PANELS = {"AttentionExplorer": "attention", "PositionalEncodingExplorer": "positions",
+           "GenerationExplorer": "generation", "TrainingDashboard": "training", "LogitLensPanel": "logit_lens"}
+
+__all__ = list(_PANELS)
+
+
+def __getattr__(name: str):
+    if name in _PANELS:
+        return getattr(importlib.import_module(f".{_PANELS[name]}", __name__), name)
+    raise AttributeError(f"module 'gptviz.widgets' has no attribute {name!r}")

@@ -1,0 +1,152 @@
+"""What every panel shares: the layout (title, caption, controls, one FigureWidget, status and error lines),
+error display for callbacks, in-place figure updates, and `export_html`.
+
+A panel is an `ipywidgets.VBox`, so a notebook cell that ends with it displays it. Its figure is built once
+(`self.figure`, a plotly FigureWidget) and later changed only inside `batch_update()`. Callback errors never
+vanish: a mistake in the input (ValueError and friends) shows its message in the panel's red error line;
+anything else shows its type and message there and its traceback in the panel's "details" output.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import time
+import traceback
+from pathlib import Path
+
+import ipywidgets as W
+import numpy as np
+import plotly.graph_objects as go
+
+from .. import export
+
+
+class Busy(RuntimeError):
+    """A button pressed while the panel is still doing the last thing (e.g. training)."""
+
+
+# Errors a user causes by what they typed, chose or pressed: message only, no traceback.
+INPUT_ERRORS = (ValueError, KeyError, IndexError, MemoryError, FileNotFoundError, NotADirectoryError, Busy)
+CSS_STATUS = "color:#4a5160;font-size:13px"
+
+
+def packed(a) -> dict:
+    """A 2-D float array as plotly.js's typed-array spec (base64 float32).
+
+    The widget comm would send a 2-D array as nested JSON lists, where NaN (a masked cell) is not valid
+    JSON; binary float32 keeps NaN, is ~4x smaller and ~5x faster to send. plotly.js decodes it."""
+    a = np.ascontiguousarray(a, dtype="<f4")
+    return {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode("ascii"),
+            "shape": f"{a.shape[0]}, {a.shape[1]}"}
+
+
+def unpack(z) -> np.ndarray:
+    """The numbers of a trace's z, packed or not (for tests and checks)."""
+    if isinstance(z, dict) and "bdata" in z:
+        shape = tuple(int(n) for n in str(z["shape"]).split(","))
+        return np.frombuffer(base64.b64decode(z["bdata"]), dtype="<" + z["dtype"]).reshape(shape).astype(float)
+    return np.array(z, dtype=float)
+
+
+def for_widget(fig: go.Figure) -> go.Figure:
+    """Pack every 2-D numeric z of `fig` (in place) before it goes to a FigureWidget; returns fig."""
+    for trace in fig.data:
+        z = getattr(trace, "z", None) if "z" in trace else None
+        if isinstance(z, np.ndarray) and z.ndim == 2 and z.dtype.kind == "f":
+            trace.z = packed(z)
+    return fig
+
+
+def replace_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
+    """Make the FigureWidget show `fig`: traces updated in place when their types match, layout replaced."""
+    fig = for_widget(fig)
+    with widget.batch_update():
+        if [t.type for t in widget.data] == [t.type for t in fig.data]:
+            for old, new in zip(widget.data, fig.data):
+                props = new.to_plotly_json()
+                props.pop("type", None)
+                props.pop("uid", None)
+                old.update(props, overwrite=True)
+        else:
+            widget.data = []
+            widget.add_traces(fig.data)
+        widget.layout = fig.layout
+
+
+class Panel(W.VBox):
+    """Base class: `title`, a caption, `controls`, one FigureWidget, a status line and an error line."""
+
+    title = "gptviz panel"
+    input_errors: tuple = INPUT_ERRORS  # shown as a message; anything else also shows its traceback
+
+    def __init__(self, controls: list[W.Widget], figure: go.Figure, caption: str, extra: list[W.Widget] = ()):
+        self.figure = go.FigureWidget(for_widget(figure))
+        self.caption = caption
+        self.status = W.HTML()
+        self.error = W.HTML()
+        self.details = W.Output(layout=W.Layout(max_height="200px", overflow="auto"))
+        self.last_error: BaseException | None = None
+        self.last_update_s = 0.0  # wall time of the last callback, figure update included (server side)
+        head = W.HTML(f"<b style='font-size:15px'>{html.escape(self.title)}</b>"
+                      f"<div style='{CSS_STATUS}'>{html.escape(caption)}</div>")
+        super().__init__([head, *controls, self.status, self.error, self.figure, *extra, self.details],
+                         layout=W.Layout(width="100%", max_width="980px"))
+
+    # ---- callbacks -----------------------------------------------------------------------------------
+    def guarded(self, fn):
+        """Wrap a callback: time it, clear the error line, show any error in the panel (and return None)."""
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            self.show_error(None)
+            try:
+                return fn(*args, **kwargs)
+            except self.input_errors as e:
+                self.show_error(e)
+            except Exception as e:  # a bug, not bad input: say so, keep the traceback inspectable
+                self.show_error(e, unexpected=True)
+            finally:
+                self.last_update_s = time.perf_counter() - t0
+            return None
+
+        return run
+
+    def show_error(self, e: BaseException | None, unexpected: bool = False) -> None:
+        self.last_error = e
+        if e is None:
+            self.error.value = ""
+            return
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        prefix = f"Unexpected error ({type(e).__name__}), details below: " if unexpected else ""
+        self.error.value = f"<div style='color:#b42318;font-size:13px'>⚠ {html.escape(prefix + str(msg))}</div>"
+        if unexpected:  # append_stdout works with or without a kernel (a `with Output()` block needs one)
+            self.details.append_stdout("".join(traceback.format_exception(type(e), e, e.__traceback__)))
+
+    def set_status(self, text: str) -> None:
+        self.status.value = f"<div style='{CSS_STATUS}'>{html.escape(text)}</div>" if text else ""
+
+    # ---- export --------------------------------------------------------------------------------------
+    def export_items(self) -> list:
+        """What the static page shows: the current figure (panels add RawHTML, e.g. generated text)."""
+        return [go.Figure(self.figure)]
+
+    def export_html(self, path: str | Path, title: str | None = None) -> Path:
+        """Write the panel's current view to a standalone offline HTML file (plotly.js inlined)."""
+        notes = [self.caption] + ([html.unescape(_strip_tags(self.status.value))] if self.status.value else [])
+        return export.figures_to_html(self.export_items(), path, title or self.title, notes)
+
+
+def _strip_tags(s: str) -> str:
+    import re
+
+    return re.sub(r"<[^>]+>", "", s)
+
+
+def slider(description: str, value, lo, hi, step=1, width: str = "300px", **kw) -> W.Widget:
+    """A labelled slider that only reports when released (continuous_update=False)."""
+    cls = W.FloatSlider if isinstance(step, float) or isinstance(value, float) else W.IntSlider
+    return cls(value=value, min=lo, max=hi, step=step, description=description, continuous_update=False,
+               style={"description_width": "initial"}, layout=W.Layout(width=width), **kw)

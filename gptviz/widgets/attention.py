@@ -1,0 +1,234 @@
+"""AttentionExplorer: type a text, pick a layer and head, see where every token looks.
+
+One figure (`explorer_figure`, drawn by `plots`): the chosen head's heatmap, the all-heads grid (click a
+thumbnail to open that head; hover it for its metrics), and the focus token's row ("where it looks") and
+column ("who looks at it") as bars; click a heatmap row or a bar to focus that token. Changing the layer or
+head only replaces the arrays that change, so it stays fast (~20 ms server side for 12 x 12 heads, T = 128).
+
+The model runs once per text (`records.record_forward`); everything else reads that record. Long texts are
+cropped to what the capture budget allows and the heatmap shows a window; the status line says both.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import ipywidgets as W
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .. import plots
+from ..records import record_forward
+from ._base import Panel, packed, replace_figure, slider
+
+TRACES = ("attention", "grid", "frame", "heads", "looks_at", "looked_at_by")  # explorer_figure's order
+CAPTURE_BUDGET_BYTES = 256 * 2**20  # attention of every head for the text: L * nh * T^2 float32
+
+
+# ---- the panel's one figure (pure; `plots` draws each part) -------------------------------------------------
+def focus_values(matrix: np.ndarray, token: int, start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row `token` (where it looks) and column `token` (who looks at it), inside the window [start, T)."""
+    return matrix[token, start:], matrix[start:, token]
+
+
+def focus_shapes(token: int, start: int, T: int) -> list[dict]:
+    """Outlines of the focus token's row (orange) and column (green) on the heatmap."""
+    return [dict(type="rect", xref="x", yref="y", x0=start - 0.5, x1=token + 0.5, y0=token - 0.5,
+                 y1=token + 0.5, line=dict(color=plots.CHOSEN, width=2)),
+            dict(type="rect", xref="x", yref="y", x0=token - 0.5, x1=token + 0.5, y0=token - 0.5, y1=T - 0.5,
+                 line=dict(color="#31a354", width=2))]
+
+
+def focus_title(tokens: list[str], token: int) -> str:
+    return f"token {token} {plots.short(tokens[token], 16)!r}:"
+
+
+def explorer_figure(record, layer: int, head: int, token: int | None = None, hide_first: bool = False,
+                    max_tokens: int = plots.MAX_TOKENS, metrics: dict | None = None) -> go.Figure:
+    """One head's heatmap (left), the all-heads grid (right), one token's row and column as bars (below).
+
+    Traces in TRACES order; shapes: selected head, focus row, focus column.
+    """
+    metrics = record.head_metrics() if metrics is None else metrics
+    T = record.T
+    start = plots.window_start(T, max_tokens)
+    token = T - 1 if token is None else min(max(token, start), T - 1)
+    fig = make_subplots(2, 2, column_widths=[0.58, 0.42], row_heights=[0.7, 0.3], horizontal_spacing=0.12,
+                        vertical_spacing=0.2, specs=[[{}, {}], [{"colspan": 2}, None]])
+    plots.add_attention(fig, record, layer, head, hide_first, True, start, 1, 1, max_ticks=32)
+    S = plots.add_grid(fig, record, metrics, hide_first, row=1, col=2)
+    row, column = focus_values(plots.attention_matrix(record, layer, head, hide_first), token, start)
+    pos, toks = np.arange(start, T), record.tokens[start:]
+    for name, y, colour in (("looks at (row)", row, plots.CHOSEN), ("is looked at by (column)", column, "#31a354")):
+        fig.add_trace(go.Bar(name=name, x=pos, y=y, marker_color=colour, text=toks, textposition="none",
+                             hovertemplate=f"%{{x}} %{{text}}: %{{y:.3f}}<extra>{name}</extra>"), 2, 1)
+    fig.update_yaxes(scaleanchor="x", row=1, col=1)
+    fig.update_yaxes(scaleanchor="x2", row=1, col=2)
+    fig.update_xaxes(title_text="position (T)", **plots.ticks(toks, start, 60), row=2, col=1)
+    fig.update_yaxes(title_text="attention", rangemode="tozero", row=2, col=1)
+    fig.update_layout(
+        template=plots.TEMPLATE, height=860, barmode="group", bargap=0.15,
+        title=plots.attention_title(record, layer, head, hide_first, start),
+        legend=dict(orientation="h", x=1, xanchor="right", y=0.25, yanchor="bottom",
+                    title_text=focus_title(record.tokens, token)),
+        shapes=[plots.selected_head_shape(layer, head, S, "x2", "y2"), *focus_shapes(token, start, T),
+                *fig.layout.shapes])  # the last ones: grey backgrounds drawn by plots
+    return fig
+
+
+class AttentionExplorer(Panel):
+    """Attention heatmap + all-heads grid + one token's row/column, for a text typed into the panel."""
+
+    title = "Attention explorer"
+
+    def __init__(self, model, tokenizer, text: str = "The quick brown fox jumps over the lazy dog",
+                 layer: int = 0, head: int = 0, max_tokens: int = plots.MAX_TOKENS):
+        self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
+        self._quiet = False  # True while the panel sets its own controls (one figure update, not several)
+        c = model.config
+        # the longest text whose full attention (L, nh, T, T) fits the budget, within the model's context
+        self.record_limit = min(c.block_size, int(math.sqrt(CAPTURE_BUDGET_BYTES / (4 * c.n_layer * c.n_head))))
+        self.record = self._record(text)
+        self.metrics = self.record.head_metrics()
+        self.text = W.Textarea(value=text, description="text", continuous_update=False, rows=2,
+                               layout=W.Layout(width="95%"), style={"description_width": "initial"})
+        self.layer = slider("layer", layer, 0, c.n_layer - 1, width="260px")
+        self.head = slider("head", head, 0, c.n_head - 1, width="260px")
+        self.hide_first = W.Checkbox(value=False, description="hide first-token sink (renormalise rows)",
+                                     indent=False, layout=W.Layout(width="320px"))
+        self.token = W.Dropdown(description="focus token", style={"description_width": "initial"},
+                                layout=W.Layout(width="260px"))
+        self.head_info = W.HTML()
+        self._set_focus_options()
+        fig = self._full_figure()
+        caption = ("Each row is a query token; colour = how much it attends to each earlier token (rows sum to "
+                   "1). Click a thumbnail in the grid to open that head, a heatmap row or a bar to focus a token.")
+        super().__init__([self.text, W.HBox([self.layer, self.head, self.hide_first]),
+                          W.HBox([self.token, self.head_info])], fig, caption)
+        self._wire()
+        self._describe()
+
+    # ---- model runs and figures ----------------------------------------------------------------------
+    def _record(self, text: str):
+        with warnings.catch_warnings():  # cropping is reported in the status line instead
+            warnings.simplefilter("ignore")
+            return record_forward(self.model, self.tokenizer, text, max_tokens=self.record_limit)
+
+    @property
+    def start(self) -> int:
+        return plots.window_start(self.record.T, self.max_tokens)
+
+    def _full_figure(self):
+        return explorer_figure(self.record, self.layer.value, self.head.value, self.token.value,
+                               self.hide_first.value, self.max_tokens, self.metrics)
+
+    def _set_focus_options(self) -> None:
+        toks = self.record.tokens
+        self._quiet = True
+        try:
+            self.token.options = [(f"{i}: {plots.short(toks[i], 16)}", i) for i in range(self.start, len(toks))]
+            self.token.value = len(toks) - 1
+        finally:
+            self._quiet = False
+
+    def _wire(self) -> None:
+        self.text.observe(self.guarded(self._on_text), names="value")
+        for w in (self.layer, self.head):
+            w.observe(self.guarded(self._on_head), names="value")
+        self.hide_first.observe(self.guarded(self._on_hide), names="value")
+        self.token.observe(self.guarded(self._on_focus), names="value")
+        self.trace("heads").on_click(self.guarded(self._click_grid))
+        self.trace("attention").on_click(self.guarded(self._click_query))
+        for name in ("looks_at", "looked_at_by"):
+            self.trace(name).on_click(self.guarded(self._click_bar))
+
+    def trace(self, name: str):
+        """A trace of the figure by short name: attention, grid, frame, heads, looks_at, looked_at_by."""
+        return self.figure.data[TRACES.index(name)]
+
+    # ---- callbacks -----------------------------------------------------------------------------------
+    def _on_text(self, change) -> None:
+        record = self._record(change["new"])  # raises (shown in the panel) before anything changes
+        self.record, self.metrics = record, record.head_metrics()
+        self._set_focus_options()
+        replace_figure(self.figure, self._full_figure())
+        self._describe()
+
+    def _on_head(self, change=None) -> None:
+        if self._quiet:
+            return
+        l, h, hide = self.layer.value, self.head.value, self.hide_first.value
+        matrix = plots.attention_matrix(self.record, l, h, hide)
+        with self.figure.batch_update():
+            self.trace("attention").z = packed(matrix[self.start:, self.start:])
+            self.figure.layout.title.text = plots.attention_title(self.record, l, h, hide, self.start)
+            self._update_focus(matrix)
+        self._describe_head()
+
+    def _update_focus(self, matrix) -> None:
+        """Bars and outlines for the focus token; the selected-head outline is redrawn with them (3 shapes)."""
+        f, start, T = self.token.value, self.start, self.record.T
+        row, col = focus_values(matrix, f, start)
+        self.trace("looks_at").y = row
+        self.trace("looked_at_by").y = col
+        self.figure.layout.shapes = [plots.selected_head_shape(self.layer.value, self.head.value,
+                                                               plots.grid_cells(T), "x2", "y2"),
+                                     *focus_shapes(f, start, T), *self.figure.layout.shapes[3:]]
+        self.figure.layout.legend.title.text = focus_title(self.record.tokens, f)
+
+    def _on_hide(self, change) -> None:
+        image, _ = plots.grid_image(self.record, self.hide_first.value)
+        with self.figure.batch_update():
+            self.trace("grid").z = packed(image)
+            self._on_head()
+
+    def _on_focus(self, change) -> None:
+        if self._quiet or change["new"] is None:
+            return
+        matrix = plots.attention_matrix(self.record, self.layer.value, self.head.value, self.hide_first.value)
+        with self.figure.batch_update():
+            self._update_focus(matrix)
+
+    def _click_grid(self, trace, points, state) -> None:
+        if not points.point_inds:
+            return
+        layer, head = (int(v) for v in trace.customdata[points.point_inds[0]])
+        self.select(layer, head)
+
+    def _click_query(self, trace, points, state) -> None:
+        if points.ys:
+            self.token.value = int(points.ys[0])
+
+    def _click_bar(self, trace, points, state) -> None:
+        if points.xs:
+            self.token.value = int(points.xs[0])
+
+    # ---- public --------------------------------------------------------------------------------------
+    def select(self, layer: int, head: int) -> None:
+        """Show one head (what a click on its thumbnail does); one figure update for both values."""
+        self._quiet = True
+        try:
+            self.layer.value, self.head.value = layer, head
+        finally:
+            self._quiet = False
+        self._on_head()
+
+    def _describe_head(self) -> None:
+        l, h = self.layer.value, self.head.value
+        self.head_info.value = (f"<span style='font-size:13px;color:#4a5160'>&nbsp; layer {l}, head {h}: "
+                                f"{plots.metric_text(self.metrics, l, h, ' · ')}</span>")
+
+    def _describe(self) -> None:
+        r = self.record
+        parts = [f"{r.T} tokens · L={r.n_layer} layers × nh={r.n_head} heads"]
+        if r.meta.get("cropped"):
+            parts.append(f"input cropped: kept the last {r.T} tokens, {r.meta['cropped']} left out")
+        if self.start:
+            parts.append(f"heatmap shows the last {r.T - self.start} of {r.T} tokens")
+        S = plots.grid_cells(r.T)
+        if S < r.T:
+            parts.append(f"grid thumbnails max-pool {r.T} tokens into {S} cells")
+        self.set_status(" · ".join(parts))
+        self._describe_head()

@@ -1,0 +1,341 @@
+"""FinetunePanel: fine-tune a GPT from a notebook (a classifier or more LM training) and see what it learned.
+
+Choose the task (classify labelled texts, or continue next-token training on new text) and what trains
+(head only, the top n layers, everything, or LoRA adapters); each choice starts over from a fresh copy of
+the base model. Start trains in chunks on a background thread (Stop returns after the current step), as the
+TrainingDashboard does; `run(steps)` trains synchronously for headless notebooks and tests. After each
+chunk the "training" view shows the loss and, for a classifier, held-out accuracy next to the majority and
+bag-of-words baselines and the confusion matrix; for the LM, which heads changed since the start. The
+"your text" view shows what the model makes of the text box: class probabilities and the attention of the
+pooled token, or (LM) the checkpoint diff of that text before and after.
+
+The work belongs to `gptviz.finetune` (jobs, evaluation, explain, checkpoint_diff) and `gptviz.train` (the
+loop); this panel holds controls, one FigureWidget, and the chunk loop. The TrainingDashboard is not reused
+directly: its Trainer and controls are fixed when it is built, and here the Trainer is rebuilt per choice.
+"""
+
+from __future__ import annotations
+
+import copy
+import html
+import threading
+import warnings
+
+import ipywidgets as W
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .. import finetune as ft
+from .. import plots
+from ..train import TrainConfig, TrainingDiverged
+from ._base import INPUT_ERRORS, Busy, Panel, replace_figure, slider
+
+MODES = {"head": "head only", "last_n": "top n layers", "full": "all weights", "lora": "LoRA adapters"}
+
+
+# ---- figures (pure: job state in, Figure out) -----------------------------------------------------------------
+def classifier_figure(stats, accuracy: list[tuple[int, float]], base: dict, ev) -> go.Figure:
+    """Loss (left), held-out accuracy against the baselines (middle), confusion matrix (right)."""
+    fig = make_subplots(1, 3, column_widths=[0.34, 0.3, 0.36], horizontal_spacing=0.09, subplot_titles=[
+        "loss", "held-out accuracy", "confusion (rows: true)"])
+    _add_loss(fig, stats)
+    fig.add_trace(go.Scatter(name="accuracy", x=[s for s, _ in accuracy], y=[a for _, a in accuracy],
+                             mode="lines+markers", line=dict(color="#31a354")), 1, 2)
+    for name, key, dash in (("majority", "majority_baseline", "dot"), ("bag of words", "bow_baseline", "dash")):
+        if base.get(key) is not None:
+            fig.add_hline(y=base[key], line=dict(color="#9aa3b2", dash=dash), annotation_text=f"{name} "
+                          f"{base[key]:.2f}", annotation_position="bottom right", row=1, col=2)
+    labels = ev.labels if ev is not None else []
+    z = ev.confusion.numpy().astype(float) if ev is not None else np.zeros((0, 0))
+    fig.add_trace(go.Heatmap(name="confusion", z=z, x=labels, y=labels, colorscale="Blues", showscale=False,
+                             text=z.astype(int).astype(str), texttemplate="%{text}",
+                             hovertemplate="true %{y}, predicted %{x}: %{z:.0f}<extra></extra>"), 1, 3)
+    fig.update_yaxes(range=[0, 1], title_text="accuracy", row=1, col=2)
+    fig.update_xaxes(title_text="step", row=1, col=2)
+    fig.update_xaxes(title_text="predicted", row=1, col=3)
+    fig.update_yaxes(autorange="reversed", row=1, col=3)
+    last = f"step {accuracy[-1][0]}: accuracy {accuracy[-1][1]:.3f}" if accuracy else "not evaluated yet"
+    fig.update_layout(template=plots.TEMPLATE, height=420, title=f"Classifier fine-tuning · {last}",
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def lm_figure(stats, val_before: float, change) -> go.Figure:
+    """Loss with the val loss before fine-tuning (left), mean |Δ attention| per head on the probe (right)."""
+    fig = make_subplots(1, 2, column_widths=[0.6, 0.4], horizontal_spacing=0.12,
+                        subplot_titles=["loss", "how much each head changed (probe text)"])
+    _add_loss(fig, stats)
+    fig.add_hline(y=val_before, line=dict(color="#e6550d", dash="dot"), annotation_text=f"val before "
+                  f"{val_before:.3f}", annotation_position="top right", row=1, col=1)
+    fig.add_trace(go.Heatmap(name="change", z=change.numpy(), colorscale=plots.METRIC_SCALE, zmin=0,
+                             colorbar=dict(thickness=10), hovertemplate="layer %{y}, head %{x}: %{z:.4f}"
+                             "<extra></extra>"), 1, 2)
+    fig.update_xaxes(title_text="head (nh)", row=1, col=2)
+    fig.update_yaxes(title_text="layer (L)", autorange="reversed", row=1, col=2)
+    fig.update_layout(template=plots.TEMPLATE, height=420, title="Language-model fine-tuning",
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def prediction_figure(explained: dict) -> go.Figure:
+    """Class probabilities (left) and the pooled token's attention, one row per layer and head (right)."""
+    att = explained["attention"]  # (L, nh, T)
+    L, nh, T = att.shape
+    fig = make_subplots(1, 2, column_widths=[0.25, 0.75], horizontal_spacing=0.12,
+                        subplot_titles=["class probabilities", "attention of the pooled token"])
+    p = explained["probs"].numpy()
+    fig.add_trace(go.Bar(name="p", x=explained["labels"], y=p, marker_color=["#e6550d" if i == p.argmax()
+                         else "#9aa3b2" for i in range(len(p))], hovertemplate="%{x}: %{y:.3f}<extra></extra>"), 1, 1)
+    rows = [f"L{l} H{h}" for l in range(L) for h in range(nh)]
+    fig.add_trace(go.Heatmap(name="attention", z=att.reshape(L * nh, T).numpy(), x=list(range(T)), y=rows,
+                             colorscale=plots.ATTENTION_SCALE, zmin=0, zmax=1, colorbar=dict(thickness=10),
+                             customdata=[explained["tokens"]] * (L * nh),
+                             hovertemplate="%{y} → %{x} %{customdata}: %{z:.3f}<extra></extra>"), 1, 2)
+    fig.update_yaxes(range=[0, 1], row=1, col=1)
+    fig.update_xaxes(title_text="position (T)", **plots.ticks(explained["tokens"]), row=1, col=2)
+    fig.update_yaxes(autorange="reversed", row=1, col=2)
+    best = explained["labels"][int(p.argmax())]
+    fig.update_layout(template=plots.TEMPLATE, height=max(360, 120 + 14 * L * nh), showlegend=False,
+                      title=f"Your text: {best} ({p.max():.2f})")
+    return fig
+
+
+def _add_loss(fig: go.Figure, stats) -> None:
+    val = [s for s in stats if s.val_loss is not None]
+    fig.add_trace(go.Scatter(name="train loss", x=[s.step for s in stats], y=[s.loss for s in stats],
+                             mode="lines", line=dict(color="#2166ac")), 1, 1)
+    fig.add_trace(go.Scatter(name="val loss", x=[s.step for s in val], y=[s.val_loss for s in val],
+                             mode="lines+markers", line=dict(color="#e6550d")), 1, 1)
+    fig.update_xaxes(title_text="step", row=1, col=1)
+
+
+class FinetunePanel(Panel):
+    """Task and freezing choices, Start/Stop in chunks, live loss/accuracy/confusion, and a text to try."""
+
+    title = "Fine-tuning"
+    input_errors = INPUT_ERRORS + (TrainingDiverged,)
+
+    def __init__(self, gpt, tokenizer, train=None, test=None, corpus=None, config: ft.FinetuneConfig | None = None,
+                 train_config: TrainConfig | None = None, text: str = "", chunk: int = 10, live_examples: int = 128):
+        """`train`/`test`: labelled Examples for "classify"; `corpus`: a data.Corpus for "lm". What is not
+        given comes from `config.data` when that task is chosen (Shakespeare genres / comedies by default)."""
+        self.base, self.tokenizer = gpt, tokenizer  # never trained: each job starts from a copy
+        self.config = config or ft.FinetuneConfig(max_per_play=100, max_windows=4)
+        self.train_config = train_config or TrainConfig(batch_size=16, lr=5e-4, min_lr=5e-5, warmup_steps=10,
+                                                        weight_decay=0.01, eval_interval=20, eval_batches=2,
+                                                        snapshot_interval=0, max_steps=200)
+        self._data = {"classify": (train, test) if train is not None else None, "lm": corpus}
+        self.live_examples, self.job = live_examples, None
+        self._lock, self._draw = threading.Lock(), threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop_flag = False
+        self.accuracy: list[tuple[int, float]] = []  # (step, accuracy on the live subset)
+        self.last_eval = None
+        st, c = {"description_width": "initial"}, self.config
+        self.task = W.ToggleButtons(options=[("classify", "classify"), ("language model", "lm")], value=c.task)
+        self.mode = W.Dropdown(options=[(v, k) for k, v in MODES.items()], value=c.mode, description="train",
+                               style=st, layout=W.Layout(width="200px"))
+        self.n_layers = slider("top n layers", min(c.n_layers, gpt.config.n_layer), 1, gpt.config.n_layer, width="220px")
+        self.freeze_embeddings = W.Checkbox(value=c.freeze_embeddings, description="freeze embeddings", indent=False,
+                                            layout=W.Layout(width="160px"))
+        self.lora_rank = slider("LoRA rank", c.lora_rank, 1, 64, width="220px")
+        self.pooling = W.Dropdown(options=["mean", "last"], value=c.pooling, description="pooling", style=st,
+                                  layout=W.Layout(width="160px"))
+        self.steps = W.BoundedIntText(value=self.train_config.max_steps, min=1, max=10**6, description="steps",
+                                      style=st, layout=W.Layout(width="150px"))
+        self.chunk = W.BoundedIntText(value=chunk, min=1, max=10**5, description="chunk", style=st,
+                                      layout=W.Layout(width="120px"))
+        self.start_button = W.Button(description="Start", button_style="success", icon="play")
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.eval_button = W.Button(description="Evaluate all", icon="check")
+        self.view = W.ToggleButtons(options=[("training", "training"), ("your text", "text")], value="training")
+        self.text = W.Textarea(value=text, placeholder="type a text to classify (or to compare before/after)",
+                               continuous_update=False, rows=2, layout=W.Layout(width="95%"))
+        self.prediction = W.HTML()
+        caption = ("Pick a task and what trains (each choice starts again from the base model), then Start. Type a "
+                   "text below to see what the fine-tuned model makes of it.")
+        self._build_job()
+        super().__init__([W.HBox([self.task, self.mode, self.pooling]),
+                          W.HBox([self.n_layers, self.freeze_embeddings, self.lora_rank]),
+                          W.HBox([self.steps, self.chunk, self.start_button, self.stop_button, self.eval_button]),
+                          self.text, self.prediction, self.view], self._figure(), caption)
+        for w in (self.task, self.mode, self.n_layers, self.freeze_embeddings, self.lora_rank, self.pooling):
+            w.observe(self.guarded(self._on_choice), names="value")
+        self.text.observe(self.guarded(self._on_text), names="value")
+        self.view.observe(self.guarded(self._redraw), names="value")
+        self.start_button.on_click(self.guarded(lambda _: self.start()))
+        self.stop_button.on_click(self.guarded(lambda _: self.stop()))
+        self.eval_button.on_click(self.guarded(lambda _: self.evaluate_all()))
+        self._show_controls()
+        self._describe("ready")
+
+    # ---- jobs ----------------------------------------------------------------------------------------------
+    def _choices(self) -> ft.FinetuneConfig:
+        return ft.FinetuneConfig.from_dict({**self.config.to_dict(), "task": self.task.value, "mode": self.mode.value,
+                                            "n_layers": self.n_layers.value, "pooling": self.pooling.value,
+                                            "freeze_embeddings": self.freeze_embeddings.value,
+                                            "lora_rank": self.lora_rank.value})
+
+    def _build_job(self) -> None:
+        config = self._choices()
+        gpt = copy.deepcopy(self.base)
+        with warnings.catch_warnings(record=True) as caught:  # truncation etc.: shown in the status line
+            warnings.simplefilter("always")
+            if config.task == "classify":
+                if self._data["classify"] is None:
+                    self._data["classify"] = ft.labelled_split(config)
+                train, test = self._data["classify"]
+                self.job = ft.ClassifierJob(gpt, self.tokenizer, train, test, config, self.train_config)
+                self.job.baselines()
+            else:
+                if self._data["lm"] is None:  # the comedies, as the finetune-lm-comedies preset
+                    self._data["lm"] = ft.genre_corpus(("comedies",), config.val_plays)
+                self.job = ft.LMJob(gpt, self.tokenizer, self._data["lm"], config, self.train_config)
+        self._notes = [str(w.message) for w in caught]
+        self.accuracy, self.last_eval = [], None
+        if isinstance(self.job, ft.ClassifierJob):
+            self._live_eval()
+
+    def _live_index(self) -> list[int]:
+        n = len(self.job.test_set)
+        return sorted(set(np.linspace(0, n - 1, min(n, self.live_examples)).round().astype(int).tolist()))
+
+    def _live_eval(self) -> None:
+        self.last_eval = self.job.evaluate(self._live_index())
+        self.accuracy.append((self.job.step, self.last_eval.accuracy))
+
+    # ---- public: training ------------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._lock.locked()
+
+    def run(self, steps: int) -> list:
+        """Train `steps` steps now, in chunks, updating the panel after each; returns their StepStats."""
+        if not self._lock.acquire(blocking=False):
+            raise Busy("training is already running; press Stop (or wait) first")
+        try:
+            return self._loop(self.job.step + int(steps))
+        finally:
+            self._lock.release()
+            self._buttons()
+
+    def start(self, steps: int | None = None) -> None:
+        """Train `steps` (default: the steps box) on a background thread."""
+        if not self._lock.acquire(blocking=False):
+            raise Busy("training is already running; press Stop first")
+        target = self.job.step + int(steps or self.steps.value)
+
+        def work():
+            try:
+                self.guarded(self._loop)(target)
+            finally:
+                self._lock.release()
+                self._buttons()
+
+        self._thread = threading.Thread(target=work, name="gptviz-finetune", daemon=True)
+        self._buttons(running=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop_flag = True
+        self.job.trainer.request_stop()
+        self._describe("stopping after the current step…")
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def evaluate_all(self):
+        """Accuracy and confusion matrix on every test example (a classifier), or the val loss (LM)."""
+        if self.running:
+            raise Busy("training is running; evaluate after Stop")
+        if isinstance(self.job, ft.ClassifierJob):
+            self.last_eval = self.job.evaluate()
+            self._redraw()
+            self._describe(f"all {len(self.job.test_set)} test examples: accuracy {self.last_eval.accuracy:.3f}")
+            return self.last_eval
+        loss = self.job.evaluate()
+        self._describe(f"val loss {loss['val']:.4f} (before fine-tuning {self.job.loss_before['val']:.4f})")
+        return loss
+
+    def _loop(self, target: int) -> list:
+        self._stop_flag = False
+        self._buttons(running=True)
+        out = []
+        while self.job.step < target and not self._stop_flag:
+            done = self.job.train_steps(min(self.chunk.value, target - self.job.step))
+            out += done
+            if isinstance(self.job, ft.ClassifierJob):
+                self._live_eval()
+            self._redraw()
+            self._describe("running")
+            if not done or self.job.trainer.interrupted:
+                break
+        self._describe("stopped" if self.job.step < target else "done")
+        return out
+
+    # ---- callbacks -------------------------------------------------------------------------------------------
+    def _on_choice(self, change=None) -> None:
+        if self.running:
+            raise Busy("training is running; press Stop before changing what trains")
+        if self.task.value == "lm" and self.mode.value == "head":
+            self.mode.value = "last_n"  # a head-only LM would train nothing; this re-enters _on_choice
+            return
+        self._show_controls()
+        self._build_job()
+        self._redraw()
+        self._describe("ready (a fresh copy of the base model)")
+
+    def _on_text(self, change=None) -> None:
+        if self.text.value.strip() and self.view.value != "text":
+            self.view.value = "text"  # the view's observer redraws
+        else:
+            self._redraw()
+
+    # ---- display ---------------------------------------------------------------------------------------------
+    def _figure(self) -> go.Figure:
+        job, text = self.job, self.text.value.strip()
+        if self.view.value == "text" and text:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # cropping is part of what the figure shows
+                if isinstance(job, ft.ClassifierJob):
+                    explained = ft.explain(job.model, self.tokenizer, text)
+                    self.prediction.value = " · ".join(
+                        f"<b>{html.escape(l)}</b> {p:.3f}" for l, p in zip(explained["labels"], explained["probs"]))
+                    return prediction_figure(explained)
+                diff = job.diff(text)
+                self.prediction.value = "most changed heads (layer, head): " + ", ".join(
+                    f"({l}, {h}) {c:.3f}" for l, h, c in diff.top_heads(3))
+                return diff.figure()
+        self.prediction.value = ""
+        if isinstance(job, ft.ClassifierJob):
+            return classifier_figure(job.trainer.history, self.accuracy, job.baselines(), self.last_eval)
+        return lm_figure(job.trainer.history, job.loss_before["val"], job.diff().head_change)
+
+    def _redraw(self, change=None) -> None:
+        if hasattr(self, "figure"):
+            with self._draw:
+                replace_figure(self.figure, self._figure())
+
+    def _show_controls(self) -> None:
+        mode, task = self.mode.value, self.task.value
+        for w, on in ((self.n_layers, mode == "last_n"), (self.freeze_embeddings, mode == "full"),
+                      (self.lora_rank, mode == "lora"), (self.pooling, task == "classify")):
+            w.layout.display = "" if on else "none"
+
+    def _buttons(self, running: bool | None = None) -> None:
+        running = self.running if running is None else running
+        self.start_button.disabled, self.stop_button.disabled = running, not running
+        for w in (self.task, self.mode, self.n_layers, self.freeze_embeddings, self.lora_rank, self.pooling):
+            w.disabled = running
+
+    def _describe(self, state: str) -> None:
+        job = self.job
+        trainable, total = ft.count_parameters(job.model)
+        parts = [state, f"step {job.step}", f"{trainable:,} of {total:,} parameters train"]
+        if job.trainer.history:
+            parts.append(f"loss {job.trainer.history[-1].loss:.3f}")
+        if self.accuracy:
+            parts.append(f"accuracy {self.accuracy[-1][1]:.3f} on {len(self._live_index())} test examples")
+        self.set_status(" · ".join(parts + self._notes[:1]))

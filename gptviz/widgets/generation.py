@@ -1,0 +1,283 @@
+"""GenerationExplorer: generate step by step, scrub the timeline, fork at any candidate, compare branches.
+
+Generate runs `sampling.generate_steps` with the knobs (temperature, top-k, top-p, repetition penalty,
+no-repeat-n-gram, seed, sample/greedy) and keeps every StepRecord. The timeline slider shows one step: the
+candidates' probabilities after each stage (chosen outlined, filtered greyed) and where the last context token
+looked when choosing (layer / head, or the mean of the layer's heads). Clicking a candidate bar forks: the
+branch continues from prompt + chosen[:t] + [clicked]; branches are listed side by side with the fork point
+marked, and the active one drives the timeline. Beam search (beams > 1) runs `sampling.generate` and shows
+only its final text: it keeps several hypotheses per step, so there is no single timeline.
+
+The panel holds state and controls; figures come from `plots`, tokens from the sampler's records.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+import warnings
+from dataclasses import dataclass, replace
+
+import ipywidgets as W
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from .. import plots
+from ..export import RawHTML
+from ..sampling import generate, generate_steps
+from ._base import Panel, replace_figure, slider
+
+
+@dataclass
+class Branch:
+    """One continuation of the prompt: its steps, and where it left its parent (None for the first)."""
+
+    prompt_ids: list[int]
+    steps: list  # StepRecord, numbered 0.. along this branch
+    parent: int | None = None
+    fork_step: int | None = None  # the step whose token was replaced by the clicked candidate
+
+    @property
+    def ids(self) -> list[int]:
+        return self.prompt_ids + [s.token_id for s in self.steps]
+
+
+def step_figure(step, layer: int, head: int | None, tokens: list[str] | None, forced: bool = False) -> go.Figure:
+    """The panel's view of one step: candidates per stage (top), the attention row (bottom, if recorded)."""
+    rows = 2 if step.attention is not None else 1
+    fig = make_subplots(rows, 1, vertical_spacing=0.28, row_heights=[0.58, 0.42] if rows == 2 else None,
+                        subplot_titles=["", plots.row_title(step, layer, head)][:rows])
+    plots.add_candidates(fig, step, 1, 1)
+    if rows == 2:
+        plots.add_attention_row(fig, step, layer, head, tokens, 2, 1)
+    fig.update_annotations(font_size=13, xanchor="left", x=0)
+    fig.update_layout(template=plots.TEMPLATE, height=640 if rows == 2 else 420, barmode="group",
+                      title=plots.step_title(step, forced), legend=dict(orientation="h", y=0.5 if rows == 2 else -0.3,
+                                                                 yanchor="top", font_size=11))
+    return fig
+
+
+def message_figure(text: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font_size=14)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(template=plots.TEMPLATE, height=200, title="Generation explorer")
+    return fig
+
+
+class GenerationExplorer(Panel):
+    """Prompt + decoding knobs + Generate; a step timeline with candidates and attention; click to fork."""
+
+    title = "Generation explorer"
+
+    def __init__(self, model, tokenizer, prompt: str = "ROMEO:", max_new_tokens: int = 40, k: int = 10,
+                 generate_now: bool = True):
+        self.model, self.tokenizer, self.k = model, tokenizer, k
+        nh, L = model.config.n_head, model.config.n_layer
+        st = {"description_width": "initial"}
+        self.prompt = W.Textarea(value=prompt, description="prompt", rows=2, layout=W.Layout(width="95%"), style=st)
+        self.sample = W.Checkbox(value=True, description="sample (off = greedy)", indent=False,
+                                 layout=W.Layout(width="180px"))
+        self.temperature = slider("temperature", 1.0, 0.0, 2.0, 0.05, width="280px")
+        self.top_k = slider("top-k (0 = off)", 0, 0, min(200, model.config.vocab_size), width="280px")
+        self.top_p = slider("top-p (1 = off)", 1.0, 0.05, 1.0, 0.05, width="280px")
+        self.repetition_penalty = slider("repetition penalty", 1.0, 1.0, 2.0, 0.05, width="280px")
+        self.no_repeat_ngram = slider("no-repeat n-gram", 0, 0, 6, width="280px")
+        self.beams = slider("beams", 1, 1, 8, width="280px")
+        self.seed = W.IntText(value=0, description="seed", style=st, layout=W.Layout(width="140px"))
+        self.max_new_tokens = slider("max new tokens", max_new_tokens, 1, 400, width="280px")
+        self.generate_button = W.Button(description="Generate", button_style="primary", icon="play")
+        self.step = slider("step", 0, 0, 0, width="520px")
+        self.layer = slider("layer", L - 1, 0, L - 1, width="240px")
+        self.head = W.Dropdown(options=[("mean of heads", -1)] + [(f"head {h}", h) for h in range(nh)], value=-1,
+                               description="head", style=st, layout=W.Layout(width="200px"))
+        self.branch = W.Dropdown(options=[], description="active branch", style=st, layout=W.Layout(width="320px"))
+        self.branches_html = W.HTML()
+        self.branches: list[Branch] = []
+        self.knob_note = ""
+        controls = [self.prompt,
+                    W.HBox([self.sample, self.temperature, self.top_k]),
+                    W.HBox([self.top_p, self.repetition_penalty, self.no_repeat_ngram]),
+                    W.HBox([self.beams, self.max_new_tokens, self.seed, self.generate_button]),
+                    W.HBox([self.step, self.layer, self.head])]
+        caption = ("Each step shows the next-token candidates before and after every decoding stage, and where the "
+                   "model looked. Click any candidate bar to fork: generation continues from that token.")
+        super().__init__(controls, message_figure("Press Generate"), caption, [self.branch, self.branches_html])
+        self.generate_button.on_click(self.guarded(lambda _: self.run()))
+        self.step.observe(self.guarded(self._show), names="value")
+        for w in (self.layer, self.head):
+            w.observe(self.guarded(self._show), names="value")
+        self.branch.observe(self.guarded(self._on_branch), names="value")
+        if generate_now:
+            self.guarded(self.run)()
+
+    # ---- generation ----------------------------------------------------------------------------------
+    def knobs(self) -> dict:
+        return dict(do_sample=self.sample.value, temperature=self.temperature.value, top_k=self.top_k.value or None,
+                    top_p=self.top_p.value, repetition_penalty=self.repetition_penalty.value,
+                    no_repeat_ngram_size=self.no_repeat_ngram.value, seed=self.seed.value,
+                    eos_token_id=getattr(self.tokenizer, "eos_id", None))
+
+    def _steps(self, ids: list[int], n: int, first: int) -> list:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            steps = list(generate_steps(self.model, ids, n, k=self.k, record_attention=True,
+                                        tokenizer=self.tokenizer, **self.knobs()))
+        self.knob_note = " ".join(str(w.message) for w in caught)
+        return [replace(s, step=first + i) for i, s in enumerate(steps)]
+
+    def run(self) -> None:
+        """Generate from the prompt with the current knobs (what the Generate button does)."""
+        text = self.prompt.value
+        if not text:
+            raise ValueError("the prompt is empty; type a few characters to continue")
+        ids = list(self.tokenizer.encode(text))
+        t0 = time.perf_counter()
+        if self.beams.value > 1:
+            self._run_beams(ids)
+            return
+        self.branches = [Branch(ids, self._steps(ids, self.max_new_tokens.value, 0))]
+        self._after_change(0, f"generated {len(self.branches[0].steps)} tokens in {time.perf_counter() - t0:.2f} s")
+
+    def _run_beams(self, ids: list[int]) -> None:
+        knobs = self.knobs()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = generate(self.model, torch.tensor([ids]), self.max_new_tokens.value, num_beams=self.beams.value,
+                           **knobs)[0].tolist()
+        self.branches = []
+        self.step.disabled = True
+        self.branch.options = []
+        text = self.tokenizer.decode(out[len(ids):])
+        self.branches_html.value = _cards_html([(f"beam search, {self.beams.value} beams: best sequence",
+                                                 html.escape(self.tokenizer.decode(ids)), html.escape(text))])
+        replace_figure(self.figure, message_figure(
+            f"Beam search keeps {self.beams.value} hypotheses at every step, so there is no single step "
+            "timeline.<br>The best final sequence is shown below; set beams = 1 to scrub steps and fork."))
+        self.set_status(" ".join(str(w.message) for w in caught))
+
+    def fork(self, step: int, token_id: int, branch: int | None = None) -> int:
+        """Continue `branch` (default: the active one) with `token_id` at `step`; returns the new branch index."""
+        b = self.branches[self.active if branch is None else branch]
+        if not 0 <= step < len(b.steps):
+            raise ValueError(f"step {step} is outside this branch (0..{len(b.steps) - 1})")
+        old = b.steps[step]
+        cand = old.candidates.tolist()
+        if token_id not in cand:
+            raise ValueError(f"token id {token_id} is not one of step {step}'s candidates {cand}")
+        j = cand.index(token_id)
+        forced = replace(old, token_id=token_id, token=self.tokenizer.tokens([token_id])[0],
+                         prob=float(old.stages[-1].probs[j]), raw_prob=float(old.stages[0].probs[j]))
+        prefix = b.ids[:len(b.prompt_ids) + step] + [token_id]
+        t0 = time.perf_counter()
+        rest = self._steps(prefix, len(b.steps) - step - 1, step + 1) if step + 1 < len(b.steps) else []
+        self.branches.append(Branch(b.prompt_ids, b.steps[:step] + [forced] + rest, self.active, step))
+        new = len(self.branches) - 1
+        self._after_change(new, f"branch {new}: forked at step {step} with {forced.token!r} instead of "
+                                f"{old.token!r} ({time.perf_counter() - t0:.2f} s)")
+        return new
+
+    # ---- display -------------------------------------------------------------------------------------
+    @property
+    def active(self) -> int:
+        return self.branch.value if self.branch.value is not None else 0
+
+    def _after_change(self, active: int, status: str) -> None:
+        self._quiet = True
+        try:
+            self.branch.options = [(self._branch_label(i), i) for i in range(len(self.branches))]
+            self.branch.value = active
+            b = self.branches[active]
+            self.step.disabled = False
+            self.step.max = max(0, len(b.steps) - 1)
+            self.step.value = b.fork_step if b.fork_step is not None else 0
+        finally:
+            self._quiet = False
+        self.set_status(" · ".join(p for p in (status, self.knob_note) if p))
+        self._show()
+
+    def _branch_label(self, i: int) -> str:
+        b = self.branches[i]
+        if b.parent is None:
+            return f"{i}: main"
+        return f"{i}: fork of {b.parent} at step {b.fork_step} ({plots.short(b.steps[b.fork_step].token, 8)})"
+
+    def _on_branch(self, change) -> None:
+        if self._quiet or change["new"] is None:
+            return
+        b = self.branches[change["new"]]
+        self._quiet = True
+        try:
+            self.step.max = max(0, len(b.steps) - 1)
+            self.step.value = min(self.step.value, self.step.max)
+        finally:
+            self._quiet = False
+        self._show()
+
+    def _show(self, change=None) -> None:
+        if getattr(self, "_quiet", False) or not self.branches:
+            return
+        b = self.branches[self.active]
+        if not b.steps:
+            replace_figure(self.figure, message_figure("No tokens were generated (max new tokens reached or eos)."))
+            return
+        t = min(self.step.value, len(b.steps) - 1)
+        s = b.steps[t]
+        head = None if self.head.value < 0 else self.head.value
+        replace_figure(self.figure, step_figure(s, self.layer.value, head, self.tokenizer.tokens(b.ids),
+                                                forced=t == b.fork_step))
+        for trace in self.figure.data[:len(s.stages)]:  # the candidate bars: a click forks there
+            trace.on_click(self.guarded(self._click_candidate))
+        self.branches_html.value = self._branches_html()
+
+    def _click_candidate(self, trace, points, state) -> None:
+        if points.point_inds:
+            self.fork(self.step.value, int(trace.customdata[points.point_inds[0]]))
+
+    def _branches_html(self) -> str:
+        cards = []
+        for i, b in enumerate(self.branches):
+            spans = []
+            for j, (s, piece) in enumerate(zip(b.steps, _pieces(self.tokenizer, b.ids, len(b.prompt_ids)))):
+                style = ""
+                if j == b.fork_step:
+                    style += "background:#fde7c8;border-left:2px solid #e6550d;"
+                if i == self.active and j == self.step.value:
+                    style += "text-decoration:underline 2px #2166ac;"
+                piece = html.escape(piece)
+                spans.append(f"<span style='{style}' title='step {j}: p={s.prob:.3f}'>{piece}</span>" if style
+                             else piece)
+            head = self._branch_label(i) + (" · active" if i == self.active else "")
+            cards.append((head, html.escape(self.tokenizer.decode(b.prompt_ids)), "".join(spans)))
+        return _cards_html(cards, self.active)
+
+    def export_items(self) -> list:
+        return [go.Figure(self.figure), RawHTML(self.branches_html.value)]
+
+
+def _pieces(tokenizer, ids: list[int], start: int) -> list[str]:
+    """Text added by each id from `start` on. A character split over several byte-level tokens shows up
+    whole at its last token (the earlier ones add nothing), so Chinese never turns into '�'."""
+    out, done = [], tokenizer.decode(ids[:start])
+    for n in range(start + 1, len(ids) + 1):
+        text = tokenizer.decode(ids[:n])
+        if text.endswith("\ufffd") and n < len(ids):
+            out.append("")
+            continue
+        out.append(text[len(done):] if text.startswith(done) else text)
+        done = text
+    return out
+
+
+def _cards_html(cards: list[tuple[str, str, str]], active: int | None = None) -> str:
+    """Branches side by side: a header, the prompt in grey, then the generated text (already escaped)."""
+    items = []
+    for i, (head, prompt, body) in enumerate(cards):
+        border = "#2166ac" if i == active else "#d4d6db"
+        items.append(f"<div style='flex:1 1 280px;max-width:460px;border:1px solid {border};border-radius:6px;"
+                     f"padding:6px 8px;font-size:13px'><div style='font-weight:600;margin-bottom:4px'>"
+                     f"{html.escape(head)}</div><div style='white-space:pre-wrap;font-family:monospace'>"
+                     f"<span style='color:#8a90a0'>{prompt}</span>{body}</div></div>")
+    return f"<div style='display:flex;flex-wrap:wrap;gap:8px'>{''.join(items)}</div>"

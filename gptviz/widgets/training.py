@@ -1,0 +1,248 @@
+"""TrainingDashboard: Start / Stop / Resume a `train.Trainer` from a notebook and watch it learn.
+
+Training runs in chunks (`trainer.train_steps(chunk)`) on a background thread, so the kernel stays free for
+the buttons: Stop asks the trainer to return after its current step (`trainer.request_stop`) and the loop
+not to start another chunk. One run at a time (a lock). After every chunk the figure shows the train/val
+loss and learning rate so far (left) and the probe prompt's attention at the snapshot picked on the
+slider (right: scrub it to watch heads form over training); every few chunks a sampled text refreshes.
+Save writes a checkpoint between chunks, never mid-step. `run(steps)` does the same synchronously, for
+notebooks executed headless and for tests.
+
+The loop, evaluation and snapshots belong to `gptviz.train`; this panel only drives and shows them.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+
+import ipywidgets as W
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from .. import plots
+from ..export import RawHTML
+from ..sampling import generate
+from ..train import TrainingDiverged
+from ._base import INPUT_ERRORS, Busy, Panel, replace_figure, slider
+
+
+def dashboard_figure(stats, snapshot, layer: int, head: int, vocab_size: int | None = None) -> go.Figure:
+    """Loss curves (left) and one snapshot's attention on the probe prompt (right)."""
+    fig = make_subplots(1, 2, column_widths=[0.55, 0.45], horizontal_spacing=0.2,
+                        specs=[[{"secondary_y": True}, {}]])
+    plots.add_loss_curves(fig, stats, vocab_size, 1, 1)
+    if snapshot is not None:
+        r = snapshot.record
+        start = plots.window_start(r.T, 64)  # thumbnails of the probe stay readable beside the curves
+        plots.add_attention(fig, r, layer, head, start=start, row=1, col=2, max_ticks=24)
+        fig.update_traces(colorbar=dict(x=1.0, len=0.8, y=0.45), selector=dict(type="heatmap"))
+        right = (f"attention at step {snapshot.step}: layer {layer}, head {head}<br><sup>"
+                 f"{plots.metric_text(snapshot.metrics, layer, head, ' · ')}</sup>")
+    else:
+        right = "attention snapshots appear here (TrainConfig.snapshot_interval)"
+    fig.add_annotation(text=right, xref="x2 domain" if snapshot is not None else "paper", yref="paper",
+                       x=0 if snapshot is not None else 1, xanchor="left" if snapshot is not None else "right",
+                       y=1.04, yanchor="bottom", showarrow=False, font_size=13, align="left")
+    fig.update_layout(template=plots.TEMPLATE, height=480, title=plots.loss_title(list(stats)),
+                      legend=dict(orientation="h", y=-0.22, x=0))
+    return fig
+
+
+class TrainingDashboard(Panel):
+    """Buttons that drive a Trainer in chunks, live curves, a text sample, attention over training time."""
+
+    title = "Training dashboard"
+    input_errors = INPUT_ERRORS + (TrainingDiverged,)  # its message says what to do
+
+    def __init__(self, trainer, chunk: int = 10, sample_every: int = 5, sample_prompt: str | None = None,
+                 sample_tokens: int = 120, checkpoint_path: str | None = None):
+        self.trainer, self.sample_every, self.sample_tokens = trainer, sample_every, sample_tokens
+        self._lock = threading.Lock()  # held while a run (thread or synchronous) is training
+        self._draw = threading.Lock()  # the training thread and a slider callback may redraw at once
+        self._thread: threading.Thread | None = None
+        self._stop_flag = False
+        self._save_to: str | None = None  # a save requested while running happens between chunks
+        self._target: int | None = None  # the step the current run (or the stopped one) aims for
+        self._chunks = 0
+        self._quiet = False
+        self.sample_prompt = sample_prompt or self._default_prompt()
+        c, mc = trainer.config, trainer.raw_model.config
+        st = {"description_width": "initial"}
+        self.steps = W.BoundedIntText(value=max(1, c.max_steps - trainer.step), min=1, max=10**7,
+                                      description="steps to run", style=st, layout=W.Layout(width="190px"))
+        self.chunk = W.BoundedIntText(value=chunk, min=1, max=10**5, description="chunk", style=st,
+                                      layout=W.Layout(width="130px"))
+        self.start_button = W.Button(description="Start", button_style="success", icon="play")
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.resume_button = W.Button(description="Resume", icon="forward", disabled=True)
+        self.path = W.Text(value=checkpoint_path or c.out_dir or "", placeholder="checkpoint folder",
+                           description="save to", style=st, layout=W.Layout(width="320px"))
+        self.save_button = W.Button(description="Save checkpoint", icon="save")
+        self.snapshot = slider("snapshot", 0, 0, max(0, len(trainer.snapshots) - 1), width="420px")
+        self.layer = slider("layer", 0, 0, mc.n_layer - 1, width="220px")
+        self.head = slider("head", 0, 0, mc.n_head - 1, width="220px")
+        self.sample_html = W.HTML()
+        caption = ("Start trains in chunks on a background thread; Stop returns after the current step; Resume "
+                   "finishes the stopped run. Scrub the snapshot slider to see attention change during training.")
+        super().__init__([W.HBox([self.steps, self.chunk, self.start_button, self.stop_button, self.resume_button]),
+                          W.HBox([self.path, self.save_button]), W.HBox([self.snapshot, self.layer, self.head])],
+                         self._figure(), caption, [self.sample_html])
+        self.start_button.on_click(self.guarded(lambda _: self.start()))
+        self.stop_button.on_click(self.guarded(lambda _: self.stop()))
+        self.resume_button.on_click(self.guarded(lambda _: self.resume()))
+        self.save_button.on_click(self.guarded(lambda _: self.save()))
+        for w in (self.snapshot, self.layer, self.head):
+            w.observe(self.guarded(self._redraw), names="value")
+        self._describe("ready")
+
+    # ---- public: buttons and the synchronous loop ----------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._lock.locked()
+
+    def run(self, steps: int) -> list:
+        """Train `steps` steps now, in chunks, updating the panel after each; returns their StepStats."""
+        if not self._lock.acquire(blocking=False):
+            raise Busy("training is already running; press Stop (or wait) first")
+        try:
+            return self._loop(self.trainer.step + int(steps))
+        finally:
+            self._lock.release()
+            self._buttons()
+
+    def start(self, steps: int | None = None) -> None:
+        """Train `steps` (default: the 'steps to run' box) on a background thread."""
+        self._launch(self.trainer.step + int(steps or self.steps.value))
+
+    def resume(self) -> None:
+        """Finish the run that Stop interrupted."""
+        if self._target is None or self.trainer.step >= self._target:
+            raise ValueError("nothing to resume: the last run finished; press Start for more steps")
+        self._launch(self._target)
+
+    def stop(self) -> None:
+        """Return after the current step; the curves keep what was trained."""
+        self._stop_flag = True
+        self.trainer.request_stop()
+        self._describe("stopping after the current step…")
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the background run ends (for scripts and tests)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def save(self, path: str | None = None) -> None:
+        """Write a checkpoint (to `path` or the 'save to' box); while training, right after the current chunk."""
+        target = path or self.path.value or None
+        if target is None and not self.trainer.config.out_dir:
+            raise ValueError("no checkpoint folder: type one into 'save to' (e.g. runs/my-model)")
+        if self.running:
+            self._save_to = target or ""
+            self._describe("will save after the current chunk")
+            return
+        self._save_now(target)
+
+    # ---- the loop ------------------------------------------------------------------------------------
+    def _launch(self, target: int) -> None:
+        if not self._lock.acquire(blocking=False):
+            raise Busy("training is already running; press Stop first")
+        self._target = target
+
+        def work():
+            try:
+                self.guarded(self._loop)(target)
+            finally:
+                self._lock.release()
+                self._buttons()
+
+        self._thread = threading.Thread(target=work, name="gptviz-training", daemon=True)
+        self._buttons(running=True)
+        self._thread.start()
+
+    def _loop(self, target: int) -> list:
+        self._stop_flag, self._target = False, target
+        self._buttons(running=True)
+        out = []
+        while self.trainer.step < target and not self._stop_flag:
+            done = self.trainer.train_steps(min(self.chunk.value, target - self.trainer.step))
+            out += done
+            self._chunks += 1
+            if self._save_to is not None:
+                self._save_now(self._save_to or None)
+                self._save_to = None
+            if self._chunks % self.sample_every == 0 or self.trainer.step >= target:
+                self._refresh_sample()
+            self._after_chunk()
+            if not done or self.trainer.interrupted:
+                break
+        self._describe("stopped" if self.trainer.step < target else "done")
+        return out
+
+    def _after_chunk(self) -> None:
+        n = len(self.trainer.snapshots)
+        follow = self.snapshot.value >= self.snapshot.max  # on the latest snapshot: keep following
+        self._quiet = True
+        try:
+            self.snapshot.max = max(0, n - 1)
+            if follow:
+                self.snapshot.value = self.snapshot.max
+        finally:
+            self._quiet = False
+        self._redraw()
+        self._describe("running")
+
+    def _save_now(self, target: str | None) -> None:
+        path = self.trainer.save_checkpoint(target)
+        self.set_status(f"saved step {self.trainer.step} to {path}")
+
+    def _refresh_sample(self) -> None:
+        tok = self.trainer.tokenizer
+        ids = tok.encode(self.sample_prompt)
+        out = generate(self.trainer.raw_model, torch.tensor([ids]), self.sample_tokens, do_sample=True,
+                       temperature=0.8, top_k=min(40, tok.vocab_size), seed=self.trainer.step)[0].tolist()
+        self.sample_html.value = (f"<div style='font-size:13px'><b>Sample at step {self.trainer.step}</b> "
+                                  "(temperature 0.8, top-k 40)<pre style='white-space:pre-wrap;margin:4px 0'>"
+                                  f"<span style='color:#8a90a0'>{html.escape(self.sample_prompt)}</span>"
+                                  f"{html.escape(tok.decode(out[len(ids):]))}</pre></div>")
+
+    # ---- display -------------------------------------------------------------------------------------
+    def export_items(self) -> list:
+        return [go.Figure(self.figure)] + ([RawHTML(self.sample_html.value)] if self.sample_html.value else [])
+
+    def _figure(self) -> go.Figure:
+        snaps = self.trainer.snapshots
+        snap = snaps[min(self.snapshot.value, len(snaps) - 1)] if snaps else None
+        return dashboard_figure(self.trainer.history, snap, self.layer.value, self.head.value,
+                                self.trainer.raw_model.config.vocab_size)
+
+    def _redraw(self, change=None) -> None:
+        if not self._quiet:
+            with self._draw:
+                replace_figure(self.figure, self._figure())
+
+    def _buttons(self, running: bool | None = None) -> None:
+        running = self.running if running is None else running
+        self.start_button.disabled = running
+        self.stop_button.disabled = not running
+        self.resume_button.disabled = running or self._target is None or self.trainer.step >= self._target
+
+    def _describe(self, state: str) -> None:
+        t = self.trainer
+        parts = [state, f"step {t.step}" + (f" of {self._target}" if self._target else "")]
+        if t.history:
+            s = t.history[-1]
+            parts += [f"loss {s.loss:.3f}", f"{s.tokens_per_s:,.0f} tokens/s", f"{s.elapsed:.0f} s trained"]
+        if t.best_val_loss is not None:
+            parts.append(f"best val {t.best_val_loss:.3f}")
+        self.set_status(" · ".join(parts))
+
+    def _default_prompt(self) -> str:
+        tok = self.trainer.tokenizer
+        first = self.trainer.config.probe_text.split("\n")[0] + "\n"
+        try:
+            tok.encode(first)
+            return first
+        except ValueError:
+            return tok.decode([int(i) for i in self.trainer.val_data.tokens[:8]])

@@ -1,0 +1,236 @@
+"""Pure plots and the HTML export: figures carry exactly the recorded numbers, long inputs are windowed."""
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from gptviz import GPT, GPTConfig, hooks, plots, sinusoidal_encoding
+from gptviz.export import RawHTML, figure_to_html, figures_to_html
+from gptviz.records import ForwardRecord, record_forward
+from gptviz.sampling import generate_steps
+from gptviz.tokenizers import get_tokenizer
+
+TEXT = "The quick brown fox jumps over the lazy dog. 人工智能科学家\n"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return get_tokenizer("char", text=TEXT)
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=4, n_embd=32)).eval()
+
+
+@pytest.fixture(scope="module")
+def record(model, tok):
+    return record_forward(model, tok, "the fox jumps over the dog")
+
+
+def fake_record(T, L=1, nh=1, seed=0):
+    """A record with random causal attention, for sizes no tiny model reaches."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(L, nh, T, T, generator=g).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), -1e9)
+    return ForwardRecord(ids=torch.arange(T) % 7, tokens=[f"t{i}" for i in range(T)],
+                         attention=scores.softmax(-1), top_ids=torch.zeros(T, 1, dtype=torch.long),
+                         top_probs=torch.ones(T, 1), top_tokens=[["t0"]] * T)
+
+
+def z_of(trace):
+    return np.array(trace.z, dtype=float)
+
+
+def test_attention_heatmap_shows_the_recorded_pattern(record):
+    fig = plots.attention_heatmap(record, 1, 2)
+    z = z_of(fig.data[0])
+    a = record.attention[1, 2].numpy()
+    T = record.T
+    lower = np.tril(np.ones((T, T), dtype=bool))
+    np.testing.assert_allclose(z[lower], a[lower], rtol=1e-6)
+    assert np.isnan(z[~lower]).all()  # masked cells are NaN (drawn grey), not zero
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (0, 1)
+    assert "layer 1, head 2" in fig.layout.title.text
+    text = np.array(fig.data[0].text)
+    assert text[3, 1] == f"3 {record.tokens[3]} → 1 {record.tokens[1]}"
+    assert fig.layout.yaxis.autorange == "reversed"  # query 0 at the top
+    with pytest.raises(ValueError, match="nh=4 heads"):
+        plots.attention_heatmap(record, 0, 4)
+
+
+def test_hiding_the_sink_renormalises_rows(record):
+    z = plots.attention_matrix(record, 0, 1, hide_first=True)
+    assert np.isnan(z[:, 0]).all()
+    np.testing.assert_allclose(np.nansum(z[1:], axis=1), 1.0, rtol=1e-5)
+    raw = plots.attention_matrix(record, 0, 1, hide_first=True, renormalize=False)
+    np.testing.assert_allclose(raw[2, 1:3], record.attention[0, 1, 2, 1:3].numpy(), rtol=1e-6)
+
+
+def test_long_inputs_are_windowed_and_say_so():
+    r = fake_record(300)
+    fig = plots.attention_heatmap(r, 0, 0)
+    z = z_of(fig.data[0])
+    assert z.shape == (plots.MAX_TOKENS, plots.MAX_TOKENS)
+    assert "showing last 256 of 300 tokens" in fig.layout.title.text
+    np.testing.assert_allclose(z[-1, -5:], r.attention[0, 0, -1, -5:].numpy(), rtol=1e-6)
+    assert list(fig.data[0].x[:2]) == [44, 45]  # absolute positions
+
+
+def test_grid_max_pools_long_inputs():
+    r = fake_record(48, L=2, nh=3)
+    image, S = plots.grid_image(r, thumb=24)
+    assert S == plots.grid_cells(48, 24) == 24  # blocks of 2 x 2 tokens
+    assert plots.grid_cells(50, 24) == 17 and plots.grid_cells(20, 24) == 20  # blocks of 3; no pooling
+    assert image.shape == (2 * 25 - 1, 3 * 25 - 1)
+    block = r.attention[1, 2, 10:12, 4:6].max().item()
+    assert image[25 + 5, 2 * 25 + 2] == pytest.approx(block)
+    assert np.isnan(image[24]).all()  # the gap row between layers
+    fig = plots.attention_grid(r)
+    marks = fig.data[2]
+    assert marks.name == "heads" and len(marks.x) == 6
+    assert "layer 1, head 2" in marks.hovertext[5] and "previous-token" in marks.hovertext[5]
+
+
+def test_head_metrics_heatmap(record):
+    m = record.head_metrics()
+    fig = plots.head_metrics_heatmap(record, m)
+    assert [t.name for t in fig.data] == ["previous_token", "induction", "entropy", "first_token"]
+    np.testing.assert_allclose(z_of(fig.data[0]), m["previous_token"].numpy(), rtol=1e-6)
+
+
+def test_sinusoidal_views():
+    fig = plots.sinusoidal_heatmap(16, 8)
+    np.testing.assert_allclose(z_of(fig.data[0]), sinusoidal_encoding(16, 8).numpy(), atol=1e-6)
+    waves = plots.sine_waves(16, 8, (2, 3))
+    dots = [t for t in waves.data if t.mode == "markers"]
+    np.testing.assert_allclose(dots[1].y, sinusoidal_encoding(16, 8)[:, 3].numpy(), atol=1e-6)
+    assert "cos" in dots[1].name and f"{2 * math.pi * 10000 ** (2 / 8):.1f}" in dots[1].name
+    with pytest.raises(ValueError, match="outside 0..7"):
+        plots.sine_waves(16, 8, (8,))
+
+
+def test_position_views_of_a_model(model):
+    sim = z_of(plots.position_similarity(model, 20).data[0])
+    np.testing.assert_allclose(np.diag(sim), 1.0, atol=1e-5)
+    learned = plots.learned_position_heatmap(model, max_positions=10)
+    np.testing.assert_allclose(z_of(learned.data[0]), model.wpe.weight[:10].detach().numpy(), atol=1e-6)
+    assert "first 10 of 64" in learned.layout.title.text
+    sinus = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=8, pos_encoding="sinusoidal"))
+    with pytest.raises(ValueError, match="not learned"):
+        plots.learned_position_heatmap(sinus)
+
+
+def test_position_scores_equal_layer0_scores_without_tokens(model):
+    """Independent check of the definition: zero the token embeddings, read layer 0's hook_scores."""
+    T = 12
+    scores = plots.position_scores(model, T)  # (L, nh, T, T)
+    seen = {}
+
+    def zero(x, hook):
+        return torch.zeros_like(x)
+
+    def keep(x, hook):
+        seen["s"] = x[0].detach()
+
+    with torch.no_grad(), hooks(model, {"hook_tok_emb": zero, "blocks.0.attn.hook_scores": keep}):
+        model(torch.zeros(1, T, dtype=torch.long))
+    lower = torch.ones(T, T, dtype=torch.bool).tril()
+    torch.testing.assert_close(scores[0][:, lower], seen["s"][:, lower], atol=1e-5, rtol=1e-5)
+    assert torch.isnan(scores[0][:, ~lower]).all()
+    fig = plots.position_score_contribution(model, 1, 3, T)
+    np.testing.assert_allclose(z_of(fig.data[0])[lower.numpy()], scores[1, 3][lower].numpy(), rtol=1e-5)
+    spread = z_of(fig.data[1])
+    assert spread.shape == (2, 4)
+    expected = np.mean([scores[1, 3, t, :t + 1].std(unbiased=False).item() for t in range(1, T)])
+    assert spread[1, 3] == pytest.approx(expected, rel=1e-4)
+
+
+def test_step_candidates_and_attention_row(model, tok):
+    steps = list(generate_steps(model, tok.encode("the fox"), 3, do_sample=True, temperature=0.7, top_k=3,
+                                seed=1, k=6, record_attention=True, tokenizer=tok))
+    s = steps[2]
+    fig = plots.step_candidates(s)
+    assert len(fig.data) == len(s.stages) == 3  # raw, temperature, top-k
+    chosen = s.candidates.tolist().index(s.token_id)
+    assert list(fig.data[0].marker.line.width)[chosen] == 3
+    np.testing.assert_allclose(fig.data[0].y, s.stages[0].probs.numpy(), rtol=1e-6)
+    topk = fig.data[2]  # candidates 4..6 are cut by top-k: drawn hatched grey at their previous height
+    assert list(topk.marker.color[3:]) == [plots.FILTERED] * 3
+    np.testing.assert_allclose(topk.y[3:], s.stages[1].probs[3:].numpy(), rtol=1e-6)
+    assert list(topk.customdata) == s.candidates.tolist()
+    tokens = tok.tokens(tok.encode("the fox") + [x.token_id for x in steps])
+    row = plots.attention_row(s, 1, 2, tokens)
+    np.testing.assert_allclose(row.data[0].y, s.attention[1, 2].numpy(), rtol=1e-6)
+    assert list(row.data[0].text) == tokens[:len(row.data[0].y)]
+    mean = plots.attention_row(s, 0, None)
+    np.testing.assert_allclose(mean.data[0].y, s.attention[0].mean(0).numpy(), rtol=1e-6)
+
+
+@dataclass
+class Stats:
+    step: int
+    loss: float
+    lr: float
+    val_loss: float | None = None
+
+
+def test_loss_curves():
+    stats = [Stats(i, 4.0 - 0.1 * i, 1e-3, 3.9 - 0.1 * i if i % 5 == 0 else None) for i in range(1, 21)]
+    fig = plots.loss_curves(stats, vocab_size=65)
+    train, val, lr = fig.data
+    assert list(train.y) == [s.loss for s in stats]
+    assert list(val.x) == [5, 10, 15, 20]
+    assert lr.yaxis == "y2"
+    assert fig.layout.shapes[0].y0 == pytest.approx(math.log(65))
+    assert "step 20: train 2.000, val 1.900" in fig.layout.title.text
+
+
+def test_logit_lens_last_layer_is_the_model_prediction(model, tok):
+    ids = tok.encode("the lazy dog")
+    lens = plots.logit_lens_record(model, tok, ids)
+    assert lens.layers == ["embed", "block 0", "block 1"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids]))[0]
+    assert lens.top_ids[-1].tolist() == logits.argmax(-1).tolist()
+    p = logits.softmax(-1)
+    torch.testing.assert_close(lens.next_probs[-1, :-1], p[torch.arange(len(ids) - 1), ids[1:]], atol=1e-5,
+                               rtol=1e-4)
+    fig = plots.logit_lens_figure(lens, "next", max_positions=5)
+    assert z_of(fig.data[0]).shape == (3, 5)
+    assert "showing last 5 of 12 tokens" in fig.layout.title.text
+    with pytest.raises(ValueError):
+        plots.logit_lens_figure(lens, "bogus")
+
+
+def test_checkpoint_diff(model, tok, record):
+    same = plots.head_change(record, record)
+    assert np.allclose(same, 0)
+    other = GPT(model.config).eval()
+    after = record_forward(other, tok, "the fox jumps over the dog")
+    change = plots.head_change(record, after)
+    assert change.shape == (2, 4) and (change > 0).all()
+    fig = plots.checkpoint_diff(record, after)
+    np.testing.assert_allclose(z_of(fig.data[0]), change, rtol=1e-6)
+    np.testing.assert_allclose(fig.data[2].y, after.top_probs[:, 0].numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="same token ids"):
+        plots.checkpoint_diff(record, record_forward(model, tok, "the dog"))
+
+
+def test_export_is_offline_and_standalone(tmp_path, record):
+    path = figure_to_html(plots.attention_heatmap(record, 0, 0), tmp_path / "a.html", "Tïtle <b>", "note & more")
+    page = path.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]+src=", page)  # nothing fetched: plotly.js is inlined
+    assert page.count("plotly.js v") == 1 and "Tïtle &lt;b&gt;" in page and "note &amp; more" in page
+    two = figures_to_html([plots.attention_heatmap(record, 0, 0), RawHTML("<p id='x'>hi</p>"),
+                           go.FigureWidget(plots.sinusoidal_heatmap(8, 4))], tmp_path / "b.html")
+    page = two.read_text(encoding="utf-8")
+    assert page.count("plotly.js v") == 1  # inlined once for the whole page
+    assert "<p id='x'>hi</p>" in page and page.count("Plotly.newPlot") == 2
+    with pytest.raises(ValueError, match=".html"):
+        figure_to_html(go.Figure(), tmp_path / "a.png")
