@@ -66,7 +66,10 @@ class CaptureBudgetError(MemoryError):
 
 
 def hook_points(model: nn.Module) -> dict[str, HookPoint]:
-    """All hook points of `model`, by name, in forward order."""
+    """All hook points of `model`, by name, in forward order (a GPT keeps them in `model.hook_dict`)."""
+    cached = model.__dict__.get("hook_dict")
+    if cached:
+        return cached
     return {name: mod for name, mod in model.named_modules() if isinstance(mod, HookPoint)}
 
 

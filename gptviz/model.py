@@ -80,6 +80,23 @@ class KVCache:
         self.pos = 0
 
 
+def causal_mask(T: int, past: int, device: torch.device) -> torch.Tensor:
+    """(T, past + T) booleans, True where query past + i may look at key j (j <= past + i)."""
+    return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past)
+
+
+def _shortcut_children(root: nn.Module) -> None:
+    """Let `self.child` skip nn.Module.__getattr__ (a slow Python fallback) by also storing children in __dict__.
+
+    On a one-token decode step the model touches ~15 submodules per layer, and that fallback was most of
+    what idle hook points cost. Safe: assigning a new child through nn.Module.__setattr__ drops the copy.
+    """
+    for module in root.modules():
+        for name, child in module._modules.items():
+            if child is not None and not isinstance(module, (nn.ModuleList, nn.Sequential)):
+                module.__dict__[name] = child
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention, softmax(QK^T / sqrt(hs)) V.
 
@@ -97,8 +114,6 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout
-        self.register_buffer("causal_mask", torch.ones(config.block_size, config.block_size, dtype=torch.bool)
-                             .tril(), persistent=False)  # (T, T) True where a query may look
         self.hook_q = HookPoint()  # (B, nh, T, hs)
         self.hook_k = HookPoint()  # (B, nh, T, hs) new positions only
         self.hook_v = HookPoint()  # (B, nh, T, hs) new positions only
@@ -121,10 +136,9 @@ class CausalSelfAttention(nn.Module):
 
         if self.hook_scores.fns or self.hook_pattern.fns:
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, Tk)
-            mask = self.causal_mask[past:Tk, :Tk]  # (T, Tk)
-            scores = self.hook_scores(scores.masked_fill(~mask, float("-inf")))
+            scores = self.hook_scores(scores.masked_fill(~causal_mask(T, past, q.device), float("-inf")))
             pattern = self.hook_pattern(F.softmax(scores, dim=-1))  # (B, nh, T, Tk)
-            z = self.attn_dropout(pattern) @ v  # (B, nh, T, hs)
+            z = (self.attn_dropout(pattern) if self.training and self.dropout else pattern) @ v  # (B, nh, T, hs)
         else:
             p = self.dropout if self.training else 0.0
             if past == 0:
@@ -132,10 +146,10 @@ class CausalSelfAttention(nn.Module):
             elif T == 1:  # one new query sees every cached key: no mask needed
                 z = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
             else:
-                z = F.scaled_dot_product_attention(q, k, v, attn_mask=self.causal_mask[past:Tk, :Tk], dropout_p=p)
+                z = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, past, q.device), dropout_p=p)
         z = self.hook_z(z)  # (B, nh, T, hs)
-        y = z.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.resid_dropout(self.c_proj(y))
+        y = self.c_proj(z.transpose(1, 2).contiguous().view(B, T, C))  # heads side by side again
+        return self.resid_dropout(y) if self.training and self.dropout else y
 
 
 class MLP(nn.Module):
@@ -144,6 +158,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.p_dropout = config.dropout
         # GPT-2's "gelu_new" is GELU's tanh approximation; exact erf GELU would break parity at ~1e-4.
         self.activation = config.activation
         self.hook_post = HookPoint()  # (B, T, 4C) after the nonlinearity
@@ -151,7 +166,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)
         h = F.gelu(h, approximate="tanh") if self.activation == "gelu" else F.relu(h)
-        return self.dropout(self.c_proj(self.hook_post(h)))
+        y = self.c_proj(self.hook_post(h))
+        return self.dropout(y) if self.training and self.p_dropout else y
 
 
 class Block(nn.Module):
@@ -245,16 +261,21 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
         self.hook_final_ln = HookPoint()  # (B, T, C)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # weight tying, as in GPT-2
+        # created on the meta device: its weight is replaced by the embedding's at once (weight tying, as in
+        # GPT-2), so a real (V, C) matrix would only be a temporary (150 MB at GPT-2 size)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False, device="meta")
+        self.lm_head.weight = self.wte.weight
         self.hook_logits = HookPoint()  # (B, T, V)
-        for name, point in hook_points(self).items():
+        self.hook_dict = hook_points(self)  # forward order; capture() looks names up here
+        for name, point in self.hook_dict.items():
             point.name = name
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
         self._past_len = 0
+        _shortcut_children(self)
+
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -279,7 +300,8 @@ class GPT(nn.Module):
             x = x + self.hook_pos_emb(self.wpe(pos))  # (T, C) broadcast over B
         elif self.config.pos_encoding == "sinusoidal":
             x = x + self.hook_pos_emb(self.pe[past:past + T].to(x.dtype))  # (T, C)
-        x = self.drop(x)
+        if self.training and self.config.dropout:  # skipping the call matters for one-token decode steps
+            x = self.drop(x)
         for block in self.blocks:
             x = block(x, kv_cache)
         if kv_cache is not None:

@@ -1,0 +1,128 @@
+"""The benchmark harness: the report's shape and honesty, never its timings.
+
+One smoke run goes through the CLI's own code path (`cli(["--smoke", ...])`) with tiny shapes and 2 repeats.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+
+from gptviz import GPT, GPTConfig, capture
+from gptviz.bench import (HIGHER_IS_BETTER, cli, make_comparison, measure_pair, memory_probe, memory_workload,
+                          oriented_ratio, peak_bf16_flops, train_flops_per_token, without_hooks)
+
+COMPARISON_KEYS = {"name", "ours", "peer", "unit", "ratio", "ours_min", "ours_max", "peer_min", "peer_max",
+                   "repeats", "notes"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    assert cli(["--smoke", "--device", "cpu", "--out", str(out)]) == 0
+    return json.loads(out.read_text()), out.with_suffix(".md").read_text()
+
+
+def test_oriented_ratio_means_bigger_is_better_for_gptviz():
+    assert oriented_ratio(200.0, 100.0, "tokens/s") == 2.0  # twice the throughput
+    assert oriented_ratio(50.0, 100.0, "ms") == 2.0  # half the time
+    assert oriented_ratio(50.0, 100.0, "MB") == 2.0  # half the memory
+    with pytest.raises(ValueError, match="unknown unit"):
+        oriented_ratio(1.0, 1.0, "furlongs")
+
+
+def test_make_comparison_uses_medians_and_pairs():
+    c = make_comparison("x", [10.0, 30.0, 20.0], [10.0, 10.0, 10.0], "tokens/s")
+    assert (c.ours, c.peer, c.ratio) == (20.0, 10.0, 2.0)
+    assert (c.ours_min, c.ours_max, c.peer_min, c.peer_max, c.repeats) == (10.0, 30.0, 10.0, 10.0, 3)
+    assert c.paired_ratio == 2.0
+
+
+def test_measure_pair_alternates_and_counts_work():
+    calls = []
+    ours, peer = measure_pair(lambda: calls.append("A"), lambda: calls.append("B"), work=5, repeats=4,
+                              warmup=1, min_time=0.0, device="cpu")
+    assert len(ours) == len(peer) == 4 and all(s > 0 for s in ours + peer)
+    timed = calls[4:]  # after warm-up and calibration (2 calls each)
+    assert timed == list("ABBAABBA")
+
+
+def test_without_hooks_is_the_same_function_and_never_calls_a_hook():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+    bare = without_hooks(model)
+    x = torch.randint(0, 30, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(bare(x), model(x))
+        with capture(bare, "*") as cap:  # hook points still exist on the copy, but nothing reaches them
+            bare(x)
+        assert len(cap) == 0
+        cache_a, cache_b = model.new_kv_cache(1, 9), bare.new_kv_cache(1, 9)
+        model(x[:1], cache_a), bare(x[:1], cache_b)
+        assert torch.equal(model(x[:1, :1], cache_a), bare(x[:1, :1], cache_b))
+
+
+def test_flops_and_peaks():
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=16))
+    n = model.num_parameters(exclude_embeddings=True)
+    assert train_flops_per_token(model, 16) == 6 * n + 12 * 2 * 16 * 16
+    assert peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_bf16_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_bf16_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_bf16_flops("a toaster") is None
+
+
+def test_memory_probe_and_each_workload_run():
+    # in-process here (the CLI runs each probe in a fresh subprocess, where the number means something)
+    mb = memory_probe(dict(kind="attention", impl="ours", shape="tiny", B=1, T=4, n=2))
+    assert mb >= 0 and math.isfinite(mb)
+    for kind, impl in (("train", "ours"), ("train", "hf"), ("generate", "ours"), ("generate", "hf")):
+        memory_workload(dict(kind=kind, impl=impl, shape="tiny", B=1, T=4, n=2), "cpu")()
+
+
+def test_smoke_report_is_well_formed(smoke):
+    report, _ = smoke
+    assert report["mode"] == "smoke" and report["complete"] is True
+    for key in ("cpu", "cores", "torch_threads", "date", "device"):
+        assert key in report["machine"]
+    for key in ("python", "torch", "transformers", "gptviz", "transformer_lens"):
+        assert key in report["versions"]
+    assert len(report["load_before"]) == len(report["load_after"]) == 3
+    assert isinstance(report["warnings"], list) and isinstance(report["skipped"], list)
+    names = [c["name"] for c in report["comparisons"]]
+    assert len(names) == len(set(names)) >= 5
+    for section in ("train step", "forward", "idle hooks", "generate"):
+        assert any(n.startswith(section) for n in names), section
+    for c in report["comparisons"]:
+        assert COMPARISON_KEYS <= set(c)
+        assert c["unit"] in HIGHER_IS_BETTER
+        for key in ("ours", "peer", "ratio", "ours_min", "ours_max", "peer_min", "peer_max"):
+            assert math.isfinite(c[key]) and c[key] > 0, (c["name"], key)
+        assert c["ours_min"] <= c["ours"] <= c["ours_max"] and c["peer_min"] <= c["peer"] <= c["peer_max"]
+        assert c["ratio"] == pytest.approx(oriented_ratio(c["ours"], c["peer"], c["unit"]))
+        assert c["repeats"] >= 1
+    # no GPU here: the CUDA section says why it did not run, it does not vanish
+    if report["machine"]["device"] == "cpu":
+        assert any("CUDA" in s["name"] for s in report["skipped"])
+
+
+def test_smoke_markdown_has_a_row_per_comparison(smoke):
+    report, md = smoke
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| comparison")]
+    assert len(rows) == len(report["comparisons"])
+    for c in report["comparisons"]:
+        assert any(row.startswith(f"| {c['name']} |") and f"{c['ratio']:.3f}" in row for row in rows)
+    for s in report["skipped"]:
+        assert s["name"] in md
+
+
+def test_mixed_precision_section_runs_without_a_gpu():
+    # the CUDA section's body (bf16 autocast training step + MFU bookkeeping), eager only, on the CPU
+    from gptviz.bench import Bench, make_plan
+
+    bench = Bench(make_plan("smoke"), "cpu", log=lambda line: None)
+    bench.mixed_precision_steps((False,))
+    (c,) = bench.comparisons
+    assert c.name.startswith("train step bf16 autocast") and c.ratio > 0
+    assert bench.extra["mfu"][0]["flops_per_token"] > 0 and bench.extra["mfu"][0]["ours_mfu"] is None
