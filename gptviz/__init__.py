@@ -29,7 +29,7 @@ _LAZY = {
     "load": "checkpoint", "save": "checkpoint",
     "to_bertviz": "bertviz",
     "AttentionExplorer": "widgets", "PositionalEncodingExplorer": "widgets", "GenerationExplorer": "widgets",
-    "TrainingDashboard": "widgets", "LogitLensPanel": "widgets",
+    "TrainingDashboard": "widgets", "LogitLensPanel": "widgets", "FinetunePanel": "widgets",
     "default_model": "paths", "model_path": "paths", "preset_path": "paths",
 }
 

@@ -10,6 +10,7 @@
 | `GenerationExplorer(model, tokenizer, prompt)` | `generation` | step timeline, candidates per stage, forks |
 | `TrainingDashboard(trainer)` | `training` | Start/Stop/Resume, loss curves, samples, snapshots |
 | `LogitLensPanel(model, tokenizer, text)` | `logit_lens` | the top next token after every layer |
+| `FinetunePanel(gpt, tokenizer, train, test, ...)` | `finetune` | fine-tune in chunks, confusion, classify typed text |
 
 Every panel is an `ipywidgets.VBox` (a cell displays it), shows callback errors in its red error line, and
 has `export_html(path)`: its current view as a standalone offline page. Figures come from `gptviz.plots`;
@@ -21,7 +22,8 @@ from __future__ import annotations
 import importlib
 
 _PANELS = {"AttentionExplorer": "attention", "PositionalEncodingExplorer": "positions",
-           "GenerationExplorer": "generation", "TrainingDashboard": "training", "LogitLensPanel": "logit_lens"}
+           "GenerationExplorer": "generation", "TrainingDashboard": "training", "LogitLensPanel": "logit_lens",
+           "FinetunePanel": "finetune"}
 
 __all__ = list(_PANELS)
 

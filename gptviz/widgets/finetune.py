@@ -136,7 +136,8 @@ class FinetunePanel(Panel):
         self.task = W.ToggleButtons(options=[("classify", "classify"), ("language model", "lm")], value=c.task)
         self.mode = W.Dropdown(options=[(v, k) for k, v in MODES.items()], value=c.mode, description="train",
                                style=st, layout=W.Layout(width="200px"))
-        self.n_layers = slider("top n layers", min(c.n_layers, gpt.config.n_layer), 1, gpt.config.n_layer, width="220px")
+        L = gpt.config.n_layer
+        self.n_layers = slider("top n layers", min(c.n_layers, L), 1, L, width="220px")
         self.freeze_embeddings = W.Checkbox(value=c.freeze_embeddings, description="freeze embeddings", indent=False,
                                             layout=W.Layout(width="160px"))
         self.lora_rank = slider("LoRA rank", c.lora_rank, 1, 64, width="220px")
@@ -214,6 +215,7 @@ class FinetunePanel(Panel):
         """Train `steps` steps now, in chunks, updating the panel after each; returns their StepStats."""
         if not self._lock.acquire(blocking=False):
             raise Busy("training is already running; press Stop (or wait) first")
+        self._stop_flag = False
         try:
             return self._loop(self.job.step + int(steps))
         finally:
@@ -225,6 +227,7 @@ class FinetunePanel(Panel):
         if not self._lock.acquire(blocking=False):
             raise Busy("training is already running; press Stop first")
         target = self.job.step + int(steps or self.steps.value)
+        self._stop_flag = False  # here, not in the thread: a Stop pressed right after Start must count
 
         def work():
             try:
@@ -260,7 +263,6 @@ class FinetunePanel(Panel):
         return loss
 
     def _loop(self, target: int) -> list:
-        self._stop_flag = False
         self._buttons(running=True)
         out = []
         while self.job.step < target and not self._stop_flag:
