@@ -1,0 +1,268 @@
+"""The lab in a real browser: JupyterLab as `gptviz lab` starts it, driven by Chromium like a person would.
+
+1. open 01_attention, Run All Cells from the menu, wait until the AttentionExplorer has drawn; move its layer
+   and head sliders with the keyboard and check that the heatmap's data and title really changed;
+2. open 04_generation_and_sampling, run it, click a candidate bar in the GenerationExplorer and check that
+   a fork (branch 1) appeared;
+3. fail on any uncaught page error; screenshots before/after each action and on failure go to
+   tests/artifacts/browser/ (kept by CI), with the timings in timings.json.
+
+Never sleeps: every wait is for a DOM predicate. Needs Debian's Chromium at /usr/bin/chromium (never
+`playwright install`); without it the test skips, unless GPTVIZ_REQUIRE_BROWSER=1 (CI), which makes it fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gptviz import launcher
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "tests" / "artifacts" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+RUN_TIMEOUT_MS = 300_000  # running a whole notebook on a busy 2-core machine
+UI_TIMEOUT_MS = 60_000  # one widget callback round trip
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _require_browser() -> None:
+    why = None
+    if not CHROMIUM.exists():
+        why = (f"{CHROMIUM} is missing: install Debian's chromium (`make browser-deps`, or apt-get install "
+               "chromium fonts-dejavu-core fonts-noto-cjk); never `playwright install`")
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            why = "the playwright Python package is missing (pip install -e '.[test]')"
+    if why:
+        if os.environ.get("GPTVIZ_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"GPTVIZ_REQUIRE_BROWSER=1 but {why}")
+        pytest.skip(why)
+
+
+def _require_default_model() -> None:
+    from gptviz.paths import DEFAULT_MODEL, repo_root
+
+    folder = repo_root() / "lab" / "models" / DEFAULT_MODEL
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"the lessons open on the default model and {folder} is not there yet")
+
+
+# ------------------------------------------------------------------------------------------- the server
+
+class Lab:
+    """JupyterLab started with the launcher's own command, in a temporary Jupyter home, stopped by group."""
+
+    def __init__(self, home: Path) -> None:
+        self.port = launcher.free_port(None)
+        self.token = secrets.token_urlsafe(24)
+        env = dict(os.environ)
+        for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
+                         ("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+                         ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("IPYTHONDIR", "ipython")]:
+            (home / sub).mkdir(parents=True, exist_ok=True)
+            env[var] = str(home / sub)
+        env["OMP_NUM_THREADS"] = "2"
+        nb_dir = REPO / "notebooks"
+        cmd = launcher.lab_command(nb_dir, self.port, open_browser=False, overrides_dir=launcher.settings_dir(nb_dir))
+        cmd.append("--ServerApp.terminals_enabled=False")
+        self.log_path = home / "jupyter.log"
+        self._log = open(self.log_path, "wb")
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, env=launcher.lab_env(self.token, env), stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        url = f"{self.base}/api/status?token={self.token}"
+        while time.monotonic() - self.t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited ({self.proc.returncode}):\n{self.log()}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        return time.monotonic() - self.t0
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.2)  # the server socket is not up yet: nothing in a page to wait on
+        raise RuntimeError(f"JupyterLab did not answer /api/status within {timeout} s:\n{self.log()}")
+
+    def url(self, notebook: str) -> str:
+        return f"{self.base}/lab/tree/{notebook}?token={self.token}&reset"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+
+
+# ------------------------------------------------------------------------------------------- page helpers
+
+def open_and_run_all(page, lab: Lab, notebook: str) -> None:
+    """Open a notebook, wait for its kernel, then Run -> Run All Cells from the menu bar."""
+    page.goto(lab.url(notebook))
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=UI_TIMEOUT_MS)
+    # the indicator says "idle" before a kernel exists too; a kernel name comes first, then idle again
+    page.wait_for_function(
+        """() => {
+            const name = document.querySelector('.jp-KernelName');
+            const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
+            return name && !/No Kernel/.test(name.textContent) && ind && ind.dataset.status === 'idle';
+        }""", timeout=RUN_TIMEOUT_MS)
+    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    # every code cell executed ([n]: in its prompt) and the kernel idle again
+    page.wait_for_function(
+        """() => {
+            const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
+            const done = prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+            const idle = document.querySelector(".jp-Notebook-ExecutionIndicator[data-status='idle']");
+            return done && idle !== null;
+        }""", timeout=RUN_TIMEOUT_MS)
+
+
+def assert_no_error_outputs(page, notebook: str) -> None:
+    errors = page.evaluate(
+        """() => [...document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+                 .map(e => e.textContent).filter(t => /Traceback|Error:/.test(t))""")
+    assert not errors, f"{notebook} printed errors:\n" + "\n---\n".join(e[:2000] for e in errors)
+
+
+def panel(page, title: str):
+    """The widget panel (an ipywidgets VBox) whose heading is `title`, once its plot has drawn."""
+    box = page.locator(".widget-vbox", has=page.locator("b", has_text=title)).filter(
+        has=page.locator(".js-plotly-plot")).last
+    box.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=UI_TIMEOUT_MS)
+    return box
+
+
+def plot_state(box) -> dict:
+    """What the panel's plot shows: its title and the first trace's data, read from plotly's own graph div."""
+    return box.locator(".js-plotly-plot").first.evaluate(
+        """el => ({title: (el.layout.title && el.layout.title.text) || '',
+                   z: JSON.stringify(el.data[0].z),
+                   traces: el.data.length})""")
+
+
+def move_slider(box, description: str, key: str, times: int = 1) -> None:
+    slider = box.locator(".widget-slider", has=box.page.locator("label", has_text=description)).first
+    handle = slider.locator(".noUi-handle")
+    handle.focus()
+    for _ in range(times):
+        handle.press(key)
+
+
+def show(box) -> None:
+    """Scroll a panel to the top of the notebook's own scroll area (the page itself never scrolls)."""
+    box.evaluate("e => e.scrollIntoView({block: 'start'})")
+
+
+def shoot(target, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    target.screenshot(path=str(ARTIFACTS / name))
+
+
+# ------------------------------------------------------------------------------------------- the test
+
+@pytest.mark.timeout(900)
+def test_lab_in_a_real_browser(tmp_path):
+    _require_browser()
+    _require_default_model()
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for old in ARTIFACTS.glob("*.png"):
+        old.unlink()
+    timings: dict[str, float] = {}
+    t_start = time.monotonic()
+    lab = Lab(tmp_path)
+    page_errors: list[str] = []
+    try:
+        timings["server_ready_s"] = lab.wait_ready()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            try:
+                # ---- 01: attention explorer ----------------------------------------------------------
+                open_and_run_all(page, lab, "01_attention.ipynb")
+                assert_no_error_outputs(page, "01_attention.ipynb")
+                box = panel(page, "Attention explorer")
+                show(box)
+                shoot(box, "01_attention_explorer_before.png")
+                timings["server_start_to_first_screenshot_s"] = time.monotonic() - lab.t0
+                before = plot_state(box)
+                assert "layer 0, head 0" in before["title"], before["title"]
+
+                move_slider(box, "layer", "ArrowRight")
+                page.wait_for_function(
+                    "el => el.layout.title.text.includes('layer 1, head 0')",
+                    arg=box.locator(".js-plotly-plot").first.element_handle(), timeout=UI_TIMEOUT_MS)
+                move_slider(box, "head", "ArrowRight", times=2)
+                page.wait_for_function(
+                    "el => el.layout.title.text.includes('layer 1, head 2')",
+                    arg=box.locator(".js-plotly-plot").first.element_handle(), timeout=UI_TIMEOUT_MS)
+                after = plot_state(box)
+                assert after["z"] != before["z"], "the heatmap's data did not change with layer and head"
+                assert after["traces"] == before["traces"]
+                shoot(box, "01_attention_explorer_after.png")
+                # the offline bertviz head view drew its SVG (no CDN reachable here)
+                bertviz = page.locator(".jp-OutputArea-output", has=page.locator("[id^='bertviz'] svg")).last
+                bertviz.locator("svg text").first.wait_for(timeout=UI_TIMEOUT_MS)  # tokens drawn: d3 ran
+                show(bertviz)
+                shoot(bertviz, "01_bertviz_head_view.png")
+
+                # ---- 04: generation explorer, fork by clicking a candidate -----------------------------
+                open_and_run_all(page, lab, "04_generation_and_sampling.ipynb")
+                assert_no_error_outputs(page, "04_generation_and_sampling.ipynb")
+                box = panel(page, "Generation explorer")
+                show(box)
+                plot = box.locator(".js-plotly-plot").first
+                candidates = plot.locator(".subplot.xy .barlayer .point path")  # the top subplot: candidate bars
+                candidates.first.wait_for(timeout=UI_TIMEOUT_MS)
+                shoot(box, "04_generation_explorer_before.png")
+                assert "fork of" not in box.inner_text()
+                boxes = [b for b in (candidates.nth(i).bounding_box() for i in range(candidates.count()))
+                         if b and b["height"] > 3]
+                assert len(boxes) >= 2, "expected candidate bars to click"
+                target = sorted(boxes, key=lambda b: -b["height"])[1]  # a likely candidate that was not chosen
+                page.mouse.move(target["x"] + target["width"] / 2, target["y"] + target["height"] / 2)
+                page.mouse.click(target["x"] + target["width"] / 2, target["y"] + target["height"] / 2)
+                box.locator("select option", has_text="fork of 0").first.wait_for(state="attached",
+                                                                                   timeout=UI_TIMEOUT_MS)
+                page.wait_for_function("b => b.innerText.includes('fork of 0 at step')", arg=box.element_handle(),
+                                       timeout=UI_TIMEOUT_MS)
+                shoot(box, "04_generation_explorer_after_fork.png")
+            except Exception:
+                shoot(page, "failure.png")
+                raise
+            finally:
+                browser.close()
+    finally:
+        lab.stop()
+        timings["total_s"] = time.monotonic() - t_start
+        (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1))
+        print("browser e2e timings:", json.dumps(timings))
+    assert not page_errors, f"uncaught errors in the page: {page_errors}"
