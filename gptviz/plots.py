@@ -57,11 +57,16 @@ def short(token: str, n: int = 12) -> str:
     return token if len(token) <= n else token[: n - 1] + "…"
 
 
-def ticks(tokens: list[str], start: int = 0, max_ticks: int = 40) -> dict:
-    """Axis settings labelling positions start..start+len(tokens)-1 with (at most max_ticks) token strings."""
+def ticks(tokens: list[str], start: int = 0, max_ticks: int = 80) -> dict:
+    """Axis settings labelling positions start..start+len(tokens)-1 with (at most max_ticks) token strings.
+
+    Every token is labelled up to max_ticks (smaller font past 40). Beyond that only every n-th is, and
+    those labels carry their position ("12:the"), so a skipped axis never reads as a different text.
+    """
     step = max(1, math.ceil(len(tokens) / max_ticks))
     vals = list(range(start, start + len(tokens), step))
-    return dict(tickmode="array", tickvals=vals, ticktext=[short(tokens[v - start], 8) for v in vals])
+    text = [short(tokens[v - start], 8) if step == 1 else f"{v}:{short(tokens[v - start], 6)}" for v in vals]
+    return dict(tickmode="array", tickvals=vals, ticktext=text, tickfont=dict(size=11 if len(vals) <= 40 else 8))
 
 
 def window_start(T: int, max_tokens: int = MAX_TOKENS) -> int:

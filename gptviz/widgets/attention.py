@@ -57,7 +57,7 @@ def explorer_figure(record, layer: int, head: int, token: int | None = None, hid
     token = T - 1 if token is None else min(max(token, start), T - 1)
     fig = make_subplots(2, 2, column_widths=[0.58, 0.42], row_heights=[0.7, 0.3], horizontal_spacing=0.12,
                         vertical_spacing=0.2, specs=[[{}, {}], [{"colspan": 2}, None]])
-    plots.add_attention(fig, record, layer, head, hide_first, True, start, 1, 1, max_ticks=32)
+    plots.add_attention(fig, record, layer, head, hide_first, True, start, 1, 1, max_ticks=48)
     S = plots.add_grid(fig, record, metrics, hide_first, row=1, col=2)
     row, column = focus_values(plots.attention_matrix(record, layer, head, hide_first), token, start)
     pos, toks = np.arange(start, T), record.tokens[start:]
