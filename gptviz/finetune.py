@@ -616,6 +616,12 @@ class FinetuneConfig:
 def load_base(init: str, device: str | None = None):
     """(GPT, tokenizer) to start from: a gptviz checkpoint folder, a Hugging Face GPT-2 folder, or a hub id."""
     path = Path(init).expanduser()
+    if not path.is_absolute() and not path.exists():
+        # presets name lab paths relative to the repository; notebooks run from notebooks/
+        from .paths import repo_root
+
+        if (repo_root() / path).exists():
+            path = repo_root() / path
     config = path / "config.json"
     if config.is_file():
         info = json.loads(config.read_text(encoding="utf-8"))
