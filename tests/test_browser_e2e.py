@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -77,8 +79,12 @@ class Lab:
             (home / sub).mkdir(parents=True, exist_ok=True)
             env[var] = str(home / sub)
         env["OMP_NUM_THREADS"] = "2"
-        nb_dir = REPO / "notebooks"
-        cmd = launcher.lab_command(nb_dir, self.port, open_browser=False, overrides_dir=launcher.settings_dir(nb_dir))
+        # a copy of the lessons: JupyterLab autosaves what it runs, and the committed notebooks stay clean
+        nb_dir = home / "notebooks"
+        shutil.copytree(REPO / "notebooks", nb_dir, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+        overrides = launcher.settings_dir(REPO / "notebooks")
+        assert overrides is not None, "lab/jupyter/overrides.json is missing"
+        cmd = launcher.lab_command(nb_dir, self.port, open_browser=False, overrides_dir=overrides)
         cmd.append("--ServerApp.terminals_enabled=False")
         self.log_path = home / "jupyter.log"
         self._log = open(self.log_path, "wb")
@@ -266,3 +272,13 @@ def test_lab_in_a_real_browser(tmp_path):
         (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1))
         print("browser e2e timings:", json.dumps(timings))
     assert not page_errors, f"uncaught errors in the page: {page_errors}"
+
+
+def test_without_chromium_it_skips_unless_ci_requires_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.delenv("GPTVIZ_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="is missing"):
+        _require_browser()
+    monkeypatch.setenv("GPTVIZ_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="GPTVIZ_REQUIRE_BROWSER=1"):
+        _require_browser()
