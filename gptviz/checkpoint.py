@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,13 +61,15 @@ class TrainingState:
 
 # ---- writing ---------------------------------------------------------------------------------------------
 def save(path: str | os.PathLike, model: GPT, tokenizer: Tokenizer, training: TrainingState | None = None,
-         include_optimizer: bool = True, weights_dtype: torch.dtype | None = None) -> Path:
+         include_optimizer: bool = True, weights_dtype: torch.dtype | None = None,
+         extra_files: Callable[[Path], None] | None = None) -> Path:
     """Write a checkpoint folder at `path` (replacing an earlier checkpoint there) and return its path.
 
     `training` adds the train config and state to config.json; with `include_optimizer` (and an optimizer
     state in `training`) the optimizer and RNG states are written too, which `--resume` needs. Pass
     `include_optimizer=False` for a small weights-only checkpoint, e.g. one to commit. `weights_dtype`
     (e.g. torch.float16) stores the weights smaller; `load` casts them back to the model's float32.
+    `extra_files(folder)` writes more files into the same atomic write (e.g. a classifier head).
     """
     model = unwrap(model)
     path = Path(path)
@@ -89,6 +91,8 @@ def save(path: str | os.PathLike, model: GPT, tokenizer: Tokenizer, training: Tr
         if optimizer_meta is not None:
             save_file(optimizer_tensors, str(tmp / OPTIMIZER_FILE))
             _write_json(tmp / OPTIMIZER_JSON, optimizer_meta)
+        if extra_files is not None:
+            extra_files(tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         _write_json(tmp / CONFIG_FILE, {
             "format_version": FORMAT_VERSION,

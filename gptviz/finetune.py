@@ -39,11 +39,9 @@ import math
 import os
 import re
 import shlex
-import shutil
 import sys
 import time
 import typing
-import uuid
 import warnings
 from collections import Counter
 from contextlib import contextmanager
@@ -495,9 +493,7 @@ def save_classifier(model: GPTClassifier, tokenizer, path: str | os.PathLike,
     predictions; `gptviz.load(path)` also opens the folder as a plain GPT. Written beside the target and
     swapped in by renames, so a crash never leaves a half-written folder.
     """
-    path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir()) and not (path / "config.json").is_file()):
-        raise FileExistsError(f"{path} exists and is not a gptviz checkpoint folder; choose a new folder name")
+    path = Path(path)  # checkpoint.save refuses to replace a folder that is not a checkpoint
     layers = lora_layers(model.gpt)
     merged = {layer.merged for layer in layers.values()}
     if len(merged) > 1:
@@ -509,26 +505,12 @@ def save_classifier(model: GPTClassifier, tokenizer, path: str | os.PathLike,
                                                 "layers": sorted(layers)}}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
                if k.startswith("head.") or ".lora_" in k}
-    stage = path.parent / f".{path.name}.stage-{uuid.uuid4().hex[:8]}"
-    try:
-        with _adapters_detached(model.gpt):
-            checkpoint.save(stage, model.gpt, tokenizer, training, include_optimizer=False)
-        save_file(tensors, str(stage / CLASSIFIER_WEIGHTS))
-        (stage / CLASSIFIER_JSON).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-        for f in (stage / CLASSIFIER_WEIGHTS, stage / CLASSIFIER_JSON):
-            os.chmod(f, 0o644)
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        if path.exists():  # two renames: the old folder survives a crash between them as .<name>.old-*
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(path, old)
-            os.rename(stage, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(stage, path)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    def write_head(folder: Path) -> None:
+        save_file(tensors, str(folder / CLASSIFIER_WEIGHTS))
+        (folder / CLASSIFIER_JSON).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+
+    with _adapters_detached(model.gpt):  # one atomic write: the base checkpoint and the head together
+        checkpoint.save(path, model.gpt, tokenizer, training, include_optimizer=False, extra_files=write_head)
     return path
 
 
