@@ -99,6 +99,22 @@ def test_attention_explorer_long_input_is_windowed(model, tok):
     assert p.token.options[0][1] == 20  # focus choices stay inside the window
 
 
+def test_displaying_a_panel_sends_the_figure_as_it_is_now(model, tok):
+    """A view draws from the widget's saved state: displaying the panel must refresh it, or a figure changed
+    before it was shown (generated in the constructor, a head picked in code) draws stale or empty."""
+    g = GenerationExplorer(model, tok, "ROMEO:", max_new_tokens=3, generate_now=False)
+    g.run()
+    bundle = g._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert g.figure._widget_layout["title"]["text"].startswith("Step 0")
+    assert [t["type"] for t in g.figure._widget_data] == [t.type for t in g.figure.data]
+    p = AttentionExplorer(model, tok, "the sun")
+    p.layer.value = 1
+    p._repr_mimebundle_()
+    assert "layer 1, head 0" in p.figure._widget_layout["title"]["text"]
+    assert p.figure._widget_data[0]["z"] == p.trace("attention").z
+
+
 def test_head_change_is_fast_on_12x12_heads_128_tokens(tok):
     torch.manual_seed(0)
     big = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=12, n_head=12, n_embd=192)).eval()

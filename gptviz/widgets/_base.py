@@ -2,7 +2,8 @@
 error display for callbacks, in-place figure updates, and `export_html`.
 
 A panel is an `ipywidgets.VBox`, so a notebook cell that ends with it displays it. Its figure is built once
-(`self.figure`, a plotly FigureWidget) and later changed only inside `batch_update()`. Callback errors never
+(`self.figure`, a plotly FigureWidget) and later changed only inside `batch_update()`; displaying the panel
+sends the figure's current state, so changes made before it was shown are never lost. Callback errors never
 vanish: a mistake in the input (ValueError and friends) shows its message in the panel's red error line;
 anything else shows its type and message there and its traceback in the panel's "details" output.
 """
@@ -10,6 +11,7 @@ anything else shows its type and message there and its traceback in the panel's 
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import html
 import time
@@ -29,7 +31,12 @@ class Busy(RuntimeError):
 
 # Errors a user causes by what they typed, chose or pressed: message only, no traceback.
 INPUT_ERRORS = (ValueError, KeyError, IndexError, MemoryError, FileNotFoundError, NotADirectoryError, Busy)
-CSS_STATUS = "color:#4a5160;font-size:13px"
+# line-height: ipywidgets gives HTML widgets 28 px lines, which made a two-line caption look double-spaced
+CSS_STATUS = "color:#4a5160;font-size:13px;line-height:1.45"
+PANEL_WIDTH = 980  # px, the most a panel takes
+# A FigureWidget is drawn before it is attached to the page, so it cannot measure its container and falls
+# back to plotly's 700 px; a panel that wants its figure to fill the panel sets this width in the figure.
+FIGURE_WIDTH = PANEL_WIDTH - 20
 
 
 def packed(a) -> dict:
@@ -57,6 +64,17 @@ def for_widget(fig: go.Figure) -> go.Figure:
         if isinstance(z, np.ndarray) and z.ndim == 2 and z.dtype.kind == "f":
             trace.z = packed(z)
     return fig
+
+
+def sync_figure(widget: go.FigureWidget) -> None:
+    """Set the state a FigureWidget's new views start from to what the figure holds now.
+
+    A view draws from `_widget_data` / `_widget_layout`, which plotly fills when the widget is made and when
+    the widget itself is displayed, never when it is displayed inside a box (as in a panel). Edits made in
+    between travel as one-off messages that the browser can drop before the view exists: the figure then
+    shows its first state, or nothing. Plotly's own display does this same copy."""
+    widget._widget_layout = copy.deepcopy(widget._layout_obj._props)
+    widget._widget_data = copy.deepcopy(widget._data)
 
 
 def replace_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
@@ -92,7 +110,12 @@ class Panel(W.VBox):
         head = W.HTML(f"<b style='font-size:15px'>{html.escape(self.title)}</b>"
                       f"<div style='{CSS_STATUS}'>{html.escape(caption)}</div>")
         super().__init__([head, *controls, self.status, self.error, self.figure, *extra, self.details],
-                         layout=W.Layout(width="100%", max_width="980px"))
+                         layout=W.Layout(width="100%", max_width=f"{PANEL_WIDTH}px"))
+
+    def _repr_mimebundle_(self, **kwargs):
+        """Displaying the panel: send the figure's whole current state first (see `sync_figure`)."""
+        sync_figure(self.figure)
+        return super()._repr_mimebundle_(**kwargs)
 
     # ---- callbacks -----------------------------------------------------------------------------------
     def guarded(self, fn):
@@ -145,8 +168,10 @@ def _strip_tags(s: str) -> str:
     return re.sub(r"<[^>]+>", "", s)
 
 
-def slider(description: str, value, lo, hi, step=1, width: str = "300px", **kw) -> W.Widget:
-    """A labelled slider that only reports when released (continuous_update=False)."""
+def slider(description: str, value, lo, hi, step=1, width: str = "300px", style: dict | None = None,
+           **kw) -> W.Widget:
+    """A labelled slider that only reports when released (continuous_update=False); the label takes the
+    room it needs unless `style` says otherwise (e.g. {"description_width": "120px"} to line sliders up)."""
     cls = W.FloatSlider if isinstance(step, float) or isinstance(value, float) else W.IntSlider
     return cls(value=value, min=lo, max=hi, step=step, description=description, continuous_update=False,
-               style={"description_width": "initial"}, layout=W.Layout(width=width), **kw)
+               style=style or {"description_width": "initial"}, layout=W.Layout(width=width), **kw)
