@@ -57,16 +57,21 @@ def short(token: str, n: int = 12) -> str:
     return token if len(token) <= n else token[: n - 1] + "…"
 
 
-def ticks(tokens: list[str], start: int = 0, max_ticks: int = 80) -> dict:
+def ticks(tokens: list[str], start: int = 0, max_ticks: int = 80, length_px: float | None = None) -> dict:
     """Axis settings labelling positions start..start+len(tokens)-1 with (at most max_ticks) token strings.
 
     Every token is labelled up to max_ticks (smaller font past 40). Beyond that only every n-th is, and
     those labels carry their position ("12:the"), so a skipped axis never reads as a different text.
+    With the axis length in pixels (`length_px`) the font is sized to the room each label has (8 to 12 px).
     """
     step = max(1, math.ceil(len(tokens) / max_ticks))
     vals = list(range(start, start + len(tokens), step))
     text = [short(tokens[v - start], 8) if step == 1 else f"{v}:{short(tokens[v - start], 6)}" for v in vals]
-    return dict(tickmode="array", tickvals=vals, ticktext=text, tickfont=dict(size=11 if len(vals) <= 40 else 8))
+    if length_px:
+        size = int(min(12, max(8, 0.85 * length_px / max(1, len(vals)))))
+    else:
+        size = 11 if len(vals) <= 40 else 8
+    return dict(tickmode="array", tickvals=vals, ticktext=text, tickfont=dict(size=size))
 
 
 def window_start(T: int, max_tokens: int = MAX_TOKENS) -> int:

@@ -12,7 +12,8 @@ from gptviz import GPT, GPTConfig, plots, sinusoidal_encoding
 from gptviz.data import TokenDataset
 from gptviz.tokenizers import get_tokenizer
 from gptviz.train import TrainConfig, Trainer
-from gptviz.widgets._base import unpack
+from gptviz.widgets._base import FIGURE_WIDTH, unpack
+from gptviz.widgets.attention import HEATMAP_PX
 from gptviz.widgets import (AttentionExplorer, GenerationExplorer, LogitLensPanel, PositionalEncodingExplorer,
                             TrainingDashboard)
 
@@ -97,6 +98,55 @@ def test_attention_explorer_long_input_is_windowed(model, tok):
     assert "showing last 40 of 60 tokens" in p.figure.layout.title.text
     assert "heatmap shows the last 40 of 60" in p.status.value
     assert p.token.options[0][1] == 20  # focus choices stay inside the window
+
+
+def pixel_box(fig, axis: str) -> tuple[float, float]:
+    """Width and height in pixels of a subplot, from its axes' domains and the figure's size and margins."""
+    lay = fig.layout
+    x, y = lay[f"xaxis{axis}"].domain, lay[f"yaxis{axis}"].domain
+    pw = lay.width - lay.margin.l - lay.margin.r
+    ph = lay.height - lay.margin.t - lay.margin.b
+    return (x[1] - x[0]) * pw, (y[1] - y[0]) * ph
+
+
+@pytest.mark.parametrize("n", [10, 40, 60])
+def test_attention_explorer_layout(model, tok, n):
+    """The figure fills the panel: a square heatmap (square cells) of HEATMAP_PX, its colour bar beside it,
+    the grid and this head's scores in the column on the right, every token labelled up to 48."""
+    p = AttentionExplorer(model, tok, TEXT[:n])
+    fig = p.figure
+    assert fig.layout.width == FIGURE_WIDTH
+    w, h = pixel_box(fig, "")
+    assert w == pytest.approx(HEATMAP_PX) and h == pytest.approx(HEATMAP_PX)
+    pw = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
+    bar = p.trace("attention").colorbar
+    assert 0 < (bar.x - fig.layout.xaxis.domain[1]) * pw <= 12, "the colour bar sits right next to the heatmap"
+    assert bar.len * (fig.layout.height - fig.layout.margin.t - fig.layout.margin.b) == pytest.approx(HEATMAP_PX)
+    right = fig.layout.xaxis2.domain
+    assert right[0] > bar.x and fig.layout.xaxis3.domain[0] == right[0]  # grid and scores share a column
+    gw, gh = pixel_box(fig, "2")
+    S = plots.grid_cells(n)
+    assert gh / gw == pytest.approx((2 * (S + 1) + 1) / (3 * (S + 1) + 1))  # the 2 x 3 thumbnails, undistorted
+    assert fig.layout.xaxis4.domain == (0, 1)  # the bars span the width
+    if n <= 48:
+        assert list(fig.layout.xaxis.ticktext) == [plots.short(t, 8) for t in p.record.tokens]
+    else:  # every second token, with its position
+        assert fig.layout.xaxis.ticktext[1] == f"2:{plots.short(p.record.tokens[2], 6)}"
+    numbers = p.trace("attention").texttemplate
+    assert (numbers == "%{z:.2f}") == (n == 10)  # big cells print their weight
+    # the selected head is outlined from the first draw on (not only after a change)
+    first = fig.layout.shapes[0]
+    assert (first.xref, first.line.color, first.x0) == ("x2", plots.CHOSEN, plots.selected_head_shape(0, 0, n)["x0"])
+
+
+def test_attention_explorer_scores_follow_the_head(model, tok):
+    p = AttentionExplorer(model, tok, "But soft, what light")
+    p.layer.value, p.head.value = 1, 2
+    scores = p.trace("metrics")
+    expected = [float(p.metrics[k][1, 2]) for k in ("previous_token", "induction", "entropy", "first_token")]
+    np.testing.assert_allclose([np.nan if v is None else v for v in scores.x], expected, rtol=1e-6)
+    assert "layer 1, head 2" in p.figure.layout.xaxis3.title.text
+    comm_safe(p.figure)  # an undefined score (NaN) travels as None
 
 
 def test_displaying_a_panel_sends_the_figure_as_it_is_now(model, tok):

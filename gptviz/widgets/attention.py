@@ -1,9 +1,10 @@
 """AttentionExplorer: type a text, pick a layer and head, see where every token looks.
 
-One figure (`explorer_figure`, drawn by `plots`): the chosen head's heatmap, the all-heads grid (click a
-thumbnail to open that head; hover it for its metrics), and the focus token's row ("where it looks") and
-column ("who looks at it") as bars; click a heatmap row or a bar to focus that token. Changing the layer or
-head only replaces the arrays that change, so it stays fast (~20 ms server side for 12 x 12 heads, T = 128).
+One figure (`explorer_figure`, drawn by `plots`): the chosen head's heatmap with its colour bar, the all-heads
+grid (click a thumbnail to open that head; hover it for its metrics) above the chosen head's scores, and the
+focus token's row ("where it looks") and column ("who looks at it") as bars; click a heatmap row or a bar to
+focus that token. The figure is laid out in pixels to fill the panel (`explorer_layout`). Changing the layer
+or head only replaces the arrays that change, so it stays fast (~10 ms server side for 12 x 12 heads, T = 128).
 
 The model runs once per text (`records.record_forward`); everything else reads that record. Long texts are
 cropped to what the capture budget allows and the heatmap shows a window; the status line says both.
@@ -21,13 +22,28 @@ from plotly.subplots import make_subplots
 
 from .. import plots
 from ..records import record_forward
-from ._base import Panel, packed, replace_figure, slider
+from ._base import FIGURE_WIDTH, Panel, packed, replace_figure, slider
 
-TRACES = ("attention", "grid", "frame", "heads", "looks_at", "looked_at_by")  # explorer_figure's order
+TRACES = ("attention", "grid", "frame", "heads", "looks_at", "looked_at_by", "metrics")  # explorer_figure's
 CAPTURE_BUDGET_BYTES = 256 * 2**20  # attention of every head for the text: L * nh * T^2 float32
 
 
 # ---- the panel's one figure (pure; `plots` draws each part) -------------------------------------------------
+# Laid out in pixels, because the widget cannot measure its container (see `_base.FIGURE_WIDTH`): the heatmap
+# is a square with its colour bar beside it; on its right the all-heads grid and, under the grid, the chosen
+# head's scores; the focus token's bars span the width below. Each part has the room its labels need, no more.
+MARGIN = dict(l=88, r=16, t=72, b=72)
+HEATMAP_PX = 480  # the heatmap's side: 128 tokens get ~4 px a cell and every third token a label
+NUMBERS_MIN_CELL_PX = 28  # cells at least this big (up to 17 tokens) also print their weight
+COLOURBAR_GAP_PX = 128  # colour bar (with its tick labels) + the grid's layer labels, between the two
+GRID_TOP_PX = 26  # room for the grid's caption above it
+METRICS_GAP_PX = 78  # between the grid and the scores: the grid's head labels and title, the scores' caption
+BARS_GAP_PX = 112  # between heatmap and bars: the heatmap's key labels (rotated when long), its title, the legend
+BARS_PX = 190
+METRIC_NAMES = {"previous_token": "prev. token", "induction": "induction", "entropy": "entropy",
+                "first_token": "first token"}
+
+
 def focus_values(matrix: np.ndarray, token: int, start: int) -> tuple[np.ndarray, np.ndarray]:
     """Row `token` (where it looks) and column `token` (who looks at it), inside the window [start, T)."""
     return matrix[token, start:], matrix[start:, token]
@@ -45,9 +61,51 @@ def focus_title(tokens: list[str], token: int) -> str:
     return f"token {token} {plots.short(tokens[token], 16)!r}:"
 
 
+def metric_values(metrics: dict, layer: int, head: int) -> tuple[list[str], list[float | None], list[str]]:
+    """One head's scores in METRIC_NAMES order: names, values (None where a score is not defined on this input,
+    e.g. induction without a repeated token: None, not NaN, which the widget comm cannot send) and labels."""
+    keys = [k for k in METRIC_NAMES if k in metrics]
+    values = [float(metrics[k][layer, head]) for k in keys]
+    values = [None if math.isnan(v) else v for v in values]
+    return [METRIC_NAMES[k] for k in keys], values, ["n/a" if v is None else f"{v:.2f}" for v in values]
+
+
+def metrics_title(layer: int, head: int) -> str:
+    return f"scores of layer {layer}, head {head} (1 = perfect)"
+
+
+def explorer_layout(L: int, nh: int, S: int, width: int = FIGURE_WIDTH) -> dict:
+    """Pixel boxes of the four parts, as plotly domains (fractions of the plot area), and the figure height.
+
+    The grid keeps the aspect of its L x nh thumbnails of S cells; it and the scores share the right column."""
+    pw = width - MARGIN["l"] - MARGIN["r"]
+    ph = HEATMAP_PX + BARS_GAP_PX + BARS_PX
+    gx = HEATMAP_PX + COLOURBAR_GAP_PX  # the right column starts here
+    gw = pw - gx
+    aspect = (L * (S + 1) + 1) / (nh * (S + 1) + 1)  # grid height / width, ranges as `plots.add_grid` sets them
+    gh = min(gw * aspect, HEATMAP_PX - GRID_TOP_PX - METRICS_GAP_PX - 90)  # leave the scores 90 px at least
+    gw_used = gh / aspect
+    metrics_top = GRID_TOP_PX + gh + METRICS_GAP_PX
+
+    def xs(a, b):
+        return [a / pw, b / pw]
+
+    def ys(top, bottom):  # plotly's y runs upwards
+        return [1 - bottom / ph, 1 - top / ph]
+
+    return dict(height=ph + MARGIN["t"] + MARGIN["b"], plot_width=pw, plot_height=ph,
+                heatmap=(xs(0, HEATMAP_PX), ys(0, HEATMAP_PX)),
+                grid=(xs(gx, gx + gw_used), ys(GRID_TOP_PX, GRID_TOP_PX + gh)),
+                metrics=(xs(gx, pw), ys(metrics_top, HEATMAP_PX)),
+                bars=(xs(0, pw), ys(HEATMAP_PX + BARS_GAP_PX, ph)),
+                colourbar_x=(HEATMAP_PX + 8) / pw, thumb_px=gw_used / nh * S / (S + 1))
+
+
 def explorer_figure(record, layer: int, head: int, token: int | None = None, hide_first: bool = False,
-                    max_tokens: int = plots.MAX_TOKENS, metrics: dict | None = None) -> go.Figure:
-    """One head's heatmap (left), the all-heads grid (right), one token's row and column as bars (below).
+                    max_tokens: int = plots.MAX_TOKENS, metrics: dict | None = None,
+                    width: int = FIGURE_WIDTH) -> go.Figure:
+    """One head's heatmap (left), the all-heads grid and this head's scores (right), one token's row and
+    column as bars (below), in a figure `width` px wide (its height follows).
 
     Traces in TRACES order; shapes: selected head, focus row, focus column.
     """
@@ -55,26 +113,47 @@ def explorer_figure(record, layer: int, head: int, token: int | None = None, hid
     T = record.T
     start = plots.window_start(T, max_tokens)
     token = T - 1 if token is None else min(max(token, start), T - 1)
-    fig = make_subplots(2, 2, column_widths=[0.58, 0.42], row_heights=[0.7, 0.3], horizontal_spacing=0.12,
-                        vertical_spacing=0.2, specs=[[{}, {}], [{"colspan": 2}, None]])
+    fig = make_subplots(3, 2, specs=[[{"rowspan": 2}, {}], [None, {}], [{"colspan": 2}, None]])
+    # axes: x/y heatmap, x2/y2 grid, x3/y3 scores, x4/y4 bars
     plots.add_attention(fig, record, layer, head, hide_first, True, start, 1, 1, max_ticks=48)
     S = plots.add_grid(fig, record, metrics, hide_first, row=1, col=2)
+    box = explorer_layout(record.n_layer, record.n_head, S, width)
     row, column = focus_values(plots.attention_matrix(record, layer, head, hide_first), token, start)
     pos, toks = np.arange(start, T), record.tokens[start:]
     for name, y, colour in (("looks at (row)", row, plots.CHOSEN), ("is looked at by (column)", column, "#31a354")):
         fig.add_trace(go.Bar(name=name, x=pos, y=y, marker_color=colour, text=toks, textposition="none",
-                             hovertemplate=f"%{{x}} %{{text}}: %{{y:.3f}}<extra>{name}</extra>"), 2, 1)
-    fig.update_yaxes(scaleanchor="x", row=1, col=1)
-    fig.update_yaxes(scaleanchor="x2", row=1, col=2)
-    fig.update_xaxes(title_text="position (T)", **plots.ticks(toks, start, 60), row=2, col=1)
-    fig.update_yaxes(title_text="attention", rangemode="tozero", row=2, col=1)
+                             hovertemplate=f"%{{x}} %{{text}}: %{{y:.3f}}<extra>{name}</extra>"), 3, 1)
+    names, values, labels = metric_values(metrics, layer, head)
+    fig.add_trace(go.Bar(name="metrics", x=values, y=names, orientation="h", marker_color="#756bb1",
+                         text=labels, textposition="outside", cliponaxis=False,
+                         showlegend=False, hovertemplate="%{y}: %{x:.3f}<extra></extra>"), 2, 2)
+    tick = plots.ticks(toks, start, 48, length_px=HEATMAP_PX)
+    numbers = HEATMAP_PX / (T - start) >= NUMBERS_MIN_CELL_PX  # "" (no text) is set too: see replace_figure
+    fig.update_traces(texttemplate="%{z:.2f}" if numbers else "", textfont_size=10, selector=dict(name="attention"))
+    fig.update_xaxes(domain=box["heatmap"][0], **tick, row=1, col=1)
+    fig.update_yaxes(domain=box["heatmap"][1], scaleanchor="x", **tick, row=1, col=1)
+    fig.update_traces(colorbar=dict(x=box["colourbar_x"], xanchor="left", y=box["heatmap"][1][1], yanchor="top",
+                                    len=HEATMAP_PX / box["plot_height"], thickness=12, ypad=0, title=None),
+                      selector=dict(name="attention"))
+    fig.update_xaxes(domain=box["grid"][0], title_standoff=4, row=1, col=2)
+    fig.update_yaxes(domain=box["grid"][1], scaleanchor="x2", title_standoff=4, row=1, col=2)
+    fig.update_traces(marker_size=max(6, box["thumb_px"]), selector=dict(name="heads"))
+    fig.update_xaxes(domain=box["metrics"][0], range=[0, 1.18], tickvals=[0, 0.5, 1], showgrid=True, row=2, col=2,
+                     title=dict(text=metrics_title(layer, head), standoff=2, font_size=11))
+    fig.update_yaxes(domain=box["metrics"][1], autorange="reversed", tickfont_size=11, row=2, col=2)
+    fig.update_xaxes(domain=box["bars"][0], title_text="position (T)", row=3, col=1,
+                     **plots.ticks(toks, start, 64, length_px=box["plot_width"]))
+    fig.update_yaxes(domain=box["bars"][1], title_text="attention", rangemode="tozero", row=3, col=1)
+    fig.add_annotation(text="all heads (L × nh): click one to open it", xref="x2 domain", yref="y2 domain", x=0,
+                       y=1, yshift=6, xanchor="left", yanchor="bottom", showarrow=False, font_size=12)
     fig.update_layout(
-        template=plots.TEMPLATE, height=860, barmode="group", bargap=0.15,
+        template=plots.TEMPLATE, width=width, height=box["height"], margin=MARGIN, barmode="group", bargap=0.15,
         title=plots.attention_title(record, layer, head, hide_first, start),
-        legend=dict(orientation="h", x=1, xanchor="right", y=0.25, yanchor="bottom",
-                    title_text=focus_title(record.tokens, token)),
-        shapes=[plots.selected_head_shape(layer, head, S, "x2", "y2"), *focus_shapes(token, start, T),
-                *fig.layout.shapes])  # the last ones: grey backgrounds drawn by plots
+        legend=dict(orientation="h", x=0, xanchor="left", y=box["bars"][1][1], yanchor="bottom",
+                    title_text=focus_title(record.tokens, token)))
+    # assigned, not passed to update_layout: that would merge these into the existing shapes one by one
+    fig.layout.shapes = [plots.selected_head_shape(layer, head, S, "x2", "y2"), *focus_shapes(token, start, T),
+                         *fig.layout.shapes]  # the last ones: grey backgrounds drawn by plots
     return fig
 
 
@@ -161,9 +240,12 @@ class AttentionExplorer(Panel):
             return
         l, h, hide = self.layer.value, self.head.value, self.hide_first.value
         matrix = plots.attention_matrix(self.record, l, h, hide)
+        _, values, labels = metric_values(self.metrics, l, h)
         with self.figure.batch_update():
             self.trace("attention").z = packed(matrix[self.start:, self.start:])
             self.figure.layout.title.text = plots.attention_title(self.record, l, h, hide, self.start)
+            self.trace("metrics").update(x=values, text=labels)
+            self.figure.layout.xaxis3.title.text = metrics_title(l, h)
             self._update_focus(matrix)
         self._describe_head()
 
