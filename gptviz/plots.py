@@ -449,13 +449,13 @@ STAGE_LABELS = {"raw": "raw", "repetition_penalty": "after repetition penalty",
 
 def step_title(step, forced: bool = False) -> str:
     """What happened at a step; `forced`: the token was picked by a fork, not by the sampler."""
-    token = step.token if step.token is not None else f"id {step.token_id}"
-    how = (f"forked here: you chose {token!r} (the sampler gave it p = {step.prob:.3f}, raw p = {step.raw_prob:.3f})"
+    token = repr(short(step.token, 16)) if step.token is not None else f"id {step.token_id}"
+    how = (f"forked here: you chose {token} (the sampler gave it p = {step.prob:.3f}, raw p = {step.raw_prob:.3f})"
            if forced else
-           f"chose {token!r}, p = {step.prob:.3f} (raw p = {step.raw_prob:.3f})")
-    return _subtitle(f"Step {step.step} (position {step.position}): {how}",
+           f"chose {token}, p = {step.prob:.3f} (raw p = {step.raw_prob:.3f})")
+    return _subtitle(f"Step {step.step} (position {step.position}): {how}", f"entropy {step.entropy:.2f} nats",
                      "bars: each candidate's probability after every stage", "hatched grey = removed by that stage",
-                     "orange outline = chosen", f"entropy {step.entropy:.2f} nats")
+                     "orange outline = chosen")
 
 
 def add_candidates(fig: go.Figure, step, row=None, col=None) -> None:
@@ -510,14 +510,16 @@ def row_title(step, layer: int, head: int | None) -> str:
 
 
 def add_attention_row(fig: go.Figure, step, layer: int, head: int | None, tokens: list[str] | None,
-                      row=None, col=None) -> None:
-    """Bars (trace "attention row") of the new token's attention over context positions."""
+                      row=None, col=None, length_px: float | None = None) -> None:
+    """Bars (trace "attention row") of the new token's attention over context positions; `length_px`, the
+    x axis's length in pixels where known, sizes the token labels."""
     y = row_values(step, layer, head)
     x = np.arange(step.context_start, step.context_start + len(y))
     text = list(tokens[step.context_start: step.context_start + len(y)]) if tokens else [str(i) for i in x]
     fig.add_trace(go.Bar(name="attention row", x=x, y=y, text=text, textposition="none", marker_color="#2171b5",
                          hovertemplate="%{x} %{text}: %{y:.3f}<extra></extra>", showlegend=False), row=row, col=col)
-    fig.update_xaxes(title_text="context position (Tk)", **ticks(text, step.context_start, 50), row=row, col=col)
+    fig.update_xaxes(title_text="context position (Tk)", **ticks(text, step.context_start, 50, length_px),
+                     row=row, col=col)
     fig.update_yaxes(title_text="attention", rangemode="tozero", row=row, col=col)
 
 

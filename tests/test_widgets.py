@@ -1,6 +1,7 @@
 """Panels driven without a browser: set a control's value (or send a click), assert on the figure."""
 
 import json
+import re
 import time
 
 import numpy as np
@@ -12,6 +13,7 @@ from gptviz import GPT, GPTConfig, plots, sinusoidal_encoding
 from gptviz.data import TokenDataset
 from gptviz.tokenizers import get_tokenizer
 from gptviz.train import TrainConfig, Trainer
+from gptviz.sampling import generate, generate_steps
 from gptviz.widgets._base import FIGURE_WIDTH, unpack
 from gptviz.widgets.attention import HEATMAP_PX
 from gptviz.widgets import (AttentionExplorer, GenerationExplorer, LogitLensPanel, PositionalEncodingExplorer,
@@ -242,6 +244,71 @@ def test_generation_beam_search_shows_final_text(model, tok):
     assert g.last_error is None and g.step.disabled
     assert "no single step" in g.figure.layout.annotations[0].text
     assert "beam search, 3 beams" in g.branches_html.value
+
+
+KNOBS = dict(do_sample=True, temperature=0.7, top_k=4, top_p=0.8, repetition_penalty=1.3, no_repeat_ngram_size=2)
+
+
+def test_generation_takes_its_knobs_in_the_constructor(model, tok):
+    g = GenerationExplorer(model, tok, "ROMEO:", max_new_tokens=12, k=5, seed=3, **KNOBS)
+    assert (g.sample.value, g.temperature.value, g.top_k.value, g.top_p.value, g.repetition_penalty.value,
+            g.no_repeat_ngram.value, g.seed.value) == (True, 0.7, 4, 0.8, 1.3, 2, 3)
+    ids = tok.encode("ROMEO:")
+    same = [s.token_id for s in generate_steps(model, ids, 12, k=5, seed=3, **KNOBS)]
+    other_seed = [s.token_id for s in generate_steps(model, ids, 12, k=5, seed=0, **KNOBS)]
+    assert same != other_seed, "precondition: the seed changes this sample, so the check below can fail"
+    steps = g.branches[0].steps
+    assert [s.token_id for s in steps] == same and g.last_error is None
+    assert [st.name for st in steps[0].stages] == ["raw", "repetition_penalty", "no_repeat_ngram", "temperature",
+                                                   "top_k", "top_p"]
+    assert all(s.stage("top_k").kept <= 4 for s in steps)
+    assert len(g.figure.data) == 1 + 6  # attention row + one bar trace per stage, drawn at once
+
+
+def test_generation_beams_from_the_constructor(model, tok):
+    g = GenerationExplorer(model, tok, "ROMEO:", max_new_tokens=5, do_sample=False, num_beams=3)
+    assert g.beams.value == 3 and g.step.disabled and g.last_error is None
+    out = generate(model, torch.tensor([tok.encode("ROMEO:")]), 5, num_beams=3)[0, 6:].tolist()
+    assert "beam search, 3 beams" in g.branches_html.value
+    assert tok.decode(out).replace("\n", "") in re.sub(r"<[^>]+>", "", g.branches_html.value).replace("\n", "")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(temperature=-0.5), "temperature must be a number from 0.0 to 2.0 (0 = greedy"),
+    (dict(temperature=float("nan")), "temperature must be a number from 0.0 to 2.0"),
+    (dict(top_k=-1), "top_k must be an integer from 0 to"),
+    (dict(top_k=2.5), "top_k must be an integer"),
+    (dict(top_k=10_000), "top_k must be an integer from 0 to"),
+    (dict(top_p=0.0), "top_p must be a number from 0.01 to 1.0"),
+    (dict(top_p=1.5), "top_p must be a number from 0.01 to 1.0"),
+    (dict(repetition_penalty=0.5), "repetition_penalty must be a number from 1.0 to 2.0"),
+    (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size must be an integer from 0 to 6 (0 = off)"),
+    (dict(num_beams=0), "num_beams must be an integer from 1 to 8"),
+    (dict(max_new_tokens=0), "max_new_tokens must be an integer from 1 to 400"),
+    (dict(seed=-1), "seed must be an integer >= 0"),
+    (dict(seed="0"), "seed must be an integer >= 0"),
+    (dict(do_sample="yes"), "do_sample must be True (sample) or False (greedy)"),
+    (dict(k=0), "k (candidates shown per step) must be an integer >= 1"),
+])
+def test_generation_rejects_bad_knobs_with_the_allowed_range(model, tok, kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GenerationExplorer(model, tok, "ROMEO:", generate_now=False, **kwargs)
+
+
+def test_generation_names_every_bad_knob_at_once(model, tok):
+    with pytest.raises(ValueError, match="temperature.*; top_p.*; num_beams"):
+        GenerationExplorer(model, tok, "ROMEO:", temperature=-1, top_p=2, num_beams=99)
+    g = GenerationExplorer(model, tok, "ROMEO:", max_new_tokens=2, top_k=None, temperature=0)  # None/0: off/greedy
+    assert g.top_k.value == 0 and g.temperature.value == 0 and g.last_error is None
+
+
+def test_generation_figure_fills_the_panel(model, tok):
+    g = GenerationExplorer(model, tok, "ROMEO:", max_new_tokens=3)
+    assert g.figure.layout.width == FIGURE_WIDTH
+    title = g.figure.layout.title.text
+    assert title.startswith("Step 0") and "entropy" in title.split("<br>")[1]
+    first_line = title.split("<br>")[0]
+    assert len(first_line) < 100, "the title's first line must fit the figure's width"
 
 
 def tiny_trainer(tok, tmp_path, steps=40):

@@ -1,7 +1,8 @@
 """GenerationExplorer: generate step by step, scrub the timeline, fork at any candidate, compare branches.
 
 Generate runs `sampling.generate_steps` with the knobs (temperature, top-k, top-p, repetition penalty,
-no-repeat-n-gram, seed, sample/greedy) and keeps every StepRecord. The timeline slider shows one step: the
+no-repeat-n-gram, seed, sample/greedy; the constructor takes them under `generate`'s names and checks them
+against the controls' ranges, `KNOBS`) and keeps every StepRecord. The timeline slider shows one step: the
 candidates' probabilities after each stage (chosen outlined, filtered greyed) and where the last context token
 looked when choosing (layer / head, or the mean of the layer's heads). Clicking a candidate bar forks: the
 branch continues from prompt + chosen[:t] + [clicked]; branches are listed side by side with the fork point
@@ -14,6 +15,7 @@ The panel holds state and controls; figures come from `plots`, tokens from the s
 from __future__ import annotations
 
 import html
+import numbers
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -26,7 +28,7 @@ from plotly.subplots import make_subplots
 from .. import plots
 from ..export import RawHTML
 from ..sampling import generate, generate_steps
-from ._base import Panel, replace_figure, slider
+from ._base import FIGURE_WIDTH, Panel, replace_figure, slider
 
 
 @dataclass
@@ -43,28 +45,86 @@ class Branch:
         return self.prompt_ids + [s.token_id for s in self.steps]
 
 
-def step_figure(step, layer: int, head: int | None, tokens: list[str] | None, forced: bool = False) -> go.Figure:
+# The step figure in pixels (the widget cannot measure its container, see `_base.FIGURE_WIDTH`): candidates on
+# top, then their axis labels, legend and the attention row's caption, then the attention row.
+STEP_MARGIN = dict(l=70, r=20, t=78, b=64)
+CANDIDATES_PX, ROW_GAP_PX, ROW_PX = 250, 116, 170
+
+
+def step_figure(step, layer: int, head: int | None, tokens: list[str] | None, forced: bool = False,
+                width: int = FIGURE_WIDTH) -> go.Figure:
     """The panel's view of one step: candidates per stage (top), the attention row (bottom, if recorded)."""
     rows = 2 if step.attention is not None else 1
-    fig = make_subplots(rows, 1, vertical_spacing=0.28, row_heights=[0.58, 0.42] if rows == 2 else None,
-                        subplot_titles=["", plots.row_title(step, layer, head)][:rows])
+    ph = CANDIDATES_PX + (ROW_GAP_PX + ROW_PX if rows == 2 else 60)  # one row: room for the legend under it
+    fig = make_subplots(rows, 1)
     plots.add_candidates(fig, step, 1, 1)
+    fig.update_yaxes(domain=[1 - CANDIDATES_PX / ph, 1], row=1, col=1)
+    legend_y = 1 - (CANDIDATES_PX + 52) / ph  # under the candidates' axis title
     if rows == 2:
-        plots.add_attention_row(fig, step, layer, head, tokens, 2, 1)
-    fig.update_annotations(font_size=13, xanchor="left", x=0)
-    fig.update_layout(template=plots.TEMPLATE, height=640 if rows == 2 else 420, barmode="group",
-                      title=plots.step_title(step, forced), legend=dict(orientation="h", y=0.5 if rows == 2 else -0.3,
-                                                                 yanchor="top", font_size=11))
+        plots.add_attention_row(fig, step, layer, head, tokens, 2, 1,
+                                length_px=width - STEP_MARGIN["l"] - STEP_MARGIN["r"])
+        fig.update_yaxes(domain=[0, ROW_PX / ph], row=2, col=1)
+        fig.add_annotation(text=plots.row_title(step, layer, head), xref="paper", yref="paper", x=0,
+                           y=ROW_PX / ph, yshift=10, xanchor="left", yanchor="bottom", showarrow=False, font_size=13)
+    fig.update_layout(template=plots.TEMPLATE, width=width, height=ph + STEP_MARGIN["t"] + STEP_MARGIN["b"],
+                      margin=STEP_MARGIN, barmode="group", title=plots.step_title(step, forced),
+                      legend=dict(orientation="h", x=0, y=legend_y, yanchor="top", font_size=11))
     return fig
 
 
-def message_figure(text: str) -> go.Figure:
+def message_figure(text: str, width: int = FIGURE_WIDTH) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font_size=14)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(template=plots.TEMPLATE, height=200, title="Generation explorer")
+    fig.update_layout(template=plots.TEMPLATE, width=width, height=200, title="Generation explorer")
     return fig
+
+
+# ---- the decoding knobs: the constructor's arguments, the sliders' ranges and the checks are one table ----------
+# generate()'s name: (slider label, lowest, highest, step, what the values mean); the defaults are the constructor's
+KNOBS = {
+    "temperature": ("temperature", 0.0, 2.0, 0.05, "0 = greedy, 1 = the model's own distribution"),
+    "top_k": ("top-k (0 = off)", 0, 200, 1, "0 or None = off; at most the vocabulary size"),
+    "top_p": ("top-p (1 = off)", 0.01, 1.0, 0.01, "1 = off; 0.9 keeps the tokens holding 90% of the mass"),
+    "repetition_penalty": ("repetition penalty", 1.0, 2.0, 0.05, "1 = off, 1.2 is a usual value"),
+    "no_repeat_ngram_size": ("no-repeat n-gram", 0, 6, 1, "0 = off"),
+    "num_beams": ("beams", 1, 8, 1, "1 = no beam search"),
+    "max_new_tokens": ("max new tokens", 1, 400, 1, "tokens per generation"),
+}
+
+
+def knob_range(name: str, vocab_size: int) -> tuple:
+    """(lowest, highest) a knob may take in the panel; top-k's highest is the vocabulary (at most 200)."""
+    lo, hi = KNOBS[name][1:3]
+    return (lo, min(hi, vocab_size)) if name == "top_k" else (lo, hi)
+
+
+def _knob_problem(name: str, value, vocab_size: int) -> str | None:
+    if name == "do_sample":
+        return None if isinstance(value, bool) else f"do_sample must be True (sample) or False (greedy), got {value!r}"
+    if name == "seed":
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+            return None
+        return f"seed must be an integer >= 0 (the same seed gives the same text), got {value!r}"
+    lo, hi = knob_range(name, vocab_size)
+    whole = isinstance(KNOBS[name][3], int)  # the slider's step says whether it is an IntSlider
+    kind = numbers.Integral if whole else numbers.Real
+    if isinstance(value, kind) and not isinstance(value, bool) and lo <= value <= hi:  # NaN fails this too
+        return None
+    return (f"{name} must be {'an integer' if whole else 'a number'} from {lo} to {hi} ({KNOBS[name][4]}), "
+            f"got {value!r}")
+
+
+def check_knobs(vocab_size: int, **knobs) -> dict:
+    """The knobs as the panel's controls take them (top_k None -> 0), or a ValueError that names every bad
+    one with its allowed range and what its values mean (a slider would silently clip an out-of-range value)."""
+    if knobs.get("top_k", 0) is None:
+        knobs = {**knobs, "top_k": 0}
+    problems = [p for p in (_knob_problem(n, v, vocab_size) for n, v in knobs.items()) if p]
+    if problems:
+        raise ValueError("GenerationExplorer: " + "; ".join(problems))
+    return knobs
 
 
 class GenerationExplorer(Panel):
@@ -73,35 +133,55 @@ class GenerationExplorer(Panel):
     title = "Generation explorer"
 
     def __init__(self, model, tokenizer, prompt: str = "ROMEO:", max_new_tokens: int = 40, k: int = 10,
-                 generate_now: bool = True):
+                 generate_now: bool = True, *, do_sample: bool = True, temperature: float = 1.0,
+                 top_k: int | None = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                 no_repeat_ngram_size: int = 0, num_beams: int = 1, seed: int = 0):
+        """The keyword arguments set the controls (the same names and meanings as `sampling.generate`);
+        a value outside its control's range (`KNOBS`) raises ValueError, before anything is built."""
+        knobs = check_knobs(model.config.vocab_size, do_sample=do_sample, temperature=temperature, top_k=top_k,
+                            top_p=top_p, repetition_penalty=repetition_penalty,
+                            no_repeat_ngram_size=no_repeat_ngram_size, num_beams=num_beams, seed=seed,
+                            max_new_tokens=max_new_tokens)
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"GenerationExplorer: k (candidates shown per step) must be an integer >= 1, got {k!r}")
         self.model, self.tokenizer, self.k = model, tokenizer, k
-        nh, L = model.config.n_head, model.config.n_layer
-        st = {"description_width": "initial"}
-        self.prompt = W.Textarea(value=prompt, description="prompt", rows=2, layout=W.Layout(width="95%"), style=st)
-        self.sample = W.Checkbox(value=True, description="sample (off = greedy)", indent=False,
-                                 layout=W.Layout(width="180px"))
-        self.temperature = slider("temperature", 1.0, 0.0, 2.0, 0.05, width="280px")
-        self.top_k = slider("top-k (0 = off)", 0, 0, min(200, model.config.vocab_size), width="280px")
-        self.top_p = slider("top-p (1 = off)", 1.0, 0.05, 1.0, 0.05, width="280px")
-        self.repetition_penalty = slider("repetition penalty", 1.0, 1.0, 2.0, 0.05, width="280px")
-        self.no_repeat_ngram = slider("no-repeat n-gram", 0, 0, 6, width="280px")
-        self.beams = slider("beams", 1, 1, 8, width="280px")
-        self.seed = W.IntText(value=0, description="seed", style=st, layout=W.Layout(width="140px"))
-        self.max_new_tokens = slider("max new tokens", max_new_tokens, 1, 400, width="280px")
-        self.generate_button = W.Button(description="Generate", button_style="primary", icon="play")
-        self.step = slider("step", 0, 0, 0, width="520px")
-        self.layer = slider("layer", L - 1, 0, L - 1, width="240px")
+        V, nh, L = model.config.vocab_size, model.config.n_head, model.config.n_layer
+        st = {"description_width": "125px"}  # one label width: the sliders' tracks line up in columns
+
+        def knob(name):
+            label, step = KNOBS[name][0], KNOBS[name][3]
+            return slider(label, knobs[name], *knob_range(name, V), step, width="100%", style=st)
+
+        self.prompt = W.Textarea(value=prompt, description="prompt", rows=2, layout=W.Layout(width="98%"),
+                                 style={"description_width": "initial"})
+        self.sample = W.Checkbox(value=do_sample, description="sample (off = greedy)", indent=False,
+                                 layout=W.Layout(width="auto", margin="0 0 0 12px"))
+        self.temperature, self.top_k, self.top_p = knob("temperature"), knob("top_k"), knob("top_p")
+        self.repetition_penalty, self.no_repeat_ngram = knob("repetition_penalty"), knob("no_repeat_ngram_size")
+        self.beams, self.max_new_tokens = knob("num_beams"), knob("max_new_tokens")
+        self.seed = W.IntText(value=seed, description="seed", style={"description_width": "initial"},
+                              layout=W.Layout(width="130px"))
+        self.generate_button = W.Button(description="Generate", button_style="primary", icon="play",
+                                        layout=W.Layout(width="auto", flex="1 1 auto"))
+        self.step = slider("step", 0, 0, 0, width="100%", style={"description_width": "40px"})
+        self.layer = slider("layer", L - 1, 0, L - 1, width="100%", style={"description_width": "45px"})
         self.head = W.Dropdown(options=[("mean of heads", -1)] + [(f"head {h}", h) for h in range(nh)], value=-1,
-                               description="head", style=st, layout=W.Layout(width="200px"))
-        self.branch = W.Dropdown(options=[], description="active branch", style=st, layout=W.Layout(width="320px"))
+                               description="head", style={"description_width": "45px"}, layout=W.Layout(width="100%"))
+        self.branch = W.Dropdown(options=[], description="active branch", style={"description_width": "initial"},
+                                 layout=W.Layout(width="360px"))
         self.branches_html = W.HTML()
         self.branches: list[Branch] = []
         self.knob_note = ""
-        controls = [self.prompt,
-                    W.HBox([self.sample, self.temperature, self.top_k]),
-                    W.HBox([self.top_p, self.repetition_penalty, self.no_repeat_ngram]),
-                    W.HBox([self.beams, self.max_new_tokens, self.seed, self.generate_button]),
-                    W.HBox([self.step, self.layer, self.head])]
+        # fixed columns (the figure below is fixed-width too): labels, tracks and read-outs line up
+        knobs_grid = W.GridBox([self.sample, self.temperature, self.top_k,
+                                self.top_p, self.repetition_penalty, self.no_repeat_ngram,
+                                self.beams, self.max_new_tokens,
+                                W.HBox([self.seed, self.generate_button], layout=W.Layout(grid_gap="10px"))],
+                               layout=W.Layout(grid_template_columns="300px 300px 300px", grid_gap="2px 20px"))
+        view = W.GridBox([self.step, self.layer, self.head], layout=W.Layout(
+            grid_template_columns="440px 260px 200px", grid_gap="2px 20px", width="940px", margin="6px 0 0 0",
+            padding="6px 0 0 0", border_top="1px solid #e3e5ea"))
+        controls = [self.prompt, knobs_grid, view]
         caption = ("Each step shows the next-token candidates before and after every decoding stage, and where the "
                    "model looked. Click any candidate bar to fork: generation continues from that token.")
         super().__init__(controls, message_figure("Press Generate"), caption, [self.branch, self.branches_html])
@@ -277,7 +357,7 @@ def _cards_html(cards: list[tuple[str, str, str]], active: int | None = None) ->
     for i, (head, prompt, body) in enumerate(cards):
         border = "#2166ac" if i == active else "#d4d6db"
         items.append(f"<div style='flex:1 1 280px;max-width:460px;border:1px solid {border};border-radius:6px;"
-                     f"padding:6px 8px;font-size:13px'><div style='font-weight:600;margin-bottom:4px'>"
+                     f"padding:6px 8px;font-size:13px;line-height:1.45'><div style='font-weight:600;margin-bottom:4px'>"
                      f"{html.escape(head)}</div><div style='white-space:pre-wrap;font-family:monospace'>"
                      f"<span style='color:#8a90a0'>{prompt}</span>{body}</div></div>")
     return f"<div style='display:flex;flex-wrap:wrap;gap:8px'>{''.join(items)}</div>"
