@@ -141,6 +141,17 @@ def test_attention_explorer_layout(model, tok, n):
     assert (first.xref, first.line.color, first.x0) == ("x2", plots.CHOSEN, plots.selected_head_shape(0, 0, n)["x0"])
 
 
+def test_attention_explorer_figure_in_a_narrower_width(model, tok):
+    from gptviz.widgets.attention import explorer_figure
+
+    record = AttentionExplorer(model, tok, "the sun").record
+    fig = explorer_figure(record, 0, 0, width=700)  # a smaller heatmap, still square, domains inside 0..1
+    w, h = pixel_box(fig, "")
+    assert w == pytest.approx(h) and 240 <= w < HEATMAP_PX and fig.layout.xaxis3.domain[1] == 1
+    with pytest.raises(ValueError, match="needs a width of at least"):
+        explorer_figure(record, 0, 0, width=400)
+
+
 def test_attention_explorer_scores_follow_the_head(model, tok):
     p = AttentionExplorer(model, tok, "But soft, what light")
     p.layer.value, p.head.value = 1, 2

@@ -34,6 +34,7 @@ CAPTURE_BUDGET_BYTES = 256 * 2**20  # attention of every head for the text: L * 
 # head's scores; the focus token's bars span the width below. Each part has the room its labels need, no more.
 MARGIN = dict(l=88, r=16, t=72, b=72)
 HEATMAP_PX = 480  # the heatmap's side: 128 tokens get ~4 px a cell and every third token a label
+MIN_COLUMN_PX = 200  # the right column (grid, scores) at least; a narrower figure gets a smaller heatmap
 NUMBERS_MIN_CELL_PX = 28  # cells at least this big (up to 17 tokens) also print their weight
 COLOURBAR_GAP_PX = 128  # colour bar (with its tick labels) + the grid's layer labels, between the two
 GRID_TOP_PX = 26  # room for the grid's caption above it
@@ -77,13 +78,17 @@ def metrics_title(layer: int, head: int) -> str:
 def explorer_layout(L: int, nh: int, S: int, width: int = FIGURE_WIDTH) -> dict:
     """Pixel boxes of the four parts, as plotly domains (fractions of the plot area), and the figure height.
 
-    The grid keeps the aspect of its L x nh thumbnails of S cells; it and the scores share the right column."""
+    The grid keeps the aspect of its L x nh thumbnails of S cells; it and the scores share the right column.
+    The heatmap is HEATMAP_PX square, or smaller where the width leaves the right column under MIN_COLUMN_PX."""
     pw = width - MARGIN["l"] - MARGIN["r"]
-    ph = HEATMAP_PX + BARS_GAP_PX + BARS_PX
-    gx = HEATMAP_PX + COLOURBAR_GAP_PX  # the right column starts here
+    hm = min(HEATMAP_PX, pw - COLOURBAR_GAP_PX - MIN_COLUMN_PX)
+    if hm < 240:
+        raise ValueError(f"the explorer's figure needs a width of at least {width - hm + 240} px, got {width}")
+    ph = hm + BARS_GAP_PX + BARS_PX
+    gx = hm + COLOURBAR_GAP_PX  # the right column starts here
     gw = pw - gx
     aspect = (L * (S + 1) + 1) / (nh * (S + 1) + 1)  # grid height / width, ranges as `plots.add_grid` sets them
-    gh = min(gw * aspect, HEATMAP_PX - GRID_TOP_PX - METRICS_GAP_PX - 90)  # leave the scores 90 px at least
+    gh = min(gw * aspect, hm - GRID_TOP_PX - METRICS_GAP_PX - 90)  # leave the scores 90 px at least
     gw_used = gh / aspect
     metrics_top = GRID_TOP_PX + gh + METRICS_GAP_PX
 
@@ -93,12 +98,12 @@ def explorer_layout(L: int, nh: int, S: int, width: int = FIGURE_WIDTH) -> dict:
     def ys(top, bottom):  # plotly's y runs upwards
         return [1 - bottom / ph, 1 - top / ph]
 
-    return dict(height=ph + MARGIN["t"] + MARGIN["b"], plot_width=pw, plot_height=ph,
-                heatmap=(xs(0, HEATMAP_PX), ys(0, HEATMAP_PX)),
+    return dict(height=ph + MARGIN["t"] + MARGIN["b"], plot_width=pw, plot_height=ph, heatmap_px=hm,
+                heatmap=(xs(0, hm), ys(0, hm)),
                 grid=(xs(gx, gx + gw_used), ys(GRID_TOP_PX, GRID_TOP_PX + gh)),
-                metrics=(xs(gx, pw), ys(metrics_top, HEATMAP_PX)),
-                bars=(xs(0, pw), ys(HEATMAP_PX + BARS_GAP_PX, ph)),
-                colourbar_x=(HEATMAP_PX + 8) / pw, thumb_px=gw_used / nh * S / (S + 1))
+                metrics=(xs(gx, pw), ys(metrics_top, hm)),
+                bars=(xs(0, pw), ys(hm + BARS_GAP_PX, ph)),
+                colourbar_x=(hm + 8) / pw, thumb_px=gw_used / nh * S / (S + 1))
 
 
 def explorer_figure(record, layer: int, head: int, token: int | None = None, hide_first: bool = False,
@@ -127,13 +132,14 @@ def explorer_figure(record, layer: int, head: int, token: int | None = None, hid
     fig.add_trace(go.Bar(name="metrics", x=values, y=names, orientation="h", marker_color="#756bb1",
                          text=labels, textposition="outside", cliponaxis=False,
                          showlegend=False, hovertemplate="%{y}: %{x:.3f}<extra></extra>"), 2, 2)
-    tick = plots.ticks(toks, start, 48, length_px=HEATMAP_PX)
-    numbers = HEATMAP_PX / (T - start) >= NUMBERS_MIN_CELL_PX  # "" (no text) is set too: see replace_figure
+    hm = box["heatmap_px"]
+    tick = plots.ticks(toks, start, 48, length_px=hm)
+    numbers = hm / (T - start) >= NUMBERS_MIN_CELL_PX  # "" (no text) is set too: see replace_figure
     fig.update_traces(texttemplate="%{z:.2f}" if numbers else "", textfont_size=10, selector=dict(name="attention"))
     fig.update_xaxes(domain=box["heatmap"][0], **tick, row=1, col=1)
     fig.update_yaxes(domain=box["heatmap"][1], scaleanchor="x", **tick, row=1, col=1)
     fig.update_traces(colorbar=dict(x=box["colourbar_x"], xanchor="left", y=box["heatmap"][1][1], yanchor="top",
-                                    len=HEATMAP_PX / box["plot_height"], thickness=12, ypad=0, title=None),
+                                    len=hm / box["plot_height"], thickness=12, ypad=0, title=None),
                       selector=dict(name="attention"))
     fig.update_xaxes(domain=box["grid"][0], title_standoff=4, row=1, col=2)
     fig.update_yaxes(domain=box["grid"][1], scaleanchor="x2", title_standoff=4, row=1, col=2)
