@@ -1,10 +1,13 @@
 """The lab in a real browser: JupyterLab as `gptviz lab` starts it, driven by Chromium like a person would.
 
 1. open 01_attention, Run All Cells from the menu, wait until the AttentionExplorer has drawn; move its layer
-   and head sliders with the keyboard and check that the heatmap's data and title really changed;
-2. open 04_generation_and_sampling, run it, click a candidate bar in the GenerationExplorer and check that
-   a fork (branch 1) appeared;
-3. fail on any uncaught page error; screenshots before/after each action and on failure go to
+   and head sliders with the keyboard and check that the heatmap's data and title really changed; type a
+   128-token text into it;
+2. open 04_generation_and_sampling, run it, check that the GenerationExplorer's first view shows step 0,
+   click a candidate bar and check that a fork (branch 1) appeared;
+3. after each action, check the panel's plot for layout faults a person would see (`layout_problems`: a plot
+   much narrower than its panel, titles or legends cut off or on top of each other);
+4. fail on any uncaught page error; screenshots before/after each action and on failure go to
    tests/artifacts/browser/ (kept by CI), with the timings in timings.json.
 
 Never sleeps: every wait is for a DOM predicate. Needs Debian's Chromium at /usr/bin/chromium (never
@@ -35,6 +38,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 RUN_TIMEOUT_MS = 300_000  # running a whole notebook on a busy 2-core machine
+LONG_TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
+             "Arise, fair sun, and kill the envious moon,\n")[:128]  # 128 characters = 128 tokens
 UI_TIMEOUT_MS = 60_000  # one widget callback round trip
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -139,13 +144,17 @@ def open_and_run_all(page, lab: Lab, notebook: str) -> None:
         }""", timeout=RUN_TIMEOUT_MS)
     page.locator(".lm-MenuBar-item", has_text="Run").first.click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    # every code cell executed ([n]: in its prompt) and the kernel idle again
+    # every code cell executed ([n]: in its prompt) and the kernel idle again; or a cell failed, which stops
+    # Run All (the caller's assert_no_error_outputs then shows the traceback instead of a timeout)
     page.wait_for_function(
         """() => {
             const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')];
             const done = prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
+            const failed = [...document.querySelectorAll(
+                '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+                .some(e => /Traceback|Error:/.test(e.textContent));
             const idle = document.querySelector(".jp-Notebook-ExecutionIndicator[data-status='idle']");
-            return done && idle !== null;
+            return (done || failed) && idle !== null;
         }""", timeout=RUN_TIMEOUT_MS)
 
 
@@ -170,6 +179,38 @@ def plot_state(box) -> dict:
         """el => ({title: (el.layout.title && el.layout.title.text) || '',
                    z: JSON.stringify(el.data[0].z),
                    traces: el.data.length})""")
+
+
+def layout_problems(box) -> list[str]:
+    """What a person would call broken in a panel: a plot much narrower than the panel; a title, caption,
+    legend or axis title cut off at the plot's edge or lying on top of another one; a control reaching past
+    the panel's edge, or a control's label cut short."""
+    return box.evaluate(
+        """box => {
+            const panel = box.getBoundingClientRect();
+            const problems = [];
+            const el = box.querySelector('.js-plotly-plot');
+            const svg = el.querySelector('.main-svg').getBoundingClientRect();
+            if (svg.width < 0.9 * panel.width) problems.push(`plot ${svg.width} px wide in a ${panel.width} px panel`);
+            const texts = [...el.querySelectorAll('.gtitle, .annotation, .legend, .g-xtitle, .g-ytitle')]
+                .map(e => ({name: e.textContent.slice(0, 50), r: e.getBoundingClientRect()}))
+                .filter(t => t.r.width > 0);
+            for (const t of texts)
+                if (t.r.right > svg.right + 1 || t.r.left < svg.left - 1) problems.push(`cut off: ${t.name}`);
+            texts.forEach((a, i) => texts.slice(i + 1).forEach(b => {
+                const w = Math.min(a.r.right, b.r.right) - Math.max(a.r.left, b.r.left);
+                const h = Math.min(a.r.bottom, b.r.bottom) - Math.max(a.r.top, b.r.top);
+                if (w > 2 && h > 2) problems.push(`overlap: ${a.name} / ${b.name}`);
+            }));
+            for (const c of box.querySelectorAll('.widget-inline-hbox, .widget-button, .widget-inline-hbox select')) {
+                const r = c.getBoundingClientRect();
+                if (r.width > 0 && r.right > panel.right + 1) problems.push(`control past the panel: ${c.textContent}`);
+            }
+            for (const l of box.querySelectorAll('.widget-label'))
+                if (l.offsetWidth > 0 && l.scrollWidth > l.clientWidth + 1)
+                    problems.push(`label cut: ${l.textContent}`);
+            return problems;
+        }""")
 
 
 def move_slider(box, description: str, key: str, times: int = 1) -> None:
@@ -234,6 +275,17 @@ def test_lab_in_a_real_browser(tmp_path):
                 assert after["z"] != before["z"], "the heatmap's data did not change with layer and head"
                 assert after["traces"] == before["traces"]
                 shoot(box, "01_attention_explorer_after.png")
+                assert not layout_problems(box), layout_problems(box)
+                # a long text: 128 tokens in the same heatmap (labels thin out, cells stay square)
+                text = box.locator("textarea").first
+                text.fill(LONG_TEXT)
+                text.blur()  # the text box reports on leaving it (continuous_update=False)
+                page.wait_for_function(
+                    "el => el.layout.legend.title.text.includes('token 127')",
+                    arg=box.locator(".js-plotly-plot").first.element_handle(), timeout=UI_TIMEOUT_MS)
+                show(box)
+                shoot(box, "01_attention_explorer_128_tokens.png")
+                assert not layout_problems(box), layout_problems(box)
                 # the offline bertviz head view drew its SVG (no CDN reachable here)
                 bertviz = page.locator(".jp-OutputArea-output", has=page.locator("[id^='bertviz'] svg")).last
                 bertviz.locator("svg text").first.wait_for(timeout=UI_TIMEOUT_MS)  # tokens drawn: d3 ran
@@ -250,6 +302,9 @@ def test_lab_in_a_real_browser(tmp_path):
                 candidates.first.wait_for(timeout=UI_TIMEOUT_MS)
                 shoot(box, "04_generation_explorer_before.png")
                 assert "fork of" not in box.inner_text()
+                # generated before the panel was shown: the first view already draws step 0, not a placeholder
+                assert plot_state(box)["title"].startswith("Step 0"), plot_state(box)["title"]
+                assert not layout_problems(box), layout_problems(box)
                 boxes = [b for b in (candidates.nth(i).bounding_box() for i in range(candidates.count()))
                          if b and b["height"] > 3]
                 assert len(boxes) >= 2, "expected candidate bars to click"
@@ -261,6 +316,7 @@ def test_lab_in_a_real_browser(tmp_path):
                 page.wait_for_function("b => b.innerText.includes('fork of 0 at step')", arg=box.element_handle(),
                                        timeout=UI_TIMEOUT_MS)
                 shoot(box, "04_generation_explorer_after_fork.png")
+                assert not layout_problems(box), layout_problems(box)
             except Exception:
                 shoot(page, "failure.png")
                 raise
