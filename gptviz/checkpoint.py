@@ -319,7 +319,7 @@ def _read_safetensors(path: Path, name: str, info: dict) -> dict[str, torch.Tens
 def _load_weights(model: GPT, weights: dict[str, torch.Tensor], path: Path) -> None:
     expected = model.state_dict()
     alias, stored = TIED
-    if alias not in weights:
+    if alias not in weights and model.config.tie_embeddings:
         expected.pop(alias, None)
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))

@@ -8,6 +8,8 @@
   file at its end: validation text is never sampled from inside the training text.
 - ``TokenDataset``: a 1-D array of token ids (numpy, memory-mapped for big corpora) and ``get_batch``, which
   draws random windows with the caller's ``torch.Generator`` so training is reproducible and resumable.
+- ``RepeatedSequences``: endless rows of a random sequence repeated (the induction-head lesson), same
+  ``get_batch`` interface.
 - ``shakespeare_genre_passages`` / ``load_labelled_csv`` / ``split_by_group``: ``Example`` lists for
   classification fine-tuning, split so that no play (group) is in both train and test.
 
@@ -393,6 +395,46 @@ class TokenDataset:
             return (x.contiguous().pin_memory().to(device, non_blocking=True),
                     y.contiguous().pin_memory().to(device, non_blocking=True))
         return x.contiguous().to(device), y.contiguous().to(device)
+
+
+class RepeatedSequences:
+    """Endless synthetic data for the induction-head lesson: each row is a random sequence repeated.
+
+    A row of ``get_batch`` is ``min_len``..``max_len`` random ids (its own length) repeated until the window
+    is full, e.g. ``7 3 9 7 3 9 7 3 ...``. After the first copy every token can be predicted, but only by
+    finding where the current token appeared before: the length varies, so no fixed offset works. Rows are
+    drawn fresh from the Trainer's generator each batch, so the same seed gives the same batches.
+    """
+
+    def __init__(self, vocab_size: int, min_len: int = 3, max_len: int = 12):
+        if not isinstance(vocab_size, int) or vocab_size < 2:
+            raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
+        if not (isinstance(min_len, int) and isinstance(max_len, int) and 1 <= min_len <= max_len):
+            raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len!r}, max_len={max_len!r}")
+        self.vocab_size, self.min_len, self.max_len = vocab_size, min_len, max_len
+
+    def __repr__(self) -> str:
+        return f"RepeatedSequences(vocab_size={self.vocab_size}, lengths {self.min_len}..{self.max_len})"
+
+    def rows(self, batch_size: int, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(batch_size, length) int64 ids, each row one random sequence repeated."""
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        period = torch.randint(self.min_len, self.max_len + 1, (batch_size, 1), generator=g, device=g.device)
+        seqs = torch.randint(0, self.vocab_size, (batch_size, self.max_len), generator=g, device=g.device)
+        return seqs.gather(1, torch.arange(length, device=g.device) % period)
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """A fixed sample row of 64 ids (what a dashboard shows as "the data")."""
+        return self.rows(1, 64)[0].numpy()
+
+    def get_batch(self, batch_size: int, block_size: int, generator: torch.Generator,
+                  device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Like `TokenDataset.get_batch`: ``x`` (B, T) and ``y`` (B, T) = ``x`` shifted left by one."""
+        if int(batch_size) < 1 or int(block_size) < 1:
+            raise ValueError(f"batch_size and block_size must be >= 1 (got {batch_size}, {block_size}).")
+        batch = self.rows(batch_size, block_size + 1, generator)
+        return batch[:, :-1].contiguous().to(device), batch[:, 1:].contiguous().to(device)
 
 
 # ----------------------------------------------------------------------------------------------------------

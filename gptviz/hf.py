@@ -103,6 +103,10 @@ def save_pretrained(model: GPT, directory: str | Path, eos_token_id: int | None 
         problems.append("bias=False (GPT-2 has biases)")
     if not c.mlp:
         problems.append("mlp=False (GPT-2 blocks have an MLP)")
+    if not c.layer_norm:
+        problems.append("layer_norm=False (GPT-2 has LayerNorms)")
+    if not c.tie_embeddings:
+        problems.append("tie_embeddings=False (GPT-2's LM head is its token embedding)")
     if problems:
         raise ValueError("cannot save as a transformers GPT-2 model: " + "; ".join(problems)
                          + ". Use gptviz.checkpoint.save for any gptviz model.")

@@ -170,18 +170,24 @@ class MLP(nn.Module):
         return self.dropout(y) if self.training and self.p_dropout else y
 
 
+def _layer_norm(config: GPTConfig) -> nn.Module:
+    if not config.layer_norm:
+        return nn.Identity()
+    return nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+
+
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
 
     def __init__(self, config: GPTConfig, layer: int) -> None:
         super().__init__()
         self.hook_resid_pre = HookPoint()  # (B, T, C)
-        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.ln_1 = _layer_norm(config)
         self.attn = CausalSelfAttention(config, layer)
         self.hook_resid_mid = HookPoint()  # (B, T, C) after attention
         self.mlp: MLP | None = None
         if config.mlp:
-            self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+            self.ln_2 = _layer_norm(config)
             self.mlp = MLP(config)
         self.hook_resid_post = HookPoint()  # (B, T, C) after the MLP
 
@@ -205,6 +211,9 @@ class GPTConfig:
     pos_encoding: str = "learned"  # "learned" (GPT-2) | "sinusoidal" (fixed sin/cos) | "none"
     activation: str = "gelu"  # "gelu" (tanh approximation, GPT-2) | "relu" (the original FFN)
     mlp: bool = True  # False: attention-only blocks (the induction-head lesson)
+    layer_norm: bool = True  # False: no LayerNorm anywhere (interpretability toy models; notebook 06)
+    tie_embeddings: bool = True  # the LM head reuses the token embedding (GPT-2); False: a matrix of its own
+    init_std: float = 0.02  # std of the normal init of embeddings and Linear weights (GPT-2: 0.02)
     layer_norm_epsilon: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -222,6 +231,8 @@ class GPTConfig:
             problems.append(f"sinusoidal positions need an even n_embd, got {self.n_embd}")
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if not isinstance(self.init_std, (int, float)) or not 0.0 < self.init_std <= 1.0:
+            problems.append(f"init_std must be in (0, 1], got {self.init_std!r} (GPT-2 uses 0.02)")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
         if problems:
@@ -259,12 +270,15 @@ class GPT(nn.Module):
         self.hook_pos_emb = HookPoint()  # (T, C)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+        self.ln_f = _layer_norm(config)
         self.hook_final_ln = HookPoint()  # (B, T, C)
-        # created on the meta device: its weight is replaced by the embedding's at once (weight tying, as in
-        # GPT-2), so a real (V, C) matrix would only be a temporary (150 MB at GPT-2 size)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False, device="meta")
-        self.lm_head.weight = self.wte.weight
+        if config.tie_embeddings:
+            # created on the meta device: its weight is replaced by the embedding's at once (weight tying, as
+            # in GPT-2), so a real (V, C) matrix would only be a temporary (150 MB at GPT-2 size)
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False, device="meta")
+            self.lm_head.weight = self.wte.weight
+        else:
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.hook_logits = HookPoint()  # (B, T, V)
         self.hook_dict = hook_points(self)  # forward order; capture() looks names up here
         for name, point in self.hook_dict.items():
@@ -272,19 +286,18 @@ class GPT(nn.Module):
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
         self._past_len = 0
         _shortcut_children(self)
 
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
+    def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
 
     # ---- forward -------------------------------------------------------------------------------------
     def trunk(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:

@@ -76,6 +76,10 @@ def test_models_transformers_cannot_hold_are_refused(tmp_path):
     m = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8, pos_encoding="sinusoidal"))
     with pytest.raises(ValueError, match="learned positions"):
         m.save_pretrained(tmp_path)
+    toy = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8, layer_norm=False,
+                        tie_embeddings=False))
+    with pytest.raises(ValueError, match="layer_norm=False.*tie_embeddings=False"):
+        toy.save_pretrained(tmp_path)
 
 
 def test_unsupported_variant_and_missing_folder_are_clear(hf_folder, tmp_path):

@@ -66,6 +66,28 @@ def test_weights_are_tied(tiny_model):
     assert tiny_model.lm_head.weight is tiny_model.wte.weight
 
 
+def test_toy_model_options_no_layer_norm_untied_head_and_init_scale(tmp_path):
+    """The induction lesson's model: no LayerNorm, an LM head of its own, a wider init; it saves and loads."""
+    from gptviz import checkpoint, get_tokenizer
+
+    cfg = GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=8, mlp=False, layer_norm=False,
+                    tie_embeddings=False, init_std=0.1)
+    torch.manual_seed(0)
+    m = GPT(cfg).eval()
+    assert not any(isinstance(x, torch.nn.LayerNorm) for x in m.modules())
+    assert m.lm_head.weight is not m.wte.weight
+    assert 0.07 < m.wte.weight.std().item() < 0.13 and 0.07 < m.lm_head.weight.std().item() < 0.13
+    assert m.hook_names == GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=8,
+                                         mlp=False)).hook_names  # same hook points, LayerNorm or not
+    x = ids(2, 8, 20)
+    tok = get_tokenizer("char", text="abcdefghijklmnopqrst")
+    path = checkpoint.save(tmp_path / "toy", m, tok)
+    loaded, _ = checkpoint.load(path)
+    assert torch.equal(loaded.lm_head.weight, m.lm_head.weight)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), m(x))
+
+
 def test_fast_and_explicit_attention_paths_agree(tiny_model):
     x = ids()
     with torch.no_grad():
@@ -135,6 +157,7 @@ def test_bad_input_gets_a_clear_error(tiny_model, bad, message):
     (dict(activation="swish"), "activation must be one of"),
     (dict(n_layer=0), "positive integer"),
     (dict(dropout=1.0), "dropout"),
+    (dict(init_std=0.0), "init_std must be in"),
 ])
 def test_bad_config_gets_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
