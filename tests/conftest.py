@@ -21,3 +21,20 @@ def tiny_model(tiny_config):
 
     torch.manual_seed(0)
     return GPT(tiny_config).eval()
+
+
+def save_random_hf_gpt2(folder, vocab_size: int, n_positions: int, n_embd: int, n_layer: int, n_head: int):
+    """A random-init transformers GPT-2 saved to `folder`, with biases and LayerNorms perturbed (random init
+    leaves them at zero / identity, which would hide mapping mistakes). bos/eos = 0, inside small vocabularies."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+                                  n_head=n_head, bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or ".ln_" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    return folder

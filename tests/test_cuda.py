@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+from conftest import save_random_hf_gpt2
 from gptviz import GPT, GPTConfig, capture, checkpoint
 from gptviz.sampling import generate
 from gptviz.tokenizers import get_tokenizer
@@ -46,15 +47,7 @@ def ids(B=2, T=48, V=101, seed=1):
 
 
 def test_logits_match_transformers_on_device(tmp_path):
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=211, n_positions=64, n_embd=64, n_layer=3, n_head=4,
-                                  bos_token_id=0, eos_token_id=0)
-    hf = transformers.GPT2LMHeadModel(cfg)
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if name.endswith("bias") or ".ln_" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    hf.save_pretrained(tmp_path)
+    save_random_hf_gpt2(tmp_path, vocab_size=211, n_positions=64, n_embd=64, n_layer=3, n_head=4)
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, attn_implementation="eager").to(DEVICE).eval()
     ours = GPT.from_pretrained(tmp_path).to(DEVICE)
     x = ids(V=211).to(DEVICE)

@@ -7,6 +7,7 @@ comparison stays inside n_positions: transformers raises IndexError past it, whe
 import pytest
 import torch
 
+from conftest import save_random_hf_gpt2
 from gptviz import GPT
 from gptviz.sampling import generate
 
@@ -25,17 +26,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    torch.manual_seed(0)
-    # bos/eos inside the small vocabulary (GPT2Config's default 50256 would point past it)
-    cfg = transformers.GPT2Config(vocab_size=V, n_positions=N_POSITIONS, n_embd=32, n_layer=2, n_head=4,
-                                  bos_token_id=0, eos_token_id=0)
-    hf = transformers.GPT2LMHeadModel(cfg)
-    with torch.no_grad():  # random init leaves biases at 0 and LayerNorms at identity: perturb them too
-        for name, p in hf.named_parameters():
-            if name.endswith("bias") or ".ln_" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    folder = tmp_path_factory.mktemp("hf-gpt2")
-    hf.save_pretrained(folder)
+    folder = save_random_hf_gpt2(tmp_path_factory.mktemp("hf-gpt2"), vocab_size=V, n_positions=N_POSITIONS,
+                                 n_embd=32, n_layer=2, n_head=4)
     hf = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
     return hf, GPT.from_pretrained(folder)
 

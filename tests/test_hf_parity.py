@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from conftest import save_random_hf_gpt2
 from gptviz import GPT, GPTConfig, capture
 
 transformers = pytest.importorskip("transformers")
@@ -10,18 +11,8 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=211, n_positions=48, n_embd=64, n_layer=3, n_head=4,
-                                  bos_token_id=0, eos_token_id=0)
-    model = transformers.GPT2LMHeadModel(cfg)
-    # random init keeps biases at zero and LayerNorms at identity; perturb them so parity covers them
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or ".ln_" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    folder = tmp_path_factory.mktemp("hf-gpt2")
-    model.save_pretrained(folder)
-    return folder
+    return save_random_hf_gpt2(tmp_path_factory.mktemp("hf-gpt2"), vocab_size=211, n_positions=48, n_embd=64,
+                               n_layer=3, n_head=4)
 
 
 def load_hf(folder):
