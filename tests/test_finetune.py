@@ -10,6 +10,7 @@ import torch
 
 from gptviz import GPT, GPTConfig, checkpoint
 from gptviz import finetune as ft
+from gptviz import lora
 from gptviz.data import Corpus, Example
 from gptviz.tokenizers import get_tokenizer
 from gptviz.train import TrainConfig
@@ -114,8 +115,8 @@ def test_frozen_parameters_stay_bitwise_unchanged(tok):
 
 def test_lora_trains_only_adapters_and_merging_is_exact(tok):
     job = classifier_job(tok, mode="lora", lora_rank=4, lora_mlp=True)
-    layers = ft.lora_layers(job.model)
-    assert len(layers) == 6 and all(isinstance(m, ft.LoRALinear) for m in layers.values())  # 2 x (c_attn, c_fc, c_proj)
+    layers = lora.lora_layers(job.model)
+    assert len(layers) == 6 and all(isinstance(m, lora.LoRALinear) for m in layers.values())  # 2 x (c_attn, c_fc, c_proj)
     before = gpt_state(job.model)
     job.train_steps(10)
     after = job.model.state_dict()
@@ -127,12 +128,12 @@ def test_lora_trains_only_adapters_and_merging_is_exact(tok):
     with torch.no_grad():
         unmerged = job.model(x)
         w = job.model.gpt.blocks[0].attn.c_attn.weight.clone()
-        ft.merge_lora(job.model)
+        lora.merge_lora(job.model)
         merged = job.model(x)
-        ft.unmerge_lora(job.model)
+        lora.unmerge_lora(job.model)
         torch.testing.assert_close(job.model.gpt.blocks[0].attn.c_attn.weight, w, rtol=0, atol=1e-6)
-        plain = ft.remove_lora(job.model.gpt)  # merges, then plain nn.Linear layers again
-        assert not ft.lora_layers(plain) and type(plain.blocks[0].attn.c_attn) is torch.nn.Linear
+        plain = lora.remove_lora(job.model.gpt)  # merges, then plain nn.Linear layers again
+        assert not lora.lora_layers(plain) and type(plain.blocks[0].attn.c_attn) is torch.nn.Linear
         removed = job.model(x)
     torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(removed, unmerged, rtol=1e-5, atol=1e-5)
@@ -143,7 +144,7 @@ def test_lora_trains_only_adapters_and_merging_is_exact(tok):
 def test_save_and_load_classifier_round_trip(tok, tmp_path, merge):
     job = classifier_job(tok, steps=5, mode="lora", lora_rank=2, pooling="mean", max_windows=2)
     if merge:
-        ft.merge_lora(job.model)
+        lora.merge_lora(job.model)
     path = job.save(tmp_path / "clf")
     job.save(tmp_path / "clf")  # replacing an earlier save is fine
     model, tok2 = ft.load_classifier(path)
@@ -152,7 +153,7 @@ def test_save_and_load_classifier_round_trip(tok, tmp_path, merge):
         warnings.simplefilter("ignore")  # the last text is longer than 2 windows
         assert torch.equal(model.predict_proba(tok2, texts), job.model.predict_proba(tok, texts))
     assert model.labels == ["X", "Y"] and model.pooling == "mean" and model.max_windows == 2
-    assert all(m.merged == merge for m in ft.lora_layers(model).values())
+    assert all(m.merged == merge for m in lora.lora_layers(model).values())
     gpt, _ = checkpoint.load(path)  # the folder is also a plain GPT checkpoint
     assert isinstance(gpt, GPT)
     lm = tmp_path / "lm"
@@ -205,7 +206,7 @@ def test_lm_lora_is_merged_into_a_plain_checkpoint(tok, tmp_path):
     x = torch.tensor([tok.encode("the cat sat")])
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), gpt.eval()(x), rtol=1e-5, atol=1e-5)
-    assert ft.lora_layers(gpt)  # the live model keeps its adapters
+    assert lora.lora_layers(gpt)  # the live model keeps its adapters
 
 
 # ---- command line --------------------------------------------------------------------------------------------
@@ -313,7 +314,7 @@ def test_finetune_panel_runs_chunks_and_classifies_typed_text(tok):
     assert sum(bars.y) == pytest.approx(1.0, abs=1e-5) and unpack(att.z).shape == (2 * 2, 7)
     assert p.evaluate_all().confusion.sum() == len(TEST)
     p.mode.value = "lora"  # a new job from a fresh copy of the base model
-    assert p.job.step == 0 and ft.lora_layers(p.job.model)
+    assert p.job.step == 0 and lora.lora_layers(p.job.model)
     assert ft.count_parameters(p.job.model)[0] == 2 * (8 * 32 + 96 * 8) + 66  # A (r, C) + B (3C, r) per layer + head
     p.start(400)  # background run, stopped from "the kernel"
     p.stop()
