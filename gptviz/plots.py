@@ -7,7 +7,9 @@ read position embeddings and attention weights; both are marked below.
 
 One look everywhere: `TEMPLATE`, attention and probabilities on one 0..1 scale (`ATTENTION_SCALE`), signed
 values on a diverging scale centred on 0, the shape vocabulary (B, T, Tk, L, nh, C, V, k) in axis titles.
-Long inputs are windowed (the last `MAX_TOKENS` tokens) and the title says so.
+Long inputs are windowed (the last `MAX_TOKENS` tokens) and the title says so. Figures with a square heatmap,
+or with several parts side by side, are laid out in pixels (a `width` argument; see "sizes in pixels"), so each
+colour bar stays beside its heatmap; the others leave their width to the page.
 
 Nothing here builds widgets, trains, samples or tokenizes; token strings come from the records.
 """
@@ -83,9 +85,59 @@ def window_note(start: int, T: int) -> str:
     return f"showing last {T - start} of {T} tokens" if start else ""
 
 
-def _subtitle(title: str, *parts: str) -> str:
-    sub = " · ".join(p for p in parts if p)
-    return f"{title}<br><sup>{sub}</sup>" if sub else title
+def _subtitle(title: str, *parts: str, max_px: float | None = None) -> str:
+    """The title, then the parts joined by " · " on one small line, or on as many as `max_px` (the room the
+    title has) needs: a part never breaks, so a line may still be longer when one part alone is."""
+    lines: list[str] = []
+    for p in (p for p in parts if p):
+        if lines and (max_px is None or (len(lines[-1]) + 3 + len(p)) * SUB_CHAR_PX <= max_px):
+            lines[-1] += " · " + p
+        else:
+            lines.append(p)
+    return title + "".join(f"<br><sup>{line}</sup>" for line in lines)
+
+
+# ---- sizes in pixels --------------------------------------------------------------------------------------
+# A figure with a square heatmap is laid out in pixels. Given only fractions, plotly keeps the heatmap square by
+# shrinking its domain about the middle, while the colour bar stays at the right edge of the plot area, far from
+# it. So such figures (and those with several parts side by side) set their width and height and place each
+# part in px; figures without a fixed aspect leave their width to the page.
+WIDTH = 960  # px: a figure with several parts side by side, unless given a width (a gptviz panel's figure width)
+SQUARE_PX = 520  # the side of a figure's one square heatmap
+COLOURBAR_PX = 90  # right of its heatmap, a colour bar takes this: the gap, the bar, its tick labels and title
+SUB_CHAR_PX = 5.6  # a subtitle character's width, on average (TEMPLATE's 15 px title, <sup> at 70 %)
+
+
+def title_px(title: str) -> int:
+    """How far down from the figure's top (px) a TEMPLATE title and its subtitle lines reach."""
+    return 44 + 19 * title.count("<br>")
+
+
+def colourbar_beside(fig: go.Figure, x: float, y: tuple[float, float], **kw) -> None:
+    """Put the heatmaps' colour bar at paper `x` (a heatmap's right edge plus a gap), as tall as the domain `y`."""
+    fig.update_traces(colorbar=dict(x=x, xanchor="left", y=y[1], yanchor="top", len=y[1] - y[0], ypad=0, **kw),
+                      selector=dict(type="heatmap"))
+
+
+def square_size(width: int | None, left: int = 88) -> tuple[int, int]:
+    """(side, width) of a figure whose plot area is one square heatmap with its colour bar beside it: the side
+    is SQUARE_PX, or what a given `width` leaves (ValueError under 200 px); width None: what they need."""
+    if width is None:
+        return SQUARE_PX, left + SQUARE_PX + COLOURBAR_PX
+    side = min(SQUARE_PX, width - left - COLOURBAR_PX)
+    if side < 200:
+        raise ValueError(f"this figure needs a width of at least {left + COLOURBAR_PX + 200} px, got {width}")
+    return side, width
+
+
+def square_layout(fig: go.Figure, side: int, width: int, bottom: int, left: int = 88) -> None:
+    """Size `fig` so its plot area is its one heatmap (axes x and y), `side` px square, with the colour bar right
+    beside it; width past the colour bar stays empty on the right. Set the title first: its lines decide the
+    top margin."""
+    top = title_px(fig.layout.title.text or "") + 24
+    fig.update_layout(width=width, height=top + side + bottom,
+                      margin=dict(l=left, r=width - left - side, t=top, b=bottom))
+    colourbar_beside(fig, 1 + 10 / side, (0, 1))
 
 
 def add_masked_background(fig: go.Figure, row=None, col=None) -> None:
@@ -135,11 +187,12 @@ def pair_text(tokens: list[str], start: int = 0) -> np.ndarray:
 # ---- attention --------------------------------------------------------------------------------------------
 # `add_*` functions put one view into (a subplot of) a figure: the public figures below use them, and so do the
 # panels that combine several views into their one FigureWidget.
-def attention_title(record, layer: int, head: int, hide_first: bool = False, start: int = 0) -> str:
+def attention_title(record, layer: int, head: int, hide_first: bool = False, start: int = 0,
+                    max_px: float | None = None) -> str:
     return _subtitle(f"Attention of layer {layer}, head {head}",
                      "each row is a query token; colour = how much it attends to each earlier token",
                      window_note(start, record.T), "first-token sink hidden, rows renormalised" if hide_first
-                     else "")
+                     else "", max_px=max_px)
 
 
 def add_attention(fig: go.Figure, record, layer: int, head: int, hide_first: bool = False,
@@ -160,16 +213,26 @@ def add_attention(fig: go.Figure, record, layer: int, head: int, hide_first: boo
                      constrain="domain", row=row, col=col)
 
 
+HEATMAP_BOTTOM_PX = 116  # under a token heatmap: its key labels (rotated when long), axis title, masked note
+
+
 def attention_heatmap(record, layer: int, head: int, hide_first: bool = False, renormalize: bool = True,
-                      max_tokens: int = MAX_TOKENS) -> go.Figure:
-    """One head's pattern: query rows, key columns, token labels on both axes, hover 'query → key: p'."""
+                      max_tokens: int = MAX_TOKENS, width: int | None = None) -> go.Figure:
+    """One head's pattern: query rows, key columns, token labels on both axes, hover 'query → key: p'.
+
+    A square heatmap with its colour bar beside it, in a figure `width` px wide (default: as wide as they need)."""
     start = window_start(record.T, max_tokens)
+    side, width = square_size(width)
     fig = go.Figure()
     add_attention(fig, record, layer, head, hide_first, renormalize, start)
-    fig.update_yaxes(scaleanchor="x")
-    fig.update_layout(template=TEMPLATE, height=640, title=attention_title(record, layer, head, hide_first, start))
-    fig.add_annotation(text=MASKED_NOTE, xref="paper", yref="paper", x=1, y=-0.12, showarrow=False,
-                       font=dict(size=11, color="#6b7280"))
+    tk = ticks(record.tokens[start:], start, 40, length_px=side)
+    fig.update_xaxes(**tk)
+    fig.update_yaxes(scaleanchor="x", **tk)
+    fig.update_layout(template=TEMPLATE, title=attention_title(record, layer, head, hide_first, start,
+                                                               max_px=width - 24))
+    fig.add_annotation(text=MASKED_NOTE, xref="paper", yref="paper", x=1, xanchor="right", y=0, yanchor="bottom",
+                       yshift=-HEATMAP_BOTTOM_PX + 4, showarrow=False, font=dict(size=11, color="#6b7280"))
+    square_layout(fig, side, width, HEATMAP_BOTTOM_PX)
     return fig
 
 
@@ -251,16 +314,28 @@ def selected_head_shape(layer: int, head: int, S: int, xref: str = "x", yref: st
                 y0=layer * (S + 1) - 1, y1=layer * (S + 1) + S, line=dict(color=CHOSEN, width=3))
 
 
+GRID_MARGIN = dict(l=64, r=16, b=56)
+
+
 def attention_grid(record, hide_first: bool = False, renormalize: bool = True, thumb: int = GRID_THUMB,
-                   metrics: dict | None = None) -> go.Figure:
-    """Every head at once (L x nh small multiples); hover a head for its metrics."""
+                   metrics: dict | None = None, width: int | None = None) -> go.Figure:
+    """Every head at once (L x nh small multiples); hover a head for its metrics.
+
+    The grid's longer side is SQUARE_PX (less when `width` is smaller); width None: as wide as the grid needs."""
     fig = go.Figure()
     S = add_grid(fig, record, record.head_metrics() if metrics is None else metrics, hide_first, renormalize,
                  thumb)
-    fig.update_yaxes(scaleanchor="x")
+    L, nh, m = record.n_layer, record.n_head, GRID_MARGIN
+    aspect = (L * (S + 1) + 1) / (nh * (S + 1) + 1)  # grid height / width, with the ranges add_grid sets
+    gw = min(SQUARE_PX, SQUARE_PX / aspect, (width or 10**6) - m["l"] - m["r"])
+    width = width or max(360, round(m["l"] + gw + m["r"]))  # 360: the title's first line fits
     pooled = "" if S == record.T else f"each thumbnail max-pools {record.T} tokens into {S} cells"
-    fig.update_layout(template=TEMPLATE, height=620,
-                      title=_subtitle("All heads (L × nh)", "rows: layers, columns: heads", pooled))
+    title = _subtitle("All heads (L × nh)", "rows: layers, columns: heads", pooled, max_px=width - 24)
+    top = title_px(title) + 20
+    fig.update_yaxes(scaleanchor="x")
+    fig.update_traces(marker_size=max(6, gw / nh * S / (S + 1)), selector=dict(name="heads"))  # one per thumbnail
+    fig.update_layout(template=TEMPLATE, title=title, width=width, height=round(top + gw * aspect + m["b"]),
+                      margin=dict(m, t=top, r=width - m["l"] - gw))
     return fig
 
 
@@ -366,16 +441,21 @@ def learned_position_heatmap(model, max_positions: int = MAX_TOKENS) -> go.Figur
                        "dimension (C)", "position (T)", float(np.abs(m).max()) or 1.0)
 
 
-def position_similarity(source, T: int | None = None, max_positions: int = MAX_TOKENS) -> go.Figure:
-    """Cosine similarity between every pair of position vectors (T x T)."""
+def position_similarity(source, T: int | None = None, max_positions: int = MAX_TOKENS,
+                        width: int | None = None) -> go.Figure:
+    """Cosine similarity between every pair of position vectors (T x T): a square heatmap with its colour bar
+    beside it, in a figure `width` px wide (default: as wide as they need)."""
     m = position_matrix(source, T)[:max_positions]
     unit = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+    side, width = square_size(width, left=70)
     fig = _pe_heatmap(unit @ unit.T, _subtitle(f"Cosine similarity of position vectors (T={len(m)})",
-                                               "a wide red band along the diagonal = nearby positions look alike"),
+                                               "a wide red band along the diagonal = nearby positions look alike",
+                                               max_px=width - 24),
                       "position (T)", "position (T)", 1.0)
     fig.update_xaxes(constrain="domain")
     fig.update_yaxes(scaleanchor="x", constrain="domain")
-    return fig.update_layout(height=560)
+    square_layout(fig, side, width, bottom=60, left=70)
+    return fig
 
 
 @torch.no_grad()
@@ -406,12 +486,17 @@ def score_spread(scores: torch.Tensor) -> np.ndarray:
     return np.nanmean(np.nanstd(_np(scores)[..., 1:, :], axis=-1), axis=-1)
 
 
+SCORES_MARGIN = dict(l=70, r=16, b=60)
+SCORES_SIDE_PX = 420  # the score matrix's side, when the width leaves room
+
+
 def position_score_contribution(model, layer: int = 0, head: int = 0, T: int | None = None,
-                                scores: torch.Tensor | None = None) -> go.Figure:
+                                scores: torch.Tensor | None = None, width: int = WIDTH) -> go.Figure:
     """How much position embeddings alone shape attention scores q·k (see `position_scores`).
 
-    Left: one head's position-only score matrix (T x T). Right: every head's spread (L x nh), in logits: a
-    spread of ~2 or more means positions alone can move that head's attention a lot.
+    Left: one head's position-only score matrix (T x T, square). Right: every head's spread (L x nh), in
+    logits: a spread of ~2 or more means positions alone can move that head's attention a lot. Each has its
+    colour bar beside it, in a figure `width` px wide.
     """
     T = min(T or 64, model.config.block_size)
     s = position_scores(model, T) if scores is None else scores
@@ -420,24 +505,39 @@ def position_score_contribution(model, layer: int = 0, head: int = 0, T: int | N
         raise ValueError(f"layer {layer}, head {head} out of range (L={L}, nh={nh})")
     z = _np(s[layer, head])
     zmax = float(np.nanmax(np.abs(z))) or 1.0
-    fig = make_subplots(1, 2, column_widths=[0.6, 0.4], horizontal_spacing=0.2, subplot_titles=[
-        f"layer {layer}, head {head}: score from position alone", "spread of position scores per head"])
+    # in px: the score matrix, its colour bar, the spread's layer labels, the spread, its colour bar
+    m = SCORES_MARGIN
+    pw = width - m["l"] - m["r"]
+    side = min(SCORES_SIDE_PX, pw - COLOURBAR_PX - 60 - 160 - COLOURBAR_PX)  # the spread 160 px at least
+    if side < 200:
+        raise ValueError(f"position_score_contribution needs a width of at least {width - side + 200} px, "
+                         f"got {width}")
+    x2 = side + COLOURBAR_PX + 60
+    title = _subtitle("How much do positions alone shape attention scores?",
+                      "score = (ln_1(p_i)W_Q)·(ln_1(p_j)W_K)/√hs with only position vectors in the residual stream",
+                      "exact for layer 0, a probe for deeper layers", max_px=width - 24)
+    top = title_px(title) + 36  # and the subplot titles
+    fig = make_subplots(1, 2)
     fig.add_trace(go.Heatmap(name="scores", z=z, zmin=-zmax, zmax=zmax, zmid=0, colorscale=DIVERGING_SCALE,
-                             hoverongaps=False, colorbar=dict(x=0.5, thickness=10, title="q·k/√hs"),
+                             hoverongaps=False, colorbar=dict(x=(side + 10) / pw, thickness=10, title="q·k/√hs"),
                              hovertemplate="query %{y} → key %{x}: %{z:.2f}<extra></extra>"), 1, 1)
     add_masked_background(fig, 1, 1)
     fig.add_trace(go.Heatmap(name="spread", z=score_spread(s), colorscale=METRIC_SCALE, zmin=0,
-                             colorbar=dict(thickness=10, title="logits"),
+                             colorbar=dict(x=(pw - COLOURBAR_PX + 10) / pw, thickness=10, title="logits"),
                              hovertemplate="layer %{y}, head %{x}: spread %{z:.2f}<extra></extra>"), 1, 2)
-    fig.update_xaxes(title_text="key position (Tk)", showgrid=False, zeroline=False, row=1, col=1)
+    fig.update_traces(colorbar=dict(xanchor="left", y=1, yanchor="top", len=1, ypad=0))
+    fig.update_xaxes(title_text="key position (Tk)", showgrid=False, zeroline=False, domain=[0, side / pw],
+                     row=1, col=1)
     fig.update_yaxes(title_text="query position (T)", autorange="reversed", showgrid=False, row=1, col=1)
-    fig.update_xaxes(title_text="head (nh)", showgrid=False, dtick=1, row=1, col=2)
+    fig.update_xaxes(title_text="head (nh)", showgrid=False, dtick=1, row=1, col=2,
+                     domain=[x2 / pw, (pw - COLOURBAR_PX) / pw])
     fig.update_yaxes(title_text="layer (L)", autorange="reversed", showgrid=False, dtick=1, row=1, col=2)
-    fig.update_annotations(font_size=12)
-    fig.update_layout(template=TEMPLATE, height=470, title=_subtitle(
-        "How much do positions alone shape attention scores?",
-        "score = (ln_1(p_i)W_Q)·(ln_1(p_j)W_K)/√hs with only position vectors in the residual stream",
-        "exact for layer 0, a probe for deeper layers"))
+    for axis, text in (("x", f"layer {layer}, head {head}: score from position alone"),
+                       ("x2", "spread of position scores per head")):
+        fig.add_annotation(text=text, xref=f"{axis} domain", yref="paper", x=0.5, y=1, yshift=6, showarrow=False,
+                           yanchor="bottom", font_size=12)
+    fig.update_layout(template=TEMPLATE, title=title, width=width, height=top + side + m["b"],
+                      margin=dict(m, t=top))
     return fig
 
 
@@ -667,8 +767,13 @@ def head_change(before, after) -> np.ndarray:
     return np.nanmean(d, axis=(-1, -2))
 
 
-def checkpoint_diff(before, after, max_tokens: int = 64) -> go.Figure:
-    """Which heads changed most (mean |Δ attention|) and how next-token probabilities moved, same prompt."""
+DIFF_MARGIN = dict(l=70, r=16, b=84)
+DIFF_HEADS_PX, DIFF_PX = 240, 300  # the heads' map: width; both parts: height
+
+
+def checkpoint_diff(before, after, max_tokens: int = 64, width: int = WIDTH) -> go.Figure:
+    """Which heads changed most (mean |Δ attention|, with its colour bar) and how next-token probabilities moved
+    (bars), on the same prompt, in a figure `width` px wide."""
     change = head_change(before, after)
     T = after.T
     start = window_start(T, max_tokens)
@@ -679,21 +784,37 @@ def checkpoint_diff(before, after, max_tokens: int = 64) -> go.Figure:
         before_of_top.append(float(before.top_probs[t, match[0, 0]]) if len(match) else 0.0)
     pos = np.arange(start, T)
     names = [after.top_tokens[t][0] for t in range(start, T)]
-    fig = make_subplots(1, 2, column_widths=[0.36, 0.64], horizontal_spacing=0.1, subplot_titles=[
-        "mean |Δ attention| per head", "probability of the new top next token"])
+    # in px: the heads' map, its colour bar, the bars' probability labels, the bars
+    m = DIFF_MARGIN
+    pw = width - m["l"] - m["r"]
+    x2 = DIFF_HEADS_PX + COLOURBAR_PX + 60
+    if pw - x2 < 200:
+        raise ValueError(f"checkpoint_diff needs a width of at least {x2 + 200 + m['l'] + m['r']} px, got {width}")
+    fig = make_subplots(1, 2)
     fig.add_trace(go.Heatmap(name="change", z=change, colorscale=METRIC_SCALE, zmin=0,
-                             colorbar=dict(x=0.3, thickness=10),
+                             colorbar=dict(x=(DIFF_HEADS_PX + 10) / pw, xanchor="left", thickness=10, len=1, y=1,
+                                           yanchor="top", ypad=0),
                              hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"), 1, 1)
     for name, y, colour in (("before", before_of_top[start:], "#9aa3b2"), ("after", top_after[start:], "#2166ac")):
         fig.add_trace(go.Bar(name=name, x=pos, y=y, marker_color=colour, text=names, textposition="none",
                              hovertemplate=f"{name}: p(%{{text}}) = %{{y:.3f}}<extra></extra>"), 1, 2)
-    fig.update_xaxes(title_text="head (nh)", showgrid=False, row=1, col=1)
-    fig.update_yaxes(title_text="layer (L)", autorange="reversed", showgrid=False, row=1, col=1)
-    fig.update_xaxes(title_text="position (T)", **ticks(after.tokens[start:], start), row=1, col=2)
+    L, nh = change.shape
+    fig.update_xaxes(title_text="head (nh)", showgrid=False, dtick=1 if nh <= 16 else None,
+                     domain=[0, DIFF_HEADS_PX / pw], row=1, col=1)
+    fig.update_yaxes(title_text="layer (L)", autorange="reversed", showgrid=False, dtick=1 if L <= 16 else None,
+                     row=1, col=1)
+    fig.update_xaxes(title_text="position (T)", domain=[x2 / pw, 1],
+                     **ticks(after.tokens[start:], start, length_px=pw - x2), row=1, col=2)
     fig.update_yaxes(title_text="probability", range=[0, 1], row=1, col=2)
+    # each part's caption above it, left-aligned; the legend at the bars' top right, on the caption's line
+    for axis, text in (("x", "mean |Δ attention| per head"), ("x2", "probability of the new top next token")):
+        fig.add_annotation(text=text, xref=f"{axis} domain", yref="paper", x=0, y=1, yshift=6, showarrow=False,
+                           xanchor="left", yanchor="bottom", font_size=12)
     l, h = np.unravel_index(np.nanargmax(change), change.shape)
-    fig.update_annotations(font_size=12)
-    fig.update_layout(template=TEMPLATE, height=430, barmode="group", legend=dict(orientation="h", y=-0.25),
-                      title=_subtitle("Checkpoint diff on the same prompt", f"most changed: layer {l}, head {h}",
-                                      window_note(start, T)))
+    title = _subtitle("Checkpoint diff on the same prompt", f"most changed: layer {l}, head {h}",
+                      window_note(start, T), max_px=width - 24)
+    top = title_px(title) + 36
+    fig.update_layout(template=TEMPLATE, width=width, height=top + DIFF_PX + m["b"], margin=dict(m, t=top),
+                      barmode="group", title=title, legend=dict(orientation="h", x=1, xanchor="right", y=1,
+                                                                yanchor="bottom", font_size=11))
     return fig

@@ -97,6 +97,82 @@ def test_grid_max_pools_long_inputs():
     assert "layer 1, head 2" in marks.hovertext[5] and "previous-token" in marks.hovertext[5]
 
 
+def plot_area(fig) -> tuple[float, float]:
+    """Width and height (px) of the plot area of a figure with a set size; margins the template's unless set."""
+    lay = fig.layout
+    m = {k: lay.margin[k] if lay.margin[k] is not None else lay.template.layout.margin[k] for k in "lrtb"}
+    return lay.width - m["l"] - m["r"], lay.height - m["t"] - m["b"]
+
+
+def colourbar_gaps(fig) -> list[float]:
+    """Pixels from the right edge of each heatmap that shows a colour bar to its colour bar's left edge."""
+    pw, _ = plot_area(fig)
+    gaps = []
+    for t in fig.data:
+        if t.type == "heatmap" and t.showscale is not False:
+            domain = fig.layout["xaxis" + (t.xaxis or "x")[1:]].domain or (0, 1)
+            assert (t.colorbar.xanchor or "left") == "left"
+            x = t.colorbar.x if t.colorbar.x is not None else 1.02  # plotly's default
+            gaps.append((x - domain[1]) * pw)
+    return gaps
+
+
+@pytest.mark.parametrize("make", ["heatmap", "similarity"])
+def test_square_heatmaps_have_their_colour_bar_beside_them(record, model, make):
+    """A static square heatmap used to sit in the middle of the page with its colour bar ~250 px away: it is now
+    laid out in pixels, the plot area the square itself, the colour bar right next to it."""
+    build = {"heatmap": lambda **kw: plots.attention_heatmap(record, 1, 2, **kw),
+             "similarity": lambda **kw: plots.position_similarity(model, 20, **kw)}[make]
+    fig = build()
+    w, h = plot_area(fig)
+    assert w == h == plots.SQUARE_PX and fig.layout.xaxis.domain in (None, (0, 1))
+    assert [round(g) for g in colourbar_gaps(fig)] == [10]
+    assert fig.layout.width == fig.layout.margin.l + plots.SQUARE_PX + plots.COLOURBAR_PX
+    wide = build(width=960)  # a panel's width: the same square, the room past the colour bar stays empty
+    assert plot_area(wide) == (plots.SQUARE_PX, plots.SQUARE_PX) and wide.layout.width == 960
+    narrow = build(width=500)
+    assert plot_area(narrow)[0] == plot_area(narrow)[1] < plots.SQUARE_PX
+    assert [round(g) for g in colourbar_gaps(narrow)] == [10]
+    with pytest.raises(ValueError, match="needs a width of at least"):
+        build(width=300)
+
+
+def test_long_titles_wrap_to_the_figure_width():
+    fig = plots.attention_heatmap(fake_record(300), 0, 0, hide_first=True)
+    title = fig.layout.title.text
+    lines = re.findall(r"<sup>(.*?)</sup>", title)
+    assert len(lines) == 2 and "showing last 256 of 300 tokens" in title and "sink hidden" in title
+    assert all(len(line) * plots.SUB_CHAR_PX <= fig.layout.width - 24 for line in lines)
+    assert fig.layout.margin.t >= plots.title_px(title)  # the plot starts below the last line
+    assert "<br>" not in plots.attention_title(fake_record(300), 0, 0, True, 44).split("<sup>")[1]  # no limit given
+
+
+def test_attention_grid_is_sized_to_its_thumbnails(record):
+    fig = plots.attention_grid(record)
+    S = plots.grid_cells(record.T)
+    w, h = plot_area(fig)
+    assert h == pytest.approx(w * (2 * (S + 1) + 1) / (4 * (S + 1) + 1), abs=1)  # L=2 x nh=4, undistorted (to 1 px)
+    assert max(w, h) == pytest.approx(plots.SQUARE_PX)
+    assert fig.data[2].marker.size == pytest.approx(w / 4 * S / (S + 1))  # a hover target per thumbnail
+    assert plot_area(plots.attention_grid(record, width=400))[0] == 400 - 64 - 16
+
+
+def test_figures_with_two_heatmaps_keep_each_colour_bar_beside_its_own(model, tok, record):
+    other = record_forward(GPT(model.config).eval(), tok, "the fox jumps over the dog")
+    for fig in (plots.position_score_contribution(model, 1, 2, T=20), plots.checkpoint_diff(record, other)):
+        assert fig.layout.width == plots.WIDTH
+        gaps = colourbar_gaps(fig)
+        assert gaps and all(5 <= g <= 15 for g in gaps)
+        pw, _ = plot_area(fig)
+        # the next part starts past the colour bar and its labels
+        assert (fig.layout.xaxis2.domain[0] - fig.layout.xaxis.domain[1]) * pw >= plots.COLOURBAR_PX
+        assert fig.layout.xaxis2.domain[1] <= 1
+    scores = plots.position_score_contribution(model, 0, 0, T=20)
+    assert plot_area(scores)[0] * scores.layout.xaxis.domain[1] == pytest.approx(plot_area(scores)[1])  # square
+    with pytest.raises(ValueError, match="needs a width of at least"):
+        plots.checkpoint_diff(record, other, width=500)
+
+
 def test_head_metrics_heatmap(record):
     m = record.head_metrics()
     fig = plots.head_metrics_heatmap(record, m)
