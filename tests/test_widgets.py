@@ -102,10 +102,11 @@ def test_attention_explorer_long_input_is_windowed(model, tok):
     assert p.token.options[0][1] == 20  # focus choices stay inside the window
 
 
-def pixel_box(fig, axis: str) -> tuple[float, float]:
-    """Width and height in pixels of a subplot, from its axes' domains and the figure's size and margins."""
+def pixel_box(fig, axis: str, yaxis: str | None = None) -> tuple[float, float]:
+    """Width and height in pixels of a subplot (axes x{axis}, y{yaxis or axis}), from its axes' domains and the
+    figure's size and margins."""
     lay = fig.layout
-    x, y = lay[f"xaxis{axis}"].domain, lay[f"yaxis{axis}"].domain
+    x, y = lay[f"xaxis{axis}"].domain or (0, 1), lay[f"yaxis{axis if yaxis is None else yaxis}"].domain or (0, 1)
     pw = lay.width - lay.margin.l - lay.margin.r
     ph = lay.height - lay.margin.t - lay.margin.b
     return (x[1] - x[0]) * pw, (y[1] - y[0]) * ph
@@ -364,6 +365,31 @@ def test_training_dashboard_run_start_stop_save(tok, tmp_path):
     d.path.value = str(tmp_path / "ckpt")
     d.save_button.click()
     assert (tmp_path / "ckpt" / "model.safetensors").exists() and "saved step 38" in d.status.value
+
+
+def test_every_panel_figure_fills_the_panel(model, tok, tmp_path):
+    """A FigureWidget without a width draws at plotly's 700 px: every view of every panel has FIGURE_WIDTH, and
+    each heatmap's colour bar sits right beside it."""
+    from test_plots import colourbar_gaps
+
+    def check(fig, what):
+        assert fig.layout.width == FIGURE_WIDTH, what
+        assert all(0 < g <= 30 for g in colourbar_gaps(fig)), (what, colourbar_gaps(fig))
+
+    check(LogitLensPanel(model, tok, "the sun").figure, "logit lens")
+    pe = PositionalEncodingExplorer(model, T=20)
+    for _, view in pe.view.options:
+        pe.view.value = view
+        check(pe.figure, view)
+    assert pe.last_error is None
+    w, h = pixel_box(pe.figure, "")  # "scores": the score matrix stays square
+    assert w == pytest.approx(h)
+    d = TrainingDashboard(tiny_trainer(tok, tmp_path, steps=4), chunk=4, sample_every=10)
+    check(d.figure, "dashboard before any snapshot")
+    d.run(4)
+    check(d.figure, "dashboard")
+    w, h = pixel_box(d.figure, "2", "3")  # the snapshot's heatmap: square, its colour bar beside it
+    assert w == pytest.approx(h) and colourbar_gaps(d.figure) == [pytest.approx(10)]
 
 
 def test_logit_lens_panel(model, tok):

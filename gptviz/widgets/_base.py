@@ -35,7 +35,8 @@ INPUT_ERRORS = (ValueError, KeyError, IndexError, MemoryError, FileNotFoundError
 CSS_STATUS = "color:#4a5160;font-size:13px;line-height:1.45"
 PANEL_WIDTH = 980  # px, the most a panel takes
 # A FigureWidget is drawn before it is attached to the page, so it cannot measure its container and falls
-# back to plotly's 700 px; a panel that wants its figure to fill the panel sets this width in the figure.
+# back to plotly's 700 px. So every panel's figure has this width: `for_widget` gives it to a figure that has
+# none, and a figure laid out in pixels (a square heatmap with its colour bar beside it) is built for it.
 FIGURE_WIDTH = PANEL_WIDTH - 20
 
 
@@ -58,7 +59,10 @@ def unpack(z) -> np.ndarray:
 
 
 def for_widget(fig: go.Figure) -> go.Figure:
-    """Pack every 2-D numeric z of `fig` (in place) before it goes to a FigureWidget; returns fig."""
+    """Ready `fig` (in place) for a panel's FigureWidget and return it: every 2-D numeric z packed, and a figure
+    without a width given FIGURE_WIDTH (figures laid out in pixels are built for that width by the panel)."""
+    if fig.layout.width is None:
+        fig.layout.width = FIGURE_WIDTH
     for trace in fig.data:
         z = getattr(trace, "z", None) if "z" in trace else None
         if isinstance(z, np.ndarray) and z.ndim == 2 and z.dtype.kind == "f":

@@ -29,7 +29,7 @@ from plotly.subplots import make_subplots
 from .. import finetune as ft
 from .. import plots
 from ..train import TrainConfig, TrainingDiverged
-from ._base import INPUT_ERRORS, Busy, Panel, replace_figure, slider
+from ._base import FIGURE_WIDTH, INPUT_ERRORS, Busy, Panel, replace_figure, slider
 
 MODES = {"head": "head only", "last_n": "top n layers", "full": "all weights", "lora": "LoRA adapters"}
 
@@ -42,10 +42,12 @@ def classifier_figure(stats, accuracy: list[tuple[int, float]], base: dict, ev) 
     _add_loss(fig, stats)
     fig.add_trace(go.Scatter(name="accuracy", x=[s for s, _ in accuracy], y=[a for _, a in accuracy],
                              mode="lines+markers", line=dict(color="#31a354")), 1, 2)
-    for name, key, dash in (("majority", "majority_baseline", "dot"), ("bag of words", "bow_baseline", "dash")):
+    # labels at opposite ends of their lines: the two baselines are often equal on a small test set
+    for name, key, dash, where in (("majority", "majority_baseline", "dot", "bottom left"),
+                                   ("bag of words", "bow_baseline", "dash", "bottom right")):
         if base.get(key) is not None:
             fig.add_hline(y=base[key], line=dict(color="#9aa3b2", dash=dash), annotation_text=f"{name} "
-                          f"{base[key]:.2f}", annotation_position="bottom right", row=1, col=2)
+                          f"{base[key]:.2f}", annotation_position=where, annotation_font_size=11, row=1, col=2)
     labels = ev.labels if ev is not None else []
     z = ev.confusion.numpy().astype(float) if ev is not None else np.zeros((0, 0))
     fig.add_trace(go.Heatmap(name="confusion", z=z, x=labels, y=labels, colorscale="Blues", showscale=False,
@@ -71,8 +73,8 @@ def lm_figure(stats, val_before: float, change) -> go.Figure:
     fig.add_trace(go.Heatmap(name="change", z=change.numpy(), colorscale=plots.METRIC_SCALE, zmin=0,
                              colorbar=dict(thickness=10), hovertemplate="layer %{y}, head %{x}: %{z:.4f}"
                              "<extra></extra>"), 1, 2)
-    fig.update_xaxes(title_text="head (nh)", row=1, col=2)
-    fig.update_yaxes(title_text="layer (L)", autorange="reversed", row=1, col=2)
+    fig.update_xaxes(title_text="head (nh)", dtick=1, showgrid=False, row=1, col=2)
+    fig.update_yaxes(title_text="layer (L)", autorange="reversed", dtick=1, showgrid=False, row=1, col=2)
     fig.update_layout(template=plots.TEMPLATE, height=420, title="Language-model fine-tuning",
                       legend=dict(orientation="h", y=-0.2))
     return fig
@@ -309,7 +311,7 @@ class FinetunePanel(Panel):
                 diff = job.diff(text)
                 self.prediction.value = "most changed heads (layer, head): " + ", ".join(
                     f"({l}, {h}) {c:.3f}" for l, h, c in diff.top_heads(3))
-                return diff.figure()
+                return plots.checkpoint_diff(diff.before, diff.after, width=FIGURE_WIDTH)
         self.prediction.value = ""
         if isinstance(job, ft.ClassifierJob):
             return classifier_figure(job.trainer.history, self.accuracy, job.baselines(), self.last_eval)

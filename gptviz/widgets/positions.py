@@ -5,7 +5,8 @@ slider picks the sin/cos pair); the model's learned position embeddings; the cos
 vectors; and, for a model, how much positions alone shape each head's attention scores
 (`plots.position_scores` defines it). Without a model only the sinusoidal views are offered.
 
-The figures come from `plots`; this panel holds the controls and swaps the view in its one FigureWidget.
+The figures come from `plots` (at the panel's width, `FIGURE_WIDTH`); this panel holds the controls and swaps
+the view in its one FigureWidget.
 Position scores are computed once per (model, T) and cached, so moving the layer/head sliders is cheap.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import ipywidgets as W
 
 from .. import plots
-from ._base import Panel, replace_figure, slider
+from ._base import FIGURE_WIDTH, Panel, replace_figure, slider
 
 VIEWS = {"sinusoidal": "sinusoidal PE", "waves": "sine waves", "learned": "learned PE",
          "similarity": "similarity", "scores": "score contribution"}
@@ -71,12 +72,13 @@ class PositionalEncodingExplorer(Panel):
             return plots.learned_position_heatmap(self.model, max_positions=min(T, plots.MAX_TOKENS))
         if v == "similarity":
             src = self._source()
-            return plots.position_similarity(src if src is not None else plots.sinusoidal_encoding(T, C), T)
+            return plots.position_similarity(src if src is not None else plots.sinusoidal_encoding(T, C), T,
+                                             width=FIGURE_WIDTH)
         T = min(T, plots.MAX_TOKENS)  # L * nh * T^2 scores: keep them (and the heatmap) small
         if self._scores is None or self._scores[0] != T:
             self._scores = (T, plots.position_scores(self.model, T))
         return plots.position_score_contribution(self.model, self.layer.value, self.head.value, T,
-                                                 scores=self._scores[1])
+                                                 scores=self._scores[1], width=FIGURE_WIDTH)
 
     def _refresh(self, change=None) -> None:
         if change is not None and change["owner"] is self.C:

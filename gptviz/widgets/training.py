@@ -25,28 +25,52 @@ from .. import plots
 from ..export import RawHTML
 from ..sampling import generate
 from ..train import TrainingDiverged
-from ._base import INPUT_ERRORS, Busy, Panel, replace_figure, slider
+from ._base import FIGURE_WIDTH, INPUT_ERRORS, Busy, Panel, replace_figure, slider
 
 
-def dashboard_figure(stats, snapshot, layer: int, head: int, vocab_size: int | None = None) -> go.Figure:
-    """Loss curves (left) and one snapshot's attention on the probe prompt (right)."""
-    fig = make_subplots(1, 2, column_widths=[0.55, 0.45], horizontal_spacing=0.2,
-                        specs=[[{"secondary_y": True}, {}]])
+# The figure in pixels (the widget cannot measure its container, see `_base.FIGURE_WIDTH`): the loss curves take
+# what the snapshot's square heatmap and its colour bar leave, with room between them for the learning-rate
+# labels and the heatmap's query labels; the legend sits under the loss curves' axis title.
+MARGIN = dict(l=70, r=16, b=112)
+ATTENTION_PX = 300  # the snapshot heatmap's side: the probe (at most 64 tokens) keeps readable labels
+GAP_PX = 150  # between the loss curves and the heatmap
+CAPTION_PX = 44  # above the heatmap: its two-line caption
+
+
+def dashboard_figure(stats, snapshot, layer: int, head: int, vocab_size: int | None = None,
+                     width: int = FIGURE_WIDTH) -> go.Figure:
+    """Loss curves (left) and one snapshot's attention on the probe prompt (right), `width` px wide."""
+    stats = list(stats)
+    pw = width - MARGIN["l"] - MARGIN["r"]
+    hm = ATTENTION_PX
+    loss_w = pw - hm - plots.COLOURBAR_PX - GAP_PX
+    if loss_w < 200:
+        raise ValueError(f"the dashboard's figure needs a width of at least {width - loss_w + 200} px, got {width}")
+    hm_x = (loss_w + GAP_PX) / pw  # the heatmap's left edge, as a fraction of the plot area
+    fig = make_subplots(1, 2, specs=[[{"secondary_y": True}, {}]])
     plots.add_loss_curves(fig, stats, vocab_size, 1, 1)
+    fig.update_xaxes(domain=[0, loss_w / pw], row=1, col=1)
+    fig.update_xaxes(domain=[hm_x, (pw - plots.COLOURBAR_PX) / pw], row=1, col=2)
     if snapshot is not None:
         r = snapshot.record
         start = plots.window_start(r.T, 64)  # thumbnails of the probe stay readable beside the curves
         plots.add_attention(fig, r, layer, head, start=start, row=1, col=2, max_ticks=24)
-        fig.update_traces(colorbar=dict(x=1.0, len=0.8, y=0.45), selector=dict(type="heatmap"))
-        right = (f"attention at step {snapshot.step}: layer {layer}, head {head}<br><sup>"
-                 f"{plots.metric_text(snapshot.metrics, layer, head, ' · ')}</sup>")
+        plots.colourbar_beside(fig, (pw - plots.COLOURBAR_PX + 10) / pw, (0, 1))
+        caption = (f"attention at step {snapshot.step}: layer {layer}, head {head}<br><sup>"
+                   f"{plots.metric_text(snapshot.metrics, layer, head, ' · ')}</sup>")
+        # right-aligned over the heatmap and its colour bar: the scores line is wider than the heatmap
+        fig.add_annotation(text=caption, xref="paper", yref="paper", x=1, xanchor="right", y=1, yanchor="bottom",
+                           yshift=6, showarrow=False, font_size=13, align="right")
     else:
-        right = "attention snapshots appear here (TrainConfig.snapshot_interval)"
-    fig.add_annotation(text=right, xref="x2 domain" if snapshot is not None else "paper", yref="paper",
-                       x=0 if snapshot is not None else 1, xanchor="left" if snapshot is not None else "right",
-                       y=1.04, yanchor="bottom", showarrow=False, font_size=13, align="left")
-    fig.update_layout(template=plots.TEMPLATE, height=480, title=plots.loss_title(list(stats)),
-                      legend=dict(orientation="h", y=-0.22, x=0))
+        fig.update_xaxes(visible=False, row=1, col=2)
+        fig.update_yaxes(visible=False, row=1, col=2)
+        fig.add_annotation(text="attention snapshots appear here<br>(TrainConfig.snapshot_interval)",
+                           xref="paper", yref="paper", x=(hm_x + (pw - plots.COLOURBAR_PX) / pw) / 2, y=0.5,
+                           xanchor="center", showarrow=False, font_size=13)  # paper: an empty subplot has no domain
+    title = plots.loss_title(stats)
+    top = plots.title_px(title) + CAPTION_PX
+    fig.update_layout(template=plots.TEMPLATE, width=width, height=top + hm + MARGIN["b"], margin=dict(MARGIN, t=top),
+                      title=title, legend=dict(orientation="h", x=0, y=-70 / hm, yanchor="top"))
     return fig
 
 
