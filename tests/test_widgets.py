@@ -2,9 +2,11 @@
 
 import json
 import re
+import threading
 import time
 
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 from plotly.serializers import _py_to_js
@@ -14,7 +16,7 @@ from gptviz.data import TokenDataset
 from gptviz.tokenizers import get_tokenizer
 from gptviz.train import TrainConfig, Trainer
 from gptviz.sampling import generate, generate_steps
-from gptviz.widgets._base import FIGURE_WIDTH, unpack
+from gptviz.widgets._base import FIGURE_WIDTH, Busy, ChunkedTraining, Panel, unpack
 from gptviz.widgets.attention import HEATMAP_PX
 from gptviz.widgets import (AttentionExplorer, GenerationExplorer, LogitLensPanel, PositionalEncodingExplorer,
                             TrainingDashboard)
@@ -390,6 +392,103 @@ def test_every_panel_figure_fills_the_panel(model, tok, tmp_path):
     check(d.figure, "dashboard")
     w, h = pixel_box(d.figure, "2", "3")  # the snapshot's heatmap: square, its colour bar beside it
     assert w == pytest.approx(h) and colourbar_gaps(d.figure) == [pytest.approx(10)]
+
+
+class FakeTrainer:
+    """What ChunkedTraining uses of a Trainer. Like Trainer.train_steps, a chunk clears a stop requested before
+    it (so Stop between chunks must be the loop's own doing) and returns early on one requested during it.
+    `fail_at`: the chunk reaching that step raises; `gate`: every step first waits for it (a slow step)."""
+
+    def __init__(self, fail_at: int | None = None, gate: threading.Event | None = None):
+        self.step, self.interrupted, self._stop = 0, False, False
+        self.fail_at, self.gate, self.chunks = fail_at, gate, []
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    def train_steps(self, n: int) -> list:
+        self._stop, self.interrupted, done = False, False, []
+        for _ in range(n):
+            if self.gate is not None:
+                assert self.gate.wait(10), "the test never opened the gate"
+            if self._stop:
+                break
+            self.step += 1
+            if self.step == self.fail_at:
+                raise RuntimeError(f"boom at step {self.step}")
+            done.append(self.step)
+        self.chunks.append(len(done))
+        return done
+
+
+def chunk_loop(trainer, chunk=4, after_chunk=None):
+    """A bare panel and its ChunkedTraining, recording what the loop tells the panel."""
+    panel = Panel([], go.Figure(), "a test panel")
+    told = {"buttons": [], "states": [], "steps": []}
+
+    def after():
+        told["steps"].append(trainer.step)
+        if after_chunk:
+            after_chunk()
+
+    loop = ChunkedTraining(panel, lambda: trainer, lambda: chunk, after, told["buttons"].append,
+                           told["states"].append)
+    return panel, loop, told
+
+
+def test_chunked_training_runs_chunks_and_stops_between_them():
+    trainer = FakeTrainer()
+    panel, loop, told = chunk_loop(trainer)
+    assert loop.run(10) == list(range(1, 11))  # the StepStats of every step (here: step numbers)
+    assert trainer.chunks == [4, 4, 2] and told["steps"] == [4, 8, 10]
+    assert told["states"] == ["running"] * 3 + ["done"] and told["buttons"] == [True, False]
+    # Stop pressed between chunks: the next chunk would clear the trainer's own stop, the loop must not start it
+    trainer = FakeTrainer()
+    panel, loop, told = chunk_loop(trainer, after_chunk=lambda: loop.stop())
+    loop.start(12)
+    loop.wait(10)
+    assert trainer.step == 4 and told["states"][-1] == "stopped" and not loop.running
+    assert told["buttons"] == [True, False] and loop.target == 12
+    loop.after_chunk = lambda: None
+    loop.resume()  # finishes the stopped run
+    loop.wait(10)
+    assert trainer.step == 12 and told["states"][-1] == "done" and panel.last_error is None
+    with pytest.raises(ValueError, match="nothing to resume"):
+        loop.resume()
+
+
+def test_chunked_training_stop_right_after_start_and_one_run_at_a_time():
+    gate = threading.Event()
+    trainer = FakeTrainer(gate=gate)
+    panel, loop, told = chunk_loop(trainer)
+    loop.start(8)
+    assert loop.running and told["buttons"] == [True]
+    with pytest.raises(Busy, match="already running"):
+        loop.run(1)
+    with pytest.raises(Busy, match="already running"):
+        loop.start(1)
+    loop.stop()  # before the thread's first step, or during it: either way it counts
+    gate.set()
+    loop.wait(10)
+    assert trainer.step == 0 and told["states"][-1] == "stopped" and told["buttons"] == [True, False]
+
+
+def test_chunked_training_error_shows_in_the_panel_and_the_buttons_go_idle():
+    trainer = FakeTrainer(fail_at=6)
+    panel, loop, told = chunk_loop(trainer)
+    loop.start(12)
+    loop.wait(10)
+    assert "Unexpected error (RuntimeError" in panel.error.value and "boom at step 6" in panel.error.value
+    assert any("boom at step 6" in o.get("text", "") for o in panel.details.outputs)  # the traceback
+    assert not loop.running and told["buttons"] == [True, False] and told["steps"] == [4]
+    trainer.fail_at = None
+    loop.start(2)  # the panel is usable again
+    loop.wait(10)
+    assert trainer.step == 8 and told["states"][-1] == "done"
+    trainer.fail_at = 9  # a synchronous run raises to its caller, and also leaves the buttons idle
+    with pytest.raises(RuntimeError, match="boom at step 9"):
+        loop.run(4)
+    assert not loop.running and told["buttons"][-1] is False
 
 
 def test_logit_lens_panel(model, tok):

@@ -1,5 +1,6 @@
 """What every panel shares: the layout (title, caption, controls, one FigureWidget, status and error lines),
-error display for callbacks, in-place figure updates, and `export_html`.
+error display for callbacks, in-place figure updates, and `export_html`; and, for the panels that train, the
+Start / Stop loop that trains in chunks (`ChunkedTraining`).
 
 A panel is an `ipywidgets.VBox`, so a notebook cell that ends with it displays it. Its figure is built once
 (`self.figure`, a plotly FigureWidget) and later changed only inside `batch_update()`; displaying the panel
@@ -14,8 +15,10 @@ import base64
 import copy
 import functools
 import html
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import ipywidgets as W
@@ -164,6 +167,94 @@ class Panel(W.VBox):
         """Write the panel's current view to a standalone offline HTML file (plotly.js inlined)."""
         notes = [self.caption] + ([html.unescape(_strip_tags(self.status.value))] if self.status.value else [])
         return export.figures_to_html(self.export_items(), path, title or self.title, notes)
+
+
+class ChunkedTraining:
+    """A panel's training loop: chunks of `chunk()` steps of `trainer()` (a `train.Trainer`), run now (`run`)
+    or on a background thread (`start`, `resume`) so the kernel stays free for the buttons; one run at a time.
+
+    Stop asks the trainer to return after its current step (`Trainer.request_stop`) and the loop not to start
+    another chunk. After every chunk `after_chunk()` updates the panel, then the status says "running"; at the
+    end "stopped" (short of the target) or "done". `buttons(running)` sets the panel's buttons when a run
+    begins and ends. A background run's error shows in the panel (`Panel.guarded`); a synchronous run's error
+    goes to the caller. Either way the buttons return to idle. What trains, what the panel shows and which
+    buttons it has are the panel's; this only runs the loop.
+    """
+
+    def __init__(self, panel: Panel, trainer: Callable, chunk: Callable[[], int], after_chunk: Callable[[], None],
+                 buttons: Callable[[bool], None], describe: Callable[[str], None], name: str = "gptviz-training"):
+        self.panel, self.trainer, self.chunk, self.name = panel, trainer, chunk, name
+        self.after_chunk, self.buttons, self.describe = after_chunk, buttons, describe
+        self.target: int | None = None  # the step the current run (or the stopped one) aims for
+        self._lock = threading.Lock()  # held while a run (thread or synchronous) is training
+        self._thread: threading.Thread | None = None
+        self._stop_flag = False
+
+    @property
+    def running(self) -> bool:
+        return self._lock.locked()
+
+    def run(self, steps: int) -> list:
+        """Train `steps` steps now, updating the panel after each chunk; returns their StepStats."""
+        self._begin(self.trainer().step + int(steps))
+        try:
+            return self._loop()
+        finally:
+            self._end()
+
+    def start(self, steps: int) -> None:
+        """Train `steps` more steps on a background thread."""
+        self._launch(self.trainer().step + int(steps))
+
+    def resume(self) -> None:
+        """Finish, on a background thread, the run that Stop interrupted."""
+        if self.target is None or self.trainer().step >= self.target:
+            raise ValueError("nothing to resume: the last run finished; press Start for more steps")
+        self._launch(self.target)
+
+    def stop(self) -> None:
+        """Return after the current step; what was trained stays."""
+        self._stop_flag = True
+        self.trainer().request_stop()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the background run ends (for scripts and tests)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _launch(self, target: int) -> None:
+        self._begin(target)
+
+        def work():
+            try:
+                self.panel.guarded(self._loop)()
+            finally:
+                self._end()
+
+        self._thread = threading.Thread(target=work, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _begin(self, target: int) -> None:
+        if not self._lock.acquire(blocking=False):
+            raise Busy("training is already running; press Stop (or wait for it to finish) first")
+        self._stop_flag, self.target = False, target  # here, not in the thread: a Stop right after Start counts
+        self.buttons(True)
+
+    def _end(self) -> None:
+        self._lock.release()
+        self.buttons(False)
+
+    def _loop(self) -> list:
+        trainer, target, out = self.trainer(), self.target, []
+        while trainer.step < target and not self._stop_flag:
+            done = trainer.train_steps(min(self.chunk(), target - trainer.step))
+            out += done
+            self.after_chunk()
+            self.describe("running")
+            if not done or trainer.interrupted:  # stopped mid-chunk (Stop, Ctrl-C, time budget)
+                break
+        self.describe("stopped" if trainer.step < target else "done")
+        return out
 
 
 def _strip_tags(s: str) -> str:

@@ -10,8 +10,9 @@ bag-of-words baselines and the confusion matrix; for the LM, which heads changed
 pooled token, or (LM) the checkpoint diff of that text before and after.
 
 The work belongs to `gptviz.finetune` (jobs, evaluation, explain, checkpoint_diff) and `gptviz.train` (the
-loop); this panel holds controls, one FigureWidget, and the chunk loop. The TrainingDashboard is not reused
-directly: its Trainer and controls are fixed when it is built, and here the Trainer is rebuilt per choice.
+loop); this panel holds controls and one FigureWidget, and runs the chunks with `_base.ChunkedTraining`, as
+the TrainingDashboard does. The dashboard itself is not reused: its Trainer and controls are fixed when it is
+built, and here the Trainer is rebuilt per choice (the loop asks for the current job's trainer each run).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from plotly.subplots import make_subplots
 from .. import finetune as ft
 from .. import plots
 from ..train import TrainConfig, TrainingDiverged
-from ._base import FIGURE_WIDTH, INPUT_ERRORS, Busy, Panel, replace_figure, slider
+from ._base import FIGURE_WIDTH, INPUT_ERRORS, Busy, ChunkedTraining, Panel, replace_figure, slider
 
 MODES = {"head": "head only", "last_n": "top n layers", "full": "all weights", "lora": "LoRA adapters"}
 
@@ -129,9 +130,9 @@ class FinetunePanel(Panel):
                                                         snapshot_interval=0, max_steps=200)
         self._data = {"classify": (train, test) if train is not None else None, "lm": corpus}
         self.live_examples, self.job = live_examples, None
-        self._lock, self._draw = threading.Lock(), threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop_flag = False
+        self._draw = threading.Lock()  # the training thread and a control's callback may redraw at once
+        self.loop = ChunkedTraining(self, lambda: self.job.trainer, lambda: self.chunk.value, self._after_chunk,
+                                    self._buttons, self._describe, name="gptviz-finetune")
         self.accuracy: list[tuple[int, float]] = []  # (step, accuracy on the live subset)
         self.last_eval = None
         st, c = {"description_width": "initial"}, self.config
@@ -211,45 +212,24 @@ class FinetunePanel(Panel):
     # ---- public: training ------------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._lock.locked()
+        return self.loop.running
 
     def run(self, steps: int) -> list:
         """Train `steps` steps now, in chunks, updating the panel after each; returns their StepStats."""
-        if not self._lock.acquire(blocking=False):
-            raise Busy("training is already running; press Stop (or wait) first")
-        self._stop_flag = False
-        try:
-            return self._loop(self.job.step + int(steps))
-        finally:
-            self._lock.release()
-            self._buttons()
+        return self.loop.run(steps)
 
     def start(self, steps: int | None = None) -> None:
         """Train `steps` (default: the steps box) on a background thread."""
-        if not self._lock.acquire(blocking=False):
-            raise Busy("training is already running; press Stop first")
-        target = self.job.step + int(steps or self.steps.value)
-        self._stop_flag = False  # here, not in the thread: a Stop pressed right after Start must count
-
-        def work():
-            try:
-                self.guarded(self._loop)(target)
-            finally:
-                self._lock.release()
-                self._buttons()
-
-        self._thread = threading.Thread(target=work, name="gptviz-finetune", daemon=True)
-        self._buttons(running=True)
-        self._thread.start()
+        self.loop.start(steps or self.steps.value)
 
     def stop(self) -> None:
-        self._stop_flag = True
-        self.job.trainer.request_stop()
+        """Return after the current step."""
+        self.loop.stop()
         self._describe("stopping after the current step…")
 
     def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Block until the background run ends (for scripts and tests)."""
+        self.loop.wait(timeout)
 
     def evaluate_all(self):
         """Accuracy and confusion matrix on every test example (a classifier), or the val loss (LM)."""
@@ -264,20 +244,11 @@ class FinetunePanel(Panel):
         self._describe(f"val loss {loss['val']:.4f} (before fine-tuning {self.job.loss_before['val']:.4f})")
         return loss
 
-    def _loop(self, target: int) -> list:
-        self._buttons(running=True)
-        out = []
-        while self.job.step < target and not self._stop_flag:
-            done = self.job.train_steps(min(self.chunk.value, target - self.job.step))
-            out += done
-            if isinstance(self.job, ft.ClassifierJob):
-                self._live_eval()
-            self._redraw()
-            self._describe("running")
-            if not done or self.job.trainer.interrupted:
-                break
-        self._describe("stopped" if self.job.step < target else "done")
-        return out
+    def _after_chunk(self) -> None:
+        """Between chunks (the loop is `_base.ChunkedTraining`): a classifier's live accuracy, then the figure."""
+        if isinstance(self.job, ft.ClassifierJob):
+            self._live_eval()
+        self._redraw()
 
     # ---- callbacks -------------------------------------------------------------------------------------------
     def _on_choice(self, change=None) -> None:
@@ -328,8 +299,7 @@ class FinetunePanel(Panel):
                       (self.lora_rank, mode == "lora"), (self.pooling, task == "classify")):
             w.layout.display = "" if on else "none"
 
-    def _buttons(self, running: bool | None = None) -> None:
-        running = self.running if running is None else running
+    def _buttons(self, running: bool) -> None:
         self.start_button.disabled, self.stop_button.disabled = running, not running
         for w in (self.task, self.mode, self.n_layers, self.freeze_embeddings, self.lora_rank, self.pooling):
             w.disabled = running

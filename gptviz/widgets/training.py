@@ -2,11 +2,11 @@
 
 Training runs in chunks (`trainer.train_steps(chunk)`) on a background thread, so the kernel stays free for
 the buttons: Stop asks the trainer to return after its current step (`trainer.request_stop`) and the loop
-not to start another chunk. One run at a time (a lock). After every chunk the figure shows the train/val
-loss and learning rate so far (left) and the probe prompt's attention at the snapshot picked on the
-slider (right: scrub it to watch heads form over training); every few chunks a sampled text refreshes.
-Save writes a checkpoint between chunks, never mid-step. `run(steps)` does the same synchronously, for
-notebooks executed headless and for tests.
+not to start another chunk; one run at a time (the loop is `_base.ChunkedTraining`, as in FinetunePanel).
+After every chunk the figure shows the train/val loss and learning rate so far (left) and the probe prompt's
+attention at the snapshot picked on the slider (right: scrub it to watch heads form over training); every few
+chunks a sampled text refreshes. Save writes a checkpoint between chunks, never mid-step. `run(steps)` does
+the same synchronously, for notebooks executed headless and for tests.
 
 The loop, evaluation and snapshots belong to `gptviz.train`; this panel only drives and shows them.
 """
@@ -25,7 +25,7 @@ from .. import plots
 from ..export import RawHTML
 from ..sampling import generate
 from ..train import TrainingDiverged
-from ._base import FIGURE_WIDTH, INPUT_ERRORS, Busy, Panel, replace_figure, slider
+from ._base import FIGURE_WIDTH, INPUT_ERRORS, ChunkedTraining, Panel, replace_figure, slider
 
 
 # The figure in pixels (the widget cannot measure its container, see `_base.FIGURE_WIDTH`): the loss curves take
@@ -83,13 +83,11 @@ class TrainingDashboard(Panel):
     def __init__(self, trainer, chunk: int = 10, sample_every: int = 5, sample_prompt: str | None = None,
                  sample_tokens: int = 120, checkpoint_path: str | None = None):
         self.trainer, self.sample_every, self.sample_tokens = trainer, sample_every, sample_tokens
-        self._lock = threading.Lock()  # held while a run (thread or synchronous) is training
         self._draw = threading.Lock()  # the training thread and a slider callback may redraw at once
-        self._thread: threading.Thread | None = None
-        self._stop_flag = False
         self._save_to: str | None = None  # a save requested while running happens between chunks
-        self._target: int | None = None  # the step the current run (or the stopped one) aims for
         self._chunks = 0
+        self.loop = ChunkedTraining(self, lambda: self.trainer, lambda: self.chunk.value, self._after_chunk,
+                                    self._buttons, self._describe, name="gptviz-training")
         self._quiet = False
         self.sample_prompt = sample_prompt or self._default_prompt()
         c, mc = trainer.config, trainer.raw_model.config
@@ -124,38 +122,28 @@ class TrainingDashboard(Panel):
     # ---- public: buttons and the synchronous loop ----------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._lock.locked()
+        return self.loop.running
 
     def run(self, steps: int) -> list:
         """Train `steps` steps now, in chunks, updating the panel after each; returns their StepStats."""
-        if not self._lock.acquire(blocking=False):
-            raise Busy("training is already running; press Stop (or wait) first")
-        try:
-            return self._loop(self.trainer.step + int(steps))
-        finally:
-            self._lock.release()
-            self._buttons()
+        return self.loop.run(steps)
 
     def start(self, steps: int | None = None) -> None:
         """Train `steps` (default: the 'steps to run' box) on a background thread."""
-        self._launch(self.trainer.step + int(steps or self.steps.value))
+        self.loop.start(steps or self.steps.value)
 
     def resume(self) -> None:
         """Finish the run that Stop interrupted."""
-        if self._target is None or self.trainer.step >= self._target:
-            raise ValueError("nothing to resume: the last run finished; press Start for more steps")
-        self._launch(self._target)
+        self.loop.resume()
 
     def stop(self) -> None:
         """Return after the current step; the curves keep what was trained."""
-        self._stop_flag = True
-        self.trainer.request_stop()
+        self.loop.stop()
         self._describe("stopping after the current step…")
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the background run ends (for scripts and tests)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.loop.wait(timeout)
 
     def save(self, path: str | None = None) -> None:
         """Write a checkpoint (to `path` or the 'save to' box); while training, right after the current chunk."""
@@ -168,43 +156,15 @@ class TrainingDashboard(Panel):
             return
         self._save_now(target)
 
-    # ---- the loop ------------------------------------------------------------------------------------
-    def _launch(self, target: int) -> None:
-        if not self._lock.acquire(blocking=False):
-            raise Busy("training is already running; press Stop first")
-        self._target = target
-
-        def work():
-            try:
-                self.guarded(self._loop)(target)
-            finally:
-                self._lock.release()
-                self._buttons()
-
-        self._thread = threading.Thread(target=work, name="gptviz-training", daemon=True)
-        self._buttons(running=True)
-        self._thread.start()
-
-    def _loop(self, target: int) -> list:
-        self._stop_flag, self._target = False, target
-        self._buttons(running=True)
-        out = []
-        while self.trainer.step < target and not self._stop_flag:
-            done = self.trainer.train_steps(min(self.chunk.value, target - self.trainer.step))
-            out += done
-            self._chunks += 1
-            if self._save_to is not None:
-                self._save_now(self._save_to or None)
-                self._save_to = None
-            if self._chunks % self.sample_every == 0 or self.trainer.step >= target:
-                self._refresh_sample()
-            self._after_chunk()
-            if not done or self.trainer.interrupted:
-                break
-        self._describe("stopped" if self.trainer.step < target else "done")
-        return out
-
+    # ---- between chunks (the loop itself is `_base.ChunkedTraining`) -----------------------------------
     def _after_chunk(self) -> None:
+        """A pending save, every few chunks a new sample, then the snapshot slider and the figure."""
+        self._chunks += 1
+        if self._save_to is not None:
+            self._save_now(self._save_to or None)
+            self._save_to = None
+        if self._chunks % self.sample_every == 0 or self.trainer.step >= self.loop.target:
+            self._refresh_sample()
         n = len(self.trainer.snapshots)
         follow = self.snapshot.value >= self.snapshot.max  # on the latest snapshot: keep following
         self._quiet = True
@@ -215,7 +175,6 @@ class TrainingDashboard(Panel):
         finally:
             self._quiet = False
         self._redraw()
-        self._describe("running")
 
     def _save_now(self, target: str | None) -> None:
         path = self.trainer.save_checkpoint(target)
@@ -246,15 +205,15 @@ class TrainingDashboard(Panel):
             with self._draw:
                 replace_figure(self.figure, self._figure())
 
-    def _buttons(self, running: bool | None = None) -> None:
-        running = self.running if running is None else running
+    def _buttons(self, running: bool) -> None:
+        target = self.loop.target
         self.start_button.disabled = running
         self.stop_button.disabled = not running
-        self.resume_button.disabled = running or self._target is None or self.trainer.step >= self._target
+        self.resume_button.disabled = running or target is None or self.trainer.step >= target
 
     def _describe(self, state: str) -> None:
         t = self.trainer
-        parts = [state, f"step {t.step}" + (f" of {self._target}" if self._target else "")]
+        parts = [state, f"step {t.step}" + (f" of {self.loop.target}" if self.loop.target else "")]
         if t.history:
             s = t.history[-1]
             parts += [f"loss {s.loss:.3f}", f"{s.tokens_per_s:,.0f} tokens/s", f"{s.elapsed:.0f} s trained"]
