@@ -369,6 +369,25 @@ def test_training_dashboard_run_start_stop_save(tok, tmp_path):
     assert (tmp_path / "ckpt" / "model.safetensors").exists() and "saved step 38" in d.status.value
 
 
+def test_switching_views_edits_the_layout_leaf_by_leaf(model, monkeypatch):
+    """plotly.js applies a whole axis container sent by relayout only in part (an existing axis kept its old
+    domain: the score view drew its matrix over the whole width, under the spread). The browser must get every
+    changed leaf as a dotted path, and None for what the new view lacks."""
+    p = PositionalEncodingExplorer(model, T=20)
+    p.view.value = "similarity"
+    sent = []
+    monkeypatch.setattr(p.figure, "_send_update_msg", lambda restyle_data, relayout_data, **kw:
+                        sent.append(relayout_data))
+    monkeypatch.setattr(p.figure, "_send_relayout_msg", lambda relayout_data, **kw: sent.append(relayout_data))
+    p.view.value = "scores"
+    edits = {k: v for msg in sent for k, v in msg.items()}
+    assert "xaxis" not in edits and tuple(edits["xaxis.domain"]) == p.figure.layout.xaxis.domain  # its column
+    assert p.figure.layout.xaxis.domain[1] < 0.6
+    assert edits["yaxis.scaleanchor"] is None and p.figure.layout.yaxis.scaleanchor is None  # similarity's, gone
+    assert p.figure.layout.to_plotly_json() == plots.position_score_contribution(
+        model, 0, 0, 20, width=FIGURE_WIDTH).layout.to_plotly_json()
+
+
 def test_every_panel_figure_fills_the_panel(model, tok, tmp_path):
     """A FigureWidget without a width draws at plotly's 700 px: every view of every panel has FIGURE_WIDTH, and
     each heatmap's colour bar sits right beside it."""

@@ -84,8 +84,30 @@ def sync_figure(widget: go.FigureWidget) -> None:
     widget._widget_data = copy.deepcopy(widget._data)
 
 
+def layout_edits(old: dict, new: dict, prefix: str = "") -> dict:
+    """Relayout edits, one per dotted path, that turn the layout dict `old` into `new`: every leaf that differs,
+    and None (remove) for what `new` lacks. Leaves, because plotly.js applies a whole container (`{"xaxis":
+    {...}}`) only in part: an axis keeps its old domain, so a panel switching views drew over its own parts."""
+    edits: dict = {prefix + k: None for k in old.keys() - new.keys()}
+    for k, v in new.items():
+        was = old.get(k)
+        if isinstance(v, dict) and isinstance(was, dict):
+            edits.update(layout_edits(was, v, f"{prefix}{k}."))
+        elif not _same(was, v):
+            edits[prefix + k] = v
+    return edits
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b
+    except ValueError:  # lists holding arrays: count them as changed and send them again
+        return False
+
+
 def replace_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
-    """Make the FigureWidget show `fig`: traces updated in place when their types match, layout replaced."""
+    """Make the FigureWidget show `fig`: traces updated in place when their types match, else replaced; the
+    layout edited leaf by leaf into fig's (`layout_edits`), so nothing of the last layout stays behind."""
     fig = for_widget(fig)
     with widget.batch_update():
         if [t.type for t in widget.data] == [t.type for t in fig.data]:
@@ -97,7 +119,8 @@ def replace_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
         else:
             widget.data = []
             widget.add_traces(fig.data)
-        widget.layout = fig.layout
+        for path, value in layout_edits(widget.layout.to_plotly_json(), fig.layout.to_plotly_json()).items():
+            widget.layout[path] = value  # in batch_update: sent as one relayout of dotted paths
 
 
 class Panel(W.VBox):
