@@ -32,7 +32,7 @@ SMALL = {
     "03_train_from_scratch.ipynb": {"STEPS": 20, "CHUNK": 10, "N_LAYER": 1, "N_HEAD": 2, "N_EMBD": 32,
                                     "BLOCK_SIZE": 32, "BATCH_SIZE": 4},
     "04_generation_and_sampling.ipynb": {"NEW_TOKENS": 30, "NUM_BEAMS": 2},
-    "05_finetuning.ipynb": {"STEPS": 5},
+    "05_finetuning.ipynb": {"STEPS": 4, "CLS_STEPS": 2, "CHUNK": 2},
     "06_induction_heads.ipynb": {"STEPS": 30, "CHUNK": 10, "MAX_LEN": 12, "BLOCK_SIZE": 32, "N_EMBD": 32},
 }
 
@@ -43,7 +43,7 @@ NEEDS_MODULES = {
     "02_positional_encoding.ipynb": ["gptviz.plots", "gptviz.widgets.positions"],
     "03_train_from_scratch.ipynb": ["gptviz.train", "gptviz.widgets.training"],
     "04_generation_and_sampling.ipynb": ["gptviz.sampling", "gptviz.plots", "gptviz.widgets.generation"],
-    "05_finetuning.ipynb": ["gptviz.data"],
+    "05_finetuning.ipynb": ["gptviz.finetune", "gptviz.widgets.finetune", "sklearn"],
     "06_induction_heads.ipynb": ["gptviz.train", "gptviz.widgets.training"],
 }
 NEEDS_DEFAULT_MODEL = {"00_tour.ipynb", "01_attention.ipynb", "02_positional_encoding.ipynb",
