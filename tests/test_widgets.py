@@ -375,6 +375,7 @@ def test_switching_views_edits_the_layout_leaf_by_leaf(model, monkeypatch):
     changed leaf as a dotted path, and None for what the new view lacks."""
     p = PositionalEncodingExplorer(model, T=20)
     p.view.value = "similarity"
+    p.figure.layout.yaxis.range = (19.5, -0.5)  # as the browser reports the range it drew
     sent = []
     monkeypatch.setattr(p.figure, "_send_update_msg", lambda restyle_data, relayout_data, **kw:
                         sent.append(relayout_data))
@@ -384,6 +385,8 @@ def test_switching_views_edits_the_layout_leaf_by_leaf(model, monkeypatch):
     assert "xaxis" not in edits and tuple(edits["xaxis.domain"]) == p.figure.layout.xaxis.domain  # its column
     assert p.figure.layout.xaxis.domain[1] < 0.6
     assert edits["yaxis.scaleanchor"] is None and p.figure.layout.yaxis.scaleanchor is None  # similarity's, gone
+    # dropping the drawn range turns autorange on in plotly.js, forward unless the edit says "reversed" again
+    assert edits["yaxis.range"] is None and edits["yaxis.autorange"] == "reversed"
     assert p.figure.layout.to_plotly_json() == plots.position_score_contribution(
         model, 0, 0, 20, width=FIGURE_WIDTH).layout.to_plotly_json()
 

@@ -95,6 +95,8 @@ def layout_edits(old: dict, new: dict, prefix: str = "") -> dict:
             edits.update(layout_edits(was, v, f"{prefix}{k}."))
         elif not _same(was, v):
             edits[prefix + k] = v
+    if "range" in old and "range" not in new:  # the range the browser drew: plotly.js answers its removal with
+        edits[prefix + "autorange"] = new.get("autorange", True)  # a forward autorange unless told otherwise
     return edits
 
 
@@ -109,6 +111,7 @@ def replace_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
     """Make the FigureWidget show `fig`: traces updated in place when their types match, else replaced; the
     layout edited leaf by leaf into fig's (`layout_edits`), so nothing of the last layout stays behind."""
     fig = for_widget(fig)
+    edits = layout_edits(widget.layout.to_plotly_json(), fig.layout.to_plotly_json())
     with widget.batch_update():
         if [t.type for t in widget.data] == [t.type for t in fig.data]:
             for old, new in zip(widget.data, fig.data):
@@ -119,8 +122,13 @@ def replace_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
         else:
             widget.data = []
             widget.add_traces(fig.data)
-        for path, value in layout_edits(widget.layout.to_plotly_json(), fig.layout.to_plotly_json()).items():
-            widget.layout[path] = value  # in batch_update: sent as one relayout of dotted paths
+        for path, value in edits.items():
+            widget.layout[path] = value  # sent as one relayout of dotted paths when the batch ends
+    # An axis's autorange that stays "reversed" is no change to Python, so the batch leaves it out; but the
+    # browser's copy became a forward autorange when its drawn range was dropped: say it again, after the batch.
+    autorange = {k: v for k, v in edits.items() if k.endswith("autorange") and k[:-9] + "range" in edits}
+    if autorange:
+        widget._send_relayout_msg(autorange)
 
 
 class Panel(W.VBox):
