@@ -124,9 +124,12 @@ def replace_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
             widget.add_traces(fig.data)
         for path, value in edits.items():
             widget.layout[path] = value  # sent as one relayout of dotted paths when the batch ends
-    # An axis's autorange that stays "reversed" is no change to Python, so the batch leaves it out; but the
-    # browser's copy became a forward autorange when its drawn range was dropped: say it again, after the batch.
-    autorange = {k: v for k, v in edits.items() if k.endswith("autorange") and k[:-9] + "range" in edits}
+    # plotly.js keeps a drawn autorange "reversed" as autorange true and a reversed range, and recomputes it
+    # forward after a relayout that drops the range or changes the axis: say every axis's autorange again, after
+    # the batch (one that stays "reversed" is no change to Python, so the batch leaves it out).
+    autorange = {k: v for k, v in edits.items() if k.endswith(".autorange")}
+    autorange.update({f"{name}.autorange": axis["autorange"] for name, axis in fig.layout.to_plotly_json().items()
+                      if isinstance(axis, dict) and "autorange" in axis})
     if autorange:
         widget._send_relayout_msg(autorange)
 
