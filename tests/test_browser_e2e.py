@@ -5,9 +5,12 @@
    128-token text into it;
 2. open 04_generation_and_sampling, run it, check that the GenerationExplorer's first view shows step 0,
    click a candidate bar and check that a fork (branch 1) appeared;
-3. after each action, check the panel's plot for layout faults a person would see (`layout_problems`: a plot
+3. open 02_positional_encoding, run it, switch the PositionalEncodingExplorer to its similarity and score
+   views; the static figures of 01 and 02 with a square heatmap (`fig.show()`) must have each colour bar
+   right beside its heatmap (`colourbar_gaps`);
+4. after each action, check the panel's plot for layout faults a person would see (`layout_problems`: a plot
    much narrower than its panel, titles or legends cut off or on top of each other);
-4. fail on any uncaught page error; screenshots before/after each action and on failure go to
+5. fail on any uncaught page error; screenshots before/after each action and on failure go to
    tests/artifacts/browser/ (kept by CI), with the timings in timings.json.
 
 Never sleeps: every wait is for a DOM predicate. Needs Debian's Chromium at /usr/bin/chromium (never
@@ -213,6 +216,34 @@ def layout_problems(box) -> list[str]:
         }""")
 
 
+def colourbar_gaps(plot) -> list[float]:
+    """Pixels between each colour bar of a drawn plot and the plot area nearest on its left (its heatmap)."""
+    return plot.evaluate(
+        """el => {
+            const areas = [...el.querySelectorAll('.nsewdrag')].map(e => e.getBoundingClientRect());
+            return [...el.querySelectorAll('.colorbar')].map(cb => {
+                const r = cb.getBoundingClientRect();
+                const left = areas.filter(a => a.right <= r.left + 2).map(a => r.left - a.right);
+                return left.length ? Math.min(...left) : 1e9;
+            });
+        }""")
+
+
+def static_plot(page, title: str):
+    """A figure a cell drew with fig.show() (not a panel's), found by its title: the output is the plot itself."""
+    out = page.locator(".jp-OutputArea-output.js-plotly-plot", has=page.locator(".gtitle", has_text=title)).first
+    out.locator(".main-svg").first.wait_for(timeout=UI_TIMEOUT_MS)
+    return out
+
+
+def check_static_heatmap(page, title: str, screenshot: str) -> None:
+    out = static_plot(page, title)
+    show(out)
+    shoot(out, screenshot)
+    gaps = colourbar_gaps(out)
+    assert gaps and all(g <= 30 for g in gaps), f"{title}: colour bars {gaps} px from their heatmaps"
+
+
 def move_slider(box, description: str, key: str, times: int = 1) -> None:
     slider = box.locator(".widget-slider", has=box.page.locator("label", has_text=description)).first
     handle = slider.locator(".noUi-handle")
@@ -291,6 +322,7 @@ def test_lab_in_a_real_browser(tmp_path):
                 bertviz.locator("svg text").first.wait_for(timeout=UI_TIMEOUT_MS)  # tokens drawn: d3 ran
                 show(bertviz)
                 shoot(bertviz, "01_bertviz_head_view.png")
+                check_static_heatmap(page, "Attention of layer", "01_static_attention_heatmap.png")
 
                 # ---- 04: generation explorer, fork by clicking a candidate -----------------------------
                 open_and_run_all(page, lab, "04_generation_and_sampling.ipynb")
@@ -317,6 +349,30 @@ def test_lab_in_a_real_browser(tmp_path):
                                        timeout=UI_TIMEOUT_MS)
                 shoot(box, "04_generation_explorer_after_fork.png")
                 assert not layout_problems(box), layout_problems(box)
+
+                # ---- 02: positional encodings, static square heatmaps and the explorer's views ----------
+                t0 = time.monotonic()
+                open_and_run_all(page, lab, "02_positional_encoding.ipynb")
+                assert_no_error_outputs(page, "02_positional_encoding.ipynb")
+                check_static_heatmap(page, "Cosine similarity", "02_static_similarity.png")
+                check_static_heatmap(page, "How much do positions", "02_static_score_contribution.png")
+                box = panel(page, "Positional encoding explorer")
+                show(box)
+                assert not layout_problems(box), layout_problems(box)
+                plot = box.locator(".js-plotly-plot").first
+                for view, title, name in (("similarity", "Cosine similarity", "02_positions_similarity.png"),
+                                          ("score contribution", "How much do positions", "02_positions_scores.png")):
+                    box.locator("button.widget-toggle-button", has_text=view).first.click()
+                    page.wait_for_function("([el, t]) => el.layout.title.text.startsWith(t)",
+                                           arg=[plot.element_handle(), title], timeout=UI_TIMEOUT_MS)
+                    show(box)
+                    shoot(box, name)
+                    assert not layout_problems(box), (view, layout_problems(box))
+                    gaps = colourbar_gaps(plot)
+                    assert gaps and all(g <= 30 for g in gaps), (view, gaps)
+                    # position 0 stays on top: switching views once left the new view's y axis turned forward
+                    assert plot.evaluate("el => el._fullLayout.yaxis.range[0] > el._fullLayout.yaxis.range[1]"), view
+                timings["notebook_02_s"] = time.monotonic() - t0
             except Exception:
                 shoot(page, "failure.png")
                 raise
