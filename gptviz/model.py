@@ -255,7 +255,11 @@ class GPTConfig:
 
 
 class GPT(nn.Module):
-    """Token + position embeddings, L pre-LN blocks, final LayerNorm, LM head tied to the token embedding."""
+    """Token + position embeddings, L pre-LN blocks, final LayerNorm, LM head tied to the token embedding.
+
+    GPTConfig can drop the LayerNorms, untie the LM head and widen the init (the toy models of notebook 06);
+    such a model saves and loads as a gptviz checkpoint but not as a transformers GPT-2.
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
