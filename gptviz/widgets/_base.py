@@ -80,8 +80,12 @@ def sync_figure(widget: go.FigureWidget) -> None:
     the widget itself is displayed, never when it is displayed inside a box (as in a panel). Edits made in
     between travel as one-off messages that the browser can drop before the view exists: the figure then
     shows its first state, or nothing. Plotly's own display does this same copy."""
-    widget._widget_layout = copy.deepcopy(widget._layout_obj._props)
-    widget._widget_data = copy.deepcopy(widget._data)
+    try:  # plotly's private state (as of 7.1); if it is laid out otherwise, keep plotly's own behaviour
+        layout, data = widget._layout_obj._props, widget._data
+    except AttributeError:
+        return
+    widget._widget_layout = copy.deepcopy(layout)
+    widget._widget_data = copy.deepcopy(data)
 
 
 def layout_edits(old: dict, new: dict, prefix: str = "") -> dict:
@@ -130,8 +134,9 @@ def replace_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
     autorange = {k: v for k, v in edits.items() if k.endswith(".autorange")}
     autorange.update({f"{name}.autorange": axis["autorange"] for name, axis in fig.layout.to_plotly_json().items()
                       if isinstance(axis, dict) and "autorange" in axis})
-    if autorange:
-        widget._send_relayout_msg(autorange)
+    send = getattr(widget, "_send_relayout_msg", None)  # private plotly API (as of 7.1)
+    if autorange and send is not None:
+        send(autorange)
 
 
 class Panel(W.VBox):
