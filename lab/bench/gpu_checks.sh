@@ -28,8 +28,8 @@ echo "== 1. tests/test_cuda.py" | tee -a "$LOG"
 timeout "$TEST_S" "$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider 2>&1 | tail -25 | tee -a "$LOG"
 
 echo "== 2. induction sweep + default model, side by side" | tee -a "$LOG"
-timeout $((SWEEP_S + 60)) "$PY" lab/experiments/induction_sweep.py --steps 100000 --every 250 --jobs 14 \
-  --max-seconds "$SWEEP_S" $SWEEP_ONLY --out "$DEST/induction_sweep.json" > /tmp/sweep.log 2>&1 &
+timeout $((SWEEP_S + 60)) "$PY" lab/experiments/induction_sweep.py --steps 100000 --every 250 --jobs 18 \
+  --max-seconds "$SWEEP_S" --group gpt2-defaults $SWEEP_ONLY --out "$DEST/induction_sweep.json" > /tmp/sweep.log 2>&1 &
 SWEEP=$!
 timeout 400 "$PY" -m gptviz train --config lab/configs/shakespeare-char.json --out /tmp/char-gpu \
   --train.batch_size 64 --train.max_steps 100000 --train.max_minutes "$TRAIN_MIN" --train.eval_interval 500 \

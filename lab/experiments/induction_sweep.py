@@ -5,7 +5,8 @@ the best layer-1 induction score and the best layer-0 previous-token score on a 
 sequence of block_size/2 tokens, repeated), and the probe's second-copy loss. Configs run in parallel
 processes (one torch thread each), on the GPU when there is one. Used to choose notebook 06's settings:
 
-    python lab/experiments/induction_sweep.py --steps 12000 --out sweep.json
+    python lab/experiments/induction_sweep.py --group lesson --steps 1500 --out sweep.json   # ~2 min on 2 cores
+    python lab/experiments/induction_sweep.py --group gpt2-defaults --max-seconds 170 --jobs 18  # on a GPU
 
 Data modes: "concat" = sequences of random length in [minl, maxl], each followed by its copy, end to end,
 cut into windows; "embed" = one window of random tokens with one segment copied later; "cycle" = one random
@@ -38,39 +39,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 BASE = dict(V=32, T=32, nh=4, C=64, lr=3e-3, B=32, seed=0, data="concat", pos="learned", minl=4, maxl=12,
             p=0.0, rule="ident", wd=0.0, mlp=False, impl="gptviz", ln=True, tie=True, init=0.02)
 
-SWEEP = [
-    dict(name="notebook", V=48, T=64, minl=6, maxl=24),
-    dict(name="notebook-sin", V=48, T=64, minl=6, maxl=24, pos="sinusoidal"),
-    dict(name="T32"),
-    dict(name="T32-C128-lr1e-3", C=128, lr=1e-3),
-    dict(name="T32-lr1e-2", lr=1e-2),
-    dict(name="T32-rule-ident", p=0.3),
-    dict(name="T32-rule-perm", p=0.3, rule="perm"),
-    dict(name="T32-embed", data="embed"),
-    dict(name="T64-embed-C128", data="embed", T=64, V=64, C=128, lr=1e-3),
-    dict(name="T64-rule-C128", V=48, T=64, minl=6, maxl=24, C=128, lr=1e-3, p=0.3),
-    dict(name="T32-sin-rule", pos="sinusoidal", p=0.3),
-    dict(name="T32-B128", B=128),
-    dict(name="T64-B128", V=48, T=64, minl=6, maxl=24, B=128, lr=1e-3),
-    dict(name="T32-V64", V=64),
-    dict(name="T32-hf", impl="hf"),
-    dict(name="T32-cycle", data="cycle", minl=3, maxl=12),
-    dict(name="T64-cycle", data="cycle", V=48, T=64, minl=4, maxl=24),
-    dict(name="T32-cycle-noln-untied", data="cycle", minl=3, maxl=12, ln=False, tie=False, lr=1e-3),
-    dict(name="T32-cycle-noln", data="cycle", minl=3, maxl=12, ln=False, lr=1e-3),
-    dict(name="T32-noln-untied", ln=False, tie=False, lr=1e-3),
-    dict(name="T32-cycle-noln-untied-init", data="cycle", minl=3, maxl=12, ln=False, tie=False, lr=1e-3, init=0.072),
-    dict(name="T32-cycle-init", data="cycle", minl=3, maxl=12, lr=1e-3, init=0.072),
-    dict(name="T32-cycle-noln-init", data="cycle", minl=3, maxl=12, ln=False, lr=1e-3, init=0.072),
-    dict(name="toy-cycle-s1", data="cycle", minl=3, maxl=12, ln=False, tie=False, lr=1e-3, init=0.072, seed=1),
-    dict(name="toy-cycle-s2", data="cycle", minl=3, maxl=12, ln=False, tie=False, lr=1e-3, init=0.072, seed=2),
-    dict(name="toy-pairs", minl=3, maxl=12, ln=False, tie=False, lr=1e-3, init=0.072),
-    dict(name="toy-cycle-lr3e-3", data="cycle", minl=3, maxl=12, ln=False, tie=False, lr=3e-3, init=0.072),
-    dict(name="lesson-s0", data="cycle", minl=3, maxl=12, ln=False, tie=False, lr=3e-3, init=0.07),
-    dict(name="lesson-s1", data="cycle", minl=3, maxl=12, ln=False, tie=False, lr=3e-3, init=0.07, seed=1),
-    dict(name="lesson-s2", data="cycle", minl=3, maxl=12, ln=False, tie=False, lr=3e-3, init=0.07, seed=2),
-    dict(name="T32-mlp", mlp=True),
-]
+# Each group is one question. "gpt2-defaults": the first 14 ran side by side on an H100 (18,000 steps each);
+# the last four were CPU checks of the same family. "toy": what it takes (LayerNorm, tying, init) on CPU.
+# "lesson": notebook 06's settings over three seeds.
+GROUPS = {
+    "gpt2-defaults": [
+        dict(name="old-notebook", V=48, T=64, minl=6, maxl=24),
+        dict(name="old-notebook-sin", V=48, T=64, minl=6, maxl=24, pos="sinusoidal"),
+        dict(name="T32"),
+        dict(name="T32-C128-lr1e-3", C=128, lr=1e-3),
+        dict(name="T32-lr1e-2", lr=1e-2),
+        dict(name="T32-rule-ident", p=0.3),
+        dict(name="T32-rule-perm", p=0.3, rule="perm"),
+        dict(name="T32-embed", data="embed"),
+        dict(name="T64-embed-C128", data="embed", T=64, V=64, C=128, lr=1e-3),
+        dict(name="T64-rule-C128", V=48, T=64, minl=6, maxl=24, C=128, lr=1e-3, p=0.3),
+        dict(name="T32-sin-rule", pos="sinusoidal", p=0.3),
+        dict(name="T32-B128", B=128),
+        dict(name="T64-B128", V=48, T=64, minl=6, maxl=24, B=128, lr=1e-3),
+        dict(name="T32-V64", V=64),
+        dict(name="T32-hf", impl="hf"),
+        dict(name="T32-mlp", mlp=True),
+        dict(name="T32-cycle", data="cycle", minl=3, maxl=12),
+        dict(name="T64-cycle", data="cycle", V=48, T=64, minl=4, maxl=24),
+    ],
+    "toy": [
+        dict(name="cycle-noln-untied", data="cycle", minl=3, maxl=12, ln=False, tie=False, lr=1e-3),
+        dict(name="cycle-noln", data="cycle", minl=3, maxl=12, ln=False, lr=1e-3),
+        dict(name="pairs-noln-untied", ln=False, tie=False, lr=1e-3),
+        dict(name="cycle-noln-untied-init", data="cycle", minl=3, maxl=12, ln=False, tie=False, lr=1e-3, init=0.072),
+        dict(name="cycle-init", data="cycle", minl=3, maxl=12, lr=1e-3, init=0.072),
+        dict(name="cycle-noln-init", data="cycle", minl=3, maxl=12, ln=False, lr=1e-3, init=0.072),
+        dict(name="pairs-toy", minl=3, maxl=12, ln=False, tie=False, lr=1e-3, init=0.072),
+        dict(name="cycle-toy-lr3e-3", data="cycle", minl=3, maxl=12, ln=False, tie=False, lr=3e-3, init=0.072),
+    ],
+    "lesson": [dict(name=f"lesson-s{seed}", data="cycle", minl=3, maxl=16, ln=False, tie=False, lr=3e-3, init=0.07,
+                    seed=seed) for seed in (0, 1, 2)],
+}
+SWEEP = [c for group in GROUPS.values() for c in group]
 
 
 def run(cfg: dict, steps: int, every: int, device: str, max_seconds: float, verbose: bool = False) -> dict:
@@ -180,10 +186,11 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--max-seconds", type=float, default=1e9, help="wall-clock limit per config")
     ap.add_argument("--verbose", action="store_true", help="print every measurement as it is made")
-    ap.add_argument("--only", default="", help="comma-separated config names")
+    ap.add_argument("--group", default="lesson", choices=sorted(GROUPS), help="which question to run")
+    ap.add_argument("--only", default="", help="comma-separated config names (instead of a group)")
     ap.add_argument("--out", default="induction_sweep.json")
     args = ap.parse_args()
-    configs = [c for c in SWEEP if not args.only or c["name"] in args.only.split(",")]
+    configs = [c for c in SWEEP if c["name"] in args.only.split(",")] if args.only else GROUPS[args.group]
     with mp.get_context("spawn").Pool(min(args.jobs, len(configs))) as pool:
         results = pool.map(_job, [(c, args.steps, args.every, args.device, args.max_seconds, args.verbose) for c in configs])
     Path(args.out).write_text(json.dumps(results, indent=1))
