@@ -5,7 +5,7 @@ the best layer-1 induction score and the best layer-0 previous-token score on a 
 sequence of block_size/2 tokens, repeated), and the probe's second-copy loss. Configs run in parallel
 processes (one torch thread each), on the GPU when there is one. Used to choose notebook 06's settings:
 
-    python lab/experiments/induction_sweep.py --group lesson --steps 1500 --out sweep.json   # ~2 min on 2 cores
+    python lab/experiments/induction_sweep.py --group lesson --steps 1500 --out sweep.json   # ~1 min on 2 cores
     python lab/experiments/induction_sweep.py --group gpt2-defaults --max-seconds 170 --jobs 18  # on a GPU
 
 Data modes: "concat" = sequences of random length in [minl, maxl], each followed by its copy, end to end,
