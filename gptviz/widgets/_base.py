@@ -208,6 +208,34 @@ class Panel(W.VBox):
         return export.figures_to_html(self.export_items(), path, title or self.title, notes)
 
 
+class TrainingPanel(Panel):
+    """A Panel that trains through `self.loop` (a `ChunkedTraining`), with a `steps` box for Start."""
+
+    loop: ChunkedTraining
+    steps: W.BoundedIntText
+
+    @property
+    def running(self) -> bool:
+        return self.loop.running
+
+    def run(self, steps: int) -> list:
+        """Train `steps` steps now, in chunks, updating the panel after each; returns their StepStats."""
+        return self.loop.run(steps)
+
+    def start(self, steps: int | None = None) -> None:
+        """Train `steps` (default: the steps box) on a background thread."""
+        self.loop.start(steps or self.steps.value)
+
+    def stop(self) -> None:
+        """Return after the current step; what was trained so far stays."""
+        self.loop.stop()
+        self._describe("stopping after the current step…")
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the background run ends (for scripts and tests)."""
+        self.loop.wait(timeout)
+
+
 class ChunkedTraining:
     """A panel's training loop: chunks of `chunk()` steps of `trainer()` (a `train.Trainer`), run now (`run`)
     or on a background thread (`start`, `resume`) so the kernel stays free for the buttons; one run at a time.

@@ -30,7 +30,7 @@ from plotly.subplots import make_subplots
 from .. import finetune as ft
 from .. import plots
 from ..train import TrainConfig, TrainingDiverged
-from ._base import FIGURE_WIDTH, INPUT_ERRORS, Busy, ChunkedTraining, Panel, replace_figure, slider
+from ._base import FIGURE_WIDTH, INPUT_ERRORS, Busy, ChunkedTraining, TrainingPanel, replace_figure, slider
 
 MODES = {"head": "head only", "last_n": "top n layers", "full": "all weights", "lora": "LoRA adapters"}
 
@@ -113,7 +113,7 @@ def _add_loss(fig: go.Figure, stats) -> None:
     fig.update_xaxes(title_text="step", row=1, col=1)
 
 
-class FinetunePanel(Panel):
+class FinetunePanel(TrainingPanel):
     """Task and freezing choices, Start/Stop in chunks, live loss/accuracy/confusion, and a text to try."""
 
     title = "Fine-tuning"
@@ -209,28 +209,7 @@ class FinetunePanel(Panel):
         self.last_eval = self.job.evaluate(self._live_index())
         self.accuracy.append((self.job.step, self.last_eval.accuracy))
 
-    # ---- public: training ------------------------------------------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self.loop.running
-
-    def run(self, steps: int) -> list:
-        """Train `steps` steps now, in chunks, updating the panel after each; returns their StepStats."""
-        return self.loop.run(steps)
-
-    def start(self, steps: int | None = None) -> None:
-        """Train `steps` (default: the steps box) on a background thread."""
-        self.loop.start(steps or self.steps.value)
-
-    def stop(self) -> None:
-        """Return after the current step."""
-        self.loop.stop()
-        self._describe("stopping after the current step…")
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until the background run ends (for scripts and tests)."""
-        self.loop.wait(timeout)
-
+    # ---- public: training (running / run / start / stop / wait come from TrainingPanel) ---------------------
     def evaluate_all(self):
         """Accuracy and confusion matrix on every test example (a classifier), or the val loss (LM)."""
         if self.running:

@@ -25,7 +25,7 @@ from .. import plots
 from ..export import RawHTML
 from ..sampling import generate
 from ..train import TrainingDiverged
-from ._base import FIGURE_WIDTH, INPUT_ERRORS, ChunkedTraining, Panel, replace_figure, slider
+from ._base import FIGURE_WIDTH, INPUT_ERRORS, ChunkedTraining, TrainingPanel, replace_figure, slider
 
 
 # The figure in pixels (the widget cannot measure its container, see `_base.FIGURE_WIDTH`): the loss curves take
@@ -74,7 +74,7 @@ def dashboard_figure(stats, snapshot, layer: int, head: int, vocab_size: int | N
     return fig
 
 
-class TrainingDashboard(Panel):
+class TrainingDashboard(TrainingPanel):
     """Buttons that drive a Trainer in chunks, live curves, a text sample, attention over training time."""
 
     title = "Training dashboard"
@@ -119,31 +119,10 @@ class TrainingDashboard(Panel):
             w.observe(self.guarded(self._redraw), names="value")
         self._describe("ready")
 
-    # ---- public: buttons and the synchronous loop ----------------------------------------------------
-    @property
-    def running(self) -> bool:
-        return self.loop.running
-
-    def run(self, steps: int) -> list:
-        """Train `steps` steps now, in chunks, updating the panel after each; returns their StepStats."""
-        return self.loop.run(steps)
-
-    def start(self, steps: int | None = None) -> None:
-        """Train `steps` (default: the 'steps to run' box) on a background thread."""
-        self.loop.start(steps or self.steps.value)
-
+    # ---- public: buttons (running / run / start / stop / wait come from TrainingPanel) ---------------------
     def resume(self) -> None:
         """Finish the run that Stop interrupted."""
         self.loop.resume()
-
-    def stop(self) -> None:
-        """Return after the current step; the curves keep what was trained."""
-        self.loop.stop()
-        self._describe("stopping after the current step…")
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until the background run ends (for scripts and tests)."""
-        self.loop.wait(timeout)
 
     def save(self, path: str | None = None) -> None:
         """Write a checkpoint (to `path` or the 'save to' box); while training, right after the current chunk."""
