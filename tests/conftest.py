@@ -8,6 +8,14 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Every test starts on one thread and leaves it so, whatever it (or a Trainer it builds) set."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def tiny_config():
     from gptviz import GPTConfig

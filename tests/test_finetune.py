@@ -19,15 +19,6 @@ ALPHABET = "abcdefgh xy\n"
 LM_TEXT = "the cat sat on the mat. " * 40 + "a dog ran in the fog. " * 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On a shared 2-core machine one thread is several times faster than two (no spinning for a free core).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return get_tokenizer("char", text=ALPHABET + LM_TEXT)

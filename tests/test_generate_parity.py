@@ -16,14 +16,6 @@ transformers = pytest.importorskip("transformers")
 V, N_POSITIONS = 101, 48
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = save_random_hf_gpt2(tmp_path_factory.mktemp("hf-gpt2"), vocab_size=V, n_positions=N_POSITIONS,

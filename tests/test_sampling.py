@@ -17,15 +17,6 @@ NEG_INF = float("-inf")
 KNOBS = dict(do_sample=True, temperature=0.7, top_k=8, top_p=0.9, repetition_penalty=1.3, no_repeat_ngram_size=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a shared 2-core machine run 5-10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_model(block_size=32, vocab_size=61, seed=0, **kw):
     torch.manual_seed(seed)
     config = GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=2, n_head=4, n_embd=32, **kw)
