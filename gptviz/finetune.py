@@ -42,7 +42,7 @@ import time
 import typing
 import warnings
 from collections import Counter
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ._config import DictConfig
 from . import checkpoint, data
 from .hooks import capture
 from .lora import _adapters_detached, add_lora, lora_layers, remove_lora
@@ -436,7 +437,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device | None =
 
 # ---- configs and jobs ------------------------------------------------------------------------------------------
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(DictConfig):
     task: str = "classify"  # "classify" (a head on the GPT) | "lm" (more next-token training on new text)
     init: str = "lab/models/shakespeare-char"  # a gptviz checkpoint folder, or a Hugging Face GPT-2 folder / id
     data: str = "shakespeare:comedies,histories,tragedies"  # "shakespeare:GENRE,..." | CSV (classify) | text (lm)
@@ -471,15 +472,6 @@ class FinetuneConfig:
         if problems:
             raise ValueError("invalid FinetuneConfig: " + "; ".join(problems))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> FinetuneConfig:
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown FinetuneConfig fields {unknown}; known: {[f.name for f in fields(cls)]}")
-        return cls(**d)
 
 
 def load_base(init: str, device: str | None = None):

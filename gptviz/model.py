@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._config import DictConfig
 from .hooks import HookPoint, hook_points
 
 POS_ENCODINGS = ("learned", "sinusoidal", "none")
@@ -200,7 +201,7 @@ class Block(nn.Module):
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(DictConfig):
     vocab_size: int = 50257  # GPT-2's BPE; a char model has ~65-100
     block_size: int = 1024  # longest context the model sees (positions 0..block_size-1)
     n_layer: int = 12
@@ -242,16 +243,6 @@ class GPTConfig:
     def head_size(self) -> int:
         return self.n_embd // self.n_head
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GPTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig fields {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 class GPT(nn.Module):

@@ -34,12 +34,13 @@ import typing
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from ._config import DictConfig
 from . import checkpoint
 from .heads import head_metrics, repeated_random_tokens
 from .hooks import capture
@@ -51,7 +52,7 @@ TOKENIZERS = ("char", "gpt2", "bpe")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     # data
     corpus: str = "shakespeare"  # "shakespeare" (38 plays, 4 held out), a UTF-8 text file, or a folder of .txt/.md
     tokenizer: str = "char"  # "char" | "gpt2" (GPT-2's BPE) | "bpe" (byte-level BPE trained on the train text)
@@ -114,15 +115,6 @@ class TrainConfig:
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; known fields: {[f.name for f in fields(cls)]}")
-        return cls(**d)
 
 
 @dataclass
