@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .files import atomic_folder
 from .model import GPT, GPTConfig, default_device
 from .tokenizers import Tokenizer, tokenizer_from_dict
 
@@ -85,7 +82,7 @@ def save(path: str | os.PathLike, model: GPT, tokenizer: Tokenizer, training: Tr
                                   for k, v in training.rng.items()})
         optimizer_meta["scaler"] = training.scaler
 
-    with _atomic_folder(path) as tmp:
+    with atomic_folder(path, check=_refuse_non_checkpoint) as tmp:
         save_file(weights, str(tmp / MODEL_FILE), metadata={"format": "gptviz", "format_version": str(FORMAT_VERSION)})
         tokenizer.save(tmp / TOKENIZER_FILE)
         if optimizer_meta is not None:
@@ -163,46 +160,12 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(text + "\n", encoding="utf-8")
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _atomic_folder(target: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `target`; on success it replaces `target` by renames."""
-    if target.exists() and not target.is_dir():
+def _refuse_non_checkpoint(target: Path) -> None:
+    if target.is_file():
         raise FileExistsError(f"{target} is a file; a checkpoint is a folder. Choose another path.")
     if target.is_dir() and any(target.iterdir()) and not (target / CONFIG_FILE).is_file():
         raise FileExistsError(f"{target} exists and is not a gptviz checkpoint (no {CONFIG_FILE}); refusing to "
                               "replace it. Choose a new folder name.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        for f in tmp.iterdir():
-            os.chmod(f, 0o644)  # some writers create 0600 files; a checkpoint is meant to be shared
-            _fsync(f)
-        os.chmod(tmp, 0o755)
-        _fsync(tmp)
-        if target.exists():
-            # Two renames, not one: POSIX cannot atomically swap folders. A crash between them leaves the old
-            # checkpoint intact beside the target as .<name>.old-*; `load` says how to restore it.
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-        _fsync(target.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 # ---- reading ---------------------------------------------------------------------------------------------

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import plotly.graph_objects as go
 import plotly.io as pio
+
+from .files import write_atomic
 
 __all__ = ["RawHTML", "figure_to_html", "figures_to_html", "page_html"]
 
@@ -81,26 +82,13 @@ def _plotlyjs_version() -> str:
     return get_plotlyjs_version()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    # A half-written page (kernel interrupted mid-write) must not replace a good one.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def figures_to_html(items: Iterable[go.Figure | RawHTML], path: str | os.PathLike, title: str | None = None,
                     notes: str | Sequence[str] | None = None) -> Path:
     """Write several figures (and RawHTML fragments) to one offline page; returns the path."""
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"export path should end in .html, got {str(path)!r}")
-    _write_atomic(path, page_html(items, title, notes))
+    write_atomic(path, page_html(items, title, notes))  # never half a page
     return path
 
 

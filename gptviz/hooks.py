@@ -172,6 +172,16 @@ class Capture:
     def items(self) -> list[tuple[str, torch.Tensor]]:
         return [(n, self[n]) for n in self]
 
+    def stack(self, pattern: str) -> torch.Tensor:
+        """The last value of every captured hook matching `pattern`, stacked in forward order on a new dim 0.
+
+        >>> cap.stack("blocks.*.attn.hook_pattern")   # (L, B, nh, T, Tk)
+        """
+        names = fnmatch.filter([n for n in self.names], pattern)
+        if not names:
+            raise HookNameError(f"no hook in this capture matches {pattern!r}; it holds {', '.join(self.names)}")
+        return torch.stack([self[n] for n in names])
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for ts in self._store.values() for t in ts)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +81,19 @@ class KVCache:
 
     def reset(self) -> None:
         self.pos = 0
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """Run the block in eval mode (no dropout) and restore the module's train/eval mode afterwards, even on error."""
+    was_training = module.training
+    if was_training:
+        module.eval()
+    try:
+        yield module
+    finally:
+        if was_training:
+            module.train()
 
 
 def causal_mask(T: int, past: int, device: torch.device) -> torch.Tensor:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from .heads import head_metrics
 from .hooks import capture
+from .model import evaluating
 
 
 @dataclass
@@ -99,14 +100,9 @@ def record_forward(model, tokenizer, text_or_ids: str | list[int] | torch.Tensor
                       f"{model.config.block_size}), {len(ids) - limit} left out", stacklevel=2)
         ids = ids[-limit:]
     idx = torch.tensor([ids], dtype=torch.long, device=model.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), capture(model, "blocks.*.attn.hook_pattern", to_cpu=True) as cap:
-            logits = model(idx)  # (1, T, V)
-    finally:
-        model.train(was_training)
-    attention = torch.stack([cap[f"blocks.{i}.attn.hook_pattern"][0] for i in range(model.config.n_layer)])
+    with evaluating(model), torch.no_grad(), capture(model, "blocks.*.attn.hook_pattern", to_cpu=True) as cap:
+        logits = model(idx)  # (1, T, V)
+    attention = cap.stack("blocks.*.attn.hook_pattern")[:, 0]  # (L, nh, T, T)
     probs = torch.softmax(logits[0].float(), dim=-1).cpu()  # (T, V)
     top_probs, top_ids = probs.topk(min(k, probs.shape[-1]), dim=-1)  # (T, k)
     return ForwardRecord(ids=torch.tensor(ids), tokens=tokenizer.tokens(ids), attention=attention.float(),

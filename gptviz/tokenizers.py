@@ -29,10 +29,11 @@ import codecs
 import importlib.util
 import json
 import os
-import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any
+
+from .files import write_atomic
 
 ENDOFTEXT = "<|endoftext|>"
 GPT2_EOS_ID = 50256
@@ -147,16 +148,8 @@ class Tokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so an interrupted save never leaves half a file next to a checkpoint.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokenizer-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, json.dumps(self.to_dict(), ensure_ascii=False))
         return path
 
     def __repr__(self) -> str:
