@@ -19,7 +19,7 @@ Decisions a user may notice:
   shown as ``"工(1/2)"`` and ``"工(2/2)"``, and a lone piece (a top-k candidate) as hex bytes ``"<0xA5>"``.
 - ``decode`` of ids that end inside a UTF-8 character gives U+FFFD ("�") for the broken bytes.
 
-This module knows nothing about models, corpora or batches (see ``data.py``); torch is not imported here:
+This module knows nothing about models, corpora or batches (see ``gptviz.data``); torch is not imported here:
 ``decode``/``tokens`` accept lists, numpy arrays and 1-D tensors through ``.tolist()``.
 """
 

@@ -287,3 +287,24 @@ def test_load_labelled_csv_errors(tmp_path):
         load_labelled_csv(single)
     with pytest.raises(FileNotFoundError, match="No CSV file at"):
         load_labelled_csv(tmp_path / "missing.csv")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Package layout
+
+
+def test_every_public_name_is_reexported_from_its_module():
+    import importlib
+
+    import gptviz.data as data
+
+    homes = {"shakespeare": {"GENRES", "Play", "clean_play_markdown", "shakespeare_plays"},
+             "corpus": {"SHAKESPEARE_VAL_PLAYS", "Corpus", "load_corpus"},
+             "batches": {"TokenDataset", "RepeatedSequences"},
+             "labelled": {"Example", "shakespeare_genre_passages", "load_labelled_csv", "split_by_group"}}
+    assert sorted(data.__all__) == sorted(set().union(*homes.values()))
+    for module, names in homes.items():
+        sub = importlib.import_module(f"gptviz.data.{module}")
+        assert sub.__doc__ and sub.__doc__.strip()
+        for name in names:
+            assert getattr(data, name) is getattr(sub, name), (module, name)
