@@ -1,11 +1,12 @@
-"""A GPT-2 style decoder in PyTorch with named hook points, a KV cache, and Hugging Face GPT-2 interop.
+"""A GPT decoder in PyTorch with named hook points and a KV cache: GPT-2, and the Llama, Qwen2 and GPT-NeoX families.
 
-Read top to bottom in forward order: positional encodings, attention, MLP, block, config, GPT.
+Read top to bottom in forward order: positional encodings, attention, MLP, block, GPT.
 Shape legend used everywhere in gptviz: B batch, T query positions, Tk key positions (past + T), C embedding
-width, nh heads, hs head size (C // nh), L layers, V vocabulary.
+width, nh heads, nkv key/value heads (nh unless grouped-query attention), hs head size, L layers, V vocabulary.
 
 This module knows nothing about tokenizers, sampling or training: `GPT.forward` maps ids to logits, and
-`GPT.loss` gives the mean next-token cross-entropy. Generation lives in `gptviz.sampling`.
+`GPT.loss` gives the mean next-token cross-entropy. What the architecture is comes from `gptviz.config`;
+generation lives in `gptviz.sampling`, which the thin `GPT.generate` calls; transformers interop in `gptviz.hf`.
 """
 
 from __future__ import annotations
@@ -14,18 +15,17 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._config import DictConfig
+from .config import ACTIVATIONS, POS_ENCODINGS, GPTConfig
 from .hooks import HookPoint, hook_points
 
-POS_ENCODINGS = ("learned", "sinusoidal", "none")
-ACTIVATIONS = ("gelu", "relu")
+__all__ = ["GPT", "GPTConfig", "KVCache", "POS_ENCODINGS", "ACTIVATIONS", "sinusoidal_encoding", "rotary_tables",
+           "apply_rotary", "causal_mask", "evaluating", "default_device"]
 
 
 def sinusoidal_encoding(n_positions: int, dim: int) -> torch.Tensor:
@@ -39,11 +39,33 @@ def sinusoidal_encoding(n_positions: int, dim: int) -> torch.Tensor:
     return pe
 
 
+def rotary_tables(n_positions: int, rotary_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE's cos and sin, (T, rotary_dim) each: pair i turns by angle pos / theta^(2i / rotary_dim).
+
+    Laid out as two halves (cat(angles, angles)), the "rotate half" convention of GPT-NeoX, Llama and
+    transformers: dim j is paired with dim j + rotary_dim/2, not with its neighbour.
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim))  # (rd/2,)
+    angle = torch.arange(n_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]  # (T, rd/2)
+    angle = torch.cat((angle, angle), dim=-1)  # (T, rd)
+    return angle.cos(), angle.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Turn the first cos.shape[-1] dims of x (B, h, T, hs) by the angles of its positions; the rest pass."""
+    rd = cos.shape[-1]
+    rot, rest = (x, None) if rd == x.shape[-1] else (x[..., :rd], x[..., rd:])
+    x1, x2 = rot[..., : rd // 2], rot[..., rd // 2:]
+    turned = rot * cos + torch.cat((-x2, x1), dim=-1) * sin  # (B, h, T, rd)
+    return turned if rest is None else torch.cat((turned, rest), dim=-1)
+
+
 class KVCache:
-    """Keys and values of past positions for every layer, preallocated: (L, B, nh, max_len, hs) each.
+    """Keys and values of past positions for every layer, preallocated: (L, B, nkv, max_len, hs) each.
 
     Each attention layer writes its new keys/values at [pos, pos + T); the model advances `pos` once per
-    forward. Beam search reorders the batch with `reorder`.
+    forward. Keys are stored after RoPE (as transformers does), so a cached key never turns again.
+    Grouped-query models store only their nkv key/value heads. Beam search reorders the batch with `reorder`.
     """
 
     def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_size: int,
@@ -59,7 +81,7 @@ class KVCache:
         return self.k.shape[1]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store new (B, nh, T, hs) keys/values; return all keys/values so far, (B, nh, Tk, hs)."""
+        """Store new (B, nkv, T, hs) keys/values; return all keys/values so far, (B, nkv, Tk, hs)."""
         end = self.pos + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} positions; cannot add {k.shape[2]} at {self.pos}. "
@@ -113,158 +135,173 @@ def _shortcut_children(root: nn.Module) -> None:
                 module.__dict__[name] = child
 
 
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * weight: LayerNorm without the mean and the bias (Llama, Qwen2).
+
+    Computed in float32 and cast back, as transformers does, so bf16 models normalise the same way.
+    """
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def _norm(config: GPTConfig) -> nn.Module:
+    if not config.layer_norm:
+        return nn.Identity()
+    if config.norm == "rmsnorm":
+        return RMSNorm(config.n_embd, config.layer_norm_epsilon)
+    return nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+
+
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention, softmax(QK^T / sqrt(hs)) V.
+    """Multi-head causal self-attention, softmax(QK^T / sqrt(hs)) V, with grouped-query heads and RoPE when asked.
 
     Fast path: `scaled_dot_product_attention` (flash on GPU). When someone listens to `hook_scores` or
     `hook_pattern`, this layer runs the explicit path instead, so the attention map exists to be recorded.
+    With grouped-query attention query head h reads key/value head h // (nh / nkv), as in transformers.
     """
 
     def __init__(self, config: GPTConfig, layer: int) -> None:
         super().__init__()
         self.layer = layer
-        self.n_head = config.n_head
-        self.n_embd = config.n_embd
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.n_head, self.n_kv_head, self.head_size = config.n_head, config.kv_heads, config.head_size
+        self.q_size, self.kv_size = self.n_head * self.head_size, self.n_kv_head * self.head_size
+        # q, k, v of all heads in one matmul: (nh + 2 nkv) * hs outputs
+        self.c_attn = nn.Linear(config.n_embd, self.q_size + 2 * self.kv_size, bias=config.has_bias("qkv"))
+        self.c_proj = nn.Linear(self.q_size, config.n_embd, bias=config.has_bias("attn_out"))
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout
         self.hook_q = HookPoint()  # (B, nh, T, hs)
-        self.hook_k = HookPoint()  # (B, nh, T, hs) new positions only
-        self.hook_v = HookPoint()  # (B, nh, T, hs) new positions only
+        self.hook_k = HookPoint()  # (B, nkv, T, hs) new positions only
+        self.hook_v = HookPoint()  # (B, nkv, T, hs) new positions only
+        if config.pos_encoding == "rotary":
+            self.hook_rot_q = HookPoint()  # (B, nh, T, hs) after RoPE
+            self.hook_rot_k = HookPoint()  # (B, nkv, T, hs) after RoPE, new positions only
         self.hook_scores = HookPoint()  # (B, nh, T, Tk) masked (-inf), pre-softmax
         self.hook_pattern = HookPoint()  # (B, nh, T, Tk) post-softmax, pre-dropout
         self.hook_z = HookPoint()  # (B, nh, T, hs) attention-weighted values, before c_proj
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         B, T, C = x.size()
-        hs = C // self.n_head
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q = self.hook_q(q.view(B, T, self.n_head, hs).transpose(1, 2))  # (B, nh, T, hs)
-        k = self.hook_k(k.view(B, T, self.n_head, hs).transpose(1, 2))  # (B, nh, T, hs)
-        v = self.hook_v(v.view(B, T, self.n_head, hs).transpose(1, 2))  # (B, nh, T, hs)
+        nh, nkv, hs = self.n_head, self.n_kv_head, self.head_size
+        q, k, v = self.c_attn(x).split((self.q_size, self.kv_size, self.kv_size), dim=2)
+        q = self.hook_q(q.view(B, T, nh, hs).transpose(1, 2))  # (B, nh, T, hs)
+        k = self.hook_k(k.view(B, T, nkv, hs).transpose(1, 2))  # (B, nkv, T, hs)
+        v = self.hook_v(v.view(B, T, nkv, hs).transpose(1, 2))  # (B, nkv, T, hs)
+        if rope is not None:  # cos, sin: (T, rd) for these positions
+            q = self.hook_rot_q(apply_rotary(q, *rope))  # (B, nh, T, hs)
+            k = self.hook_rot_k(apply_rotary(k, *rope))  # (B, nkv, T, hs)
         past = 0
         if kv_cache is not None:
             past = kv_cache.pos
-            k, v = kv_cache.update(self.layer, k, v)  # (B, nh, Tk, hs)
-        Tk = past + T
+            k, v = kv_cache.update(self.layer, k, v)  # (B, nkv, Tk, hs)
 
         if self.hook_scores.fns or self.hook_pattern.fns:
+            if nkv != nh:  # every query head gets its group's key/value head
+                k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)  # (B, nh, Tk, hs)
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, Tk)
             scores = self.hook_scores(scores.masked_fill(~causal_mask(T, past, q.device), float("-inf")))
             pattern = self.hook_pattern(F.softmax(scores, dim=-1))  # (B, nh, T, Tk)
             z = (self.attn_dropout(pattern) if self.training and self.dropout else pattern) @ v  # (B, nh, T, hs)
         else:
             p = self.dropout if self.training else 0.0
+            gqa = nkv != nh
             if past == 0:
-                z = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+                z = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=gqa)
             elif T == 1:  # one new query sees every cached key: no mask needed
-                z = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+                z = F.scaled_dot_product_attention(q, k, v, dropout_p=p, enable_gqa=gqa)
             else:
-                z = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, past, q.device), dropout_p=p)
+                z = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, past, q.device), dropout_p=p,
+                                                   enable_gqa=gqa)
         z = self.hook_z(z)  # (B, nh, T, hs)
-        y = self.c_proj(z.transpose(1, 2).contiguous().view(B, T, C))  # heads side by side again
+        y = self.c_proj(z.transpose(1, 2).reshape(B, T, self.q_size))  # heads side by side again
         return self.resid_dropout(y) if self.training and self.dropout else y
 
 
+_ACTIVATION_FNS = {
+    # GPT-2's "gelu_new" is GELU's tanh approximation; exact erf GELU would break its parity at ~1e-4.
+    "gelu": lambda h: F.gelu(h, approximate="tanh"),
+    "gelu_exact": F.gelu,
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+
 class MLP(nn.Module):
+    """c_proj(act(c_fc(x))), or gated: c_proj(act(gate) * up) with [gate, up] = c_fc(x) (SwiGLU)."""
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        width, bias = config.mlp_width, config.has_bias("mlp")
+        self.gated = config.mlp_gated
+        self.c_fc = nn.Linear(config.n_embd, 2 * width if self.gated else width, bias=bias)  # gated: [gate; up]
+        self.c_proj = nn.Linear(width, config.n_embd, bias=bias)
         self.dropout = nn.Dropout(config.dropout)
         self.p_dropout = config.dropout
-        # GPT-2's "gelu_new" is GELU's tanh approximation; exact erf GELU would break parity at ~1e-4.
         self.activation = config.activation
-        self.hook_post = HookPoint()  # (B, T, 4C) after the nonlinearity
+        self.act = _ACTIVATION_FNS[config.activation]
+        self.hook_pre = HookPoint()  # (B, T, n_inner) before the nonlinearity (gated: the gate)
+        if self.gated:
+            self.hook_pre_linear = HookPoint()  # (B, T, n_inner) the linear "up" half of a gated MLP
+        self.hook_post = HookPoint()  # (B, T, n_inner) after the nonlinearity (gated: act(gate) * up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)
-        h = F.gelu(h, approximate="tanh") if self.activation == "gelu" else F.relu(h)
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)  # (B, T, n_inner) each
+            h = self.act(self.hook_pre(gate)) * self.hook_pre_linear(up)
+        else:
+            h = self.act(self.hook_pre(h))
         y = self.c_proj(self.hook_post(h))
         return self.dropout(y) if self.training and self.p_dropout else y
 
 
-def _layer_norm(config: GPTConfig) -> nn.Module:
-    if not config.layer_norm:
-        return nn.Identity()
-    return nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
-
-
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x))."""
+    """Pre-norm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x)); or both at once (parallel, NeoX)."""
 
     def __init__(self, config: GPTConfig, layer: int) -> None:
         super().__init__()
+        self.parallel = config.parallel_residual and config.mlp
         self.hook_resid_pre = HookPoint()  # (B, T, C)
-        self.ln_1 = _layer_norm(config)
+        self.ln_1 = _norm(config)
         self.attn = CausalSelfAttention(config, layer)
-        self.hook_resid_mid = HookPoint()  # (B, T, C) after attention
+        if not self.parallel:
+            self.hook_resid_mid = HookPoint()  # (B, T, C) after attention (a parallel block has no middle)
         self.mlp: MLP | None = None
         if config.mlp:
-            self.ln_2 = _layer_norm(config)
+            self.ln_2 = _norm(config)
             self.mlp = MLP(config)
         self.hook_resid_post = HookPoint()  # (B, T, C) after the MLP
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         x = self.hook_resid_pre(x)
-        x = self.hook_resid_mid(x + self.attn(self.ln_1(x), kv_cache))
+        if self.parallel:  # both branches read the same x (GPT-NeoX's use_parallel_residual)
+            return self.hook_resid_post(x + self.attn(self.ln_1(x), kv_cache, rope) + self.mlp(self.ln_2(x)))
+        x = self.hook_resid_mid(x + self.attn(self.ln_1(x), kv_cache, rope))
         if self.mlp is not None:
             x = x + self.mlp(self.ln_2(x))
         return self.hook_resid_post(x)
 
 
-@dataclass
-class GPTConfig(DictConfig):
-    vocab_size: int = 50257  # GPT-2's BPE; a char model has ~65-100
-    block_size: int = 1024  # longest context the model sees (positions 0..block_size-1)
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768  # C; must be divisible by n_head
-    dropout: float = 0.0  # embeddings, attention weights and residual branches
-    bias: bool = True  # biases in Linear and LayerNorm (GPT-2: True)
-    pos_encoding: str = "learned"  # "learned" (GPT-2) | "sinusoidal" (fixed sin/cos) | "none"
-    activation: str = "gelu"  # "gelu" (tanh approximation, GPT-2) | "relu" (the original FFN)
-    mlp: bool = True  # False: attention-only blocks (the induction-head lesson)
-    layer_norm: bool = True  # False: no LayerNorm anywhere (interpretability toy models; notebook 06)
-    tie_embeddings: bool = True  # the LM head reuses the token embedding (GPT-2); False: a matrix of its own
-    init_std: float = 0.02  # std of the normal init of embeddings and Linear weights (GPT-2: 0.02)
-    layer_norm_epsilon: float = 1e-5
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                problems.append(f"{name} must be a positive integer, got {value!r}")
-        if not problems and self.n_embd % self.n_head:
-            problems.append(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
-                            f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}")
-        if self.pos_encoding not in POS_ENCODINGS:
-            problems.append(f"pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
-        if self.pos_encoding == "sinusoidal" and self.n_embd % 2:
-            problems.append(f"sinusoidal positions need an even n_embd, got {self.n_embd}")
-        if self.activation not in ACTIVATIONS:
-            problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if not isinstance(self.init_std, (int, float)) or not 0.0 < self.init_std <= 1.0:
-            problems.append(f"init_std must be in (0, 1], got {self.init_std!r} (GPT-2 uses 0.02)")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if problems:
-            raise ValueError("invalid GPTConfig: " + "; ".join(problems))
-
-    @property
-    def head_size(self) -> int:
-        return self.n_embd // self.n_head
-
-
-
 class GPT(nn.Module):
-    """Token + position embeddings, L pre-LN blocks, final LayerNorm, LM head tied to the token embedding.
+    """Token embeddings (+ learned or sinusoidal positions), L pre-norm blocks, final norm, LM head.
 
-    GPTConfig can drop the LayerNorms, untie the LM head and widen the init (the toy models of notebook 06);
-    such a model saves and loads as a gptviz checkpoint but not as a transformers GPT-2.
+    GPT-2 by default: the LM head is tied to the token embedding. GPTConfig chooses the family's parts (RMSNorm,
+    RoPE inside attention, grouped-query heads, SwiGLU, parallel residual) and the toy models of notebook 06 (no
+    norms, untied head, wider init); `gptviz.hf` says which configs transformers can load back.
     """
 
     def __init__(self, config: GPTConfig) -> None:
@@ -277,10 +314,14 @@ class GPT(nn.Module):
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
         elif config.pos_encoding == "sinusoidal":
             self.register_buffer("pe", sinusoidal_encoding(config.block_size, config.n_embd), persistent=False)
+        elif config.pos_encoding == "rotary":  # no vector is added: attention turns q and k by these angles
+            cos, sin = rotary_tables(config.block_size, config.rotary_size, config.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, rd)
+            self.register_buffer("rope_sin", sin, persistent=False)  # (block_size, rd)
         self.hook_pos_emb = HookPoint()  # (T, C)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
-        self.ln_f = _layer_norm(config)
+        self.ln_f = _norm(config)
         self.hook_final_ln = HookPoint()  # (B, T, C)
         if config.tie_embeddings:
             # created on the meta device: its weight is replaced by the embedding's at once (weight tying, as
@@ -299,7 +340,6 @@ class GPT(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
         self._past_len = 0
         _shortcut_children(self)
-
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -323,10 +363,13 @@ class GPT(nn.Module):
             x = x + self.hook_pos_emb(self.wpe(pos))  # (T, C) broadcast over B
         elif self.config.pos_encoding == "sinusoidal":
             x = x + self.hook_pos_emb(self.pe[past:past + T].to(x.dtype))  # (T, C)
+        rope = None
+        if self.config.pos_encoding == "rotary":  # float32 tables, used in the model's dtype as transformers does
+            rope = (self.rope_cos[past:past + T].to(x.dtype), self.rope_sin[past:past + T].to(x.dtype))  # (T, rd)
         if self.training and self.config.dropout:  # skipping the call matters for one-token decode steps
             x = self.drop(x)
         for block in self.blocks:
-            x = block(x, kv_cache)
+            x = block(x, kv_cache, rope)
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.hook_final_ln(self.ln_f(x))  # (B, T, C)
@@ -367,17 +410,15 @@ class GPT(nn.Module):
     def hook_shapes(self, batch_size: int, seq_len: int, past_len: int = 0) -> dict[str, tuple[int, ...]]:
         """Shape of every hook's activation for one forward of (batch_size, seq_len) new tokens."""
         c = self.config
-        B, T, Tk, C, nh, hs = batch_size, seq_len, past_len + seq_len, c.n_embd, c.n_head, c.head_size
-        shapes: dict[str, tuple[int, ...]] = {}
-        for name in hook_points(self):
-            leaf = name.rsplit(".", 1)[-1]
-            shapes[name] = {
-                "hook_pos_emb": (T, C), "hook_logits": (B, T, c.vocab_size), "hook_post": (B, T, 4 * C),
-                "hook_scores": (B, nh, T, Tk), "hook_pattern": (B, nh, T, Tk),
-                "hook_q": (B, nh, T, hs), "hook_k": (B, nh, T, hs), "hook_v": (B, nh, T, hs),
-                "hook_z": (B, nh, T, hs),
-            }.get(leaf, (B, T, C))
-        return shapes
+        B, T, Tk, C, nh, nkv, hs = batch_size, seq_len, past_len + seq_len, c.n_embd, c.n_head, c.kv_heads, c.head_size
+        by_leaf = {
+            "hook_pos_emb": (T, C), "hook_logits": (B, T, c.vocab_size),
+            "hook_pre": (B, T, c.mlp_width), "hook_pre_linear": (B, T, c.mlp_width), "hook_post": (B, T, c.mlp_width),
+            "hook_scores": (B, nh, T, Tk), "hook_pattern": (B, nh, T, Tk),
+            "hook_q": (B, nh, T, hs), "hook_rot_q": (B, nh, T, hs), "hook_z": (B, nh, T, hs),
+            "hook_k": (B, nkv, T, hs), "hook_rot_k": (B, nkv, T, hs), "hook_v": (B, nkv, T, hs),
+        }
+        return {name: by_leaf.get(name.rsplit(".", 1)[-1], (B, T, C)) for name in hook_points(self)}
 
     @property
     def hook_names(self) -> list[str]:
@@ -396,7 +437,7 @@ class GPT(nn.Module):
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         c = self.config
         p = self.wte.weight
-        return KVCache(c.n_layer, batch_size, c.n_head, min(max_len or c.block_size, c.block_size),
+        return KVCache(c.n_layer, batch_size, c.kv_heads, min(max_len or c.block_size, c.block_size),
                        c.head_size, p.device, p.dtype)
 
     # ---- generation (thin; the work is in gptviz.sampling) ----------------------------------------------
@@ -410,19 +451,27 @@ class GPT(nn.Module):
 
         return generate(self, idx, max_new_tokens=max_new_tokens, **kwargs)
 
-    # ---- Hugging Face GPT-2 interop ------------------------------------------------------------------
+    # ---- transformers interop (the translation is gptviz.hf's; it never imports this module) --------------
     @classmethod
     def from_pretrained(cls, name_or_dir: str | Path, **hf_kwargs) -> GPT:
-        """Load a transformers GPT-2 checkpoint: a local folder (config.json + weights) or a hub id ("gpt2")."""
+        """Load a transformers checkpoint of a supported family (GPT-2, Llama, Qwen2, GPT-NeoX/Pythia).
+
+        `name_or_dir` is a local folder (config.json + weights) or, online, a hub id such as "gpt2" or
+        "EleutherAI/pythia-70m". The architecture comes from config.json; a setting gptviz does not implement
+        (a rope scaling type, sliding-window attention, ...) is refused with its name, never approximated.
+        """
         from . import hf
 
-        return hf.from_pretrained(name_or_dir, **hf_kwargs)
+        config, weights, dtype = hf.read_pretrained(name_or_dir, **hf_kwargs)
+        model = cls(config)
+        hf.load_weights(model, weights)
+        return model.to(dtype).eval()
 
     def save_pretrained(self, directory: str | Path, **kwargs) -> Path:
-        """Write a folder that `transformers.GPT2LMHeadModel.from_pretrained(directory)` loads."""
+        """Write a folder that transformers' `AutoModelForCausalLM.from_pretrained(directory)` loads."""
         from . import hf
 
-        return hf.save_pretrained(self, directory, **kwargs)
+        return hf.write_pretrained(self.config, self.state_dict(), directory, **kwargs)
 
 
 def default_device() -> str:

@@ -153,7 +153,10 @@ def test_bad_input_gets_a_clear_error(tiny_model, bad, message):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(n_embd=30, n_head=4), "divisible"),
-    (dict(pos_encoding="rotary"), "pos_encoding must be one of"),
+    (dict(pos_encoding="alibi"), "pos_encoding must be one of"),
+    (dict(n_head=4, n_kv_head=3), "multiple of n_kv_head"),
+    (dict(pos_encoding="rotary", rotary_dim=5), "rotary_dim must be even"),
+    (dict(norm="batchnorm"), "norm must be one of"),
     (dict(activation="swish"), "activation must be one of"),
     (dict(n_layer=0), "positive integer"),
     (dict(dropout=1.0), "dropout"),

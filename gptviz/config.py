@@ -1,0 +1,118 @@
+"""`GPTConfig`: every architectural choice of a gptviz GPT, with GPT-2's values as defaults.
+
+One config covers the decoder families people explore (hf.py maps each family's transformers config onto it):
+
+| family        | norm      | positions        | MLP                  | attention                       | residual |
+|---------------|-----------|------------------|----------------------|---------------------------------|----------|
+| GPT-2         | layernorm | learned          | gelu (tanh), 4C      | nh heads, biases                | serial   |
+| GPT-NeoX/Pythia | layernorm | rotary (partial) | gelu_exact, 4C     | nh heads, biases                | parallel |
+| Llama/SmolLM2 | rmsnorm   | rotary           | gated silu (SwiGLU)  | grouped-query (n_kv_head), no bias | serial |
+| Qwen2         | rmsnorm   | rotary           | gated silu (SwiGLU)  | grouped-query, q/k/v bias only  | serial   |
+
+Plus the toy-model switches of the lessons (no MLP, no LayerNorm, sinusoidal positions, ReLU). This module only
+describes; `gptviz.model` builds the network from it and `gptviz.hf` translates to and from transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._config import DictConfig
+
+POS_ENCODINGS = ("learned", "sinusoidal", "rotary", "none")
+# "gelu" is GPT-2's tanh approximation (its "gelu_new"); "gelu_exact" is the erf form (GPT-NeoX, BERT).
+ACTIVATIONS = ("gelu", "gelu_exact", "relu", "silu")
+NORMS = ("layernorm", "rmsnorm")
+
+
+@dataclass
+class GPTConfig(DictConfig):
+    vocab_size: int = 50257  # GPT-2's BPE; a char model has ~65-100
+    block_size: int = 1024  # longest context the model sees (positions 0..block_size-1)
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768  # C; must be divisible by n_head unless head_dim is given
+    dropout: float = 0.0  # embeddings, attention weights and residual branches
+    bias: bool = True  # biases in Linear and LayerNorm (GPT-2: True); the three switches below override it
+    pos_encoding: str = "learned"  # "learned" (GPT-2) | "sinusoidal" (fixed sin/cos) | "rotary" (RoPE) | "none"
+    activation: str = "gelu"  # "gelu" (tanh, GPT-2) | "gelu_exact" (NeoX) | "relu" (the original FFN) | "silu"
+    mlp: bool = True  # False: attention-only blocks (the induction-head lesson)
+    layer_norm: bool = True  # False: no normalisation anywhere (interpretability toy models; notebook 06)
+    tie_embeddings: bool = True  # the LM head reuses the token embedding (GPT-2); False: a matrix of its own
+    init_std: float = 0.02  # std of the normal init of embeddings and Linear weights (GPT-2: 0.02)
+    layer_norm_epsilon: float = 1e-5  # epsilon of every norm, LayerNorm or RMSNorm
+    # ---- the families beyond GPT-2 (defaults keep GPT-2 exactly) ----
+    norm: str = "layernorm"  # "layernorm" (GPT-2, NeoX) | "rmsnorm" (Llama, Qwen2: no mean, no bias)
+    n_kv_head: int | None = None  # key/value heads; fewer than n_head is grouped-query attention. None: n_head
+    head_dim: int | None = None  # hs; None: n_embd // n_head (Llama-style configs may set it apart)
+    n_inner: int | None = None  # MLP hidden width; None: 4 * n_embd
+    mlp_gated: bool = False  # True: c_proj(act(gate(x)) * up(x)), SwiGLU with activation="silu" (Llama, Qwen2)
+    rope_theta: float = 10000.0  # RoPE base: pair i of a head turns by pos / theta^(2i/rotary_dim)
+    rotary_dim: int | None = None  # how many of each head's hs dims RoPE turns (NeoX: a quarter); None: all
+    qkv_bias: bool | None = None  # bias of the q/k/v projection; None: `bias` (Qwen2: True, Llama: False)
+    attn_out_bias: bool | None = None  # bias of the attention output projection; None: `bias`
+    mlp_bias: bool | None = None  # biases of the MLP; None: `bias`
+    parallel_residual: bool = False  # x + attn(ln_1(x)) + mlp(ln_2(x)) in one step (GPT-NeoX, Pythia)
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                problems.append(f"{name} must be a positive integer, got {value!r}")
+        for name in ("n_kv_head", "head_dim", "n_inner", "rotary_dim"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                problems.append(f"{name} must be a positive integer or None, got {value!r}")
+        if not problems and self.head_dim is None and self.n_embd % self.n_head:
+            problems.append(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                            f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}")
+        if not problems and self.n_head % self.kv_heads:
+            problems.append(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head}): each "
+                            "key/value head serves the same number of query heads")
+        if self.pos_encoding not in POS_ENCODINGS:
+            problems.append(f"pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
+        if self.pos_encoding == "sinusoidal" and self.n_embd % 2:
+            problems.append(f"sinusoidal positions need an even n_embd, got {self.n_embd}")
+        if not problems and self.pos_encoding == "rotary" and (self.rotary_size % 2 or self.rotary_size > self.head_size):
+            problems.append(f"rotary_dim must be even and at most the head size {self.head_size}, "
+                            f"got {self.rotary_size}")
+        if not isinstance(self.rope_theta, (int, float)) or self.rope_theta <= 1:
+            problems.append(f"rope_theta must be a number above 1, got {self.rope_theta!r} (Llama: 10000)")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.norm not in NORMS:
+            problems.append(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.mlp_gated and not self.mlp:
+            problems.append("mlp_gated=True needs mlp=True")
+        if not isinstance(self.init_std, (int, float)) or not 0.0 < self.init_std <= 1.0:
+            problems.append(f"init_std must be in (0, 1], got {self.init_std!r} (GPT-2 uses 0.02)")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if problems:
+            raise ValueError("invalid GPTConfig: " + "; ".join(problems))
+
+    # ---- derived sizes: read these, never the Optional fields ----
+    @property
+    def head_size(self) -> int:
+        """hs, the width of one attention head."""
+        return self.head_dim or self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (n_head unless grouped-query attention)."""
+        return self.n_kv_head or self.n_head
+
+    @property
+    def mlp_width(self) -> int:
+        return self.n_inner or 4 * self.n_embd
+
+    @property
+    def rotary_size(self) -> int:
+        """Dims of each head that RoPE turns (the rest pass through unchanged, as in GPT-NeoX)."""
+        return self.rotary_dim or self.head_size
+
+    def has_bias(self, part: str) -> bool:
+        """Whether a part ("qkv", "attn_out", "mlp") has biases: its own switch, else `bias`."""
+        own = {"qkv": self.qkv_bias, "attn_out": self.attn_out_bias, "mlp": self.mlp_bias}[part]
+        return self.bias if own is None else own
