@@ -1,17 +1,23 @@
 """The benchmark harness: the report's shape and honesty, never its timings.
 
 One smoke run goes through the CLI's own code path (`cli(["--smoke", ...])`) with tiny shapes and 2 repeats.
+A broken measurement must cost its row, not the report, and a run that dies late must leave its rows on disk.
 """
 
 import json
 import math
+import multiprocessing
 
 import pytest
 import torch
 
+import gptviz.bench
 from gptviz import GPT, GPTConfig, capture
-from gptviz.bench import (HIGHER_IS_BETTER, cli, make_comparison, measure_pair, memory_probe, memory_workload,
-                          oriented_ratio, peak_bf16_flops, train_flops_per_token, without_hooks)
+from gptviz.bench import (HIGHER_IS_BETTER, Bench, MeasurementError, make_comparison, make_plan, measure_pair,
+                          memory_probe, memory_workload, oriented_ratio, peak_bf16_flops, run_memory_probe,
+                          train_flops_per_token, without_hooks)
+from gptviz.bench.memory import _probe_in_child
+from gptviz.commands.bench import cli
 
 COMPARISON_KEYS = {"name", "ours", "peer", "unit", "ratio", "ours_min", "ours_max", "peer_min", "peer_max",
                    "repeats", "notes"}
@@ -30,6 +36,61 @@ def test_oriented_ratio_means_bigger_is_better_for_gptviz():
     assert oriented_ratio(50.0, 100.0, "MB") == 2.0  # half the memory
     with pytest.raises(ValueError, match="unknown unit"):
         oriented_ratio(1.0, 1.0, "furlongs")
+
+
+def test_a_zero_measurement_says_so_instead_of_dividing_by_it():
+    # issue 15: a peer's 0 ended a full run with ZeroDivisionError, and no JSON was written
+    for ours, peer, side in ((100.0, 0.0, "peer"), (0.0, 100.0, "gptviz"), (math.nan, 1.0, "gptviz")):
+        for unit in HIGHER_IS_BETTER:
+            with pytest.raises(MeasurementError, match=f"{side} measured"):
+                oriented_ratio(ours, peer, unit)
+    with pytest.raises(MeasurementError):
+        make_comparison("x", [10.0, 10.0], [10.0, 0.0], "tokens/s")
+
+
+def test_a_broken_measurement_is_a_skipped_row_with_its_reason():
+    bench = Bench(make_plan("smoke"), "cpu", log=lambda line: None)
+    assert bench.record("memory row", lambda: make_comparison("memory row", [5.0], [0.0], "MB")) is None
+
+    def peer_that_raises():
+        raise RuntimeError("peer exploded")
+
+    assert bench.compare("timed row", lambda: None, peer_that_raises, 1) is None
+    ok = bench.compare("fine row", lambda: None, lambda: None, 1)
+    assert [c.name for c in bench.comparisons] == ["fine row"] and ok is bench.comparisons[0]
+    reasons = {s["name"]: s["reason"] for s in bench.skipped}
+    assert reasons["memory row"].startswith("MeasurementError: peer measured 0.0 MB")
+    assert reasons["timed row"] == "RuntimeError: peer exploded"
+
+
+def test_run_writes_the_report_as_it_goes_and_survives_a_section_that_raises(tmp_path, monkeypatch):
+    out, on_disk = tmp_path / "partial.json", []
+
+    def train_steps(self):
+        self.record("fake row", lambda: make_comparison("fake row", [2.0], [1.0], "tokens/s"))
+
+    def forwards(self):
+        raise ZeroDivisionError("float division by zero")
+
+    def generation(self):
+        on_disk.append(json.loads(out.read_text()))  # what a crash from here on would leave behind
+        raise KeyboardInterrupt  # not a measurement failure: it stops the run
+
+    monkeypatch.setattr(Bench, "train_steps", train_steps)
+    monkeypatch.setattr(Bench, "forwards", forwards)
+    monkeypatch.setattr(Bench, "generation", generation)
+    with pytest.raises(KeyboardInterrupt):
+        gptviz.bench.run("smoke", "cpu", log=lambda line: None, out=out)
+    for report in (on_disk[0], json.loads(out.read_text())):
+        assert report["complete"] is False and [c["name"] for c in report["comparisons"]] == ["fake row"]
+        assert report["skipped"] == [{"name": "forward section",
+                                      "reason": "stopped by ZeroDivisionError: float division by zero"}]
+    assert "**partial**" in out.with_suffix(".md").read_text()
+
+    monkeypatch.setattr(Bench, "generation", lambda self: None)
+    report = gptviz.bench.run("smoke", "cpu", log=lambda line: None, out=out)
+    assert report["complete"] is True and json.loads(out.read_text()) == report
+    assert [s["name"] for s in report["skipped"]][0] == "forward section"
 
 
 def test_make_comparison_uses_medians_and_pairs():
@@ -74,11 +135,29 @@ def test_flops_and_peaks():
 
 
 def test_memory_probe_and_each_workload_run():
-    # in-process here (the CLI runs each probe in a fresh subprocess, where the number means something)
+    # in-process here (the bench runs each probe in a fresh process, where the number means something)
     mb = memory_probe(dict(kind="attention", impl="ours", shape="tiny", B=1, T=4, n=2))
     assert mb >= 0 and math.isfinite(mb)
     for kind, impl in (("train", "ours"), ("train", "hf"), ("generate", "ours"), ("generate", "hf")):
         memory_workload(dict(kind=kind, impl=impl, shape="tiny", B=1, T=4, n=2), "cpu")()
+
+
+@pytest.mark.slow  # a fresh process imports torch and transformers: ~15 s on 2 busy cores
+def test_cpu_memory_probe_measures_its_own_process_not_the_parents_peak():
+    # A child's getrusage peak starts at its parent's (kernel: kept across exec), so with a parent bigger than
+    # the workload every probe read 0 MB. Make this process's peak high first; the probe must still see growth.
+    ballast = torch.ones(64 * 2**20)  # 256 MB, every page touched
+    mb = run_memory_probe(dict(kind="train", impl="ours", shape="small", B=2, T=16, n=2), "cpu")
+    del ballast
+    assert mb > 1, mb  # weights + AdamW state of ~0.8M parameters, at least
+
+
+def test_a_failed_memory_probe_sends_back_its_traceback():
+    # the spawned process's body, run here: the parent raises with this text (run_memory_probe)
+    receive, send = multiprocessing.Pipe(duplex=False)
+    _probe_in_child(send, dict(kind="train", impl="ours", shape="no such shape", B=1, T=4, n=2), "cpu", 1)
+    ok, text = receive.recv()
+    assert not ok and "KeyError: 'no such shape'" in text
 
 
 def test_smoke_report_is_well_formed(smoke):
@@ -105,6 +184,9 @@ def test_smoke_report_is_well_formed(smoke):
     # no GPU here: the CUDA section says why it did not run, it does not vanish
     if report["machine"]["device"] == "cpu":
         assert any("CUDA" in s["name"] for s in report["skipped"])
+    # skipped only by design (optional peer, mode, device), never because something broke
+    for s in report["skipped"]:
+        assert s["name"].startswith(("TransformerLens", "peak memory", "CUDA")), s
 
 
 def test_smoke_markdown_has_a_row_per_comparison(smoke):
@@ -119,8 +201,6 @@ def test_smoke_markdown_has_a_row_per_comparison(smoke):
 
 def test_mixed_precision_section_runs_without_a_gpu():
     # the CUDA section's body (bf16 autocast training step + MFU bookkeeping), eager only, on the CPU
-    from gptviz.bench import Bench, make_plan
-
     bench = Bench(make_plan("smoke"), "cpu", log=lambda line: None)
     bench.mixed_precision_steps((False,))
     (c,) = bench.comparisons

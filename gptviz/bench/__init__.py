@@ -1,0 +1,50 @@
+"""Benchmarks side by side: gptviz against transformers' GPT2LMHeadModel, and TransformerLens when installed.
+
+    gptviz bench --quick --out results.json   # about a minute on 2 CPU cores
+    gptviz bench --out results.json           # the full table (bigger shapes, peak memory): 10-20 min on 2 cores
+    report = gptviz.bench.run("quick", "cpu", out="results.json")   # the same from Python
+
+Writes results.json and results.md beside it, and prints the table. How it measures, so the numbers are fair:
+- same function: a random `transformers.GPT2LMHeadModel` is built first and its weights are loaded into gptviz
+  (`hf.state_dict_from_hf`); the logits are compared before timing and the gap is written in the notes;
+- same process, same threads, warm-up, then the two sides alternate A B, B A, A B ... so a change in machine
+  load hits both alike; each sample runs the call enough times to last `min_time`; we report the median and
+  min/max of per-sample throughput, and `ratio` oriented so that > 1 means gptviz is better;
+- load average is recorded before and after each comparison; above 0.75 x cores the report warns.
+Peak memory (full mode): on CPU, each variant runs in its own spawned process that imports the same modules,
+runs every implementation once on a tiny shape (lazy imports, thread pools), then builds its model and runs the
+workload; we report the process's peak RSS minus its peak before the build: weights + optimizer state +
+activations (torch's allocations are invisible to tracemalloc). On CUDA the same build + workload runs in-process
+and we report torch.cuda.max_memory_allocated minus what was allocated before. On CUDA the report adds bf16
+autocast and torch.compile training steps with model FLOPs utilisation (MFU) at the GPT-2-small shape.
+TransformerLens (`transformer-lens<4`, which still has HookedTransformer) is compared when importable.
+A measurement that fails (or reads 0) is a skipped row with its reason, never the end of the report.
+
+The modules, one job each:
+    plan.py      shapes and each mode's plan (what a run covers)
+    harness.py   units and oriented ratios, Comparison rows, the alternating timing loop, load, FLOPs / MFU
+    peers.py     gptviz and its peers with the same weights, and the calls each side runs
+    bare.py      `without_hooks`: GPT's forward with every hook call removed (the "idle hooks" baseline)
+    memory.py    peak-memory workloads and probes (a fresh process per probe on CPU)
+    report.py    machine and versions, the markdown table, writing results.json / results.md
+    suite.py     `Bench` (the sections) and `run` (a mode's report, saved as it goes)
+The command line (`gptviz bench`) is gptviz/commands/bench.py; nothing here imports it.
+
+This package asserts nothing about speed (tests check the report's shape only) and downloads nothing.
+"""
+
+from .bare import without_hooks
+from .harness import (HIGHER_IS_BETTER, Comparison, MeasurementError, make_comparison, measure_pair,
+                      oriented_ratio, peak_bf16_flops, train_flops_per_token)
+from .memory import memory_probe, memory_workload, run_memory_probe
+from .peers import build_models, build_tl
+from .plan import SHAPES, Plan, Shape, make_plan
+from .report import machine_info, markdown, versions, write_report
+from .suite import Bench, run
+
+__all__ = [
+    "HIGHER_IS_BETTER", "SHAPES", "Bench", "Comparison", "MeasurementError", "Plan", "Shape", "build_models",
+    "build_tl", "machine_info", "make_comparison", "make_plan", "markdown", "measure_pair", "memory_probe",
+    "memory_workload", "oriented_ratio", "peak_bf16_flops", "run", "run_memory_probe", "train_flops_per_token",
+    "versions", "without_hooks", "write_report",
+]

@@ -1,0 +1,364 @@
+"""The benchmark run: `Bench` runs the sections (training step, forwards, generation, peak memory, CUDA
+extras), each adding rows to the report, and `run` puts a mode's sections together into the report dict.
+
+A failure is never the end of the report: a row whose measurement fails (a peer that raises, a probe that
+reads 0) becomes a skipped row with its reason, a section that raises is skipped from there with its reason,
+and with `out` the report so far is written after every row and section, so a run stopped late keeps its rows.
+How to time, what the peers are and how to write the files belong to harness.py, peers.py and report.py.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import asdict
+from importlib import metadata
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..hooks import capture, run_with_cache
+from ..model import GPT
+from .bare import without_hooks
+from .harness import (Comparison, load_average, make_comparison, measure_pair, peak_bf16_flops,
+                      train_flops_per_token)
+from .memory import run_memory_probe
+from .peers import (TLMissing, build_models, build_tl, gptviz_generate, gptviz_steps, hf_eager_attentions,
+                    hf_generate, max_logit_gap, train_step)
+from .plan import Plan, Shape, make_plan
+from .report import machine_info, versions, write_report
+
+
+class Bench:
+    """Holds the settings and collects comparisons, skipped items and warnings as the sections run."""
+
+    def __init__(self, plan: Plan, device: str, log: Callable[[str], None] = print) -> None:
+        self.plan, self.device, self.log = plan, device, log
+        self.comparisons: list[Comparison] = []
+        self.skipped: list[dict] = []
+        self.extra: dict[str, list] = {"mfu": []}
+        self.load_limit = 0.75 * (os.cpu_count() or 1)
+        self.hf_version = metadata.version("transformers")
+        self.on_change: Callable[[], None] | None = None  # called after every row (run() saves partial reports)
+
+    def data(self, shape: Shape, B: int, T: int, seed: int = 1) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        return torch.randint(0, shape.vocab_size, (B, T + 1), generator=g).to(self.device)
+
+    def compare(self, name: str, ours: Callable, peer: Callable, work: float, *, repeats: int | None = None,
+                warmup: int | None = None, **kw) -> Comparison | None:
+        """Time `ours` against `peer` (throughput, `work` tokens per call) and add the row; None if skipped."""
+        p = self.plan
+
+        def measure() -> Comparison:
+            load0 = load_average()[0]
+            o, q = measure_pair(ours, peer, work, repeats or p.repeats, p.warmup if warmup is None else warmup,
+                                p.min_time, self.device)
+            return make_comparison(name, o, q, "tokens/s", load=[load0, load_average()[0]], **kw)
+        return self.record(name, measure)
+
+    def record(self, name: str, measure: Callable[[], Comparison]) -> Comparison | None:
+        """Add the row `measure()` returns; if it raises, add a skipped row with the reason and return None.
+
+        One broken measurement (a peer that raises, a probe that reads 0) costs its row, never the report.
+        """
+        try:
+            c = measure()
+        except Exception as e:  # noqa: BLE001 - the reason goes into the report, the run goes on
+            self.skip(name, f"{type(e).__name__}: {e}")
+            return None
+        self.add(c)
+        return c
+
+    def add(self, c: Comparison) -> None:
+        self.comparisons.append(c)
+        self.log(f"  {c.name}: gptviz {c.ours:,.1f} vs {c.peer:,.1f} {c.unit} -> ratio {c.ratio:.3f}")
+        if self.on_change is not None:
+            self.on_change()
+
+    def skip(self, name: str, reason: str) -> None:
+        self.skipped.append({"name": name, "reason": reason})
+        self.log(f"  skipped {name}: {reason}")
+        if self.on_change is not None:
+            self.on_change()
+
+    # -- 1. training step ------------------------------------------------------------------------------
+    def train_steps(self) -> None:
+        for shape, B, T in self.plan.train:
+            m = build_models(shape, self.device)
+            ours, hf = m["ours"], m["hf"]
+            d = self.data(shape, B, T)
+            x, y = d[:, :-1], d[:, 1:]
+            gap = max_logit_gap(ours, lambda x: hf(x, use_cache=False).logits, x)
+            V = shape.vocab_size
+
+            def hf_loss(x, y, hf=hf):
+                return F.cross_entropy(hf(x, use_cache=False).logits.view(-1, V).float(), y.reshape(-1))
+
+            steps = {}
+            for key, model, loss in (("ours", ours, ours.loss), ("hf", hf, hf_loss)):
+                model.train()
+                steps[key] = train_step(model, loss, x, y, self.device)
+            self.compare(f"train step {shape.label()} B{B} T{T}", steps["ours"], steps["hf"], B * T,
+                         peer_name=f"transformers {self.hf_version} GPT2LMHeadModel sdpa",
+                         notes=f"fwd+bwd+AdamW, fp32, same CE loss; max|dlogits| {gap:.1e}")
+
+    # -- 2. forward: plain, capturing attention, idle hooks --------------------------------------------------
+    def forwards(self) -> None:
+        hf_name = f"transformers {self.hf_version} GPT2LMHeadModel"
+        for shape, B, T in self.plan.forward:
+            m = build_models(shape, self.device)
+            ours, hf, eager = m["ours"], m["hf"], m["eager"]
+            x = self.data(shape, B, T)[:, :-1]
+            gap = max_logit_gap(ours, lambda x: hf(x, use_cache=False).logits, x)
+            tag = f"{shape.label()} B{B} T{T}"
+            ng = torch.no_grad
+
+            def ours_plain():
+                with ng():
+                    return ours(x)
+
+            def hf_plain():
+                with ng():
+                    return hf(x, use_cache=False).logits
+
+            self.compare(f"forward {tag}", ours_plain, hf_plain, B * T, peer_name=f"{hf_name} sdpa",
+                         notes=f"no_grad, eval; max|dlogits| {gap:.1e}")
+
+            def ours_capture():
+                with ng(), capture(ours, "blocks.*.attn.hook_pattern") as cap:
+                    ours(x)
+                return cap
+
+            def hf_attn():
+                with ng():
+                    return hf_eager_attentions(eager, x)
+
+            self.compare(f"forward + all attention patterns {tag}", ours_capture, hf_attn, B * T,
+                         peer_name=f"{hf_name} eager output_attentions=True",
+                         notes="gptviz.capture('blocks.*.attn.hook_pattern') (explicit attention path, copies)")
+            self.tl_forwards(shape, hf, ours, x, tag)
+
+            bare = without_hooks(ours)
+
+            def bare_plain():
+                with ng():
+                    return bare(x)
+
+            self.compare(f"idle hooks: forward {tag}", ours_plain, bare_plain, B * T,
+                         peer_name="same GPT with every hook call removed",
+                         notes="ratio 0.98 = idle hook points cost 2%")
+            self.idle_hooks_decode(shape, ours, bare)
+
+    def idle_hooks_decode(self, shape: Shape, ours: GPT, bare: GPT) -> None:
+        """One-token decode step with a KV cache: the call where Python overhead, and so hooks, weigh most."""
+        P = min(32, shape.block_size - 1)
+        prompt = self.data(shape, 1, P)[:, :-1]
+        tok = prompt[:, -1:]
+        fns = []
+        for model in (ours, bare):
+            cache = model.new_kv_cache(1, P + 1)
+            with torch.no_grad():
+                model(prompt, cache)
+
+            def step(model=model, cache=cache):
+                cache.pos = P  # overwrite the same slot every call
+                with torch.no_grad():
+                    return model(tok, cache)
+            fns.append(step)
+        self.compare(f"idle hooks: decode step {shape.label()} B1 past{P}", fns[0], fns[1], 1,
+                     peer_name="same GPT with every hook call removed", notes="1 token per call, KV cache")
+
+    def tl_forwards(self, shape: Shape, hf, ours: GPT, x: torch.Tensor, tag: str) -> None:
+        try:
+            tl, tl_version = build_tl(hf, shape, self.device)
+        except TLMissing as e:
+            self.skip(f"TransformerLens {tag}", str(e))
+            return
+        gap = max_logit_gap(ours, lambda x: tl(x), x)
+
+        def ours_cache():
+            return run_with_cache(ours, x, "blocks.*.attn.hook_pattern")
+
+        def tl_cache():
+            with torch.no_grad():
+                return tl.run_with_cache(x, names_filter=lambda n: n.endswith("hook_pattern"))
+
+        def ours_plain():
+            with torch.no_grad():
+                return ours(x)
+
+        def tl_plain():
+            with torch.no_grad():
+                return tl(x)
+
+        peer = f"TransformerLens {tl_version} HookedTransformer"
+        self.compare(f"forward {tag} (vs TransformerLens)", ours_plain, tl_plain, x.numel(), peer_name=peer,
+                     notes=f"max|dlogits| {gap:.1e}")
+        self.compare(f"run_with_cache attention patterns {tag}", ours_cache, tl_cache, x.numel(),
+                     peer_name=peer + " run_with_cache(names_filter=hook_pattern)",
+                     notes="gptviz.run_with_cache(model, idx, 'blocks.*.attn.hook_pattern')")
+
+    # -- 3. generation ----------------------------------------------------------------------------------
+    def generation(self) -> None:
+        p = self.plan
+        n = p.gen_tokens
+        hf_name = f"transformers {self.hf_version} generate"
+        for shape in p.generate:
+            m = build_models(shape, self.device)
+            ours, hf, eager = m["ours"], m["hf"], m["eager"]
+            prompt = self.data(shape, 1, p.gen_prompt)[:, :-1]
+            gen, how = gptviz_generate(ours, prompt, n)
+            steps, steps_how = gptviz_steps(ours, prompt, n)
+            tag = f"{shape.label()} {n} tokens"
+            kw = dict(repeats=p.gen_repeats, warmup=0)
+            same = torch.equal(gen(), hf_generate(hf, prompt, n))
+            self.compare(f"generate greedy {tag}", gen, lambda: hf_generate(hf, prompt, n), n, **kw,
+                         peer_name=f"{hf_name}(use_cache=True, do_sample=False) sdpa",
+                         notes=f"{how}; same tokens as HF: {same}")
+            if steps is None:
+                self.skip(f"generate with per-step records {tag}", steps_how)
+                continue
+            self.compare(f"generate + top-10 records {tag}", lambda: steps(record_attention=False),
+                         lambda: hf_generate(hf, prompt, n, output_scores=True), n, **kw,
+                         peer_name=f"{hf_name}(output_scores=True) sdpa",
+                         notes=f"{steps_how}(k=10); HF keeps full-vocab scores")
+            self.compare(f"generate + top-10 + attention rows {tag}", lambda: steps(record_attention=True),
+                         lambda: hf_generate(eager, prompt, n, output_scores=True, output_attentions=True), n,
+                         **kw, peer_name=f"{hf_name}(output_scores, output_attentions) eager",
+                         notes=f"{steps_how}(k=10, record_attention=True)")
+            self.compare(f"recording cost: records+attention vs plain gptviz {tag}",
+                         lambda: steps(record_attention=True), gen, n, **kw, peer_name="gptviz generate (plain)",
+                         ours_name="gptviz generate_steps(k=10, record_attention=True)",
+                         notes="both gptviz: ratio 0.8 = recording costs 20% of throughput")
+
+    # -- 4. peak memory --------------------------------------------------------------------------------------
+    def memory(self) -> None:
+        if not self.plan.memory:
+            self.skip("peak memory", f"{self.plan.mode} mode (run the full mode or pass --memory)")
+            return
+        specs = []
+        for shape, B, T in self.plan.train:
+            specs.append((f"peak memory: train step {shape.label()} B{B} T{T}", "train", shape, B, T, "hf"))
+        for shape, B, T in self.plan.forward:
+            specs.append((f"peak memory: forward + attention patterns {shape.label()} B{B} T{T}", "attention",
+                          shape, B, T, "eager"))
+        for shape in self.plan.generate:
+            specs.append((f"peak memory: generate {shape.label()} {self.plan.gen_tokens} tokens", "generate",
+                          shape, 1, self.plan.gen_prompt, "hf"))
+        how = "subprocess peak RSS - RSS after imports + tiny warm-up" if self.device == "cpu" else \
+            "cuda max_memory_allocated - allocated before"
+        for name, kind, shape, B, T, peer in specs:
+            spec = dict(kind=kind, shape=shape.name, B=B, T=T, n=self.plan.gen_tokens)
+
+            def measure() -> Comparison:  # called at once by record, so the loop variables are this row's
+                load0 = load_average()[0]
+                o = run_memory_probe({**spec, "impl": "ours"}, self.device)
+                q = run_memory_probe({**spec, "impl": peer}, self.device)
+                return make_comparison(name, [o], [q], "MB", peer_name=f"transformers {self.hf_version} {peer}",
+                                       notes=f"{how}; build + 3 calls", load=[load0, load_average()[0]])
+            self.record(name, measure)
+
+    # -- 5. CUDA only: bf16 autocast, torch.compile, MFU ----------------------------------------------------
+    def cuda_extras(self) -> None:
+        if not self.device.startswith("cuda"):
+            self.skip("CUDA bf16 / torch.compile / MFU", "no CUDA device (run on a GPU machine)")
+            return
+        self.mixed_precision_steps((False, True))
+
+    def mixed_precision_steps(self, compile_variants: tuple[bool, ...]) -> None:
+        """bf16 autocast training steps, eager and/or compiled, with MFU when the GPU's peak is known.
+
+        Runs on CPU too (bf16 autocast exists there), which is how the tests reach this code without a GPU.
+        """
+        shape, B, T = self.plan.cuda_train
+        cuda = self.device.startswith("cuda")
+        peak = peak_bf16_flops(torch.cuda.get_device_name()) if cuda else None
+        for compiled in compile_variants:
+            m = build_models(shape, self.device)
+            ours, hf = m["ours"], m["hf"]
+            d = self.data(shape, B, T)
+            x, y = d[:, :-1], d[:, 1:]
+            V = shape.vocab_size
+
+            def hf_loss(x, y, hf=hf):
+                return F.cross_entropy(hf(x, use_cache=False).logits.view(-1, V).float(), y.reshape(-1))
+
+            ours_loss = ours.loss
+            if compiled:
+                ours_c, hf_c = torch.compile(ours), torch.compile(hf)
+                ours_loss = lambda x, y: F.cross_entropy(ours_c(x).view(-1, V).float(), y.reshape(-1))  # noqa: E731
+                hf_loss = lambda x, y: F.cross_entropy(hf_c(x, use_cache=False).logits.view(-1, V).float(),  # noqa: E731
+                                                        y.reshape(-1))
+            ours.train(), hf.train()
+            s_ours = train_step(ours, ours_loss, x, y, self.device, bf16=True)
+            s_hf = train_step(hf, hf_loss, x, y, self.device, bf16=True)
+            variant = "bf16 autocast" + (" + torch.compile" if compiled else "")
+            c = self.compare(f"train step {variant} {shape.label()} B{B} T{T}", s_ours, s_hf, B * T,
+                             warmup=3 if compiled else None, peer_name=f"transformers {self.hf_version} sdpa")
+            if c is not None:  # a skipped row has no throughput to turn into MFU
+                fpt = train_flops_per_token(ours, T)
+                mfu = {"name": c.name, "flops_per_token": fpt, "peak_flops": peak,
+                       "ours_mfu": fpt * c.ours / peak if peak else None,
+                       "peer_mfu": fpt * c.peer / peak if peak else None}
+                self.extra["mfu"].append(mfu)
+                if peak:
+                    c.notes = (f"MFU gptviz {mfu['ours_mfu']:.1%}, HF {mfu['peer_mfu']:.1%} "
+                               f"of {peak / 1e12:.0f} TFLOP/s")
+            del m, ours, hf, s_ours, s_hf
+            if cuda:
+                torch.cuda.empty_cache()
+
+
+def run(mode: str = "quick", device: str = "cpu", only: str | None = None, memory: bool | None = None,
+        log: Callable[[str], None] = print, out: str | os.PathLike | None = None) -> dict:
+    """Run the benchmark sections of `mode` and return the report (a JSON-ready dict).
+
+    `only` keeps the sections whose name contains it (train, forward, generate, memory, cuda); `memory`
+    overrides the mode's choice of peak-memory probes. With `out`, the report so far is written to `out`
+    (JSON) and its .md twin after every row and every section (with "complete": false), then once more at the
+    end, so a run stopped part-way still leaves its finished rows behind. A section that raises is skipped
+    from there with its reason, and the run goes on.
+    """
+    plan = make_plan(mode)
+    if memory is not None:
+        plan.memory = memory
+    bench = Bench(plan, device, log)
+    load_before = load_average()
+    info, vers = machine_info(device), versions()
+
+    def report(complete: bool) -> dict:
+        warnings = [f"load average {max(c.load)} during '{c.name}' is above {bench.load_limit:.1f} "
+                    f"(0.75 x {os.cpu_count()} cores): other work shared the CPU; trust the paired ratios over "
+                    "absolute numbers, and on a busy machine try --threads 1"
+                    for c in bench.comparisons if c.load and max(c.load) > bench.load_limit]
+        return {"schema": 1, "mode": mode, "complete": complete, "machine": info, "versions": vers,
+                "settings": {"repeats": plan.repeats, "warmup": plan.warmup, "min_time_s": plan.min_time,
+                             "gen_tokens": plan.gen_tokens, "gen_repeats": plan.gen_repeats,
+                             "order": "alternating A B, B A, ..."},
+                "load_before": load_before, "load_after": load_average(),
+                "warnings": warnings, "comparisons": [asdict(c) for c in bench.comparisons],
+                "skipped": bench.skipped, **bench.extra}
+
+    def save_partial() -> None:
+        if out is not None:
+            write_report(report(False), out)
+
+    bench.on_change = save_partial
+    sections = {"train": bench.train_steps, "forward": bench.forwards, "generate": bench.generation,
+                "memory": bench.memory, "cuda": bench.cuda_extras}
+    for name, section in sections.items():
+        if only and only not in name:
+            continue
+        log(f"[{name}]")
+        try:
+            section()
+        except Exception as e:  # noqa: BLE001 - the rows so far stay; the reason goes into the report
+            log(traceback.format_exc().rstrip())
+            bench.skip(f"{name} section", f"stopped by {type(e).__name__}: {e}")
+        save_partial()
+    final = report(True)
+    if out is not None:
+        write_report(final, out)
+    return final

@@ -1,0 +1,40 @@
+"""`gptviz bench`: benchmark gptviz against transformers (and TransformerLens when installed).
+
+    gptviz bench --quick --out results.json   # about a minute on 2 CPU cores
+    gptviz bench --out results.json           # the full table (bigger shapes, peak memory): 10-20 min on 2 cores
+
+This module only parses flags and prints; what is measured and how is gptviz.bench's job (see its docstring).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..bench import markdown, run
+
+
+def cli(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="gptviz bench", description=__doc__.split("\n\n")[0])
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small shapes only, no memory probes (~1 min on 2 cores)")
+    size.add_argument("--smoke", action="store_true", help="tiny shapes, 2 repeats: checks the code paths (tests)")
+    ap.add_argument("--out", default="bench-results.json", help="JSON path; the markdown table goes beside it (.md)")
+    ap.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--only", default=None, help="run only sections whose name contains this: train, forward, "
+                    "generate, memory, cuda")
+    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                    help="peak-memory probes (default: full mode only; a fresh process per variant on CPU)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    out = Path(args.out)
+    report = run(mode, device, args.only, args.memory, out=out)
+    print("\n" + markdown(report))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
