@@ -22,11 +22,12 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported lazily)
 _LAZY = {
     "ForwardRecord": "records", "record_forward": "records",
+    "LogitLensRecord": "lens", "logit_lens_record": "lens", "position_scores": "positions",
     "head_metrics": "heads",
     "generate": "sampling", "generate_steps": "sampling", "StepRecord": "sampling", "Stage": "sampling",
     "get_tokenizer": "tokenizers", "load_tokenizer": "tokenizers",
     "load_corpus": "data",
-    "load": "checkpoint", "save": "checkpoint",
+    "load": "pretrained", "save": "checkpoint",
     "to_bertviz": "bertviz",
     "AttentionExplorer": "widgets", "PositionalEncodingExplorer": "widgets", "GenerationExplorer": "widgets",
     "TrainingDashboard": "widgets", "LogitLensPanel": "widgets", "FinetunePanel": "widgets",

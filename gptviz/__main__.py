@@ -1,5 +1,7 @@
+"""`python -m gptviz COMMAND ...`: the same dispatcher as the installed `gptviz` script (gptviz.commands)."""
+
 import sys
 
-from .cli import main
+from .commands import main
 
 sys.exit(main())

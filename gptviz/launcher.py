@@ -15,20 +15,23 @@ What the launched server looks like:
   DOM (`windowingMode: none`, so widgets below the fold render), light theme; a user's own settings still win;
 * `--allow-root` when running as root (containers, CI).
 
-This module only builds the command and hands over to Jupyter; the lessons live in notebooks/ and the
-server's behaviour is Jupyter's own. `lab_command(...)` is a pure function so tests can check the flags.
+This module finds the lessons and builds the Jupyter command, its environment and URL; `lab_command(...)`
+is a pure function so tests can check the flags. The lessons live in notebooks/ and the server's behaviour
+is Jupyter's own. Parsing the flags, the messages and handing the process over to Jupyter (exec) belong to
+the command, `gptviz.commands.lab`. Where a checkout sits beside the package is `gptviz.paths`'s rule; this
+module adds the search from the current directory.
 """
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
-import secrets
 import socket
 import sys
 from pathlib import Path
 from urllib.parse import quote
+
+from . import paths
 
 DEFAULT_NOTEBOOK = "00_tour.ipynb"
 DEFAULT_PORT = 8888
@@ -46,7 +49,7 @@ def find_notebooks_dir(cwd: str | os.PathLike | None = None) -> Path:
     candidates: list[Path] = []
     if os.environ.get("GPTVIZ_ROOT"):
         candidates.append(Path(os.environ["GPTVIZ_ROOT"]) / "notebooks")
-    candidates.append(Path(__file__).resolve().parents[1] / "notebooks")  # editable install from a checkout
+    candidates.append(paths.package_checkout() / "notebooks")  # editable install from a checkout
     candidates += [cwd / "notebooks", cwd]  # `gptviz lab` run in the repo, or inside notebooks/ itself
     for path in candidates:
         if path.is_dir() and any(path.glob("*.ipynb")):
@@ -143,66 +146,3 @@ def lab_env(token: str, base: dict[str, str] | None = None) -> dict[str, str]:
 
 def lab_url(port: int, token: str, notebook: str = DEFAULT_NOTEBOOK) -> str:
     return f"http://{HOST}:{port}/lab/tree/{quote(notebook)}?token={token}"
-
-
-# ---------------------------------------------------------------------------------------------- cli
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gptviz lab", description="Open JupyterLab on the gptviz lessons "
-                                "(localhost only, random token, offline).")
-    p.add_argument("--port", type=int, default=None,
-                   help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, or a free one if that is taken)")
-    p.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
-    p.add_argument("--notebook", default=DEFAULT_NOTEBOOK,
-                   help=f"the notebook to open, relative to notebooks/ (default {DEFAULT_NOTEBOOK})")
-    p.add_argument("--notebooks-dir", default=None, help="the lessons folder (default: the checkout's notebooks/)")
-    p.add_argument("--print-command", action="store_true", help="print the Jupyter command and exit")
-    return p
-
-
-def cli(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.notebooks_dir:
-            nb_dir = Path(args.notebooks_dir).expanduser().resolve()
-            if not nb_dir.is_dir():
-                raise FileNotFoundError(f"gptviz lab: --notebooks-dir {nb_dir} is not a folder")
-        else:
-            nb_dir = find_notebooks_dir()
-        notebook = check_notebook(nb_dir, args.notebook)
-    except (FileNotFoundError, ValueError) as e:
-        print(e, file=sys.stderr)
-        return 2
-    try:
-        import jupyterlab  # noqa: F401
-    except ImportError:
-        print("gptviz lab: JupyterLab is not installed in this Python "
-              f"({sys.executable}). Install the lab with `make install` (or `pip install -e .`).", file=sys.stderr)
-        return 2
-
-    if args.port is not None:
-        if free_port(args.port) != args.port:
-            print(f"gptviz lab: port {args.port} on {HOST} is in use. Pick another with --port, or leave --port "
-                  "out to get a free one.", file=sys.stderr)
-            return 2
-        port = args.port
-    else:
-        port = free_port(DEFAULT_PORT)
-    overrides = settings_dir(nb_dir)
-    cmd = lab_command(nb_dir, port, notebook=notebook, open_browser=not args.no_browser, overrides_dir=overrides)
-    if args.print_command:
-        print(" ".join(cmd))
-        return 0
-    token = secrets.token_urlsafe(24)
-    if overrides is None:
-        print(f"gptviz lab: no lab/jupyter/overrides.json beside {nb_dir}; using JupyterLab's default settings",
-              file=sys.stderr)
-    print(f"gptviz lab: serving {nb_dir} on {HOST}:{port} (Ctrl-C to stop). Open:\n\n    "
-          f"{lab_url(port, token, notebook)}\n", flush=True)
-    env = lab_env(token)
-    sys.stderr.flush()
-    if os.name == "posix":
-        os.execvpe(cmd[0], cmd, env)  # Jupyter takes over this process: Ctrl-C and signals behave as usual
-    import subprocess  # pragma: no cover - Windows has no real exec
-
-    return subprocess.call(cmd, env=env)  # pragma: no cover

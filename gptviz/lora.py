@@ -12,6 +12,7 @@ layer computes) and are saved beside the base weights by `gptviz.finetune`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model import GPT
+
 
 class LoRALinear(nn.Linear):
     """y = W x + b + (alpha / r) B A x, with W, b frozen (the pre-trained layer's own tensors) and A, B trained.
@@ -118,8 +120,15 @@ def remove_lora(model: nn.Module, merge: bool = True) -> nn.Module:
 
 
 @contextmanager
-def _adapters_detached(model: nn.Module):
-    """Inside the block the model holds plain Linear layers (W as it is now), e.g. to save a plain checkpoint."""
+def adapters_detached(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block the model holds plain nn.Linear layers (W as it is now, merged or not) in place of its
+    LoRALinear layers; afterwards the adapters are back, untouched.
+
+        with adapters_detached(gpt):      # e.g. save a checkpoint any GPT loader reads, adapters kept aside
+            checkpoint.save(path, gpt, tokenizer)
+
+    The plain layers share W and b with the adapters' layers (nothing is copied), so this is cheap.
+    """
     layers = lora_layers(model)
     for name, layer in layers.items():
         _set_module(model, name, layer.to_linear())

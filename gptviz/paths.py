@@ -12,9 +12,19 @@ from pathlib import Path
 DEFAULT_MODEL = "shakespeare-char"
 
 
+def package_checkout() -> Path:
+    """The folder above the installed package: the checkout, for the editable install the lab uses.
+
+    The one place that knows the package sits inside a checkout; whether lab/ or notebooks/ are really there
+    is the caller's question (`repo_root` checks lab/, `gptviz.launcher` looks for notebooks).
+    """
+    return Path(__file__).resolve().parents[1]
+
+
 def repo_root() -> Path:
+    """The checkout holding lab/ and notebooks/: $GPTVIZ_ROOT if set, else the folder above the package."""
     env = os.environ.get("GPTVIZ_ROOT")
-    root = Path(env) if env else Path(__file__).resolve().parents[1]
+    root = Path(env) if env else package_checkout()
     if not (root / "lab").is_dir():
         raise FileNotFoundError(
             f"cannot find the lab folder at {root / 'lab'}; gptviz looks for lab/ and notebooks/ beside the "

@@ -108,3 +108,20 @@ def record_forward(model, tokenizer, text_or_ids: str | list[int] | torch.Tensor
     return ForwardRecord(ids=torch.tensor(ids), tokens=tokenizer.tokens(ids), attention=attention.float(),
                          top_ids=top_ids, top_probs=top_probs,
                          top_tokens=[tokenizer.tokens(row) for row in top_ids.tolist()], text=text, meta=meta)
+
+
+def head_change(before: ForwardRecord, after: ForwardRecord) -> torch.Tensor:
+    """(L, nh) mean |attention after - before| over the causal (query, key) pairs of two records of one input.
+
+    The number a checkpoint diff ranks heads by (float32, CPU); later keys, which a query never sees, are left out.
+    """
+    if before.ids.tolist() != after.ids.tolist():
+        raise ValueError("a checkpoint diff needs both records made from the same token ids; record the same "
+                         "prompt with the same tokenizer before and after")
+    if before.attention.shape != after.attention.shape:
+        raise ValueError(f"attention shapes differ: {tuple(before.attention.shape)} vs "
+                         f"{tuple(after.attention.shape)} (different L or nh?)")
+    T = before.attention.shape[-1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T)
+    d = (after.attention - before.attention).abs().float().cpu()  # (L, nh, T, T)
+    return (d * causal).sum((-1, -2)) / causal.sum()

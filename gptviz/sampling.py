@@ -10,7 +10,6 @@ Read top to bottom:
 3. `generate_steps(model, ids, ...)` yields one `StepRecord` per new token: the candidates and their
    probabilities after every transform, the chosen token, the new token's attention row. The lab's
    generation timeline scrubs through these records.
-4. `cli(argv)`: `gptviz sample --checkpoint DIR --prompt ...`.
 
 Decisions a user may trip over:
 
@@ -25,14 +24,13 @@ Decisions a user may trip over:
 - Only the last position's logits are computed during generation, so `hook_logits` sees (B, 1, V).
 
 This module knows nothing about tokenizers beyond `tokenizer.tokens(ids)` for display strings, and nothing
-about widgets: the timeline widget consumes `generate_steps`.
+about widgets: the timeline widget consumes `generate_steps`. The `gptviz sample` command lives in
+`gptviz.commands.sample`.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -538,44 +536,3 @@ def _records(steps: Iterator[_Step], start: int, k: int, tokenizer) -> Iterator[
             attention=att[0].float().cpu() if att is not None else None,
             context_start=step.window.context_start,
             candidate_tokens=tokenizer.tokens(cand) if tokenizer is not None else None)
-
-
-# ---- 4. command line ---------------------------------------------------------------------------------------------
-def cli(argv: list[str]) -> int:
-    """`gptviz sample`: print text generated from a checkpoint."""
-    p = argparse.ArgumentParser(prog="gptviz sample", description="Generate text from a gptviz checkpoint.")
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (written by gptviz train / gptviz.save)")
-    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
-    p.add_argument("--temperature", type=float, default=1.0, help="< 1 safer, > 1 wilder, 0 = greedy (default 1)")
-    p.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="sample only from the smallest set holding this "
-                                                           "much probability, e.g. 0.9")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats, e.g. 1.2")
-    p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size")
-    p.add_argument("--num-beams", type=int, default=1, help="> 1: beam search instead of sampling")
-    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--num-samples", type=int, default=1, help="how many continuations to print")
-    p.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
-    args = p.parse_args(argv)
-
-    from .checkpoint import load  # imported here: `gptviz sample --help` should not load torch models
-
-    try:
-        model, tokenizer = load(args.checkpoint, device=args.device)
-        idx = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
-        beams = args.num_beams
-        out = generate(model, idx, args.max_new_tokens, do_sample=not args.greedy and beams == 1,
-                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                       repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                       num_beams=max(beams, args.num_samples) if beams > 1 else 1,
-                       num_return_sequences=args.num_samples, eos_token_id=tokenizer.eos_id, seed=args.seed)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"gptviz sample: error: {e}", file=sys.stderr)
-        return 2
-    for i, row in enumerate(out.tolist()):
-        if i:
-            print("\n" + "-" * 40)
-        print(tokenizer.decode(row))
-    return 0

@@ -1,6 +1,6 @@
 """Training from scratch: a loop the caller drives in chunks, so a notebook cell (or a Stop button) can pause it.
 
-    trainer = build_trainer(*load_preset("tiny"))   # corpus -> tokenizer -> datasets -> GPT -> Trainer
+    trainer = build_trainer(*load_preset("tiny"))   # gptviz.presets: corpus -> tokenizer -> GPT -> Trainer
     trainer.train_steps(100)                        # runs 100 optimizer steps and returns their StepStats
     trainer.train_steps(100)                        # ... continues exactly where it stopped
     trainer.snapshots[-1].metrics["induction"]      # (L, nh) head metrics recorded during training
@@ -16,35 +16,32 @@ With `max_minutes` the run stops on a wall-clock budget and the cosine follows t
 machine still finishes with a decayed LR (such runs are not bit-reproducible; step-only runs are, and resume
 exactly: the batch, dropout and optimizer states are all in the checkpoint).
 
-What this module leaves to others: batches come from `gptviz.data`, text from `gptviz.tokenizers`, files
-from `gptviz.checkpoint`; plots and widgets only read `Trainer.history` / `.snapshots` and the callbacks.
+What this module leaves to others: assembling a Trainer from a preset or a checkpoint (`gptviz.presets`),
+batches (`gptviz.data`), text (`gptviz.tokenizers`), files (`gptviz.checkpoint`), the `gptviz train` command
+and its log lines (`gptviz.commands.train`); plots and widgets only read `Trainer.history` / `.snapshots` and
+the callbacks.
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 import math
 import os
-import re
-import shlex
 import sys
 import time
-import typing
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ._config import DictConfig
 from . import checkpoint
+from ._config import DictConfig
 from .heads import head_metrics, repeated_random_tokens
 from .hooks import capture
-from .model import GPT, GPTConfig, default_device
+from .model import GPT, default_device, evaluating
 from .records import ForwardRecord, record_forward
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -405,9 +402,8 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Mean loss on `eval_batches` fixed batches of the train and val data: {"train": ..., "val": ...}."""
         model = self.fast_model  # not the DDP wrapper: evaluation needs no gradient sync
-        model.eval()
         out = {}
-        try:
+        with evaluating(model):
             for i, (split, data) in enumerate((("train", self.train_data), ("val", self.val_data))):
                 g = torch.Generator().manual_seed(self.config.seed + 7919 * (i + 1))  # same batches every time
                 total = 0.0
@@ -417,8 +413,6 @@ class Trainer:
                         logits = model(x)  # (B, T, V)
                     total += F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.view(-1)).item()
                 out[split] = total / self.config.eval_batches
-        finally:
-            model.train()
         return out
 
     def _evaluate_into(self, stats: StepStats) -> None:
@@ -436,14 +430,9 @@ class Trainer:
         metrics = head_metrics(record.attention, record.ids)
         n = max(2, min(32, (model.config.block_size - 1) // 2))
         rr = repeated_random_tokens(model.config.vocab_size, n, seed=self.config.seed)  # (2n,)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad(), capture(model, "blocks.*.attn.hook_pattern", to_cpu=True) as cap:
-                model(rr[None].to(self.device))
-        finally:
-            model.train(was_training)
-        pattern = torch.stack([cap[f"blocks.{i}.attn.hook_pattern"][0] for i in range(model.config.n_layer)])
+        with evaluating(model), torch.no_grad(), capture(model, "blocks.*.attn.hook_pattern", to_cpu=True) as cap:
+            model(rr[None].to(self.device))
+        pattern = cap.stack("blocks.*.attn.hook_pattern")[:, 0]  # (L, nh, 2n, 2n)
         metrics["induction"] = head_metrics(pattern.float(), rr)["induction"]  # (L, nh)
         snap = Snapshot(step=self.step, record=record, metrics=metrics)
         self.snapshots.append(snap)
@@ -523,205 +512,3 @@ class Trainer:
         if self.dist.owns_group:
             torch.distributed.destroy_process_group()
             self.dist.owns_group = False
-
-
-# ---- building a trainer from configs ---------------------------------------------------------------------
-def prepare_data(config: TrainConfig, tokenizer=None) -> tuple:
-    """(tokenizer, train TokenDataset, val TokenDataset, Corpus) for `config.corpus`.
-
-    A char vocabulary is built from train + val text (so no validation character is unknown); a "bpe"
-    tokenizer is trained on the train text only. Pass `tokenizer` to reuse one (resuming does).
-    """
-    from .data import TokenDataset, load_corpus
-    from .tokenizers import get_tokenizer
-
-    corpus = load_corpus(config.corpus)
-    if tokenizer is None:
-        if config.tokenizer == "char":
-            tokenizer = get_tokenizer("char", text=corpus.train_text + corpus.val_text)
-        elif config.tokenizer == "bpe":
-            tokenizer = get_tokenizer("bpe", text=corpus.train_text, vocab_size=config.bpe_vocab_size)
-        else:
-            tokenizer = get_tokenizer(config.tokenizer)
-    return (tokenizer, TokenDataset.from_text(corpus.train_text, tokenizer),
-            TokenDataset.from_text(corpus.val_text, tokenizer), corpus)
-
-
-def build_trainer(model_config: GPTConfig | dict, config: TrainConfig, **trainer_kwargs) -> Trainer:
-    """Corpus -> tokenizer -> datasets -> a fresh GPT (seeded) -> Trainer. vocab_size comes from the tokenizer."""
-    tokenizer, train_data, val_data, corpus = prepare_data(config)
-    fields_ = model_config.to_dict() if isinstance(model_config, GPTConfig) else dict(model_config)
-    if "vocab_size" in fields_ and isinstance(model_config, dict) and fields_["vocab_size"] < tokenizer.vocab_size:
-        raise ValueError(f"model.vocab_size={fields_['vocab_size']} is smaller than the tokenizer's "
-                         f"{tokenizer.vocab_size} ids; leave vocab_size out of the preset (it is set for you)")
-    if isinstance(model_config, GPTConfig) or "vocab_size" not in fields_:
-        fields_["vocab_size"] = tokenizer.vocab_size
-    gpt_config = GPTConfig.from_dict(fields_)
-    torch.manual_seed(config.seed)
-    model = GPT(gpt_config)
-    meta = {"corpus": corpus.name, "held_out": corpus.val_docs, "train_tokens": len(train_data),
-            "val_tokens": len(val_data), **trainer_kwargs.pop("meta", {})}
-    return Trainer(model, tokenizer, train_data, val_data, config, meta=meta, **trainer_kwargs)
-
-
-def resume_trainer(path: str | os.PathLike, overrides: dict | None = None, **trainer_kwargs) -> Trainer:
-    """A Trainer that continues the run saved at `path`; `overrides` change train fields (e.g. max_steps)."""
-    training = checkpoint.load_training_state(path)
-    if training.train_config is None:
-        raise ValueError(f"{path} has no train config (it was not written by a Trainer); it cannot be resumed")
-    config = TrainConfig.from_dict({**training.train_config, **(overrides or {})})
-    model, tokenizer = checkpoint.load(path)
-    _, train_data, val_data, corpus = prepare_data(config, tokenizer)
-    keep = {k: v for k, v in training.state.items() if k in ("corpus", "held_out", "train_tokens", "val_tokens",
-                                                                "commands")}
-    meta = {**keep, **trainer_kwargs.pop("meta", {})}
-    trainer = Trainer(model, tokenizer, train_data, val_data, config, meta=meta, **trainer_kwargs)
-    trainer.load_state(training)
-    return trainer
-
-
-def load_preset(name_or_path: str | os.PathLike) -> tuple[dict, TrainConfig]:
-    """(model config fields, TrainConfig) from a preset: {"model": {...GPTConfig}, "train": {...TrainConfig}}."""
-    from .paths import preset_path
-
-    path = preset_path(str(name_or_path))
-    try:
-        preset = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); a preset is {{\"model\": {{...}}, \"train\": {{...}}}}") \
-            from None
-    unknown = sorted(set(preset) - {"model", "train", "description"})
-    if unknown:
-        raise ValueError(f"{path}: unknown top-level keys {unknown}; a preset has 'model', 'train' (and 'description')")
-    model = dict(preset.get("model", {}))
-    bad = sorted(set(model) - {f.name for f in fields(GPTConfig)})
-    if bad:
-        raise ValueError(f"{path}: unknown model fields {bad}; known: {[f.name for f in fields(GPTConfig)]}")
-    return model, TrainConfig.from_dict(preset.get("train", {}))
-
-
-# ---- command line ---------------------------------------------------------------------------------------
-def _field_help(cls) -> dict[str, str]:
-    """The trailing comment of each dataclass field, read from the source: the CLI's --help text."""
-    try:
-        source = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    pattern = r"^\s+(\w+): [^=\n]+=[^#\n]*#\s*(.*)$"  # "    name: type = default  # comment"
-    return {m.group(1): m.group(2) for m in re.finditer(pattern, source, re.M)}
-
-
-def _parser_for(tp) -> Callable[[str], object]:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = args[0] if args else tp
-    optional = type(None) in typing.get_args(tp)
-
-    def parse(text: str):
-        if optional and text.lower() in ("none", "null"):
-            return None
-        if base is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"expected true or false, got {text!r}")
-        return base(text)
-
-    parse.__name__ = getattr(base, "__name__", "value")  # argparse names the type in its error messages
-    return parse
-
-
-def _build_parser():
-    import argparse
-
-    p = argparse.ArgumentParser(prog="gptviz train", description="Train a GPT from a preset. Every field of "
-                                "the preset can be changed with --model.FIELD / --train.FIELD (or --FIELD when "
-                                "the name is unambiguous).")
-    p.add_argument("--config", help="preset name or path, e.g. lab/configs/shakespeare-char.json")
-    p.add_argument("--resume", metavar="DIR", help="continue the run saved in checkpoint folder DIR")
-    p.add_argument("--out", metavar="DIR", help="checkpoint folder (default: runs/<preset>, or DIR of --resume)")
-    names = {"model": {f.name for f in fields(GPTConfig)}, "train": {f.name for f in fields(TrainConfig)}}
-    for section, cls in (("model", GPTConfig), ("train", TrainConfig)):
-        group, hints, helps = p.add_argument_group(f"{section} fields"), typing.get_type_hints(cls), _field_help(cls)
-        other = names["train" if section == "model" else "model"]
-        for f in fields(cls):
-            flags = [f"--{section}.{f.name}"] + ([f"--{f.name}"] if f.name not in other and f.name != "out" else [])
-            parse = _parser_for(hints[f.name])
-            group.add_argument(*flags, dest=f"{section}.{f.name}", type=parse, default=argparse.SUPPRESS,
-                               metavar=parse.__name__.upper(), help=helps.get(f.name, ""))
-    return p
-
-
-def cli(argv: list[str]) -> int:
-    """`gptviz train --config PRESET [--model.FIELD X] [--train.FIELD X] [--resume DIR] [--out DIR]`."""
-    args = vars(_build_parser().parse_args(argv))
-    model_over = {k.split(".", 1)[1]: v for k, v in args.items() if k.startswith("model.")}
-    train_over = {k.split(".", 1)[1]: v for k, v in args.items() if k.startswith("train.")}
-    command = "gptviz train " + shlex.join(argv)
-    try:
-        if args.get("resume"):
-            if model_over:
-                raise ValueError(f"the model cannot change when resuming (got {sorted(model_over)}); "
-                                 "start a new run with --config instead")
-            train_over["out_dir"] = args.get("out") or train_over.get("out_dir") or args["resume"]
-            trainer = resume_trainer(args["resume"], train_over, progress=sys.stdout.isatty())
-            trainer.meta["commands"] = [*trainer.meta.get("commands", []), command]
-        else:
-            if not args.get("config"):
-                raise ValueError("give a preset with --config (e.g. --config shakespeare-char) or --resume DIR")
-            model_fields, config = load_preset(args["config"])
-            train_fields = {**config.to_dict(), **train_over}
-            if args.get("out"):
-                train_fields["out_dir"] = args["out"]
-            train_fields["out_dir"] = train_fields["out_dir"] or f"runs/{Path(args['config']).stem}"
-            trainer = build_trainer({**model_fields, **model_over}, TrainConfig.from_dict(train_fields),
-                                    progress=sys.stdout.isatty(), meta={"commands": [command]})
-    except (ValueError, FileNotFoundError, checkpoint.CheckpointError) as e:
-        print(f"gptviz train: error: {e}", file=sys.stderr)
-        return 2
-    trainer.meta["command"] = command
-    if trainer.config.num_threads:
-        torch.set_num_threads(trainer.config.num_threads)
-    if trainer.is_main:
-        _print_header(trainer)
-        if not trainer.progress:
-            trainer.on_step = _log_line
-    try:
-        trainer.run()
-        if trainer.interrupted:
-            path = trainer.save_checkpoint()
-            if trainer.is_main:
-                print(f"stopped at step {trainer.step}; saved {path}. Continue with: gptviz train --resume {path}")
-            return 130
-    except TrainingDiverged as e:
-        print(f"gptviz train: {e}", file=sys.stderr)
-        return 1
-    finally:
-        trainer.close()
-    if trainer.is_main:
-        val = trainer.evals[-1]["val_loss"] if trainer.evals else float("nan")
-        print(f"done: step {trainer.step}, val loss {val:.4f}, {trainer.elapsed / 60:.1f} min; "
-              f"checkpoint: {trainer.last_checkpoint}")
-    return 0
-
-
-def _print_header(trainer: Trainer) -> None:
-    c, m, held = trainer.config, trainer.raw_model, trainer.meta.get("held_out")
-    budget = f" or {c.max_minutes:g} min" if c.max_minutes else ""
-    print(f"model: {m.num_parameters() / 1e6:.2f}M parameters, {m.config.n_layer} layers, {m.config.n_head} heads, "
-          f"n_embd {m.config.n_embd}, block {m.config.block_size}, vocab {m.config.vocab_size}\n"
-          f"data: {c.corpus} ({c.tokenizer}), {len(trainer.train_data):,} train tokens, "
-          f"{len(trainer.val_data):,} val tokens" + (f", held out: {', '.join(held)}" if held else "")
-          + f"\nrun: step {trainer.step} to {c.max_steps}{budget}, {c.batch_size}x{trainer.block_size} tokens x "
-          f"{c.grad_accum_steps} accum x {trainer.dist.world_size} ranks, device {trainer.device}, "
-          f"torch threads {torch.get_num_threads()}, out {c.out_dir}", flush=True)
-
-
-def _log_line(trainer: Trainer, s: StepStats) -> None:
-    c = trainer.config
-    if s.val_loss is not None:
-        print(f"step {s.step:>6}/{c.max_steps}: eval train {s.train_eval_loss:.4f} val {s.val_loss:.4f} "
-              f"(best {trainer.best_val_loss:.4f})", flush=True)
-    if c.log_interval and (s.step % c.log_interval == 0 or s.step == 1):
-        print(f"step {s.step:>6}/{c.max_steps}: loss {s.loss:.4f} lr {s.lr:.2e} |g| {s.grad_norm:.2f} "
-              f"{s.tokens_per_s:,.0f} tok/s {s.elapsed / 60:.1f} min", flush=True)

@@ -18,7 +18,8 @@ WORKER = textwrap.dedent("""
     import hashlib, json, os, sys
     import torch
     torch.set_num_threads(1)
-    from gptviz.train import TrainConfig, build_trainer
+    from gptviz.presets import build_trainer
+    from gptviz.train import TrainConfig
 
     out, corpus = sys.argv[1], sys.argv[2]
     config = TrainConfig(corpus=corpus, batch_size=4, max_steps=4, grad_accum_steps=2, warmup_steps=1,

@@ -10,7 +10,9 @@ import torch
 
 from gptviz import GPT, GPTConfig, checkpoint
 from gptviz import finetune as ft
-from gptviz import lora
+from gptviz import lora, plots
+from gptviz.commands.finetune import cli as finetune_cli
+from gptviz.finetune.classifier import _pad
 from gptviz.data import Corpus, Example
 from gptviz.tokenizers import get_tokenizer
 from gptviz.train import TrainConfig
@@ -76,7 +78,7 @@ def test_padding_and_windows_do_not_change_a_text(tok):
     for pooling in ("last", "mean"):
         clf = ft.GPTClassifier(tiny_gpt(tok, block_size=8), pooling=pooling, labels=["a", "b"], max_windows=3).eval()
         short, long = tok.encode("xabc"), tok.encode("yabcdefgh abcdef")  # 4 and 16 tokens (2 windows)
-        x = ft._pad([short, long])  # (2, 16), row 0 right-padded with -1
+        x = _pad([short, long])  # (2, 16), row 0 right-padded with -1
         with torch.no_grad():
             both = clf(x)
             alone = torch.cat([clf(torch.tensor([short])), clf(torch.tensor([long]))])
@@ -114,7 +116,7 @@ def test_lora_trains_only_adapters_and_merging_is_exact(tok):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".lora_" in k or k.startswith("head.") for k in changed)
     assert any(k.endswith("lora_B") for k in changed) and "head.weight" in changed
-    x = ft._pad([tok.encode("xabcdefg"), tok.encode("yab")])
+    x = _pad([tok.encode("xabcdefg"), tok.encode("yab")])
     job.model.eval()
     with torch.no_grad():
         unmerged = job.model(x)
@@ -182,7 +184,7 @@ def test_lm_finetune_lowers_loss_on_new_text_and_diffs(tok, tmp_path):
     assert diff.head_change.shape == (2, 2) and diff.next_token_shift.shape == (11,)
     assert float(diff.head_change.max()) > 0 and 0 <= float(diff.next_token_shift.min()) <= 1
     assert diff.top_heads(1)[0][2] == pytest.approx(float(diff.head_change.max()))
-    assert len(diff.figure().data) >= 3  # plots.checkpoint_diff: heads heatmap + before/after bars
+    assert len(plots.checkpoint_diff(diff.before, diff.after).data) >= 3  # heads heatmap + before/after bars
     same = ft.checkpoint_diff(gpt, gpt, tok, "the cat")
     assert float(same.head_change.abs().max()) == 0 and float(same.next_token_shift.max()) == 0
 
@@ -223,7 +225,7 @@ def last_json(capsys) -> dict:
 def test_cli_classifier_prints_json_last(cli_inputs, tmp_path, capsys):
     base, table, _ = cli_inputs
     out = tmp_path / "out"
-    rc = ft.cli(["--config", "finetune-genre", "--init", str(base), "--data", str(table), "--max_steps", "6",
+    rc = finetune_cli(["--config", "finetune-genre", "--init", str(base), "--data", str(table), "--max_steps", "6",
                  "--eval_interval", "3", "--device", "cpu", "--max_windows", "1", "--out", str(out)])
     result = last_json(capsys)
     assert rc == 0
@@ -236,7 +238,7 @@ def test_cli_classifier_prints_json_last(cli_inputs, tmp_path, capsys):
 
 def test_cli_lm_prints_json_last(cli_inputs, tmp_path, capsys):
     base, _, text = cli_inputs
-    rc = ft.cli(["--config", "finetune-lm-comedies", "--init", str(base), "--data", str(text), "--max_steps", "4",
+    rc = finetune_cli(["--config", "finetune-lm-comedies", "--init", str(base), "--data", str(text), "--max_steps", "4",
                  "--eval_batches", "2", "--batch_size", "4", "--device", "cpu", "--out", str(tmp_path / "lm")])
     result = last_json(capsys)
     assert rc == 0 and {"val_loss_before", "val_loss_after", "checkpoint", "most_changed_heads"} <= set(result)
@@ -245,9 +247,9 @@ def test_cli_lm_prints_json_last(cli_inputs, tmp_path, capsys):
 
 def test_cli_reports_bad_input(cli_inputs, capsys):
     base, _, _ = cli_inputs
-    assert ft.cli(["--config", "finetune-genre", "--init", str(base), "--data", "nowhere.csv"]) == 2
+    assert finetune_cli(["--config", "finetune-genre", "--init", str(base), "--data", "nowhere.csv"]) == 2
     assert "No CSV file at nowhere.csv" in capsys.readouterr().err
-    assert ft.cli(["--config", "finetune-genre", "--init", str(base), "--mode", "adapter"]) == 2
+    assert finetune_cli(["--config", "finetune-genre", "--init", str(base), "--mode", "adapter"]) == 2
     assert "mode must be one of" in capsys.readouterr().err
 
 

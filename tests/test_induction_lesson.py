@@ -63,7 +63,7 @@ def test_the_lessons_settings_grow_an_induction_head():
     model.eval()
     with torch.no_grad(), capture(model, "blocks.*.attn.hook_pattern") as cap:
         logits = model(probe[None])[0, :-1]
-    pattern = torch.stack([cap[f"blocks.{i}.attn.hook_pattern"][0] for i in range(2)])
+    pattern = cap.stack("blocks.*.attn.hook_pattern")[:, 0]  # (L, nh, T, T)
     induction, previous = induction_score(pattern, probe), previous_token_score(pattern)
     loss = torch.nn.functional.cross_entropy(logits, probe[1:], reduction="none")
     first, second = loss[:T // 2 - 1].mean().item(), loss[T // 2:].mean().item()

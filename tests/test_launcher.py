@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gptviz import launcher
+from gptviz import launcher, paths
+from gptviz.commands.lab import cli as lab_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,7 +75,7 @@ def test_notebooks_dir_is_found_from_the_package_and_errors_say_what_to_do(tmp_p
     monkeypatch.delenv("GPTVIZ_ROOT", raising=False)
     assert launcher.find_notebooks_dir(tmp_path) == REPO / "notebooks"
     # an install without a checkout beside it, run from an empty folder
-    monkeypatch.setattr(launcher, "__file__", str(tmp_path / "site" / "gptviz" / "launcher.py"))
+    monkeypatch.setattr(paths, "package_checkout", lambda: tmp_path / "site")
     with pytest.raises(FileNotFoundError, match="GPTVIZ_ROOT") as err:
         launcher.find_notebooks_dir(tmp_path)
     assert str(tmp_path / "notebooks") in str(err.value)
@@ -108,12 +109,12 @@ def test_cli_refuses_a_busy_port(capsys):
         s.bind(("127.0.0.1", 0))
         s.listen()
         busy = s.getsockname()[1]
-        assert launcher.cli(["--no-browser", "--port", str(busy)]) == 2
+        assert lab_cli(["--no-browser", "--port", str(busy)]) == 2
     assert f"port {busy}" in capsys.readouterr().err
 
 
 def test_cli_unknown_notebook_is_a_clear_error(capsys):
-    assert launcher.cli(["--no-browser", "--notebook", "99_nope.ipynb"]) == 2
+    assert lab_cli(["--no-browser", "--notebook", "99_nope.ipynb"]) == 2
     assert "Available:" in capsys.readouterr().err
 
 

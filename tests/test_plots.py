@@ -11,6 +11,8 @@ import torch
 
 from gptviz import GPT, GPTConfig, hooks, plots, sinusoidal_encoding
 from gptviz.export import RawHTML, figure_to_html, figures_to_html
+from gptviz.lens import logit_lens_record
+from gptviz.positions import position_scores
 from gptviz.records import ForwardRecord, record_forward
 from gptviz.sampling import generate_steps
 from gptviz.tokenizers import get_tokenizer
@@ -159,7 +161,8 @@ def test_attention_grid_is_sized_to_its_thumbnails(record):
 
 def test_figures_with_two_heatmaps_keep_each_colour_bar_beside_its_own(model, tok, record):
     other = record_forward(GPT(model.config).eval(), tok, "the fox jumps over the dog")
-    for fig in (plots.position_score_contribution(model, 1, 2, T=20), plots.checkpoint_diff(record, other)):
+    for fig in (plots.position_score_contribution(position_scores(model, 20), 1, 2),
+                plots.checkpoint_diff(record, other)):
         assert fig.layout.width == plots.WIDTH
         gaps = colourbar_gaps(fig)
         assert gaps and all(5 <= g <= 15 for g in gaps)
@@ -167,7 +170,7 @@ def test_figures_with_two_heatmaps_keep_each_colour_bar_beside_its_own(model, to
         # the next part starts past the colour bar and its labels
         assert (fig.layout.xaxis2.domain[0] - fig.layout.xaxis.domain[1]) * pw >= plots.COLOURBAR_PX
         assert fig.layout.xaxis2.domain[1] <= 1
-    scores = plots.position_score_contribution(model, 0, 0, T=20)
+    scores = plots.position_score_contribution(position_scores(model, 20), 0, 0)
     assert plot_area(scores)[0] * scores.layout.xaxis.domain[1] == pytest.approx(plot_area(scores)[1])  # square
     with pytest.raises(ValueError, match="needs a width of at least"):
         plots.checkpoint_diff(record, other, width=500)
@@ -205,7 +208,7 @@ def test_position_views_of_a_model(model):
 def test_position_scores_equal_layer0_scores_without_tokens(model):
     """Independent check of the definition: zero the token embeddings, read layer 0's hook_scores."""
     T = 12
-    scores = plots.position_scores(model, T)  # (L, nh, T, T)
+    scores = position_scores(model, T)  # (L, nh, T, T)
     seen = {}
 
     def zero(x, hook):
@@ -219,12 +222,14 @@ def test_position_scores_equal_layer0_scores_without_tokens(model):
     lower = torch.ones(T, T, dtype=torch.bool).tril()
     torch.testing.assert_close(scores[0][:, lower], seen["s"][:, lower], atol=1e-5, rtol=1e-5)
     assert torch.isnan(scores[0][:, ~lower]).all()
-    fig = plots.position_score_contribution(model, 1, 3, T)
+    fig = plots.position_score_contribution(scores, 1, 3)
     np.testing.assert_allclose(z_of(fig.data[0])[lower.numpy()], scores[1, 3][lower].numpy(), rtol=1e-5)
     spread = z_of(fig.data[1])
     assert spread.shape == (2, 4)
     expected = np.mean([scores[1, 3, t, :t + 1].std(unbiased=False).item() for t in range(1, T)])
     assert spread[1, 3] == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(TypeError, match="position_scores"):  # the view draws scores; it never runs the model
+        plots.position_score_contribution(model, 1, 3)
 
 
 def test_step_candidates_and_attention_row(model, tok):
@@ -269,7 +274,12 @@ def test_loss_curves():
 
 def test_logit_lens_last_layer_is_the_model_prediction(model, tok):
     ids = tok.encode("the lazy dog")
-    lens = plots.logit_lens_record(model, tok, ids)
+    model.train()  # the record runs in eval mode and gives the model back as it found it
+    try:
+        lens = logit_lens_record(model, tok, ids)
+        assert model.training
+    finally:
+        model.eval()
     assert lens.layers == ["embed", "block 0", "block 1"]
     with torch.no_grad():
         logits = model(torch.tensor([ids]))[0]
@@ -293,6 +303,10 @@ def test_checkpoint_diff(model, tok, record):
     assert change.shape == (2, 4) and (change > 0).all()
     fig = plots.checkpoint_diff(record, after)
     np.testing.assert_allclose(z_of(fig.data[0]), change, rtol=1e-6)
+    # a CheckpointDiff passes the head_change it holds: the same figure, computed once
+    assert plots.checkpoint_diff(record, after, change=change).to_json() == fig.to_json()
+    with pytest.raises(ValueError, match=r"must be head_change\(before, after\)"):
+        plots.checkpoint_diff(record, after, change=change[:1])
     np.testing.assert_allclose(fig.data[2].y, after.top_probs[:, 0].numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="same token ids"):
         plots.checkpoint_diff(record, record_forward(model, tok, "the dog"))

@@ -8,8 +8,9 @@ import torch
 
 from gptviz import GPT, GPTConfig
 from gptviz.hooks import capture, hook_points
+from gptviz.commands.sample import cli
 from gptviz.sampling import (StepRecord, apply_no_repeat_ngram, apply_repetition_penalty, apply_temperature,
-                             apply_top_k, apply_top_p, cli, generate, generate_steps, sample_next_token)
+                             apply_top_k, apply_top_p, generate, generate_steps, sample_next_token)
 
 tp = pytest.importorskip("transformers.generation.logits_process")
 

@@ -9,8 +9,9 @@ import torch
 
 from gptviz import GPT, GPTConfig
 from gptviz.checkpoint import export_for_lab, read_config
-from gptviz.train import (TrainConfig, TrainingDiverged, build_trainer, cli, configure_optimizer, load_preset, lr_at,
-                          resume_trainer)
+from gptviz.commands.train import cli
+from gptviz.presets import build_trainer, load_preset, resume_trainer
+from gptviz.train import TrainConfig, TrainingDiverged, configure_optimizer, lr_at
 
 PRESETS = Path(__file__).resolve().parents[1] / "lab" / "configs"
 TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"

@@ -13,8 +13,16 @@
 | `FinetunePanel(gpt, tokenizer, train, test, ...)` | `finetune` | fine-tune in chunks, confusion, classify typed text |
 
 Every panel is an `ipywidgets.VBox` (a cell displays it), shows callback errors in its red error line, and
-has `export_html(path)`: its current view as a standalone offline page. Figures come from `gptviz.plots`;
-the panels hold no plotting logic beyond putting views side by side. Each panel is imported on first use.
+has `export_html(path)`: its current view as a standalone offline page. Each panel is imported on first use.
+
+Views that stand on their own come from `gptviz.plots` (a head's map, the heads grid, a step's candidates, loss
+curves, the logit lens, the checkpoint diff). Each panel's own figure (those views side by side in one
+FigureWidget, laid out in pixels, plus what only that panel shows: the explorer's focus and metric bars, the
+fine-tuning panel's classifier, LM and prediction figures) is drawn in the panel's module by a pure function,
+records in, Figure out (`explorer_figure`, `step_figure`, `dashboard_figure`, `classifier_figure`, ...). No figure runs
+the model (the positional panel's only read its position table): the model runs in the record functions
+(`records.record_forward`, `sampling`, `lens`, `positions.position_scores`, `finetune`), and the panels keep
+what they return.
 """
 
 from __future__ import annotations

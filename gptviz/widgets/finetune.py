@@ -261,7 +261,7 @@ class FinetunePanel(TrainingPanel):
                 diff = job.diff(text)
                 self.prediction.value = "most changed heads (layer, head): " + ", ".join(
                     f"({l}, {h}) {c:.3f}" for l, h, c in diff.top_heads(3))
-                return plots.checkpoint_diff(diff.before, diff.after, width=FIGURE_WIDTH)
+                return plots.checkpoint_diff(diff.before, diff.after, width=FIGURE_WIDTH, change=diff.head_change)
         self.prediction.value = ""
         if isinstance(job, ft.ClassifierJob):
             return classifier_figure(job.trainer.history, self.accuracy, job.baselines(), self.last_eval)

@@ -1,7 +1,7 @@
 """LogitLensPanel: what would the model predict if it stopped after each layer?
 
 Every block's output (and the embeddings) goes through the final LayerNorm and the LM head
-(`plots.logit_lens_record`, one forward pass per text); the heatmap shows the top next token per layer and
+(`gptviz.lens.logit_lens_record`, one forward pass per text); the heatmap shows the top next token per layer and
 position. Colour: the top token's probability, or the probability of the token that really comes next.
 The model runs when the text changes; switching the colour or the window only redraws.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipywidgets as W
 
 from .. import plots
+from ..lens import logit_lens_record
 from ._base import Panel, replace_figure, slider
 
 
@@ -42,7 +43,7 @@ class LogitLensPanel(Panel):
     def _run(self, text: str):
         if not text:
             raise ValueError("the text is empty; type at least one character")
-        return plots.logit_lens_record(self.model, self.tokenizer, self.tokenizer.encode(text))
+        return logit_lens_record(self.model, self.tokenizer, self.tokenizer.encode(text))
 
     def _figure(self):
         return plots.logit_lens_figure(self.lens, self.colour.value, self.positions.value)

@@ -3,7 +3,7 @@
 Views (a toggle): the seed's sinusoidal encoding as a T x C heatmap; its columns as waves (a dimension
 slider picks the sin/cos pair); the model's learned position embeddings; the cosine similarity of position
 vectors; and, for a model, how much positions alone shape each head's attention scores
-(`plots.position_scores` defines it). Without a model only the sinusoidal views are offered.
+(`gptviz.positions.position_scores` defines it). Without a model only the sinusoidal views are offered.
 
 The figures come from `plots` (at the panel's width, `FIGURE_WIDTH`); this panel holds the controls and swaps
 the view in its one FigureWidget.
@@ -15,6 +15,8 @@ from __future__ import annotations
 import ipywidgets as W
 
 from .. import plots
+from ..model import sinusoidal_encoding
+from ..positions import position_scores
 from ._base import FIGURE_WIDTH, Panel, replace_figure, slider
 
 VIEWS = {"sinusoidal": "sinusoidal PE", "waves": "sine waves", "learned": "learned PE",
@@ -72,13 +74,13 @@ class PositionalEncodingExplorer(Panel):
             return plots.learned_position_heatmap(self.model, max_positions=min(T, plots.MAX_TOKENS))
         if v == "similarity":
             src = self._source()
-            return plots.position_similarity(src if src is not None else plots.sinusoidal_encoding(T, C), T,
+            return plots.position_similarity(src if src is not None else sinusoidal_encoding(T, C), T,
                                              width=FIGURE_WIDTH)
         T = min(T, plots.MAX_TOKENS)  # L * nh * T^2 scores: keep them (and the heatmap) small
         if self._scores is None or self._scores[0] != T:
-            self._scores = (T, plots.position_scores(self.model, T))
-        return plots.position_score_contribution(self.model, self.layer.value, self.head.value, T,
-                                                 scores=self._scores[1], width=FIGURE_WIDTH)
+            self._scores = (T, position_scores(self.model, T))
+        return plots.position_score_contribution(self._scores[1], self.layer.value, self.head.value,
+                                                 width=FIGURE_WIDTH)
 
     def _refresh(self, change=None) -> None:
         if change is not None and change["owner"] is self.C:

@@ -1,0 +1,66 @@
+"""Pure plots: a record in, a new `plotly.graph_objects.Figure` out. Views never run the model; records do.
+
+    from gptviz import plots
+    record = gptviz.record_forward(model, tok, "ROMEO: But soft")
+    plots.attention_heatmap(record, layer=0, head=1).show()
+
+| module | draws | from |
+|---|---|---|
+| `style` | nothing: template, colour scales, token ticks, titles, windowing, pixel layout | — |
+| `attention` | one head's map, all heads as thumbnails, what each head does | `records.ForwardRecord` |
+| `positions` | sinusoidal PE and its waves, learned PE, similarity, position-only scores | `positions` (see below) |
+| `generation` | one step's candidates per sampling stage, where the new token looked | `sampling.StepRecord` |
+| `training` | train/val loss and learning rate | `train.Trainer.history` |
+| `lens` | the logit lens | `lens.LogitLensRecord` |
+| `diff` | checkpoint diff, and `head_change`, its one definition | two `ForwardRecord`s of one prompt |
+
+The records come from `gptviz.records`, `gptviz.sampling`, `gptviz.lens` (the logit lens runs the model there)
+and `gptviz.positions` (position scores from a model's layers). The only model a view takes is one whose position
+table it draws (`learned_position_heatmap`, `position_similarity`): reading a weight table runs nothing.
+
+Every public function returns a new Figure and changes nothing; the widgets show these figures and update the
+few arrays that change with the same helpers (`add_*`, `attention_matrix`, `grid_image`, ...), so a panel and
+its static export always agree. Every name is re-exported here: `plots.attention_heatmap(...)`. Nothing here
+builds widgets, trains, samples or tokenizes; token strings come from the records.
+"""
+
+from __future__ import annotations
+
+from .attention import (GRID_MARGIN, GRID_THUMB, HEATMAP_BOTTOM_PX, METRIC_LABELS, add_attention, add_grid,
+                        attention_grid, attention_heatmap, attention_matrix, attention_title, grid_cells, grid_image,
+                        head_metrics_heatmap, metric_text, pair_text, prepare_attention, selected_head_shape)
+from .diff import DIFF_HEADS_PX, DIFF_MARGIN, DIFF_PX, checkpoint_diff, head_change
+from .generation import (STAGE_LABELS, add_attention_row, add_candidates, attention_row, row_title, row_values,
+                         step_candidates, step_title)
+from .lens import logit_lens_figure
+from .positions import (SCORES_MARGIN, SCORES_SIDE_PX, learned_position_heatmap, position_score_contribution,
+                        position_similarity, sine_waves, sinusoidal_heatmap, wavelength)
+from .style import (ATTENTION_SCALE, CHOSEN, COLOURBAR_PX, DIVERGING_SCALE, FILTERED, FONT, MASKED, MASKED_NOTE,
+                    MAX_TOKENS, METRIC_SCALE, SQUARE_PX, STAGE_COLOURS, SUB_CHAR_PX, TEMPLATE, WIDTH,
+                    add_masked_background, as_numpy, colourbar_beside, short, square_layout, square_size, subtitle,
+                    ticks, title_px, window_note, window_start)
+from .training import add_loss_curves, loss_curves, loss_title
+
+__all__ = [
+    # style
+    "FONT", "TEMPLATE", "MASKED_NOTE", "ATTENTION_SCALE", "METRIC_SCALE", "DIVERGING_SCALE", "STAGE_COLOURS",
+    "FILTERED", "CHOSEN", "MASKED", "MAX_TOKENS", "WIDTH", "SQUARE_PX", "COLOURBAR_PX", "SUB_CHAR_PX", "as_numpy",
+    "short", "ticks", "window_start", "window_note", "subtitle", "title_px", "colourbar_beside", "square_size",
+    "square_layout", "add_masked_background",
+    # attention
+    "GRID_THUMB", "METRIC_LABELS", "HEATMAP_BOTTOM_PX", "GRID_MARGIN", "prepare_attention", "attention_matrix",
+    "pair_text", "attention_title", "add_attention", "attention_heatmap", "grid_cells", "grid_image", "metric_text",
+    "add_grid", "selected_head_shape", "attention_grid", "head_metrics_heatmap",
+    # positions
+    "SCORES_MARGIN", "SCORES_SIDE_PX", "sinusoidal_heatmap", "wavelength", "sine_waves", "learned_position_heatmap",
+    "position_similarity", "position_score_contribution",
+    # generation
+    "STAGE_LABELS", "step_title", "add_candidates", "step_candidates", "row_values", "row_title",
+    "add_attention_row", "attention_row",
+    # training
+    "loss_title", "add_loss_curves", "loss_curves",
+    # lens
+    "logit_lens_figure",
+    # diff
+    "DIFF_MARGIN", "DIFF_HEADS_PX", "DIFF_PX", "head_change", "checkpoint_diff",
+]

@@ -1,0 +1,55 @@
+"""Training views: train and val loss with the learning rate against step.
+
+Reads the Trainer's history (`gptviz.train.Trainer.history`: objects with step, loss, lr, val_loss) and returns
+a Figure; `add_loss_curves` puts the curves into a subplot for the training dashboard
+(`gptviz.widgets.training`), which adds the attention snapshot beside them. Training is `gptviz.train`'s job.
+"""
+
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .style import TEMPLATE, subtitle
+
+
+def loss_title(stats) -> str:
+    val = [s for s in stats if s.val_loss is not None]
+    last = f"step {stats[-1].step}: train {stats[-1].loss:.3f}" if stats else "no steps yet"
+    last += f", val {val[-1].val_loss:.3f}" if val else ""
+    return subtitle("Training loss", last, "healthy: falls fast, then slowly; val rising above train = overfitting")
+
+
+def add_loss_curves(fig: go.Figure, stats, vocab_size: int | None = None, row=None, col=None) -> None:
+    """Train loss (line), val loss (dots), learning rate (dotted, secondary y). The subplot at (row, col)
+    must have been made with {"secondary_y": True}."""
+    stats = list(stats)
+    steps = [s.step for s in stats]
+    val = [s for s in stats if s.val_loss is not None]
+    where = dict(row=row, col=col) if row else {}
+    fig.add_trace(go.Scatter(name="train loss", x=steps, y=[s.loss for s in stats], mode="lines",
+                             line=dict(color="#2166ac", width=2)), secondary_y=False, **where)
+    fig.add_trace(go.Scatter(name="val loss", x=[s.step for s in val], y=[s.val_loss for s in val],
+                             mode="lines+markers", line=dict(color="#e6550d", width=2)), secondary_y=False, **where)
+    fig.add_trace(go.Scatter(name="learning rate", x=steps, y=[s.lr for s in stats], mode="lines",
+                             line=dict(color="#9aa3b2", dash="dot")), secondary_y=True, **where)
+    if vocab_size:
+        fig.add_hline(y=math.log(vocab_size), line=dict(color="#9aa3b2", dash="dash", width=1),
+                      annotation_text=f"uniform guess ln V = {math.log(vocab_size):.2f}",
+                      annotation_position="top right", **where)
+    fig.update_xaxes(title_text="step", **where)
+    fig.update_yaxes(title_text="cross-entropy loss (nats)", secondary_y=False, **where)
+    fig.update_yaxes(title_text="learning rate", secondary_y=True, showgrid=False, tickformat=".1~e",
+                     rangemode="tozero", nticks=5, **where)
+
+
+def loss_curves(stats, vocab_size: int | None = None) -> go.Figure:
+    """Train/val loss and learning rate against step; a dashed line marks ln V, the loss of a uniform guess."""
+    stats = list(stats)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    add_loss_curves(fig, stats, vocab_size)
+    fig.update_layout(template=TEMPLATE, height=380, plot_bgcolor="white", title=loss_title(stats),
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    return fig
