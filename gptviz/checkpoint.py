@@ -218,7 +218,7 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> t
         raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
                               f"{config.vocab_size}; {TOKENIZER_FILE} belongs to another model")
     weights = _read_safetensors(path, MODEL_FILE, info)
-    model = GPT(config)
+    model = GPT.empty(config)  # _load_weights checks that every parameter is in the file
     _load_weights(model, weights, path)
     if device == "auto":
         device = default_device()

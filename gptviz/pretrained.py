@@ -119,7 +119,7 @@ def convert_gguf(path: Path) -> tuple[GPT, PretrainedTokenizer]:
 
     kwargs = {"gguf_file": path.name, "dtype": torch.float32}
     config, weights, _ = hf.read_pretrained(path.parent, **kwargs)
-    model = GPT(config)
+    model = GPT.empty(config)
     hf.load_weights(model, weights)
     tok = PretrainedTokenizer.from_transformers(AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name))
     return model.eval(), tok

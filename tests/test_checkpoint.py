@@ -210,3 +210,20 @@ def test_save_unwraps_compiled_or_ddp_like_wrappers(tmp_path, model, tok):
 
     path = save(tmp_path / "ckpt", Wrapper(model), tok)
     assert torch.equal(load(path)[0].wte.weight, model.wte.weight)
+
+
+def test_loading_skips_the_random_init_but_keeps_ties_and_tables(tmp_path):
+    """GPT.empty (used by load) must give the very model that was saved: tied head, RoPE tables, every weight."""
+    from gptviz import GPT, GPTConfig, checkpoint
+    from gptviz.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.from_text("abcdefgh")
+    for extra in ({}, {"pos_encoding": "rotary", "norm": "rmsnorm", "mlp_gated": True, "activation": "silu",
+                       "n_kv_head": 1}, {"pos_encoding": "sinusoidal", "tie_embeddings": False}):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=8, block_size=16, n_layer=1, n_head=2, n_embd=16, **extra)).eval()
+        loaded, _ = checkpoint.load(checkpoint.save(tmp_path / "m", model, tok))
+        assert (loaded.lm_head.weight is loaded.wte.weight) == model.config.tie_embeddings
+        x = torch.tensor([[1, 2, 3, 4, 5]])
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x)), extra
