@@ -232,6 +232,76 @@ def test_position_scores_equal_layer0_scores_without_tokens(model):
         plots.position_score_contribution(model, 1, 3)
 
 
+
+def test_rope_angle_heatmap():
+    from gptviz.positions import rope_angles
+
+    fig = plots.rope_angle_heatmap(16, 24, theta=100.0)
+    a = rope_angles(16, 24, theta=100.0)  # (T, rd/2)
+    np.testing.assert_allclose(z_of(fig.data[0]), np.cos(a), atol=1e-12)
+    custom = np.array(fig.data[0].customdata, dtype=float)  # hover: angle mod 2π, cos, wavelength
+    np.testing.assert_allclose(custom[..., 0], np.mod(a, 2 * math.pi))
+    np.testing.assert_allclose(custom[5, :, 2], 2 * math.pi * 100.0 ** (np.arange(0, 16, 2) / 16))
+    assert "T=24 × rd/2=8, θ=100" in fig.layout.title.text
+    wrapped = plots.rope_angle_heatmap(16, 24, theta=100.0, value="angle")
+    z = z_of(wrapped.data[0])
+    assert (0 <= z).all() and (z < 2 * math.pi).all() and wrapped.data[0].zmax == pytest.approx(2 * math.pi)
+    rotary = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16, pos_encoding="rotary",
+                           rope_theta=1e5))
+    assert "rd/2=4, θ=100000" in plots.rope_angle_heatmap(rotary, 8).layout.title.text  # the model's own settings
+    with pytest.raises(ValueError, match="'cos' or 'angle'"):
+        plots.rope_angle_heatmap(16, 8, value="sin")
+    with pytest.raises(ValueError, match="not rotary"):
+        plots.rope_angle_heatmap(GPTConfig(), 8)
+
+
+def test_rope_score_heatmap_is_constant_along_diagonals():
+    from gptviz.positions import rope_relative_scores
+
+    fig = plots.rope_score_heatmap(16, 30)
+    z = z_of(fig.data[0])
+    curve = rope_relative_scores(16, 29).ones_fraction
+    for d in (0, 3, 29):
+        np.testing.assert_allclose(np.diagonal(z, -d), curve[d], atol=1e-5)  # query i, key i - d
+    assert np.isnan(z[np.triu_indices(30, 1)]).all()  # keys after the query: masked, as in attention
+    assert plot_area(fig) == (plots.SQUARE_PX, plots.SQUARE_PX) and [round(g) for g in colourbar_gaps(fig)] == [10]
+    assert plots.rope_score_heatmap(16, 30, width=960).layout.width == 960
+
+
+def test_rope_distance_scores_side_by_side():
+    from gptviz.positions import rope_relative_scores
+
+    base, slow = rope_relative_scores(64, 512, n_random=32), rope_relative_scores(64, 512, theta=1e5, n_random=32)
+    fig = plots.rope_distance_scores([base, slow], width=960)
+    assert fig.layout.width == 960 and fig.layout.xaxis.type == fig.layout.xaxis2.type == "log"
+    assert [a.text for a in fig.layout.annotations][:2] == ["rd=64, θ=10000", "rd=64, θ=100000"]
+    ones = [t for t in fig.data if t.name == "all-ones vector"]
+    assert [t.xaxis for t in ones] == ["x", "x2"] and [t.showlegend for t in ones] == [True, False]
+    np.testing.assert_allclose(ones[0].y, base.ones_fraction[1:])  # log axis: Δ = 1..D
+    np.testing.assert_allclose(ones[1].y, slow.ones_fraction[1:])
+    band = [t for t in fig.data if t.fill == "tonexty"][0]
+    np.testing.assert_allclose(band.y, np.percentile(base.random_fraction[:, 1:], 10, axis=0))
+    halves = [a.text for a in fig.layout.annotations if a.text.startswith("below")]
+    assert halves == ["below ½ at Δ=28", "below ½ at Δ=59"]
+    linear = plots.rope_distance_scores(base, log_x=False)
+    assert linear.data[2].x[0] == 0 and linear.layout.xaxis.type == "linear"
+    with pytest.raises(ValueError, match="at least one RopeScores"):
+        plots.rope_distance_scores([])
+
+
+def test_rope_head_distance():
+    from gptviz.positions import rope_head_scores
+
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=30, block_size=40, n_layer=1, n_head=4, n_kv_head=2, n_embd=32,
+                      pos_encoding="rotary")).eval()
+    r = rope_head_scores(m, 100, 0, 2, token_ids=[1, 7, 9])
+    fig = plots.rope_head_distance(r)
+    assert len(fig.data) == 4 and "reads key/value head 1" in fig.layout.title.text
+    np.testing.assert_allclose(fig.data[-1].y, r.scores.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(fig.data[1].y, r.scores[1], rtol=1e-6)
+    assert list(fig.data[0].x) == list(range(40))  # cropped to the block size
+
 def test_step_candidates_and_attention_row(model, tok):
     steps = list(generate_steps(model, tok.encode("the fox"), 3, do_sample=True, temperature=0.7, top_k=3,
                                 seed=1, k=6, record_attention=True, tokenizer=tok))

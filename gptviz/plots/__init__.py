@@ -8,7 +8,7 @@
 |---|---|---|
 | `style` | nothing: template, colour scales, token ticks, titles, windowing, pixel layout | — |
 | `attention` | one head's map, all heads as thumbnails, what each head does | `records.ForwardRecord` |
-| `positions` | sinusoidal PE and its waves, learned PE, similarity, position-only scores | `positions` (see below) |
+| `positions` | sinusoidal PE, waves, learned PE, similarity, position-only scores, RoPE | `positions` (see below) |
 | `generation` | one step's candidates per sampling stage, where the new token looked | `sampling.StepRecord` |
 | `training` | train/val loss and learning rate | `train.Trainer.history` |
 | `lens` | the logit lens | `lens.LogitLensRecord` |
@@ -34,7 +34,8 @@ from .generation import (STAGE_LABELS, add_attention_row, add_candidates, attent
                          step_candidates, step_title)
 from .lens import logit_lens_figure
 from .positions import (SCORES_MARGIN, SCORES_SIDE_PX, learned_position_heatmap, position_score_contribution,
-                        position_similarity, sine_waves, sinusoidal_heatmap, wavelength)
+                        position_similarity, rope_angle_heatmap, rope_distance_scores, rope_head_distance,
+                        rope_score_heatmap, sine_waves, sinusoidal_heatmap, wavelength)
 from .style import (ATTENTION_SCALE, CHOSEN, COLOURBAR_PX, DIVERGING_SCALE, FILTERED, FONT, MASKED, MASKED_NOTE,
                     MAX_TOKENS, METRIC_SCALE, SQUARE_PX, STAGE_COLOURS, SUB_CHAR_PX, TEMPLATE, WIDTH,
                     add_masked_background, as_numpy, colourbar_beside, short, square_layout, square_size, subtitle,
@@ -53,7 +54,8 @@ __all__ = [
     "add_grid", "selected_head_shape", "attention_grid", "head_metrics_heatmap",
     # positions
     "SCORES_MARGIN", "SCORES_SIDE_PX", "sinusoidal_heatmap", "wavelength", "sine_waves", "learned_position_heatmap",
-    "position_similarity", "position_score_contribution",
+    "position_similarity", "position_score_contribution", "rope_angle_heatmap", "rope_score_heatmap",
+    "rope_distance_scores", "rope_head_distance",
     # generation
     "STAGE_LABELS", "step_title", "add_candidates", "step_candidates", "row_values", "row_title",
     "add_attention_row", "attention_row",
