@@ -2,6 +2,8 @@
 
 Every function takes patterns shaped (..., T, Tk) — typically (L, nh, T, T) from a ForwardRecord or
 (B, nh, T, T) from a capture — and returns one number per head, shaped like the leading dimensions.
+Two helpers read those (L, nh) maps: `top_heads` ranks them, `kv_groups` says which heads share a key/value
+head under grouped-query attention.
 Nothing here runs a model; `gptviz.records` and `gptviz.train` call these on what they recorded.
 """
 
@@ -52,8 +54,10 @@ def induction_score(pattern: torch.Tensor, ids: torch.Tensor | list[int]) -> tor
     ids = torch.as_tensor(ids).flatten().tolist()
     T = pattern.shape[-2]
     if len(ids) != T or pattern.shape[-1] != T:
-        raise ValueError(f"induction_score needs a square (..., T, T) pattern and T ids; got pattern "
-                         f"{tuple(pattern.shape)} and {len(ids)} ids")
+        raise ValueError(
+            f"induction_score needs a square (..., T, T) pattern and T ids; got pattern "
+            f"{tuple(pattern.shape)} and {len(ids)} ids"
+        )
     mask = torch.zeros(T, T, dtype=torch.bool)
     for t in range(T):
         for j in range(1, t + 1):
@@ -66,8 +70,9 @@ def induction_score(pattern: torch.Tensor, ids: torch.Tensor | list[int]) -> tor
     return mass[..., queries].mean(-1)
 
 
-def repeated_random_tokens(vocab_size: int, length: int, repeats: int = 2, seed: int = 0,
-                           bos: int | None = None) -> torch.Tensor:
+def repeated_random_tokens(
+    vocab_size: int, length: int, repeats: int = 2, seed: int = 0, bos: int | None = None
+) -> torch.Tensor:
     """Ids (repeats * length,) — a random sequence repeated: the standard probe for induction heads."""
     g = torch.Generator().manual_seed(seed)
     seq = torch.randint(0, vocab_size, (length,), generator=g).repeat(repeats)
@@ -76,10 +81,40 @@ def repeated_random_tokens(vocab_size: int, length: int, repeats: int = 2, seed:
     return seq
 
 
+def top_heads(scores: torch.Tensor, n: int = 5) -> list[tuple[int, int, float]]:
+    """The `n` best heads of an (L, nh) score map, best first, as (layer, head, score); nan scores are skipped.
+
+    `top_heads(induction_score(record.attention, ids), 3)` -> [(18, 6, 0.89), (17, 3, 0.77), ...]
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"top_heads needs an (L, nh) score map, one number per head; got shape {tuple(scores.shape)}")
+    nh = scores.shape[1]
+    flat = scores.detach().float().cpu().flatten()
+    order = [i for i in flat.argsort(descending=True).tolist() if not torch.isnan(flat[i])]
+    return [(i // nh, i % nh, float(flat[i])) for i in order[:n]]
+
+
+def kv_groups(n_head: int, n_kv_head: int | None = None) -> list[list[int]]:
+    """Which query heads share a key/value head (grouped-query attention): entry g lists the heads reading kv head g.
+
+    Query head h reads kv head h // (n_head // n_kv_head), as in transformers' `repeat_kv`: with 9 heads and 3 kv
+    heads, [[0, 1, 2], [3, 4, 5], [6, 7, 8]]. Heads in one group see the same keys and values and differ only in
+    their queries. n_kv_head None (or = n_head) is ordinary multi-head attention: every head alone.
+    """
+    n_kv_head = n_kv_head or n_head
+    if n_kv_head < 1 or n_head % n_kv_head:
+        raise ValueError(f"n_head ({n_head}) must be a positive multiple of n_kv_head ({n_kv_head})")
+    size = n_head // n_kv_head
+    return [list(range(g * size, (g + 1) * size)) for g in range(n_kv_head)]
+
+
 def head_metrics(pattern: torch.Tensor, ids: torch.Tensor | list[int] | None = None) -> dict[str, torch.Tensor]:
     """All metrics at once: {name: tensor shaped like the leading (e.g. (L, nh)) dimensions}."""
-    out = {"previous_token": previous_token_score(pattern), "first_token": first_token_score(pattern),
-           "entropy": entropy(pattern)}
+    out = {
+        "previous_token": previous_token_score(pattern),
+        "first_token": first_token_score(pattern),
+        "entropy": entropy(pattern),
+    }
     if ids is not None:
         out["induction"] = induction_score(pattern, ids)
     return out
