@@ -16,7 +16,8 @@ Decisions a user may notice:
 - ``"<|endoftext|>"`` written in the text encodes to the special id (50256 for GPT-2), as Hugging Face's
   tokenizers do (tiktoken does the same with ``allowed_special="all"``). ``decode`` keeps it in the text.
 - ``tokens()`` makes whitespace visible: space ``"␣"``, newline ``"↵"``, tab ``"⇥"``, carriage return ``"␍"``;
-  other control characters are shown as ``<0x07>``. Whole characters, Chinese included, are shown as
+  other control characters are shown as ``<0x07>``, other spaces (no-break, ideographic, zero-width) as
+  ``<U+00A0>``. Whole characters, Chinese included, are shown as
   themselves: GPT-2 spells "人" as one token ``"人"``. It splits "工" over two tokens; in a sequence they are
   shown as ``"工(1/2)"`` and ``"工(2/2)"``, and a lone piece (a top-k candidate) as hex bytes ``"<0xA5>"``.
 - ``decode`` of ids that end inside a UTF-8 character gives U+FFFD ("�") for the broken bytes.
@@ -69,6 +70,8 @@ def visible(text: str) -> str:
             out.append(WHITESPACE_SYMBOLS[ch])
         elif unicodedata.category(ch) == "Cc":
             out.append(_hex_bytes(ch.encode("utf-8")))
+        elif unicodedata.category(ch) in ("Zs", "Zl", "Zp", "Cf"):  # no-break / wide / zero-width spaces
+            out.append(f"<U+{ord(ch):04X}>")  # would otherwise show as a blank (or nothing) in a plot
         else:
             out.append(ch)
     return "".join(out)

@@ -256,3 +256,12 @@ def test_get_tokenizer():
         get_tokenizer("bpe", text=CORPUS)
     with pytest.raises(ValueError, match="Unknown tokenizer 'sentencepiece'"):
         get_tokenizer("sentencepiece")
+
+
+def test_invisible_spaces_are_named_in_tokens():
+    """A no-break, ideographic or zero-width space would be a blank cell in a plot: tokens() names it."""
+    from gptviz.tokenizers import visible
+
+    assert visible("a\u00a0b\u3000c\u200bd e") == "a<U+00A0>b<U+3000>c<U+200B>d␣e"
+    tok = get_tokenizer("gpt2")
+    assert "<U+00A0>" in "".join(tok.tokens(tok.encode("x\u00a0y")))

@@ -237,6 +237,7 @@ def head_metrics_heatmap(record, metrics: dict | None = None) -> go.Figure:
         fig.update_yaxes(title_text="layer (L)" if i == 0 else None, dtick=1 if L <= 16 else None,
                          autorange="reversed", showgrid=False, row=1, col=i + 1)
     fig.update_annotations(font_size=12)
-    fig.update_layout(template=TEMPLATE, height=330, title=subtitle(
+    # 330 px fits GPT-2-small's 12 layers; deeper models (SmolLM2: 30) get ~14 px per layer row
+    fig.update_layout(template=TEMPLATE, height=max(330, 150 + 14 * L), title=subtitle(
         "What each head does", "1.0 = the head does this perfectly; computed on this input"))
     return fig
