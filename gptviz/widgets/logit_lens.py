@@ -21,9 +21,10 @@ class LogitLensPanel(Panel):
     title = "Logit lens"
 
     def __init__(self, model, tokenizer, text: str = "The quick brown fox jumps over the lazy dog",
-                 max_positions: int = 32):
+                 max_positions: int = 32, record=None):
+        """`record`: a `gptviz.lens.logit_lens_record` of `text` already made (the panel then runs nothing)."""
         self.model, self.tokenizer = model, tokenizer
-        self.lens = self._run(text)
+        self.lens = self._run(text) if record is None else record
         st = {"description_width": "initial"}
         self.text = W.Textarea(value=text, description="text", continuous_update=False, rows=2,
                                layout=W.Layout(width="95%"), style=st)
