@@ -56,7 +56,7 @@ def page_html(items: Iterable[go.Figure | RawHTML], title: str | None = None,
         if isinstance(item, RawHTML):
             parts.append(f"<section>{item}</section>")
             continue
-        if not isinstance(item, go.Figure):  # FigureWidget is a BaseFigure too: copy its current state
+        if not isinstance(item, go.Figure):  # any BaseFigure (a panel figure too): copy its current state
             try:
                 item = go.Figure(item)
             except Exception as e:

@@ -2,7 +2,9 @@
 
 1. open 01_attention, Run All Cells from the menu, wait until the AttentionExplorer has drawn; move its layer
    and head sliders with the keyboard and check that the heatmap's data and title really changed; type a
-   128-token text into it;
+   128-token text into it; click a head thumbnail in its grid, a heatmap row and a focus bar, and check that
+   each click changed the figure (plotly's own FigureWidget once sent the whole figure back to the kernel,
+   over Jupyter's 10 MiB websocket limit, and clicks never arrived);
 2. open 04_generation_and_sampling, run it, check that the GenerationExplorer's first view shows step 0,
    click a candidate bar and check that a fork (branch 1) appeared;
 3. open 02_positional_encoding, run it, switch the PositionalEncodingExplorer to its similarity and score
@@ -10,8 +12,10 @@
    right beside its heatmap (`colourbar_gaps`);
 4. after each action, check the panel's plot for layout faults a person would see (`layout_problems`: a plot
    much narrower than its panel, titles or legends cut off or on top of each other);
-5. fail on any uncaught page error; screenshots before/after each action and on failure go to
-   tests/artifacts/browser/ (kept by CI), with the timings in timings.json.
+5. fail on any uncaught page error, and on any websocket message from the browser over 1 MB (the widgets
+   send the kernel small events, never figure data); screenshots before/after each action and on failure go
+   to tests/artifacts/browser/ (kept by CI), with the timings (click or key to the figure updated) and the
+   largest websocket messages each way in timings.json.
 
 Never sleeps: every wait is for a DOM predicate. Needs Debian's Chromium at /usr/bin/chromium (never
 `playwright install`); without it the test skips, unless GPTVIZ_REQUIRE_BROWSER=1 (CI), which makes it fail.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -44,6 +49,7 @@ RUN_TIMEOUT_MS = 300_000  # running a whole notebook on a busy 2-core machine
 LONG_TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
              "Arise, fair sun, and kill the envious moon,\n")[:128]  # 128 characters = 128 tokens
 UI_TIMEOUT_MS = 60_000  # one widget callback round trip
+MAX_SENT_BYTES = 1_000_000  # a websocket message from the browser to the kernel; Jupyter drops the link at 10 MiB
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -252,6 +258,60 @@ def move_slider(box, description: str, key: str, times: int = 1) -> None:
         handle.press(key)
 
 
+def timed(timings: dict, name: str, action, wait) -> None:
+    """Do `action`, then `wait` (a DOM predicate); record the seconds between them as timings[name]."""
+    t0 = time.monotonic()
+    action()
+    wait()
+    timings[name] = round(time.monotonic() - t0, 3)
+
+
+def wait_plot(page, plot, predicate: str, arg=None) -> None:
+    """Wait until `predicate` (a JS function of the plot's graph div, or of [div, arg]) holds."""
+    el = plot.element_handle()
+    page.wait_for_function(predicate, arg=el if arg is None else [el, arg], timeout=UI_TIMEOUT_MS)
+
+
+def click_at(page, bbox: dict, fx: float = 0.5, fy: float = 0.5) -> None:
+    """Move to a point of a box (plotly clicks the point it hovers), then click there."""
+    x, y = bbox["x"] + bbox["width"] * fx, bbox["y"] + bbox["height"] * fy
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+
+
+def focus_of(plot) -> str:
+    return plot.evaluate("el => el.layout.legend.title.text")
+
+
+def click_attention_explorer(page, box, timings: dict, nh: int) -> None:
+    """Click a head thumbnail, a heatmap row and a focus bar; each must change the figure."""
+    plot = box.locator(".js-plotly-plot").first
+    layer, head = 3, 4
+    thumb = plot.locator(".subplot.x2y2 .scatterlayer .point").nth(layer * nh + head)  # markers: layer by layer
+    timed(timings, "attention_click_head_s", lambda: click_at(page, thumb.bounding_box()),
+          lambda: wait_plot(page, plot, "([el, t]) => el.layout.title.text.includes(t)", f"layer {layer}, head {head}"))
+    shoot(box, "01_attention_explorer_after_head_click.png")
+    before = focus_of(plot)  # the last token; the heatmap's middle row (left of the diagonal) is another one
+    heatmap = plot.locator(".nsewdrag[data-subplot='xy']").first
+    timed(timings, "attention_click_row_s", lambda: click_at(page, heatmap.bounding_box(), 0.2, 0.5),
+          lambda: wait_plot(page, plot, "([el, t]) => el.layout.legend.title.text !== t", before))
+    before = focus_of(plot)
+    token = int(before.split()[1])  # "token 64 'x':"
+    bars = plot.locator(".subplot.x4y4 .barlayer .point path")
+    boxes = [b for b in (bars.nth(i).bounding_box() for i in range(bars.count())) if b and b["height"] > 3]
+    target = None  # a bar of another token than the focused one (plotly's hover says which token a bar is)
+    for b in sorted(boxes, key=lambda b: -b["height"]):
+        page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+        hovered = plot.evaluate("el => el._hoverdata && el._hoverdata.length ? el._hoverdata[0].x : null")
+        if hovered is not None and int(hovered) != token:
+            target = b
+            break
+    assert target is not None, "no focus bar of another token to click"
+    timed(timings, "attention_click_bar_s", lambda: click_at(page, target),
+          lambda: wait_plot(page, plot, "([el, t]) => el.layout.legend.title.text !== t", before))
+    shoot(box, "01_attention_explorer_after_clicks.png")
+
+
 def show(box) -> None:
     """Scroll a panel to the top of the notebook's own scroll area (the page itself never scrolls)."""
     box.evaluate("e => e.scrollIntoView({block: 'start'})")
@@ -283,6 +343,16 @@ def test_lab_in_a_real_browser(tmp_path):
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
             page.on("pageerror", lambda e: page_errors.append(str(e)))
+            sent, received = [], []  # websocket message sizes in bytes (the kernel's channels among them)
+
+            def on_websocket(ws):
+                def size(payload) -> int:
+                    return len(payload.encode()) if isinstance(payload, str) else len(payload)
+
+                ws.on("framesent", lambda payload: sent.append(size(payload)))
+                ws.on("framereceived", lambda payload: received.append(size(payload)))
+
+            page.on("websocket", on_websocket)
             try:
                 # ---- 01: attention explorer ----------------------------------------------------------
                 open_and_run_all(page, lab, "01_attention.ipynb")
@@ -294,10 +364,9 @@ def test_lab_in_a_real_browser(tmp_path):
                 before = plot_state(box)
                 assert "layer 0, head 0" in before["title"], before["title"]
 
-                move_slider(box, "layer", "ArrowRight")
-                page.wait_for_function(
-                    "el => el.layout.title.text.includes('layer 1, head 0')",
-                    arg=box.locator(".js-plotly-plot").first.element_handle(), timeout=UI_TIMEOUT_MS)
+                timed(timings, "attention_layer_key_s", lambda: move_slider(box, "layer", "ArrowRight"),
+                      lambda: wait_plot(page, box.locator(".js-plotly-plot").first,
+                                        "el => el.layout.title.text.includes('layer 1, head 0')"))
                 move_slider(box, "head", "ArrowRight", times=2)
                 page.wait_for_function(
                     "el => el.layout.title.text.includes('layer 1, head 2')",
@@ -316,6 +385,9 @@ def test_lab_in_a_real_browser(tmp_path):
                     arg=box.locator(".js-plotly-plot").first.element_handle(), timeout=UI_TIMEOUT_MS)
                 show(box)
                 shoot(box, "01_attention_explorer_128_tokens.png")
+                assert not layout_problems(box), layout_problems(box)
+                nh = int(re.search(r"nh=(\d+) heads", box.inner_text()).group(1))  # from the status line
+                click_attention_explorer(page, box, timings, nh)
                 assert not layout_problems(box), layout_problems(box)
                 # the offline bertviz head view drew its SVG (no CDN reachable here)
                 bertviz = page.locator(".jp-OutputArea-output", has=page.locator("[id^='bertviz'] svg")).last
@@ -341,10 +413,9 @@ def test_lab_in_a_real_browser(tmp_path):
                          if b and b["height"] > 3]
                 assert len(boxes) >= 2, "expected candidate bars to click"
                 target = sorted(boxes, key=lambda b: -b["height"])[1]  # a likely candidate that was not chosen
-                page.mouse.move(target["x"] + target["width"] / 2, target["y"] + target["height"] / 2)
-                page.mouse.click(target["x"] + target["width"] / 2, target["y"] + target["height"] / 2)
-                box.locator("select option", has_text="fork of 0").first.wait_for(state="attached",
-                                                                                   timeout=UI_TIMEOUT_MS)
+                timed(timings, "generation_click_fork_s", lambda: click_at(page, target),
+                      lambda: box.locator("select option", has_text="fork of 0").first.wait_for(
+                          state="attached", timeout=UI_TIMEOUT_MS))
                 page.wait_for_function("b => b.innerText.includes('fork of 0 at step')", arg=box.element_handle(),
                                        timeout=UI_TIMEOUT_MS)
                 shoot(box, "04_generation_explorer_after_fork.png")
@@ -362,9 +433,9 @@ def test_lab_in_a_real_browser(tmp_path):
                 plot = box.locator(".js-plotly-plot").first
                 for view, title, name in (("similarity", "Cosine similarity", "02_positions_similarity.png"),
                                           ("score contribution", "How much do positions", "02_positions_scores.png")):
-                    box.locator("button.widget-toggle-button", has_text=view).first.click()
-                    page.wait_for_function("([el, t]) => el.layout.title.text.startsWith(t)",
-                                           arg=[plot.element_handle(), title], timeout=UI_TIMEOUT_MS)
+                    timed(timings, f"positions_{view.replace(' ', '_')}_s",
+                          lambda: box.locator("button.widget-toggle-button", has_text=view).first.click(),
+                          lambda: wait_plot(page, plot, "([el, t]) => el.layout.title.text.startsWith(t)", title))
                     show(box)
                     shoot(box, name)
                     assert not layout_problems(box), (view, layout_problems(box))
@@ -373,6 +444,10 @@ def test_lab_in_a_real_browser(tmp_path):
                     # position 0 stays on top: switching views once left the new view's y axis turned forward
                     assert plot.evaluate("el => el._fullLayout.yaxis.range[0] > el._fullLayout.yaxis.range[1]"), view
                 timings["notebook_02_s"] = time.monotonic() - t0
+                timings["largest_ws_sent_bytes"] = max(sent, default=0)
+                timings["largest_ws_received_bytes"] = max(received, default=0)
+                assert max(sent, default=0) < MAX_SENT_BYTES, \
+                    f"the browser sent a {max(sent)} byte message: widgets must send events, not figure data"
             except Exception:
                 shoot(page, "failure.png")
                 raise

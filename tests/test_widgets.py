@@ -9,14 +9,16 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
-from plotly.serializers import _py_to_js
+from plotly.offline import get_plotlyjs
 
 from gptviz import GPT, GPTConfig, plots, sinusoidal_encoding
 from gptviz.data import TokenDataset
+from gptviz.positions import position_scores
 from gptviz.tokenizers import get_tokenizer
 from gptviz.train import TrainConfig, Trainer
 from gptviz.sampling import generate, generate_steps
 from gptviz.widgets._base import FIGURE_WIDTH, Busy, ChunkedTraining, Panel, unpack
+from gptviz.widgets._figure import PlotlyFigure, PlotlyLibrary, to_state
 from gptviz.widgets.attention import HEATMAP_PX
 from gptviz.widgets import (AttentionExplorer, GenerationExplorer, LogitLensPanel, PositionalEncodingExplorer,
                             TrainingDashboard)
@@ -40,16 +42,31 @@ def z_of(trace):
     return unpack(trace.z)  # panels send 2-D arrays packed (binary float32)
 
 
+def split_buffers(obj, buffers=None):
+    """(state without its bytes, the bytes): what the widget comm sends as JSON and as binary buffers."""
+    buffers = [] if buffers is None else buffers
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        buffers.append(obj)
+        return None, buffers
+    if isinstance(obj, dict):
+        return {k: split_buffers(v, buffers)[0] for k, v in obj.items()}, buffers
+    if isinstance(obj, (list, tuple)):
+        return [split_buffers(v, buffers)[0] for v in obj], buffers
+    return obj, buffers
+
+
 def comm_safe(fig):
-    """The figure's state as the widget comm serialises it must be valid JSON (no NaN: masked cells are NaN)."""
-    json.dumps(_py_to_js(fig._data, None), allow_nan=False, default=lambda o: None)  # buffers travel apart
+    """The figure's widget state as the comm sends it must be valid JSON (no NaN: masked cells are NaN), its
+    arrays in binary buffers."""
+    state, buffers = split_buffers(fig.widget.get_state())
+    json.dumps(state, allow_nan=False)
+    assert buffers, "numeric arrays travel as binary buffers"
 
 
 def click(fig, trace_index, point_index, x=None, y=None):
-    """What the browser sends on a click: the FigureWidget dispatches it to the trace's on_click."""
-    fig._js2py_pointsCallback = {"event_type": "plotly_click", "device_state": None, "selector": None,
-                                 "points": {"trace_indexes": [trace_index], "point_indexes": [point_index],
-                                            "xs": [x], "ys": [y]}}
+    """What the browser sends on a click (gptviz/static/plotly_figure.js): one small message per click."""
+    fig.widget.receive({"type": "click", "points": [{"curve": trace_index, "point": point_index, "x": x, "y": y,
+                                                     "customdata": None}], "state": {"button": 0}})
 
 
 def test_attention_explorer_follows_layer_head_and_clicks(model, tok):
@@ -165,20 +182,94 @@ def test_attention_explorer_scores_follow_the_head(model, tok):
     comm_safe(p.figure)  # an undefined score (NaN) travels as None
 
 
-def test_displaying_a_panel_sends_the_figure_as_it_is_now(model, tok):
-    """A view draws from the widget's saved state: displaying the panel must refresh it, or a figure changed
-    before it was shown (generated in the constructor, a head picked in code) draws stale or empty."""
+def test_the_widget_state_is_the_figure_as_it_is_now(model, tok):
+    """A view draws from the widget's state: a figure changed before the panel was shown (generated in the
+    constructor, a head picked in code) must draw as it is now, not stale or empty."""
     g = GenerationExplorer(model, tok, "ROMEO:", max_new_tokens=3, generate_now=False)
     g.run()
     bundle = g._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
-    assert g.figure._widget_layout["title"]["text"].startswith("Step 0")
-    assert [t["type"] for t in g.figure._widget_data] == [t.type for t in g.figure.data]
+    data, layout = drawn(g.plot)
+    assert layout["title"]["text"].startswith("Step 0")
+    assert [t["type"] for t in data] == [t.type for t in g.figure.data]
     p = AttentionExplorer(model, tok, "the sun")
     p.layer.value = 1
-    p._repr_mimebundle_()
-    assert "layer 1, head 0" in p.figure._widget_layout["title"]["text"]
-    assert p.figure._widget_data[0]["z"] == p.trace("attention").z
+    data, layout = drawn(p.plot)
+    assert "layer 1, head 0" in layout["title"]["text"]
+    assert (data, layout) == (drawn(PlotlyFigure(p.figure))), "base + patch = the figure sent whole"
+    z = data[0]["z"]  # float32 bytes, sent as a binary buffer
+    assert isinstance(z["bdata"], bytes) and z["dtype"] == "f4"
+    np.testing.assert_array_equal(np.frombuffer(z["bdata"], "<f4").reshape(p.record.T, p.record.T),
+                                  z_of(p.trace("attention")))
+
+
+def drawn(widget) -> tuple[list, dict]:
+    """What the browser draws from the widget's state (gptviz/static/plotly_figure.js): the base with the
+    patch's properties on top."""
+    state = widget.get_state()
+    data, layout, patch = state["_fig_data"], state["_fig_layout"], state["_fig_patch"]
+    if patch.get("base") != state["_fig_base"]:
+        return data, layout
+
+    def patched(base, diff):
+        if diff is None:
+            return base
+        out = {**base, **diff["set"]}
+        return {k: v for k, v in out.items() if k not in diff["unset"]}
+
+    return ([patched(data[i] if i < len(data) else {}, patch["traces"].get(str(i))) for i in range(patch["n"])],
+            patched(layout, patch["layout"]))
+
+
+def sent_messages(widget) -> list[tuple[dict, list]]:
+    """Record what `widget` sends to the browser from now on (the comm's messages: state updates)."""
+    sent = []
+    widget.comm.send = lambda data=None, buffers=None, **kw: sent.append((data, list(buffers or [])))
+    return sent
+
+
+def message_bytes(data: dict, buffers: list) -> int:
+    return len(json.dumps(data)) + sum(memoryview(b).nbytes for b in buffers)
+
+
+def test_figure_messages_stay_small_and_plotly_js_travels_once(tok):
+    """12 x 12 heads, 128 tokens: the whole figure is far under Jupyter's 10 MiB websocket limit (the panel's
+    budget is 1 MB), a head change sends only what changed (not the grid, not the heatmap's hover text), and
+    plotly.js is one widget per kernel, never part of a figure's state."""
+    torch.manual_seed(0)
+    big = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=12, n_head=12, n_embd=48)).eval()
+    p = AttentionExplorer(big, tok, (TEXT * 2)[:128])
+    state, buffers = split_buffers(p.plot.get_state())
+    assert "_plotly_js" not in state and message_bytes(state, buffers) < 1_000_000
+    sent = sent_messages(p.plot)
+    p.select(3, 5)
+    assert len(sent) == 1, "one state update per head change"
+    data, buffers = sent[0]
+    assert set(data["state"]) == {"_fig_patch"} and message_bytes(data, buffers) < 100_000
+    assert set(data["state"]["_fig_patch"]["traces"]["0"]["set"]) == {"z"}  # the heatmap: only its numbers
+    p.hide_first.value = True  # the grid changes too: still far under the limit
+    assert all(message_bytes(d, b) < 1_000_000 for d, b in sent)
+    lib = PlotlyLibrary.shared()
+    assert PlotlyFigure(go.Figure()) is not None and PlotlyLibrary.shared() is lib  # still one per kernel
+    assert lib.get_state()["_plotly_js"] == get_plotlyjs().encode() and "_plotly_js" not in p.plot.keys
+
+
+def test_figure_widget_clicks_reach_only_their_traces():
+    w = PlotlyFigure(go.Figure([go.Bar(y=[1, 2, 3], customdata=[7, 8, 9]), go.Scatter(y=[3, 2, 1])]))
+    got = []
+    w.on_click(lambda trace, points, state: got.append(("bar", trace.customdata[points.point_inds[0]])), traces=[0])
+    w.on_click(lambda trace, points, state: got.append(("any", points.trace_index, points.xs, state.shift)))
+    w.receive({"type": "click", "points": [{"curve": 0, "point": 2, "x": 2, "y": 3}], "state": {"shift": True}})
+    w.receive({"type": "click", "points": [{"curve": 1, "point": 0, "x": 0, "y": 3}]})
+    w.receive({"type": "click", "points": [{"curve": 5, "point": 0}]})  # a trace that is gone: ignored
+    assert got == [("bar", 9), ("any", 0, [2], True), ("any", 1, [0], None)]
+    w.receive({"type": "error", "message": "plotly.js could not draw"})
+    assert w.last_js_error == "plotly.js could not draw"
+    w.set_figure(go.Figure(go.Heatmap(z=[[1.0, float("nan")]]), layout={"title": "new"}))
+    data, layout = drawn(w)
+    assert [t["type"] for t in data] == ["heatmap"] and layout["title"]["text"] == "new"
+    assert data[0]["z"] == [[1.0, None]]  # NaN in lists travels as None
+    assert "customdata" not in data[0]  # nothing of the bar is left
 
 
 def test_head_change_is_fast_on_12x12_heads_128_tokens(tok):
@@ -202,7 +293,8 @@ def big_row(p, layer, head):
 
 def test_positional_encoding_explorer(model):
     p = PositionalEncodingExplorer(T=32, C=16)
-    assert [v for _, v in p.view.options] == ["sinusoidal", "waves", "similarity"]  # no model: formula only
+    assert [v for _, v in p.view.options] == ["sinusoidal", "waves", "rotary", "rotary_scores",
+                                              "similarity"]  # no model: the formulas only
     np.testing.assert_allclose(z_of(p.figure.data[0]), sinusoidal_encoding(32, 16).numpy(), atol=1e-6)
     p.view.value = "waves"
     p.dim.value = 4
@@ -214,11 +306,50 @@ def test_positional_encoding_explorer(model):
     np.testing.assert_allclose(z_of(m.figure.data[0]), model.wpe.weight[:20].detach().numpy(), atol=1e-6)
     m.view.value = "scores"
     m.layer.value, m.head.value = 1, 2
-    scores = plots.position_scores(model, 20)
+    scores = position_scores(model, 20)
     lower = np.tril(np.ones((20, 20), dtype=bool))
     np.testing.assert_allclose(z_of(m.figure.data[0])[lower], scores[1, 2].numpy()[lower], rtol=1e-5)
     assert m.last_error is None
 
+
+
+def test_positional_encoding_explorer_rotary_views(tok):
+    """RoPE beside sinusoidal and learned: rd and theta on sliders without a model, a rotary model's own settings
+    with one, and its heads' q·k against distance."""
+    from gptviz.positions import rope_angles, rope_head_scores, rope_relative_scores
+
+    p = PositionalEncodingExplorer(T=32, C=16)
+    p.view.value = "rotary"
+    p.rd.value, p.theta.value = 16, 100.0
+    np.testing.assert_allclose(z_of(p.figure.data[0]), np.cos(rope_angles(16, 32, theta=100.0)), atol=1e-6)
+    assert p.rd.layout.display == p.theta.layout.display == "" and p.distance.layout.display == "none"
+    p.view.value = "rotary_scores"
+    p.distance.value = 256
+    expected = rope_relative_scores(16, 256, theta=100.0)
+    ones = next(t for t in p.figure.data if t.name == "all-ones vector")
+    np.testing.assert_allclose(ones.y, expected.ones_fraction[1:], rtol=1e-6)  # log axis: Δ = 1..256
+    assert p.figure.layout.xaxis.type == "log" and f"below ½ at Δ={expected.first_below(0.5)}" in p.status.value
+    p.log_x.value = False
+    ones = next(t for t in p.figure.data if t.name == "all-ones vector")
+    assert ones.x[0] == 0 and ones.y[0] == 1.0 and p.figure.layout.xaxis.type == "linear"
+    assert p.T.layout.display == "none" and p.last_error is None
+
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
+                      pos_encoding="rotary", rotary_dim=4, rope_theta=500.0)).eval()
+    r = PositionalEncodingExplorer(m, T=20)
+    views = [v for _, v in r.view.options]
+    assert r.view.value == "rotary" and "rotary_head" in views and "scores" not in views and "learned" not in views
+    assert r.rd.disabled and r.theta.disabled and (r.rd.value, r.theta.value) == (4, 500.0)
+    assert "turns 4 of each head's 8 dims with θ=500" in r.caption
+    np.testing.assert_allclose(z_of(r.figure.data[0]), np.cos(rope_angles(m, 20)), atol=1e-6)
+    r.view.value = "rotary_head"
+    r.layer.value, r.head.value = 1, 3
+    head = rope_head_scores(m, r.distance.value, 1, 3)
+    mean = next(t for t in r.figure.data if t.name == "average over tokens")
+    np.testing.assert_allclose(mean.y, head.scores.mean(0), rtol=1e-5)
+    assert len(mean.x) == 64 and "reads key/value head 1" in r.figure.layout.title.text  # cropped to the block
+    assert r.layer.layout.display == "" and r.rd.layout.display == "none" and r.last_error is None
 
 def test_generation_timeline_and_fork(model, tok):
     g = GenerationExplorer(model, tok, "ROMEO:", max_new_tokens=8, k=5)
@@ -369,30 +500,23 @@ def test_training_dashboard_run_start_stop_save(tok, tmp_path):
     assert (tmp_path / "ckpt" / "model.safetensors").exists() and "saved step 38" in d.status.value
 
 
-def test_switching_views_edits_the_layout_leaf_by_leaf(model, monkeypatch):
-    """plotly.js applies a whole axis container sent by relayout only in part (an existing axis kept its old
-    domain: the score view drew its matrix over the whole width, under the spread). The browser must get every
-    changed leaf as a dotted path, and None for what the new view lacks."""
+def test_switching_views_sends_the_new_layout_whole(model):
+    """The browser draws each view from the whole new layout (Plotly.react), so nothing of the last view stays:
+    the score view's matrix keeps its column, the similarity view's scaleanchor is gone."""
     p = PositionalEncodingExplorer(model, T=20)
     p.view.value = "similarity"
-    p.figure.layout.yaxis.range = (19.5, -0.5)  # as the browser reports the range it drew
-    sent = []
-    monkeypatch.setattr(p.figure, "_send_update_msg", lambda restyle_data, relayout_data, **kw:
-                        sent.append(relayout_data))
-    monkeypatch.setattr(p.figure, "_send_relayout_msg", lambda relayout_data, **kw: sent.append(relayout_data))
+    sent = sent_messages(p.plot)
     p.view.value = "scores"
-    edits = {k: v for msg in sent for k, v in msg.items()}
-    assert "xaxis" not in edits and tuple(edits["xaxis.domain"]) == p.figure.layout.xaxis.domain  # its column
-    assert p.figure.layout.xaxis.domain[1] < 0.6
-    assert edits["yaxis.scaleanchor"] is None and p.figure.layout.yaxis.scaleanchor is None  # similarity's, gone
-    # dropping the drawn range turns autorange on in plotly.js, forward unless the edit says "reversed" again
-    assert edits["yaxis.range"] is None and edits["yaxis.autorange"] == "reversed"
-    assert p.figure.layout.to_plotly_json() == plots.position_score_contribution(
-        model, 0, 0, 20, width=FIGURE_WIDTH).layout.to_plotly_json()
+    expected = plots.position_score_contribution(position_scores(model, 20), 0, 0, width=FIGURE_WIDTH)
+    assert p.figure.layout.to_plotly_json() == expected.layout.to_plotly_json()
+    assert len(sent) == 1
+    _, layout = drawn(p.plot)
+    assert layout == to_state(expected.layout.to_plotly_json())
+    assert layout["xaxis"]["domain"][1] < 0.6 and "scaleanchor" not in layout["yaxis"]
 
 
 def test_every_panel_figure_fills_the_panel(model, tok, tmp_path):
-    """A FigureWidget without a width draws at plotly's 700 px: every view of every panel has FIGURE_WIDTH, and
+    """A figure without a width draws at plotly's 700 px: every view of every panel has FIGURE_WIDTH, and
     each heatmap's colour bar sits right beside it."""
     from test_plots import colourbar_gaps
 

@@ -2,7 +2,7 @@
 
 Reads a `gptviz.records.ForwardRecord` (attention (L, nh, T, T), tokens, head metrics) and returns a Figure; the
 `add_*` functions put one view into (a subplot of) a figure, for the panels that combine several views into one
-FigureWidget (`gptviz.widgets.attention`, `gptviz.widgets.training`). Colours, ticks and sizes come from
+figure widget (`gptviz.widgets.attention`, `gptviz.widgets.training`). Colours, ticks and sizes come from
 `style`; recording the attention is `gptviz.records`' job, computing head metrics `gptviz.heads`'.
 """
 
@@ -65,7 +65,7 @@ def pair_text(tokens: list[str], start: int = 0) -> np.ndarray:
 
 # ---- one head ---------------------------------------------------------------------------------------------
 # `add_*` functions put one view into (a subplot of) a figure: the public figures below use them, and so do the
-# panels that combine several views into their one FigureWidget.
+# panels that combine several views into their one figure widget.
 def attention_title(record, layer: int, head: int, hide_first: bool = False, start: int = 0,
                     max_px: float | None = None) -> str:
     return subtitle(f"Attention of layer {layer}, head {head}",

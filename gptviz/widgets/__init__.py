@@ -1,4 +1,8 @@
-"""The lab's panels: thin ipywidgets containers, each with its controls and one plotly FigureWidget.
+"""The lab's panels: thin ipywidgets containers, each with its controls and one plotly figure.
+
+The figure is `_figure.PlotlyFigure`, a small anywidget of ours: the kernel holds a go.Figure and sends its JSON
+(binary arrays, patches after the first draw); the browser draws it with the installed plotly.js and sends back
+only clicks. (plotly's FigureWidget echoed whole figures back, 10+ MB messages that dropped the connection.)
 
     from gptviz.widgets import AttentionExplorer
     AttentionExplorer(model, tok, "The quick brown fox jumps over the lazy dog")   # last line of a cell
@@ -17,7 +21,7 @@ has `export_html(path)`: its current view as a standalone offline page. Each pan
 
 Views that stand on their own come from `gptviz.plots` (a head's map, the heads grid, a step's candidates, loss
 curves, the logit lens, the checkpoint diff). Each panel's own figure (those views side by side in one
-FigureWidget, laid out in pixels, plus what only that panel shows: the explorer's focus and metric bars, the
+figure widget, laid out in pixels, plus what only that panel shows: the explorer's focus and metric bars, the
 fine-tuning panel's classifier, LM and prediction figures) is drawn in the panel's module by a pure function,
 records in, Figure out (`explorer_figure`, `step_figure`, `dashboard_figure`, `classifier_figure`, ...). No figure runs
 the model (the positional panel's only read its position table): the model runs in the record functions

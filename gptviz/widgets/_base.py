@@ -1,18 +1,18 @@
-"""What every panel shares: the layout (title, caption, controls, one FigureWidget, status and error lines),
-error display for callbacks, in-place figure updates, and `export_html`; and, for the panels that train, the
-Start / Stop loop that trains in chunks (`ChunkedTraining`).
+"""What every panel shares: the layout (title, caption, controls, one figure, status and error lines), error
+display for callbacks, in-place figure updates, and `export_html`; and, for the panels that train, the Start /
+Stop loop that trains in chunks (`ChunkedTraining`).
 
-A panel is an `ipywidgets.VBox`, so a notebook cell that ends with it displays it. Its figure is built once
-(`self.figure`, a plotly FigureWidget) and later changed only inside `batch_update()`; displaying the panel
-sends the figure's current state, so changes made before it was shown are never lost. Callback errors never
-vanish: a mistake in the input (ValueError and friends) shows its message in the panel's red error line;
-anything else shows its type and message there and its traceback in the panel's "details" output.
+A panel is an `ipywidgets.VBox`, so a notebook cell that ends with it displays it. Its figure is built once:
+`self.figure` is the go.Figure the panel edits (inside `batch_update()`, or wholesale with `replace_figure`),
+`self.plot` the widget that draws it (`_figure.PlotlyFigure`: the figure's JSON as widget state, so a view shown
+later draws the figure as it is then; clicks come back as small messages). Callback errors never vanish: a
+mistake in the input (ValueError and friends) shows its message in the panel's red error line; anything else
+shows its type and message there and its traceback in the panel's "details" output.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 import functools
 import html
 import threading
@@ -26,6 +26,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .. import export
+from ._figure import LiveFigure, PlotlyFigure
 
 
 class Busy(RuntimeError):
@@ -37,7 +38,7 @@ INPUT_ERRORS = (ValueError, KeyError, IndexError, MemoryError, FileNotFoundError
 # line-height: ipywidgets gives HTML widgets 28 px lines, which made a two-line caption look double-spaced
 CSS_STATUS = "color:#4a5160;font-size:13px;line-height:1.45"
 PANEL_WIDTH = 980  # px, the most a panel takes
-# A FigureWidget is drawn before it is attached to the page, so it cannot measure its container and falls
+# A figure widget is drawn before it is attached to the page, so it cannot measure its container and falls
 # back to plotly's 700 px. So every panel's figure has this width: `for_widget` gives it to a figure that has
 # none, and a figure laid out in pixels (a square heatmap with its colour bar beside it) is built for it.
 FIGURE_WIDTH = PANEL_WIDTH - 20
@@ -46,8 +47,8 @@ FIGURE_WIDTH = PANEL_WIDTH - 20
 def packed(a) -> dict:
     """A 2-D float array as plotly.js's typed-array spec (base64 float32).
 
-    The widget comm would send a 2-D array as nested JSON lists, where NaN (a masked cell) is not valid
-    JSON; binary float32 keeps NaN, is ~4x smaller and ~5x faster to send. plotly.js decodes it."""
+    As nested JSON lists a 2-D array is ~4x bigger and NaN (a masked cell) is not valid JSON; float32 bytes keep
+    NaN, and the figure widget sends them as a binary buffer (`_figure.to_state`). plotly.js decodes them."""
     a = np.ascontiguousarray(a, dtype="<f4")
     return {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode("ascii"),
             "shape": f"{a.shape[0]}, {a.shape[1]}"}
@@ -62,7 +63,7 @@ def unpack(z) -> np.ndarray:
 
 
 def for_widget(fig: go.Figure) -> go.Figure:
-    """Ready `fig` (in place) for a panel's FigureWidget and return it: every 2-D numeric z packed, and a figure
+    """Ready `fig` (in place) for a panel's figure widget and return it: every 2-D numeric z packed, and a figure
     without a width given FIGURE_WIDTH (figures laid out in pixels are built for that width by the panel)."""
     if fig.layout.width is None:
         fig.layout.width = FIGURE_WIDTH
@@ -73,80 +74,25 @@ def for_widget(fig: go.Figure) -> go.Figure:
     return fig
 
 
-def sync_figure(widget: go.FigureWidget) -> None:
-    """Set the state a FigureWidget's new views start from to what the figure holds now.
-
-    A view draws from `_widget_data` / `_widget_layout`, which plotly fills when the widget is made and when
-    the widget itself is displayed, never when it is displayed inside a box (as in a panel). Edits made in
-    between travel as one-off messages that the browser can drop before the view exists: the figure then
-    shows its first state, or nothing. Plotly's own display does this same copy."""
-    try:  # plotly's private state (as of 7.1); if it is laid out otherwise, keep plotly's own behaviour
-        layout, data = widget._layout_obj._props, widget._data
-    except AttributeError:
-        return
-    widget._widget_layout = copy.deepcopy(layout)
-    widget._widget_data = copy.deepcopy(data)
-
-
-def layout_edits(old: dict, new: dict, prefix: str = "") -> dict:
-    """Relayout edits, one per dotted path, that turn the layout dict `old` into `new`: every leaf that differs,
-    and None (remove) for what `new` lacks. Leaves, because plotly.js applies a whole container (`{"xaxis":
-    {...}}`) only in part: an axis keeps its old domain, so a panel switching views drew over its own parts."""
-    edits: dict = {prefix + k: None for k in old.keys() - new.keys()}
-    for k, v in new.items():
-        was = old.get(k)
-        if isinstance(v, dict) and isinstance(was, dict):
-            edits.update(layout_edits(was, v, f"{prefix}{k}."))
-        elif not _same(was, v):
-            edits[prefix + k] = v
-    if "range" in old and "range" not in new:  # the range the browser drew: plotly.js answers its removal with
-        edits[prefix + "autorange"] = new.get("autorange", True)  # a forward autorange unless told otherwise
-    return edits
-
-
-def _same(a, b) -> bool:
-    try:
-        return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b
-    except ValueError:  # lists holding arrays: count them as changed and send them again
-        return False
-
-
-def replace_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
-    """Make the FigureWidget show `fig`: traces updated in place when their types match, else replaced; the
-    layout edited leaf by leaf into fig's (`layout_edits`), so nothing of the last layout stays behind."""
-    fig = for_widget(fig)
-    edits = layout_edits(widget.layout.to_plotly_json(), fig.layout.to_plotly_json())
-    with widget.batch_update():
-        if [t.type for t in widget.data] == [t.type for t in fig.data]:
-            for old, new in zip(widget.data, fig.data):
-                props = new.to_plotly_json()
-                props.pop("type", None)
-                props.pop("uid", None)
-                old.update(props, overwrite=True)
-        else:
-            widget.data = []
-            widget.add_traces(fig.data)
-        for path, value in edits.items():
-            widget.layout[path] = value  # sent as one relayout of dotted paths when the batch ends
-    # plotly.js keeps a drawn autorange "reversed" as autorange true and a reversed range, and recomputes it
-    # forward after a relayout that drops the range or changes the axis: say every axis's autorange again, after
-    # the batch (one that stays "reversed" is no change to Python, so the batch leaves it out).
-    autorange = {k: v for k, v in edits.items() if k.endswith(".autorange")}
-    autorange.update({f"{name}.autorange": axis["autorange"] for name, axis in fig.layout.to_plotly_json().items()
-                      if isinstance(axis, dict) and "autorange" in axis})
-    send = getattr(widget, "_send_relayout_msg", None)  # private plotly API (as of 7.1)
-    if autorange and send is not None:
-        send(autorange)
+def replace_figure(target: PlotlyFigure | LiveFigure, fig: go.Figure) -> None:
+    """Make a panel's figure widget (or the figure it shows) show `fig`, readied by `for_widget`: its traces
+    and layout replace the old ones, and the browser gets what changed in one message."""
+    widget = target if isinstance(target, PlotlyFigure) else target.widget
+    widget.set_figure(for_widget(fig))
 
 
 class Panel(W.VBox):
-    """Base class: `title`, a caption, `controls`, one FigureWidget, a status line and an error line."""
+    """Base class: `title`, a caption, `controls`, one figure, a status line and an error line.
+
+    `self.figure` is the go.Figure the panel edits (inside `with self.figure.batch_update():`, or wholesale with
+    `replace_figure`); `self.plot` is the widget that draws it (`PlotlyFigure`), where clicks are registered."""
 
     title = "gptviz panel"
     input_errors: tuple = INPUT_ERRORS  # shown as a message; anything else also shows its traceback
 
     def __init__(self, controls: list[W.Widget], figure: go.Figure, caption: str, extra: list[W.Widget] = ()):
-        self.figure = go.FigureWidget(for_widget(figure))
+        self.plot = PlotlyFigure(for_widget(figure))
+        self.figure = self.plot.figure
         self.caption = caption
         self.status = W.HTML()
         self.error = W.HTML()
@@ -155,13 +101,8 @@ class Panel(W.VBox):
         self.last_update_s = 0.0  # wall time of the last callback, figure update included (server side)
         head = W.HTML(f"<b style='font-size:15px'>{html.escape(self.title)}</b>"
                       f"<div style='{CSS_STATUS}'>{html.escape(caption)}</div>")
-        super().__init__([head, *controls, self.status, self.error, self.figure, *extra, self.details],
+        super().__init__([head, *controls, self.status, self.error, self.plot, *extra, self.details],
                          layout=W.Layout(width="100%", max_width=f"{PANEL_WIDTH}px"))
-
-    def _repr_mimebundle_(self, **kwargs):
-        """Displaying the panel: send the figure's whole current state first (see `sync_figure`)."""
-        sync_figure(self.figure)
-        return super()._repr_mimebundle_(**kwargs)
 
     # ---- callbacks -----------------------------------------------------------------------------------
     def guarded(self, fn):

@@ -224,10 +224,9 @@ class AttentionExplorer(Panel):
             w.observe(self.guarded(self._on_head), names="value")
         self.hide_first.observe(self.guarded(self._on_hide), names="value")
         self.token.observe(self.guarded(self._on_focus), names="value")
-        self.trace("heads").on_click(self.guarded(self._click_grid))
-        self.trace("attention").on_click(self.guarded(self._click_query))
-        for name in ("looks_at", "looked_at_by"):
-            self.trace(name).on_click(self.guarded(self._click_bar))
+        for callback, names in ((self._click_grid, ["heads"]), (self._click_query, ["attention"]),
+                                (self._click_bar, ["looks_at", "looked_at_by"])):
+            self.plot.on_click(self.guarded(callback), traces=[TRACES.index(n) for n in names])
 
     def trace(self, name: str):
         """A trace of the figure by short name: attention, grid, frame, heads, looks_at, looked_at_by."""

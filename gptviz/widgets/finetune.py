@@ -10,7 +10,7 @@ bag-of-words baselines and the confusion matrix; for the LM, which heads changed
 pooled token, or (LM) the checkpoint diff of that text before and after.
 
 The work belongs to `gptviz.finetune` (jobs, evaluation, explain, checkpoint_diff) and `gptviz.train` (the
-loop); this panel holds controls and one FigureWidget, and runs the chunks with `_base.ChunkedTraining`, as
+loop); this panel holds controls and one figure widget, and runs the chunks with `_base.ChunkedTraining`, as
 the TrainingDashboard does. The dashboard itself is not reused: its Trainer and controls are fixed when it is
 built, and here the Trainer is rebuilt per choice (the loop asks for the current job's trainer each run).
 """

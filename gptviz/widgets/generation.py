@@ -186,6 +186,7 @@ class GenerationExplorer(Panel):
                    "model looked. Click any candidate bar to fork: generation continues from that token.")
         super().__init__(controls, message_figure("Press Generate"), caption, [self.branch, self.branches_html])
         self.generate_button.on_click(self.guarded(lambda _: self.run()))
+        self.plot.on_click(self.guarded(self._click_candidate))  # the candidate bars: a click forks there
         self.step.observe(self.guarded(self._show), names="value")
         for w in (self.layer, self.head):
             w.observe(self.guarded(self._show), names="value")
@@ -308,12 +309,10 @@ class GenerationExplorer(Panel):
         head = None if self.head.value < 0 else self.head.value
         replace_figure(self.figure, step_figure(s, self.layer.value, head, self.tokenizer.tokens(b.ids),
                                                 forced=t == b.fork_step))
-        for trace in self.figure.data[:len(s.stages)]:  # the candidate bars: a click forks there
-            trace.on_click(self.guarded(self._click_candidate))
         self.branches_html.value = self._branches_html()
 
     def _click_candidate(self, trace, points, state) -> None:
-        if points.point_inds:
+        if points.point_inds and trace.customdata is not None:  # a candidate bar (its customdata: token ids)
             self.fork(self.step.value, int(trace.customdata[points.point_inds[0]]))
 
     def _branches_html(self) -> str:

@@ -9,7 +9,7 @@ model's own), and, for a rotary model, one head's q·k of a token against the sa
 (`gptviz.positions.rope_head_scores`). Without a model the formula views (sinusoidal and RoPE) are offered.
 
 The figures come from `plots` (at the panel's width, `FIGURE_WIDTH`); this panel holds the controls and swaps
-the view in its one FigureWidget.
+the view in its one figure widget.
 Position scores are computed once per (model, T) and cached, so moving the layer/head sliders is cheap.
 """
 
