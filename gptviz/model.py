@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ACTIVATIONS, POS_ENCODINGS, GPTConfig
+from .generation import GenerationConfig
 from .hooks import HookPoint, hook_points
 
 __all__ = ["GPT", "GPTConfig", "KVCache", "POS_ENCODINGS", "ACTIVATIONS", "sinusoidal_encoding", "rotary_tables",
@@ -193,14 +194,15 @@ class CausalSelfAttention(nn.Module):
         self.hook_z = HookPoint()  # (B, nh, T, hs) attention-weighted values, before c_proj
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask`: (B, 1, T, Tk) booleans, True where a query may look (causal and padding together), or None."""
         B, T, C = x.size()
         nh, nkv, hs = self.n_head, self.n_kv_head, self.head_size
         q, k, v = self.c_attn(x).split((self.q_size, self.kv_size, self.kv_size), dim=2)
         q = self.hook_q(q.view(B, T, nh, hs).transpose(1, 2))  # (B, nh, T, hs)
         k = self.hook_k(k.view(B, T, nkv, hs).transpose(1, 2))  # (B, nkv, T, hs)
         v = self.hook_v(v.view(B, T, nkv, hs).transpose(1, 2))  # (B, nkv, T, hs)
-        if rope is not None:  # cos, sin: (T, rd) for these positions
+        if rope is not None:  # cos, sin: (T, rd), or (B, 1, T, rd) when padding shifts each row's positions
             q = self.hook_rot_q(apply_rotary(q, *rope))  # (B, nh, T, hs)
             k = self.hook_rot_k(apply_rotary(k, *rope))  # (B, nkv, T, hs)
         past = 0
@@ -212,13 +214,16 @@ class CausalSelfAttention(nn.Module):
             if nkv != nh:  # every query head gets its group's key/value head
                 k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)  # (B, nh, Tk, hs)
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, Tk)
-            scores = self.hook_scores(scores.masked_fill(~causal_mask(T, past, q.device), float("-inf")))
+            allowed = causal_mask(T, past, q.device) if mask is None else mask  # (T, Tk) or (B, 1, T, Tk)
+            scores = self.hook_scores(scores.masked_fill(~allowed, float("-inf")))
             pattern = self.hook_pattern(F.softmax(scores, dim=-1))  # (B, nh, T, Tk)
             z = (self.attn_dropout(pattern) if self.training and self.dropout else pattern) @ v  # (B, nh, T, hs)
         else:
             p = self.dropout if self.training else 0.0
             gqa = nkv != nh
-            if past == 0:
+            if mask is not None:
+                z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, enable_gqa=gqa)
+            elif past == 0:
                 z = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=gqa)
             elif T == 1:  # one new query sees every cached key: no mask needed
                 z = F.scaled_dot_product_attention(q, k, v, dropout_p=p, enable_gqa=gqa)
@@ -286,11 +291,11 @@ class Block(nn.Module):
         self.hook_resid_post = HookPoint()  # (B, T, C) after the MLP
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.hook_resid_pre(x)
         if self.parallel:  # both branches read the same x (GPT-NeoX's use_parallel_residual)
-            return self.hook_resid_post(x + self.attn(self.ln_1(x), kv_cache, rope) + self.mlp(self.ln_2(x)))
-        x = self.hook_resid_mid(x + self.attn(self.ln_1(x), kv_cache, rope))
+            return self.hook_resid_post(x + self.attn(self.ln_1(x), kv_cache, rope, mask) + self.mlp(self.ln_2(x)))
+        x = self.hook_resid_mid(x + self.attn(self.ln_1(x), kv_cache, rope, mask))
         if self.mlp is not None:
             x = x + self.mlp(self.ln_2(x))
         return self.hook_resid_post(x)
@@ -339,6 +344,8 @@ class GPT(nn.Module):
             if name.endswith("c_proj.weight"):  # GPT-2: scale residual projections by depth
                 nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
         self._past_len = 0
+        # transformers' defaults for model.generate; gptviz.load / from_pretrained fill eos, bos and pad
+        self.generation_config = GenerationConfig()
         _shortcut_children(self)
 
     @classmethod
@@ -372,33 +379,77 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
 
     # ---- forward -------------------------------------------------------------------------------------
-    def trunk(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        """Ids (B, T) -> final hidden states (B, T, C), after ln_f. Used by the LM head and classifiers."""
+    def trunk(self, idx: torch.Tensor, kv_cache: KVCache | None = None,
+              attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Ids (B, T) -> final hidden states (B, T, C), after ln_f. Used by the LM head and classifiers.
+
+        `attention_mask` (B, past + T), 1 for real tokens and 0 for padding, as transformers takes it: padded
+        keys are never attended to, and positions count real tokens only (cumsum of the mask), so a left-padded
+        row gets exactly what it gets alone. A padding query attends to itself only, which keeps it finite.
+        """
         past = kv_cache.pos if kv_cache is not None else 0
         self._check_input(idx, past)
         B, T = idx.size()
+        pos, mask = None, None
+        if attention_mask is not None:
+            pos, mask = self._padding(attention_mask, B, T, past, idx.device)
         if self.hook_tok_emb.fns:
             self._past_len = past  # read by capture's memory-budget check
         x = self.hook_tok_emb(self.wte(idx))  # (B, T, C)
-        if self.config.pos_encoding == "learned":
-            pos = torch.arange(past, past + T, device=idx.device)
-            x = x + self.hook_pos_emb(self.wpe(pos))  # (T, C) broadcast over B
-        elif self.config.pos_encoding == "sinusoidal":
-            x = x + self.hook_pos_emb(self.pe[past:past + T].to(x.dtype))  # (T, C)
+        kind = self.config.pos_encoding
+        if kind == "learned":
+            where = torch.arange(past, past + T, device=idx.device) if pos is None else pos  # (T,) or (B, T)
+            x = x + self.hook_pos_emb(self.wpe(where))  # (T, C) broadcast over B, or (B, T, C)
+        elif kind == "sinusoidal":
+            x = x + self.hook_pos_emb((self.pe[past:past + T] if pos is None else self.pe[pos]).to(x.dtype))
         rope = None
-        if self.config.pos_encoding == "rotary":  # float32 tables, used in the model's dtype as transformers does
-            rope = (self.rope_cos[past:past + T].to(x.dtype), self.rope_sin[past:past + T].to(x.dtype))  # (T, rd)
+        if kind == "rotary":  # float32 tables, used in the model's dtype as transformers does
+            if pos is None:
+                rope = (self.rope_cos[past:past + T].to(x.dtype), self.rope_sin[past:past + T].to(x.dtype))  # (T, rd)
+            else:
+                rope = (self.rope_cos[pos][:, None].to(x.dtype), self.rope_sin[pos][:, None].to(x.dtype))  # (B,1,T,rd)
         if self.training and self.config.dropout:  # skipping the call matters for one-token decode steps
             x = self.drop(x)
         for block in self.blocks:
-            x = block(x, kv_cache, rope)
+            x = block(x, kv_cache, rope, mask)
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.hook_final_ln(self.ln_f(x))  # (B, T, C)
 
-    def forward(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
-        """Ids (B, T) -> logits (B, T, V) for every position."""
-        return self.hook_logits(self.lm_head(self.trunk(idx, kv_cache)))
+    def _padding(self, attention_mask: torch.Tensor, B: int, T: int, past: int,
+                 device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(positions (B, T), attention mask (B, 1, T, Tk)) of a padded batch; (None, None) if nothing is padded."""
+        m = torch.as_tensor(attention_mask, device=device)
+        if m.dim() == 1:
+            m = m[None]
+        if m.dim() != 2 or m.shape[0] != B or m.shape[1] != past + T:
+            raise ValueError(f"attention_mask must have shape (B, past + T) = ({B}, {past + T}) with 1 for real "
+                             f"tokens and 0 for padding, got {tuple(m.shape)}")
+        m = m.bool()
+        if bool(m.all()):
+            return None, None  # no padding: the fast, mask-free path, identical results
+        pos = (m.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T) real tokens counted from 0
+        if int(pos.max()) >= self.config.block_size:
+            raise ValueError(f"a row has {int(pos.max()) + 1} real tokens, more than block_size="
+                             f"{self.config.block_size}")
+        allowed = causal_mask(T, past, device)[None] & m[:, None, :]  # (B, T, Tk)
+        keys, queries = torch.arange(past + T, device=device), torch.arange(past, past + T, device=device)
+        allowed |= (keys[None, :] == queries[:, None])[None]  # a padding query sees itself, so no row is empty
+        return pos, allowed[:, None]  # (B, 1, T, Tk)
+
+    def forward(self, input_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                attention_mask: torch.Tensor | None = None, *, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Ids (B, T) -> logits (B, T, V) for every position. `attention_mask` as in `trunk` (padded batches).
+
+        Accepts transformers' spelling too: `model(input_ids=..., attention_mask=...)`, `model(**tok(texts, ...))`.
+        """
+        if idx is not None:
+            if input_ids is not None:
+                raise ValueError("pass the ids once: as input_ids (or the first argument), not also as idx")
+            input_ids = idx
+        if input_ids is None:
+            raise ValueError("no token ids given; call model(ids) with a (B, T) integer tensor")
+        return self.hook_logits(self.lm_head(self.trunk(input_ids, kv_cache, attention_mask)))
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
         """Mean cross-entropy of predicting `targets` (B, T) from `idx` (B, T); a scalar tensor."""
@@ -462,16 +513,20 @@ class GPT(nn.Module):
         return KVCache(c.n_layer, batch_size, c.kv_heads, min(max_len or c.block_size, c.block_size),
                        c.head_size, p.device, p.dtype)
 
-    # ---- generation (thin; the work is in gptviz.sampling) ----------------------------------------------
-    def generate(self, idx: torch.Tensor, max_new_tokens: int = 20, **kwargs) -> torch.Tensor:
-        """Prompt ids (B, T) -> prompt + new ids (B, T + n), with the knobs of transformers' generate.
+    # ---- generation (thin; the translation is gptviz.generation's, the decoding gptviz.sampling's) ------------
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """Prompt ids (B, T) -> prompt + new ids, with transformers' keywords, meanings and defaults.
 
-        See `gptviz.sampling.generate` for every keyword (do_sample, temperature, top_k, top_p, num_beams,
-        repetition_penalty, no_repeat_ngram_size, num_return_sequences, eos_token_id, seed, use_cache).
+        `model.generate(ids, max_length=50)`, `model.generate(input_ids=ids, attention_mask=mask,
+        max_new_tokens=20, do_sample=True, temperature=0.7)`, `model.generate(**tok(texts, return_tensors="pt",
+        padding=True))`, `num_beams`, `no_repeat_ngram_size`, `repetition_penalty`, `num_return_sequences`,
+        `min_new_tokens`, `eos_token_id`, `pad_token_id`, `output_scores`, `return_dict_in_generate`, ... and
+        gptviz's `seed=`. Defaults are transformers' (max_length=20 including the prompt; top_k=50 when
+        sampling); see `gptviz.generation`.
         """
-        from .sampling import generate  # sampling imports model; import here to keep the graph one-way
+        from .generation import generate
 
-        return generate(self, idx, max_new_tokens=max_new_tokens, **kwargs)
+        return generate(self, inputs, generation_config, **kwargs)
 
     # ---- transformers interop (the translation is gptviz.hf's; it never imports this module) --------------
     @classmethod

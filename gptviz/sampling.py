@@ -1,10 +1,10 @@
-"""Generation: pure next-token functions, `generate` (greedy, sampling, beam search) and `generate_steps`.
+"""Generation: the decoding loops, `generate` (greedy, sampling, beam search) and `generate_steps`.
 
 Read top to bottom:
 
-1. Pure functions on next-token logits (B, V) -> new logits (B, V): `apply_temperature`, `apply_top_k`,
-   `apply_top_p`, `apply_repetition_penalty`, `apply_no_repeat_ngram`; then `sample_next_token`. They keep
-   no state and follow the semantics of transformers' LogitsProcessor classes of the same names.
+1. The pure next-token transforms live in `gptviz.logits` (re-exported here): temperature, top-k, top-p,
+   repetition penalty, no-repeat-n-gram, min-new-tokens; `_Window` feeds the model (KV cache, sliding window,
+   padding mask).
 2. `generate(model, idx, ...)` -> prompt + new ids, with transformers' knobs and results: the same ids as
    `GPT2LMHeadModel.generate` for greedy and beam search on the same weights (tests say so).
 3. `generate_steps(model, ids, ...)` yields one `StepRecord` per new token: the candidates and their
@@ -13,8 +13,8 @@ Read top to bottom:
 
 Decisions a user may trip over:
 
-- Order of transforms (as in transformers): repetition penalty, no-repeat-n-gram, then, only when sampling,
-  temperature, top-k, top-p. Greedy decoding and beam search without sampling ignore temperature / top-k /
+- Order of transforms (as in transformers): repetition penalty, no-repeat-n-gram, min-new-tokens, then, only
+  when sampling, temperature, top-k (50 by default, as transformers' GenerationConfig), top-p. Greedy decoding and beam search without sampling ignore temperature / top-k /
   top-p (a warning says so). `temperature=0` means greedy decoding (the limit T -> 0), whatever `do_sample`.
 - Penalties look at the whole sequence so far, prompt included, even the part outside the context window.
 - Beam search applies the processors to log-probabilities, exactly as transformers does, so scores match.
@@ -22,6 +22,10 @@ Decisions a user may trip over:
   Learned absolute positions cannot slide inside a KV cache, so once the window is full every step re-reads
   the whole window without a cache: the cached and uncached paths always choose the same tokens.
 - Only the last position's logits are computed during generation, so `hook_logits` sees (B, 1, V).
+- Sampling without `seed=` draws from torch's global RNG, as transformers does: `torch.manual_seed(0)` then the
+  same call gives the same ids as transformers on the same weights.
+- Padded batches: pass the tokenizer's `attention_mask` (left padding); each row then generates what it
+  would alone. Finished rows are filled with `pad_token_id` (default: the eos id).
 
 This module knows nothing about tokenizers beyond `tokenizer.tokens(ids)` for display strings, and nothing
 about widgets: the timeline widget consumes `generate_steps`. The `gptviz sample` command lives in
@@ -30,7 +34,6 @@ about widgets: the timeline widget consumes `generate_steps`. The `gptviz sample
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -39,157 +42,9 @@ import torch
 import torch.nn.functional as F
 
 from .hooks import hook_points
-
-NEG_INF = float("-inf")
-STAGE_NAMES = ("raw", "repetition_penalty", "no_repeat_ngram", "temperature", "top_k", "top_p")
-
-
-# ---- 1. pure next-token functions ------------------------------------------------------------------------
-def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Divide logits by `temperature` (> 0): below 1 sharpens the distribution, above 1 flattens it."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}; for greedy decoding use "
-                         "do_sample=False (generate treats temperature=0 as greedy)")
-    return logits / temperature
-
-
-def apply_top_k(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
-    """Keep the k highest logits of each row (ties with the k-th are kept too); the rest become -inf."""
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {k!r}; use top_k=None to switch it off")
-    k = min(max(k, min_tokens_to_keep), logits.size(-1))
-    kth = logits.topk(k, dim=-1).values[..., -1:]  # (B, 1)
-    return logits.masked_fill(logits < kth, NEG_INF)
-
-
-def apply_top_p(logits: torch.Tensor, top_p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
-    """Nucleus filtering: keep the most likely tokens whose probabilities add up to at least `top_p`.
-
-    A token is dropped when the tokens less likely than it (itself included) hold at most 1 - top_p of the
-    mass; the `min_tokens_to_keep` most likely tokens always stay (transformers' TopPLogitsWarper).
-    """
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}; 0.9 keeps the tokens holding 90% of the "
-                         "probability, 1.0 keeps everything")
-    ascending, order = logits.sort(dim=-1)  # (B, V) least likely first
-    mass_below = ascending.softmax(dim=-1).cumsum(dim=-1)  # (B, V) mass of this token and all less likely ones
-    drop_sorted = mass_below <= 1.0 - top_p
-    drop_sorted[..., -min_tokens_to_keep:] = False
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
-    return logits.masked_fill(drop, NEG_INF)
-
-
-def apply_repetition_penalty(logits: torch.Tensor, sequences: torch.Tensor, penalty: float) -> torch.Tensor:
-    """For every token already in its row of `sequences` (B, n): divide a positive logit by `penalty`,
-    multiply a negative one (so penalty > 1 always makes repeats less likely). Each token is hit once."""
-    if not penalty > 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1.0 = off, 1.2 is a usual value), got {penalty!r}")
-    seen = logits.gather(-1, sequences)  # (B, n) logits of the tokens already there
-    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
-    return logits.scatter(-1, sequences, seen)
-
-
-def apply_no_repeat_ngram(logits: torch.Tensor, sequences: torch.Tensor, n: int) -> torch.Tensor:
-    """Ban (-inf) every token that would complete an n-gram already present in its row of `sequences` (B, n)."""
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"no_repeat_ngram_size must be a non-negative integer (0 = off), got {n!r}")
-    B, T = sequences.shape
-    if n == 0 or T < n:
-        return logits
-    V = logits.size(-1)
-    grams = sequences.unfold(1, n, 1)  # (B, T-n+1, n) every n-gram so far
-    suffix = sequences[:, T - n + 1:]  # (B, n-1) the tokens the next n-gram would start with
-    repeats = (grams[..., :-1] == suffix[:, None, :]).all(dim=-1)  # (B, T-n+1) n-grams with that start
-    # Scatter their last tokens into a spare column V when they do not match, then drop that column.
-    banned = torch.zeros(B, V + 1, dtype=torch.bool, device=logits.device)
-    banned.scatter_(1, grams[..., -1].masked_fill(~repeats, V), True)
-    return logits.masked_fill(banned[:, :V], NEG_INF)
-
-
-def sample_next_token(logits: torch.Tensor, generator: torch.Generator | None, do_sample: bool) -> torch.Tensor:
-    """Next ids (B,): the argmax, or a draw from softmax(logits) using `generator` (None: torch's global RNG)."""
-    if not do_sample:
-        return logits.argmax(dim=-1)
-    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(1)
-
-
-# ---- knobs, shared by every decoding loop ------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Knobs:
-    do_sample: bool
-    temperature: float
-    top_k: int | None
-    top_p: float | None
-    repetition_penalty: float
-    no_repeat_ngram_size: int
-    eos: tuple[int, ...]
-
-
-def _knobs(vocab_size: int, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None,
-           repetition_penalty: float, no_repeat_ngram_size: int, eos_token_id: int | Sequence[int] | None) -> _Knobs:
-    """Check every knob once, with messages a student can act on, and normalise 'off' values."""
-    problems = []
-    if not isinstance(temperature, (int, float)) or temperature < 0 or math.isnan(temperature):
-        problems.append(f"temperature must be >= 0 (0 = greedy, 1 = the model's own distribution), got {temperature!r}")
-    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
-        problems.append(f"top_k must be a positive integer (None or 0 = off), got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0):
-        problems.append(f"top_p must be in (0, 1] (None or 1.0 = off), got {top_p!r}")
-    if not isinstance(repetition_penalty, (int, float)) or not repetition_penalty > 0:
-        problems.append(f"repetition_penalty must be > 0 (1.0 = off, 1.2 is a usual value), got {repetition_penalty!r}")
-    if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
-        problems.append(f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {no_repeat_ngram_size!r}")
-    eos = () if eos_token_id is None else (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id)
-    if any(not isinstance(e, int) or not 0 <= e < vocab_size for e in eos):
-        problems.append(f"eos_token_id must be an id in 0..{vocab_size - 1} (or a list of them), got {eos_token_id!r}")
-    if problems:
-        raise ValueError("invalid generation settings: " + "; ".join(problems))
-    top_k = top_k or None
-    top_p = None if top_p is None or top_p >= 1.0 else float(top_p)
-    if temperature == 0:
-        do_sample = False  # the limit of softmax(logits / T) as T -> 0 puts all mass on the argmax
-    elif not do_sample and (temperature != 1.0 or top_k or top_p):
-        warnings.warn("temperature, top_k and top_p only act when sampling (do_sample=True); greedy decoding "
-                      "and beam search ignore them", UserWarning, stacklevel=3)
-    return _Knobs(bool(do_sample), float(temperature), top_k, top_p, float(repetition_penalty),
-                  no_repeat_ngram_size, eos)
-
-
-def _process(logits: torch.Tensor, sequences: torch.Tensor, knobs: _Knobs, keep_stages: bool,
-             min_tokens_to_keep: int = 1) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
-    """Apply the knobs in transformers' order; return the final logits and, if asked, every stage's logits."""
-    stages = [("raw", logits)] if keep_stages else []
-
-    def stage(name: str, new: torch.Tensor) -> torch.Tensor:
-        if keep_stages:
-            stages.append((name, new))
-        return new
-
-    if knobs.repetition_penalty != 1.0:
-        logits = stage("repetition_penalty", apply_repetition_penalty(logits, sequences, knobs.repetition_penalty))
-    if knobs.no_repeat_ngram_size:
-        logits = stage("no_repeat_ngram", apply_no_repeat_ngram(logits, sequences, knobs.no_repeat_ngram_size))
-    if knobs.do_sample:
-        if knobs.temperature != 1.0:
-            logits = stage("temperature", apply_temperature(logits, knobs.temperature))
-        if knobs.top_k:
-            logits = stage("top_k", apply_top_k(logits, knobs.top_k, min_tokens_to_keep))
-        if knobs.top_p:
-            logits = stage("top_p", apply_top_p(logits, knobs.top_p, min_tokens_to_keep))
-    return logits, stages
-
-
-def _generator(seed: int | None, device: torch.device) -> torch.Generator:
-    """A private RNG: seeded for reproducible draws, else seeded from the OS. The global RNG is never touched."""
-    gen = torch.Generator(device=device)
-    if seed is None:
-        gen.seed()
-    elif isinstance(seed, int) and not isinstance(seed, bool):
-        gen.manual_seed(seed)
-    else:
-        raise ValueError(f"seed must be an integer (or None for a fresh random seed), got {seed!r}")
-    return gen
-
+from .logits import (NEG_INF, STAGE_NAMES, Knobs, apply_min_new_tokens, apply_no_repeat_ngram,  # noqa: F401
+                     apply_repetition_penalty, apply_temperature, apply_top_k, apply_top_p, check_knobs,
+                     make_generator, process, sample_next_token)
 
 # ---- prompts and the context window --------------------------------------------------------------------------
 def _prompt(model, ids, stacklevel: int = 3) -> torch.Tensor:
@@ -226,8 +81,11 @@ def _prompt(model, ids, stacklevel: int = 3) -> torch.Tensor:
 class _Window:
     """Feeds the model the sequence so far, step by step; owns the KV cache and the sliding window."""
 
-    def __init__(self, model, use_cache: bool, total_len: int, record_attention: bool = False) -> None:
+    def __init__(self, model, use_cache: bool, total_len: int, record_attention: bool = False,
+                 attention_mask: torch.Tensor | None = None) -> None:
         self.model = model
+        # (B, T0) of the prompt, 1 = real token; new tokens are always real. None: nothing is padded.
+        self.mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
         self.block_size = model.config.block_size
         self.use_cache = use_cache
         self.cache_len = min(total_len, self.block_size)
@@ -249,6 +107,10 @@ class _Window:
         else:
             self.cache = None  # learned positions cannot slide in a cache: re-read the window from here on
             feed = seqs[:, self.context_start:]
+        mask = None
+        if self.mask is not None:  # the prompt's padding, then ones for every generated token
+            new = torch.ones(seqs.size(0), n - self.mask.size(1), dtype=torch.bool, device=seqs.device)
+            mask = torch.cat([self.mask, new], dim=1)[:, self.context_start if self.cache is None else 0:]
         was_training = model.training
         if was_training:
             model.eval()
@@ -263,13 +125,13 @@ class _Window:
                     for point in self.patterns:
                         point.fns.append(last_row)
                     try:
-                        h = model.trunk(feed, self.cache)  # (B, T, C)
+                        h = model.trunk(feed, self.cache, mask)  # (B, T, C)
                     finally:  # hooks are global state on the model: never leave one behind
                         for point in self.patterns:
                             point.fns.remove(last_row)
                     self.attention = torch.stack(rows, dim=1)  # (B, L, nh, Tk)
                 else:
-                    h = model.trunk(feed, self.cache)  # (B, T, C)
+                    h = model.trunk(feed, self.cache, mask)  # (B, T, C)
                 logits = model.hook_logits(model.lm_head(h[:, -1:]))  # (B, 1, V)
         finally:
             if was_training:
@@ -282,78 +144,137 @@ class _Window:
 
 
 # ---- 2. generate ---------------------------------------------------------------------------------------------------
+@dataclass
+class GenerateOutput:
+    """What `generate(..., return_dict_in_generate=True)` returns, with transformers' field names."""
+
+    sequences: torch.Tensor  # (B * num_return_sequences, T + n) prompt + new ids
+    scores: tuple[torch.Tensor, ...] | None = None  # per step, (B, V) logits after every transform (output_scores)
+    # per step, per layer, (B, nh, 1, Tk): the new token's attention row (output_attentions). transformers'
+    # first step holds the whole prompt's square; gptviz records the last prompt token's row there too.
+    attentions: tuple[tuple[torch.Tensor, ...], ...] | None = None
+    sequences_scores: torch.Tensor | None = None  # beam search: each returned sequence's final score
+
+    def __getitem__(self, key: str):  # transformers' outputs are also read as out["sequences"]
+        return getattr(self, key)
+
+
+def _mask_for(attention_mask, seqs: torch.Tensor) -> torch.Tensor | None:
+    if attention_mask is None:
+        return None
+    mask = torch.as_tensor(attention_mask, device=seqs.device)
+    mask = mask[None] if mask.dim() == 1 else mask
+    if mask.shape != seqs.shape:
+        raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but the ids have {tuple(seqs.shape)}; pass "
+                         "the mask the tokenizer returned with these ids (1 = real token, 0 = padding)")
+    if not bool(mask[:, -1].all()):
+        raise ValueError("a prompt ends in padding (attention_mask is 0 at the last position): generation needs "
+                         "left padding, e.g. tokenizer.padding_side = 'left' before tokenizer(texts, padding=True)")
+    return mask
+
+
 def generate(model, idx, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
-             top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+             top_k: int | None = 50, top_p: float | None = None, repetition_penalty: float = 1.0,
              no_repeat_ngram_size: int = 0, num_beams: int = 1, num_return_sequences: int = 1,
-             eos_token_id: int | Sequence[int] | None = None, seed: int | None = None, use_cache: bool = True,
-             length_penalty: float = 1.0, early_stopping: bool | str = False) -> torch.Tensor:
+             eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
+             min_new_tokens: int = 0, seed: int | None = None, use_cache: bool = True, length_penalty: float = 1.0,
+             early_stopping: bool | str = False, attention_mask: torch.Tensor | None = None,
+             output_scores: bool = False, output_attentions: bool = False,
+             return_dict_in_generate: bool = False) -> torch.Tensor | GenerateOutput:
     """Prompt ids (B, T) -> prompt + new ids (B * num_return_sequences, T + n), like transformers' generate.
 
-    Greedy by default; `do_sample=True` samples (reproducibly with `seed`); `num_beams > 1` runs beam search
-    (`length_penalty` divides a finished beam's summed log-prob by its new length ** length_penalty;
-    `early_stopping` True / False / "never" as in transformers). The rows of one prompt are adjacent and, for
-    beam search, best first. With `eos_token_id`, a finished row is padded with eos and generation stops
-    once every row has finished, so n can be smaller than `max_new_tokens`.
+    Greedy by default; `do_sample=True` samples from torch's global RNG (so `torch.manual_seed` reproduces a
+    run, as in transformers) with transformers' default `top_k=50` (0 or None = off), or from a private RNG
+    when `seed=` is given; `num_beams > 1` runs beam search (`length_penalty` divides a finished beam's summed
+    log-prob by its new length ** length_penalty; `early_stopping` True / False / "never" as in transformers).
+    The rows of one prompt are adjacent and, for beam search, best first. With `eos_token_id`, a finished row is
+    padded with `pad_token_id` (default: eos) and generation stops once every row has finished, so n can be
+    smaller than `max_new_tokens`; `min_new_tokens` forbids eos until that many tokens exist. A left-padded
+    batch needs its `attention_mask`: every row then gets what it gets alone. `return_dict_in_generate=True`
+    returns a GenerateOutput (sequences, and scores / attentions when asked).
     """
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     for name, value in (("num_beams", num_beams), ("num_return_sequences", num_return_sequences)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    knobs = _knobs(model.config.vocab_size, do_sample, temperature, top_k, top_p, repetition_penalty,
-                   no_repeat_ngram_size, eos_token_id)
+    knobs = check_knobs(model.config.vocab_size, do_sample, temperature, top_k, top_p, repetition_penalty,
+                        no_repeat_ngram_size, eos_token_id, min_new_tokens)
+    if pad_token_id is not None and (not isinstance(pad_token_id, int) or not 0 <= pad_token_id < model.config.vocab_size):
+        raise ValueError(f"pad_token_id must be an id in 0..{model.config.vocab_size - 1}, got {pad_token_id!r}")
     if num_beams > 1 and num_return_sequences > num_beams:
         raise ValueError(f"beam search keeps {num_beams} beams, so it cannot return {num_return_sequences} "
                          f"sequences; raise num_beams to at least {num_return_sequences}")
     if num_beams == 1 and not knobs.do_sample and num_return_sequences > 1:
         raise ValueError("greedy decoding gives the same sequence every time; for several different sequences "
                          "use do_sample=True or num_beams >= num_return_sequences")
+    if num_beams > 1 and (output_scores or output_attentions):
+        raise ValueError("gptviz records per-step scores and attentions for greedy decoding and sampling, not for "
+                         "beam search; drop output_scores/output_attentions (return_dict_in_generate still gives "
+                         "sequences_scores), or use num_beams=1")
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     early_stopping = early_stopping if early_stopping == "never" else bool(early_stopping)
     seqs = _prompt(model, idx)
-    gen = _generator(seed, model.device) if knobs.do_sample else None
-    if max_new_tokens == 0:
-        return seqs.repeat_interleave(num_return_sequences, dim=0)
-    if num_beams > 1:
-        return _beam_search(model, seqs, max_new_tokens, knobs, num_beams, num_return_sequences,
-                            float(length_penalty), early_stopping, gen, use_cache)
-    seqs = seqs.repeat_interleave(num_return_sequences, dim=0)
-    for step in _decode(model, seqs, max_new_tokens, knobs, gen, use_cache):
-        seqs = step.seqs
-    return seqs
+    mask = _mask_for(attention_mask, seqs)
+    gen = make_generator(seed, model.device) if knobs.do_sample else None
+    pad = pad_token_id if pad_token_id is not None else knobs.eos[0] if knobs.eos else None
+    out = GenerateOutput(seqs.repeat_interleave(num_return_sequences, dim=0))
+    if max_new_tokens > 0 and num_beams > 1:
+        out.sequences, out.sequences_scores = _beam_search(
+            model, seqs, max_new_tokens, knobs, num_beams, num_return_sequences, float(length_penalty),
+            early_stopping, gen, use_cache, mask, pad)
+    elif max_new_tokens > 0:
+        if mask is not None:
+            mask = mask.repeat_interleave(num_return_sequences, dim=0)
+        scores, attentions = [], []
+        for step in _decode(model, out.sequences, max_new_tokens, knobs, gen, use_cache,
+                            record_attention=output_attentions, attention_mask=mask, pad=pad):
+            out.sequences = step.seqs
+            if output_scores:
+                scores.append(step.scores)
+            if output_attentions:
+                rows = step.window.attention  # (B, L, nh, Tk)
+                attentions.append(tuple(rows[:, layer, :, None] for layer in range(rows.shape[1])))
+        out.scores = tuple(scores) if output_scores else None
+        out.attentions = tuple(attentions) if output_attentions else None
+    return out if return_dict_in_generate else out.sequences
 
 
 @dataclass
 class _Step:
     seqs: torch.Tensor  # (B, n + 1) with the new token
     next_ids: torch.Tensor  # (B,)
+    scores: torch.Tensor  # (B, V) the logits the token was chosen from, after every transform
     stages: list[tuple[str, torch.Tensor]]  # (name, logits (B, V)), "raw" first, when kept
     window: _Window
 
 
-def _decode(model, seqs: torch.Tensor, max_new_tokens: int, knobs: _Knobs, gen: torch.Generator | None,
-            use_cache: bool, keep_stages: bool = False, record_attention: bool = False) -> Iterator[_Step]:
-    """Greedy or sampling, one token per step, every row in step; finished rows are padded with eos."""
-    window = _Window(model, use_cache, seqs.size(1) + max_new_tokens, record_attention)
+def _decode(model, seqs: torch.Tensor, max_new_tokens: int, knobs: Knobs, gen: torch.Generator | None,
+            use_cache: bool, keep_stages: bool = False, record_attention: bool = False,
+            attention_mask: torch.Tensor | None = None, pad: int | None = None) -> Iterator[_Step]:
+    """Greedy or sampling, one token per step, every row in step; finished rows are padded with `pad`."""
+    window = _Window(model, use_cache, seqs.size(1) + max_new_tokens, record_attention, attention_mask)
     eos = torch.tensor(knobs.eos, device=seqs.device, dtype=torch.long)
+    pad = knobs.eos[0] if pad is None and knobs.eos else pad
     unfinished = torch.ones(seqs.size(0), dtype=torch.bool, device=seqs.device)
-    for _ in range(max_new_tokens):
-        logits, stages = _process(window.next_logits(seqs), seqs, knobs, keep_stages)
+    for i in range(max_new_tokens):
+        logits, stages = process(window.next_logits(seqs), seqs, knobs, keep_stages, new_tokens=i)
         next_ids = sample_next_token(logits, gen, knobs.do_sample)  # (B,)
         if knobs.eos:
-            next_ids = torch.where(unfinished, next_ids, eos[0])
+            next_ids = torch.where(unfinished, next_ids, pad)
         seqs = torch.cat([seqs, next_ids[:, None]], dim=1)
-        yield _Step(seqs, next_ids, stages, window)
+        yield _Step(seqs, next_ids, logits, stages, window)
         if knobs.eos:
             unfinished &= ~torch.isin(next_ids, eos)
             if not unfinished.any():
                 return
 
 
-def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: _Knobs, num_beams: int,
+def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: Knobs, num_beams: int,
                  num_return_sequences: int, length_penalty: float, early_stopping: bool | str,
-                 gen: torch.Generator | None, use_cache: bool) -> torch.Tensor:
+                 gen: torch.Generator | None, use_cache: bool, attention_mask: torch.Tensor | None = None,
+                 pad: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search with transformers' rules, step for step, so the same weights give the same ids.
 
     Each step scores (beam, token) pairs by summed log-prob and takes the best K = 2 * num_beams (more with
@@ -361,6 +282,7 @@ def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: _Knobs
     among the best num_beams enter the finished set with score sum / new_len ** length_penalty; the set keeps
     its num_beams best. The search stops when every candidate ended (max length), or when the finished set is
     full and the best running beam cannot beat its worst member any more (`early_stopping`).
+    Returns (sequences (B * num_return_sequences, T + n), their scores (B * num_return_sequences,)).
     """
     B, T = prompt.shape
     nb, V, dev = num_beams, model.config.vocab_size, prompt.device
@@ -369,7 +291,7 @@ def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: _Knobs
     max_len = T + max_new_tokens
     BIG = -1.0e9  # "impossible" score, added rather than -inf so sums and sorts stay finite
 
-    running = torch.full((B, nb, max_len), knobs.eos[0] if knobs.eos else -1, dtype=torch.long, device=dev)
+    running = torch.full((B, nb, max_len), pad if pad is not None else -1, dtype=torch.long, device=dev)
     running[:, :, :T] = prompt[:, None, :]
     run_scores = torch.zeros(B, nb, device=dev)
     run_scores[:, 1:] = BIG  # all beams start equal: let only the first one expand at step one
@@ -380,7 +302,9 @@ def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: _Knobs
     improvable = torch.ones(B, 1, dtype=torch.bool, device=dev)
     in_top_nb = torch.arange(K, device=dev) < nb  # (K,)
     row_offset = torch.arange(B, device=dev)[:, None] * nb  # (B, 1)
-    window = _Window(model, use_cache, max_len)
+    # every beam of a prompt shares its padding; reordering beams never moves a row to another prompt
+    mask = attention_mask.repeat_interleave(nb, dim=0) if attention_mask is not None else None
+    window = _Window(model, use_cache, max_len, attention_mask=mask)
 
     def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # x (B, N, ...), index (B, M)
         return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))
@@ -388,7 +312,8 @@ def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: _Knobs
     for cur in range(T, max_len):
         flat = running[:, :, :cur].reshape(B * nb, cur)  # (B*nb, cur)
         logp = F.log_softmax(window.next_logits(flat), dim=-1)  # (B*nb, V)
-        logp, _ = _process(logp, flat, knobs, False, min_tokens_to_keep=len(knobs.eos) + 1 if knobs.eos else 2)
+        logp, _ = process(logp, flat, knobs, False, min_tokens_to_keep=len(knobs.eos) + 1 if knobs.eos else 2,
+                          new_tokens=cur - T)
         total = (logp.view(B, nb, V) + run_scores[:, :, None]).view(B, nb * V)  # (B, nb*V)
         if knobs.do_sample:
             cand = torch.multinomial(total.softmax(dim=-1), K, generator=gen)  # (B, K)
@@ -429,7 +354,8 @@ def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: _Knobs
             break
 
     n_new = int(fin_len[:, :num_return_sequences].max())
-    return finished[:, :num_return_sequences, :T + n_new].reshape(B * num_return_sequences, T + n_new)
+    return (finished[:, :num_return_sequences, :T + n_new].reshape(B * num_return_sequences, T + n_new),
+            fin_scores[:, :num_return_sequences].reshape(-1))
 
 
 # ---- 3. step records for the generation timeline ---------------------------------------------------------------
@@ -474,10 +400,11 @@ class StepRecord:
 
 
 def generate_steps(model, ids, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
-                   top_k: int | None = None, top_p: float | None = None, repetition_penalty: float = 1.0,
+                   top_k: int | None = 50, top_p: float | None = None, repetition_penalty: float = 1.0,
                    no_repeat_ngram_size: int = 0, eos_token_id: int | Sequence[int] | None = None,
-                   seed: int | None = None, use_cache: bool = True, k: int = 10, record_attention: bool = False,
-                   tokenizer=None) -> Iterator[StepRecord]:
+                   min_new_tokens: int = 0, seed: int | None = None, use_cache: bool = True, k: int = 10,
+                   record_attention: bool = False, tokenizer=None,
+                   attention_mask: torch.Tensor | None = None) -> Iterator[StepRecord]:
     """Generate from one prompt, yielding a `StepRecord` per new token (greedy or sampling; no beams).
 
     `ids` is a list of ids, a (T,) or (1, T) tensor, or a string when `tokenizer` is given. The tokens are
@@ -498,15 +425,16 @@ def generate_steps(model, ids, max_new_tokens: int = 20, *, do_sample: bool = Fa
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k (candidates per step) must be a positive integer, got {k!r}")
-    knobs = _knobs(model.config.vocab_size, do_sample, temperature, top_k, top_p, repetition_penalty,
-                   no_repeat_ngram_size, eos_token_id)
+    knobs = check_knobs(model.config.vocab_size, do_sample, temperature, top_k, top_p, repetition_penalty,
+                        no_repeat_ngram_size, eos_token_id, min_new_tokens)
     seqs = _prompt(model, ids)
+    mask = _mask_for(attention_mask, seqs)
     if seqs.size(0) != 1:
         raise ValueError(f"generate_steps follows one sequence; got a batch of {seqs.size(0)}. Loop over the "
                          "prompts, or use generate() for batches and beam search")
-    gen = _generator(seed, model.device) if knobs.do_sample else None
+    gen = make_generator(seed, model.device) if knobs.do_sample else None
     steps = _decode(model, seqs, max_new_tokens, knobs, gen, use_cache, keep_stages=True,
-                    record_attention=record_attention)
+                    record_attention=record_attention, attention_mask=mask)
     return _records(steps, seqs.size(1), min(k, model.config.vocab_size), tokenizer)
 
 

@@ -128,7 +128,7 @@ def test_kv_cache_and_no_cache_agree_greedy_sampling_and_beams():
         assert a.shape == (x.size(0) * kw.get("num_return_sequences", 1), 27)
         assert torch.equal(a, b), kw
     assert torch.equal(generate(model, x, 20), naive_greedy(model, x, 20))
-    assert torch.equal(model.generate(x, 5), generate(model, x, 5))
+    assert torch.equal(model.generate(x, max_new_tokens=5), generate(model, x, 5))
 
 
 def test_seed_reproducible_and_global_rng_untouched():

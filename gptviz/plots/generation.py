@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 from .style import CHOSEN, FILTERED, STAGE_COLOURS, TEMPLATE, as_numpy, short, subtitle, ticks
 
 STAGE_LABELS = {"raw": "raw", "repetition_penalty": "after repetition penalty",
-                "no_repeat_ngram": "after no-repeat-n-gram", "temperature": "after temperature",
+                "no_repeat_ngram": "after no-repeat-n-gram", "min_new_tokens": "after min-new-tokens (no eos yet)",
+                "temperature": "after temperature",
                 "top_k": "after top-k", "top_p": "after top-p"}
 
 

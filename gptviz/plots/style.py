@@ -30,7 +30,7 @@ ATTENTION_SCALE = [[0.0, "#ffffff"], [0.02, "#eef4fb"], [0.08, "#c6dbef"], [0.2,
                    [0.45, "#2171b5"], [1.0, "#08306b"]]
 METRIC_SCALE = "Viridis"
 DIVERGING_SCALE = "RdBu_r"  # blue negative, white 0, red positive
-STAGE_COLOURS = ["#9ecae1", "#4292c6", "#2171b5", "#08519c", "#6a51a3", "#54278f"]
+STAGE_COLOURS = ["#9ecae1", "#4292c6", "#2171b5", "#08519c", "#6a51a3", "#54278f", "#3f007d"]
 FILTERED, CHOSEN, MASKED = "#d4d6db", "#e6550d", "#e6e8ec"
 MAX_TOKENS = 256  # heatmaps keep the last MAX_TOKENS tokens: 65k cells stay fast in a browser
 
