@@ -56,14 +56,20 @@ class GenerationConfig:
     return_dict_in_generate: bool = False
 
     @classmethod
-    def from_transformers(cls, config) -> GenerationConfig:
+    def from_transformers(cls, config, strict: bool = True) -> GenerationConfig:
         """From a transformers GenerationConfig (or a dict of its fields): the fields gptviz knows, at their values.
 
-        Fields gptviz does not implement are refused if they are set to something other than their default.
+        A field gptviz does not implement, set to something other than its default, is refused (`strict`), or
+        left out with a warning that names it (what loading a checkpoint's generation_config.json does).
         """
         d = config if isinstance(config, dict) else config.to_dict()
         mine = {f.name for f in fields(cls)}
-        _refuse_unsupported({k: v for k, v in d.items() if k in UNSUPPORTED and v not in (None, False, 1.0, 0, [])})
+        used = {k: v for k, v in d.items() if k in UNSUPPORTED and v not in (None, False, 1.0, 0, [], {})}
+        if strict:
+            _refuse_unsupported(used)
+        elif used:
+            warnings.warn(f"generation_config: gptviz ignores {', '.join(sorted(used))} (not implemented)",
+                          UserWarning, stacklevel=3)
         return cls(**{k: v for k, v in d.items() if k in mine})
 
 

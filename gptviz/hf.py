@@ -328,6 +328,25 @@ def read_pretrained(name_or_dir: str | Path, **hf_kwargs) -> tuple[GPTConfig, di
     return config, weights, dtype
 
 
+def read_generation_config(name_or_dir: str | Path) -> dict:
+    """The checkpoint's generation defaults: its generation_config.json, else what its config.json implies.
+
+    transformers' GenerationConfig fields as a dict (eos/bos/pad ids, and sampling defaults where a model ships
+    them); empty when neither file says anything.
+    """
+    from transformers import AutoConfig, GenerationConfig
+
+    path = Path(name_or_dir).expanduser()
+    target = str(path) if path.is_dir() else str(name_or_dir)
+    try:
+        return GenerationConfig.from_pretrained(target).to_diff_dict()
+    except (OSError, ValueError):
+        try:
+            return GenerationConfig.from_model_config(AutoConfig.from_pretrained(target)).to_diff_dict()
+        except (OSError, ValueError):
+            return {}
+
+
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Copy translated weights into a gptviz GPT built from the same config; every parameter must be covered."""
     tied = model.config.tie_embeddings

@@ -542,6 +542,9 @@ class GPT(nn.Module):
         config, weights, dtype = hf.read_pretrained(name_or_dir, **hf_kwargs)
         model = cls.empty(config)
         hf.load_weights(model, weights)
+        if "gguf_file" not in hf_kwargs:  # a GGUF's generation defaults come with its tokenizer (gptviz.load)
+            model.generation_config = GenerationConfig.from_transformers(hf.read_generation_config(name_or_dir),
+                                                                         strict=False)
         return model.to(dtype).eval()
 
     def save_pretrained(self, directory: str | Path, **kwargs) -> Path:

@@ -147,8 +147,19 @@ _HUB_GPT2 = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
 def load(name_or_path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[GPT, Tokenizer]:
     """(model in eval mode, tokenizer) from a named model, a gptviz checkpoint, or a transformers folder/hub id.
 
-    `device`: None = CPU, "auto" = the best there is, or any torch device.
+    `device`: None = CPU, "auto" = the best there is, or any torch device. The model's generation_config takes
+    the tokenizer's eos / bos / pad ids where it has none, so `model.generate` stops where transformers would.
     """
+    model, tok = _load(name_or_path, device)
+    gc = model.generation_config
+    for field, value in (("eos_token_id", tok.eos_id), ("bos_token_id", getattr(tok, "bos_id", None)),
+                         ("pad_token_id", getattr(tok, "pad_id", None))):
+        if getattr(gc, field) is None and value is not None:
+            setattr(gc, field, value)
+    return model, tok
+
+
+def _load(name_or_path: str | os.PathLike, device: str | torch.device | None) -> tuple[GPT, Tokenizer]:
     key = str(name_or_path)
     if key in NAMED:
         return load_named(key, device=device)

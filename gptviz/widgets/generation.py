@@ -27,6 +27,7 @@ from plotly.subplots import make_subplots
 
 from .. import plots
 from ..export import RawHTML
+from ..logits import DEFAULT_TOP_K
 from ..sampling import generate, generate_steps
 from ._base import FIGURE_WIDTH, Panel, replace_figure, slider
 
@@ -121,6 +122,8 @@ def check_knobs(vocab_size: int, **knobs) -> dict:
     one with its allowed range and what its values mean (a slider would silently clip an out-of-range value)."""
     if knobs.get("top_k", 0) is None:
         knobs = {**knobs, "top_k": 0}
+    if knobs.get("top_k") == DEFAULT_TOP_K:  # transformers' default; a char model has fewer tokens than that
+        knobs = {**knobs, "top_k": min(DEFAULT_TOP_K, vocab_size)}
     problems = [p for p in (_knob_problem(n, v, vocab_size) for n, v in knobs.items()) if p]
     if problems:
         raise ValueError("GenerationExplorer: " + "; ".join(problems))
@@ -134,10 +137,11 @@ class GenerationExplorer(Panel):
 
     def __init__(self, model, tokenizer, prompt: str = "ROMEO:", max_new_tokens: int = 40, k: int = 10,
                  generate_now: bool = True, *, do_sample: bool = True, temperature: float = 1.0,
-                 top_k: int | None = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                 top_k: int | None = 50, top_p: float = 1.0, repetition_penalty: float = 1.0,
                  no_repeat_ngram_size: int = 0, num_beams: int = 1, seed: int = 0):
-        """The keyword arguments set the controls (the same names and meanings as `sampling.generate`);
-        a value outside its control's range (`KNOBS`) raises ValueError, before anything is built."""
+        """The keyword arguments set the controls (the same names, meanings and defaults as `sampling.generate`,
+        which are transformers': top_k=50 when sampling); a value outside its control's range (`KNOBS`) raises
+        ValueError, before anything is built. top_k is capped at the vocabulary of a small (char) model."""
         knobs = check_knobs(model.config.vocab_size, do_sample=do_sample, temperature=temperature, top_k=top_k,
                             top_p=top_p, repetition_penalty=repetition_penalty,
                             no_repeat_ngram_size=no_repeat_ngram_size, num_beams=num_beams, seed=seed,
