@@ -40,9 +40,14 @@ def fake_record(T, L=1, nh=1, seed=0):
     """A record with random causal attention, for sizes no tiny model reaches."""
     g = torch.Generator().manual_seed(seed)
     scores = torch.randn(L, nh, T, T, generator=g).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), -1e9)
-    return ForwardRecord(ids=torch.arange(T) % 7, tokens=[f"t{i}" for i in range(T)],
-                         attention=scores.softmax(-1), top_ids=torch.zeros(T, 1, dtype=torch.long),
-                         top_probs=torch.ones(T, 1), top_tokens=[["t0"]] * T)
+    return ForwardRecord(
+        ids=torch.arange(T) % 7,
+        tokens=[f"t{i}" for i in range(T)],
+        attention=scores.softmax(-1),
+        top_ids=torch.zeros(T, 1, dtype=torch.long),
+        top_probs=torch.ones(T, 1),
+        top_tokens=[["t0"]] * T,
+    )
 
 
 def z_of(trace):
@@ -123,8 +128,10 @@ def colourbar_gaps(fig) -> list[float]:
 def test_square_heatmaps_have_their_colour_bar_beside_them(record, model, make):
     """A static square heatmap used to sit in the middle of the page with its colour bar ~250 px away: it is now
     laid out in pixels, the plot area the square itself, the colour bar right next to it."""
-    build = {"heatmap": lambda **kw: plots.attention_heatmap(record, 1, 2, **kw),
-             "similarity": lambda **kw: plots.position_similarity(model, 20, **kw)}[make]
+    build = {
+        "heatmap": lambda **kw: plots.attention_heatmap(record, 1, 2, **kw),
+        "similarity": lambda **kw: plots.position_similarity(model, 20, **kw),
+    }[make]
     fig = build()
     w, h = plot_area(fig)
     assert w == h == plots.SQUARE_PX and fig.layout.xaxis.domain in (None, (0, 1))
@@ -161,8 +168,10 @@ def test_attention_grid_is_sized_to_its_thumbnails(record):
 
 def test_figures_with_two_heatmaps_keep_each_colour_bar_beside_its_own(model, tok, record):
     other = record_forward(GPT(model.config).eval(), tok, "the fox jumps over the dog")
-    for fig in (plots.position_score_contribution(position_scores(model, 20), 1, 2),
-                plots.checkpoint_diff(record, other)):
+    for fig in (
+        plots.position_score_contribution(position_scores(model, 20), 1, 2),
+        plots.checkpoint_diff(record, other),
+    ):
         assert fig.layout.width == plots.WIDTH
         gaps = colourbar_gaps(fig)
         assert gaps and all(5 <= g <= 15 for g in gaps)
@@ -226,11 +235,10 @@ def test_position_scores_equal_layer0_scores_without_tokens(model):
     np.testing.assert_allclose(z_of(fig.data[0])[lower.numpy()], scores[1, 3][lower].numpy(), rtol=1e-5)
     spread = z_of(fig.data[1])
     assert spread.shape == (2, 4)
-    expected = np.mean([scores[1, 3, t, :t + 1].std(unbiased=False).item() for t in range(1, T)])
+    expected = np.mean([scores[1, 3, t, : t + 1].std(unbiased=False).item() for t in range(1, T)])
     assert spread[1, 3] == pytest.approx(expected, rel=1e-4)
     with pytest.raises(TypeError, match="position_scores"):  # the view draws scores; it never runs the model
         plots.position_score_contribution(model, 1, 3)
-
 
 
 def test_rope_angle_heatmap():
@@ -246,8 +254,9 @@ def test_rope_angle_heatmap():
     wrapped = plots.rope_angle_heatmap(16, 24, theta=100.0, value="angle")
     z = z_of(wrapped.data[0])
     assert (0 <= z).all() and (z < 2 * math.pi).all() and wrapped.data[0].zmax == pytest.approx(2 * math.pi)
-    rotary = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16, pos_encoding="rotary",
-                           rope_theta=1e5))
+    rotary = GPT(
+        GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=2, n_embd=16, pos_encoding="rotary", rope_theta=1e5)
+    )
     assert "rd/2=4, θ=100000" in plots.rope_angle_heatmap(rotary, 8).layout.title.text  # the model's own settings
     with pytest.raises(ValueError, match="'cos' or 'angle'"):
         plots.rope_angle_heatmap(16, 8, value="sin")
@@ -293,8 +302,9 @@ def test_rope_head_distance():
     from gptviz.positions import rope_head_scores
 
     torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=30, block_size=40, n_layer=1, n_head=4, n_kv_head=2, n_embd=32,
-                      pos_encoding="rotary")).eval()
+    m = GPT(
+        GPTConfig(vocab_size=30, block_size=40, n_layer=1, n_head=4, n_kv_head=2, n_embd=32, pos_encoding="rotary")
+    ).eval()
     r = rope_head_scores(m, 100, 0, 2, token_ids=[1, 7, 9])
     fig = plots.rope_head_distance(r)
     assert len(fig.data) == 4 and "reads key/value head 1" in fig.layout.title.text
@@ -302,9 +312,22 @@ def test_rope_head_distance():
     np.testing.assert_allclose(fig.data[1].y, r.scores[1], rtol=1e-6)
     assert list(fig.data[0].x) == list(range(40))  # cropped to the block size
 
+
 def test_step_candidates_and_attention_row(model, tok):
-    steps = list(generate_steps(model, tok.encode("the fox"), 3, do_sample=True, temperature=0.7, top_k=3,
-                                seed=1, k=6, record_attention=True, tokenizer=tok))
+    steps = list(
+        generate_steps(
+            model,
+            tok.encode("the fox"),
+            3,
+            do_sample=True,
+            temperature=0.7,
+            top_k=3,
+            seed=1,
+            k=6,
+            record_attention=True,
+            tokenizer=tok,
+        )
+    )
     s = steps[2]
     fig = plots.step_candidates(s)
     assert len(fig.data) == len(s.stages) == 3  # raw, temperature, top-k
@@ -318,7 +341,7 @@ def test_step_candidates_and_attention_row(model, tok):
     tokens = tok.tokens(tok.encode("the fox") + [x.token_id for x in steps])
     row = plots.attention_row(s, 1, 2, tokens)
     np.testing.assert_allclose(row.data[0].y, s.attention[1, 2].numpy(), rtol=1e-6)
-    assert list(row.data[0].text) == tokens[:len(row.data[0].y)]
+    assert list(row.data[0].text) == tokens[: len(row.data[0].y)]
     mean = plots.attention_row(s, 0, None)
     np.testing.assert_allclose(mean.data[0].y, s.attention[0].mean(0).numpy(), rtol=1e-6)
 
@@ -355,8 +378,7 @@ def test_logit_lens_last_layer_is_the_model_prediction(model, tok):
         logits = model(torch.tensor([ids]))[0]
     assert lens.top_ids[-1].tolist() == logits.argmax(-1).tolist()
     p = logits.softmax(-1)
-    torch.testing.assert_close(lens.next_probs[-1, :-1], p[torch.arange(len(ids) - 1), ids[1:]], atol=1e-5,
-                               rtol=1e-4)
+    torch.testing.assert_close(lens.next_probs[-1, :-1], p[torch.arange(len(ids) - 1), ids[1:]], atol=1e-5, rtol=1e-4)
     fig = plots.logit_lens_figure(lens, "next", max_positions=5)
     assert z_of(fig.data[0]).shape == (3, 5)
     assert "showing last 5 of 12 tokens" in fig.layout.title.text
@@ -387,10 +409,120 @@ def test_export_is_offline_and_standalone(tmp_path, record):
     page = path.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]+src=", page)  # nothing fetched: plotly.js is inlined
     assert page.count("plotly.js v") == 1 and "Tïtle &lt;b&gt;" in page and "note &amp; more" in page
-    two = figures_to_html([plots.attention_heatmap(record, 0, 0), RawHTML("<p id='x'>hi</p>"),
-                           go.FigureWidget(plots.sinusoidal_heatmap(8, 4))], tmp_path / "b.html")
+    two = figures_to_html(
+        [
+            plots.attention_heatmap(record, 0, 0),
+            RawHTML("<p id='x'>hi</p>"),
+            go.FigureWidget(plots.sinusoidal_heatmap(8, 4)),
+        ],
+        tmp_path / "b.html",
+    )
     page = two.read_text(encoding="utf-8")
     assert page.count("plotly.js v") == 1  # inlined once for the whole page
     assert "<p id='x'>hi</p>" in page and page.count("Plotly.newPlot") == 2
     with pytest.raises(ValueError, match=".html"):
         figure_to_html(go.Figure(), tmp_path / "a.png")
+
+
+# ---- grouped-query attention and deep models in the attention views ---------------------------------------
+@pytest.fixture(scope="module")
+def gqa_record(tok):
+    """A tiny Llama-style model: 4 query heads reading 2 key/value heads (heads 0, 1 share kv head 0; 2, 3 kv 1)."""
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(
+            vocab_size=tok.vocab_size,
+            block_size=32,
+            n_layer=2,
+            n_head=4,
+            n_kv_head=2,
+            n_embd=32,
+            pos_encoding="rotary",
+            norm="rmsnorm",
+            mlp_gated=True,
+            activation="silu",
+            bias=False,
+        )
+    ).eval()
+    return record_forward(model, tok, "the fox jumps over the dog")
+
+
+def kv_lines(fig) -> list:
+    return [s for s in fig.layout.shapes if s.type == "line"]
+
+
+def test_grid_marks_the_heads_that_share_a_kv_head(gqa_record):
+    r = gqa_record
+    assert plots.attention.record_kv_groups(r) == [[0, 1], [2, 3]]
+    fig = plots.attention_grid(r)
+    S = plots.grid_cells(r.T)
+    heads = fig.data[2]
+    i = next(j for j, (l, h) in enumerate(heads.customdata) if (l, h) == (1, 2))
+    assert "<b>layer 1, head 2</b> · kv head 1 (shares with 3)" in heads.hovertext[i]
+    # one line, in the gap between head 1 and head 2, across every layer
+    [line] = kv_lines(fig)
+    assert line.x0 == line.x1 == 2 * (S + 1) - 1 and (line.y0, line.y1) == (-1.5, 2 * (S + 1) - 0.5)
+    labels = [a for a in fig.layout.annotations if a.text.startswith("kv")]
+    assert [a.text for a in labels] == ["kv head 0", "kv head 1"]
+    assert labels[1].x == pytest.approx((2 + 3) / 2 * (S + 1) + (S - 1) / 2)  # over the middle of heads 2, 3
+    assert "GQA: 2 kv heads, each shared by 2 query heads" in fig.layout.title.text
+    assert fig.layout.margin.t >= plots.title_px(fig.layout.title.text) + plots.attention.GROUP_LABEL_PX
+    # the single head names its kv head in the title and the hover
+    heat = plots.attention_heatmap(r, 1, 2)
+    assert "layer 1, head 2 · kv head 1 (shares with 3)" in heat.layout.title.text
+    assert "kv head 1 (shares with 3)" in heat.data[0].hovertemplate
+    # the metric maps: a white line between the groups in each map, the kv head in the hover
+    metrics = plots.head_metrics_heatmap(r)
+    assert [s.x0 for s in kv_lines(metrics)] == [1.5] * len(metrics.data)
+    assert np.array(metrics.data[0].text)[0, 3] == " · kv head 1 (shares with 2)"
+
+
+def test_views_of_a_model_without_gqa_are_unchanged(record, gqa_record):
+    assert plots.attention.record_kv_groups(record) is None
+    fig = plots.attention_grid(record)
+    assert not kv_lines(fig) and not fig.layout.annotations
+    assert not any("kv head" in t for t in fig.data[2].hovertext) and "GQA" not in fig.layout.title.text
+    heat = plots.attention_heatmap(record, 1, 2)
+    assert heat.layout.title.text.startswith("Attention of layer 1, head 2<br>")
+    assert heat.data[0].hovertemplate == "%{text}: %{z:.3f}<extra></extra>"
+    metrics = plots.head_metrics_heatmap(record)
+    assert not kv_lines(metrics) and "GQA" not in metrics.layout.title.text
+    # as many kv heads as heads, or a record that does not say: ordinary multi-head attention
+    assert plots.attention.record_kv_groups(fake_record(4, nh=3)) is None
+    same = fake_record(4, nh=3)
+    same.meta["config"] = {"n_kv_head": 3}
+    assert plots.attention.record_kv_groups(same) is None
+
+
+def test_a_deep_grid_grows_taller_and_labels_every_head_and_layer():
+    """SmolLM2's 30 layers x 9 heads: thumbnails of at least GRID_MIN_PITCH_PX (not squeezed into SQUARE_PX),
+    every head and layer labelled, 3 kv groups marked."""
+    r = fake_record(14, L=30, nh=9)
+    r.meta["config"] = {"n_kv_head": 3}
+    fig = plots.attention_grid(r)
+    w, h = plot_area(fig)
+    S = plots.grid_cells(14)
+    assert plots.attention.grid_pitch_px(w, 9, S) >= plots.attention.GRID_MIN_PITCH_PX - 0.5
+    assert h == pytest.approx(w * plots.attention.grid_aspect(30, 9, S), abs=1) and h > plots.SQUARE_PX
+    assert list(fig.layout.xaxis.ticktext) == [str(i) for i in range(9)]
+    assert list(fig.layout.yaxis.ticktext) == [str(i) for i in range(30)]
+    assert len(kv_lines(fig)) == 2
+    assert plot_area(plots.attention_grid(r, width=300))[0] == 300 - 64 - 16  # a given width still caps it
+
+
+def test_crowded_grid_labels_line_up_with_the_kv_groups():
+    r = fake_record(4, L=2, nh=32)
+    r.meta["config"] = {"n_kv_head": 8}  # groups of 4 heads
+    fig = go.Figure()
+    plots.add_grid(fig, r, r.head_metrics(), pitch_px=8)  # too narrow for every label: the first of each group
+    assert list(fig.layout.xaxis.ticktext) == [str(h) for h in range(0, 32, 4)]
+    assert [a.text for a in fig.layout.annotations] == [f"kv {g}" for g in range(8)]  # short group labels
+    plain = go.Figure()
+    plots.add_grid(plain, fake_record(4, L=2, nh=32), {}, pitch_px=8)
+    assert list(plain.layout.xaxis.ticktext) == [str(h) for h in range(0, 32, 3)]
+
+
+def test_label_px_counts_wide_characters_as_a_full_em():
+    assert plots.attention.label_px(["人工"], 10) == pytest.approx(20)
+    assert plots.attention.label_px(["ab", "abcd"], 10) == pytest.approx(24.8)
+    assert plots.attention.label_px([], 10) == 0

@@ -14,17 +14,25 @@ from plotly.offline import get_plotlyjs
 from gptviz import GPT, GPTConfig, plots, sinusoidal_encoding
 from gptviz.data import TokenDataset
 from gptviz.positions import position_scores
+from gptviz.records import ForwardRecord
+from gptviz.sampling import generate, generate_steps
 from gptviz.tokenizers import get_tokenizer
 from gptviz.train import TrainConfig, Trainer
-from gptviz.sampling import generate, generate_steps
+from gptviz.widgets import (
+    AttentionExplorer,
+    GenerationExplorer,
+    LogitLensPanel,
+    PositionalEncodingExplorer,
+    TrainingDashboard,
+)
 from gptviz.widgets._base import FIGURE_WIDTH, Busy, ChunkedTraining, Panel, unpack
 from gptviz.widgets._figure import PlotlyFigure, PlotlyLibrary, to_state
-from gptviz.widgets.attention import HEATMAP_PX
-from gptviz.widgets import (AttentionExplorer, GenerationExplorer, LogitLensPanel, PositionalEncodingExplorer,
-                            TrainingDashboard)
+from gptviz.widgets.attention import BARS_GAP_PX, HEATMAP_PX, TITLE_LEGEND_PX, explorer_figure, explorer_layout
 
-TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
-        "The quick brown fox jumps over the lazy dog. 人工智能科学家\n")
+TEXT = (
+    "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
+    "The quick brown fox jumps over the lazy dog. 人工智能科学家\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +73,13 @@ def comm_safe(fig):
 
 def click(fig, trace_index, point_index, x=None, y=None):
     """What the browser sends on a click (gptviz/static/plotly_figure.js): one small message per click."""
-    fig.widget.receive({"type": "click", "points": [{"curve": trace_index, "point": point_index, "x": x, "y": y,
-                                                     "customdata": None}], "state": {"button": 0}})
+    fig.widget.receive(
+        {
+            "type": "click",
+            "points": [{"curve": trace_index, "point": point_index, "x": x, "y": y, "customdata": None}],
+            "state": {"button": 0},
+        }
+    )
 
 
 def test_attention_explorer_follows_layer_head_and_clicks(model, tok):
@@ -162,8 +175,6 @@ def test_attention_explorer_layout(model, tok, n):
 
 
 def test_attention_explorer_figure_in_a_narrower_width(model, tok):
-    from gptviz.widgets.attention import explorer_figure
-
     record = AttentionExplorer(model, tok, "the sun").record
     fig = explorer_figure(record, 0, 0, width=700)  # a smaller heatmap, still square, domains inside 0..1
     w, h = pixel_box(fig, "")
@@ -199,8 +210,9 @@ def test_the_widget_state_is_the_figure_as_it_is_now(model, tok):
     assert (data, layout) == (drawn(PlotlyFigure(p.figure))), "base + patch = the figure sent whole"
     z = data[0]["z"]  # float32 bytes, sent as a binary buffer
     assert isinstance(z["bdata"], bytes) and z["dtype"] == "f4"
-    np.testing.assert_array_equal(np.frombuffer(z["bdata"], "<f4").reshape(p.record.T, p.record.T),
-                                  z_of(p.trace("attention")))
+    np.testing.assert_array_equal(
+        np.frombuffer(z["bdata"], "<f4").reshape(p.record.T, p.record.T), z_of(p.trace("attention"))
+    )
 
 
 def drawn(widget) -> tuple[list, dict]:
@@ -217,8 +229,10 @@ def drawn(widget) -> tuple[list, dict]:
         out = {**base, **diff["set"]}
         return {k: v for k, v in out.items() if k not in diff["unset"]}
 
-    return ([patched(data[i] if i < len(data) else {}, patch["traces"].get(str(i))) for i in range(patch["n"])],
-            patched(layout, patch["layout"]))
+    return (
+        [patched(data[i] if i < len(data) else {}, patch["traces"].get(str(i))) for i in range(patch["n"])],
+        patched(layout, patch["layout"]),
+    )
 
 
 def sent_messages(widget) -> list[tuple[dict, list]]:
@@ -293,8 +307,13 @@ def big_row(p, layer, head):
 
 def test_positional_encoding_explorer(model):
     p = PositionalEncodingExplorer(T=32, C=16)
-    assert [v for _, v in p.view.options] == ["sinusoidal", "waves", "rotary", "rotary_scores",
-                                              "similarity"]  # no model: the formulas only
+    assert [v for _, v in p.view.options] == [
+        "sinusoidal",
+        "waves",
+        "rotary",
+        "rotary_scores",
+        "similarity",
+    ]  # no model: the formulas only
     np.testing.assert_allclose(z_of(p.figure.data[0]), sinusoidal_encoding(32, 16).numpy(), atol=1e-6)
     p.view.value = "waves"
     p.dim.value = 4
@@ -310,7 +329,6 @@ def test_positional_encoding_explorer(model):
     lower = np.tril(np.ones((20, 20), dtype=bool))
     np.testing.assert_allclose(z_of(m.figure.data[0])[lower], scores[1, 2].numpy()[lower], rtol=1e-5)
     assert m.last_error is None
-
 
 
 def test_positional_encoding_explorer_rotary_views(tok):
@@ -335,8 +353,19 @@ def test_positional_encoding_explorer_rotary_views(tok):
     assert p.T.layout.display == "none" and p.last_error is None
 
     torch.manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
-                      pos_encoding="rotary", rotary_dim=4, rope_theta=500.0)).eval()
+    m = GPT(
+        GPTConfig(
+            vocab_size=tok.vocab_size,
+            block_size=64,
+            n_layer=2,
+            n_head=4,
+            n_kv_head=2,
+            n_embd=32,
+            pos_encoding="rotary",
+            rotary_dim=4,
+            rope_theta=500.0,
+        )
+    ).eval()
     r = PositionalEncodingExplorer(m, T=20)
     views = [v for _, v in r.view.options]
     assert r.view.value == "rotary" and "rotary_head" in views and "scores" not in views and "learned" not in views
@@ -350,6 +379,7 @@ def test_positional_encoding_explorer_rotary_views(tok):
     np.testing.assert_allclose(mean.y, head.scores.mean(0), rtol=1e-5)
     assert len(mean.x) == 64 and "reads key/value head 1" in r.figure.layout.title.text  # cropped to the block
     assert r.layer.layout.display == "" and r.rd.layout.display == "none" and r.last_error is None
+
 
 def test_generation_timeline_and_fork(model, tok):
     g = GenerationExplorer(model, tok, "ROMEO:", max_new_tokens=8, k=5)
@@ -372,7 +402,7 @@ def test_generation_timeline_and_fork(model, tok):
     assert len(g.branches) == 2 and g.active == 1 and g.step.value == 3
     fork = g.branches[1]
     n = len(main.prompt_ids)
-    assert fork.ids[:n + 3] == main.ids[:n + 3] and fork.ids[n + 3] == other and len(fork.steps) == 8
+    assert fork.ids[: n + 3] == main.ids[: n + 3] and fork.ids[n + 3] == other and len(fork.steps) == 8
     assert fork.fork_step == 3 and fork.parent == 0
     assert [st.step for st in fork.steps] == list(range(8))
     assert "forked here" in g.figure.layout.title.text
@@ -396,16 +426,29 @@ KNOBS = dict(do_sample=True, temperature=0.7, top_k=4, top_p=0.8, repetition_pen
 
 def test_generation_takes_its_knobs_in_the_constructor(model, tok):
     g = GenerationExplorer(model, tok, "ROMEO:", max_new_tokens=12, k=5, seed=3, **KNOBS)
-    assert (g.sample.value, g.temperature.value, g.top_k.value, g.top_p.value, g.repetition_penalty.value,
-            g.no_repeat_ngram.value, g.seed.value) == (True, 0.7, 4, 0.8, 1.3, 2, 3)
+    assert (
+        g.sample.value,
+        g.temperature.value,
+        g.top_k.value,
+        g.top_p.value,
+        g.repetition_penalty.value,
+        g.no_repeat_ngram.value,
+        g.seed.value,
+    ) == (True, 0.7, 4, 0.8, 1.3, 2, 3)
     ids = tok.encode("ROMEO:")
     same = [s.token_id for s in generate_steps(model, ids, 12, k=5, seed=3, **KNOBS)]
     other_seed = [s.token_id for s in generate_steps(model, ids, 12, k=5, seed=0, **KNOBS)]
     assert same != other_seed, "precondition: the seed changes this sample, so the check below can fail"
     steps = g.branches[0].steps
     assert [s.token_id for s in steps] == same and g.last_error is None
-    assert [st.name for st in steps[0].stages] == ["raw", "repetition_penalty", "no_repeat_ngram", "temperature",
-                                                   "top_k", "top_p"]
+    assert [st.name for st in steps[0].stages] == [
+        "raw",
+        "repetition_penalty",
+        "no_repeat_ngram",
+        "temperature",
+        "top_k",
+        "top_p",
+    ]
     assert all(s.stage("top_k").kept <= 4 for s in steps)
     assert len(g.figure.data) == 1 + 6  # attention row + one bar trace per stage, drawn at once
 
@@ -418,23 +461,26 @@ def test_generation_beams_from_the_constructor(model, tok):
     assert tok.decode(out).replace("\n", "") in re.sub(r"<[^>]+>", "", g.branches_html.value).replace("\n", "")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(temperature=-0.5), "temperature must be a number from 0.0 to 2.0 (0 = greedy"),
-    (dict(temperature=float("nan")), "temperature must be a number from 0.0 to 2.0"),
-    (dict(top_k=-1), "top_k must be an integer from 0 to"),
-    (dict(top_k=2.5), "top_k must be an integer"),
-    (dict(top_k=10_000), "top_k must be an integer from 0 to"),
-    (dict(top_p=0.0), "top_p must be a number from 0.01 to 1.0"),
-    (dict(top_p=1.5), "top_p must be a number from 0.01 to 1.0"),
-    (dict(repetition_penalty=0.5), "repetition_penalty must be a number from 1.0 to 2.0"),
-    (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size must be an integer from 0 to 6 (0 = off)"),
-    (dict(num_beams=0), "num_beams must be an integer from 1 to 8"),
-    (dict(max_new_tokens=0), "max_new_tokens must be an integer from 1 to 400"),
-    (dict(seed=-1), "seed must be an integer >= 0"),
-    (dict(seed="0"), "seed must be an integer >= 0"),
-    (dict(do_sample="yes"), "do_sample must be True (sample) or False (greedy)"),
-    (dict(k=0), "k (candidates shown per step) must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(temperature=-0.5), "temperature must be a number from 0.0 to 2.0 (0 = greedy"),
+        (dict(temperature=float("nan")), "temperature must be a number from 0.0 to 2.0"),
+        (dict(top_k=-1), "top_k must be an integer from 0 to"),
+        (dict(top_k=2.5), "top_k must be an integer"),
+        (dict(top_k=10_000), "top_k must be an integer from 0 to"),
+        (dict(top_p=0.0), "top_p must be a number from 0.01 to 1.0"),
+        (dict(top_p=1.5), "top_p must be a number from 0.01 to 1.0"),
+        (dict(repetition_penalty=0.5), "repetition_penalty must be a number from 1.0 to 2.0"),
+        (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size must be an integer from 0 to 6 (0 = off)"),
+        (dict(num_beams=0), "num_beams must be an integer from 1 to 8"),
+        (dict(max_new_tokens=0), "max_new_tokens must be an integer from 1 to 400"),
+        (dict(seed=-1), "seed must be an integer >= 0"),
+        (dict(seed="0"), "seed must be an integer >= 0"),
+        (dict(do_sample="yes"), "do_sample must be True (sample) or False (greedy)"),
+        (dict(k=0), "k (candidates shown per step) must be an integer >= 1"),
+    ],
+)
 def test_generation_rejects_bad_knobs_with_the_allowed_range(model, tok, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         GenerationExplorer(model, tok, "ROMEO:", generate_now=False, **kwargs)
@@ -460,8 +506,18 @@ def tiny_trainer(tok, tmp_path, steps=40):
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16))
     data = TokenDataset.from_text(TEXT * 4, tok)
-    cfg = TrainConfig(batch_size=4, block_size=16, max_steps=steps, warmup_steps=2, eval_interval=4, eval_batches=1,
-                      snapshot_interval=4, device="cpu", probe_text="ROMEO:\nBut soft", out_dir=str(tmp_path / "run"))
+    cfg = TrainConfig(
+        batch_size=4,
+        block_size=16,
+        max_steps=steps,
+        warmup_steps=2,
+        eval_interval=4,
+        eval_batches=1,
+        snapshot_interval=4,
+        device="cpu",
+        probe_text="ROMEO:\nBut soft",
+        out_dir=str(tmp_path / "run"),
+    )
     # each step pauses a little, so a background run is reliably still going when the test presses buttons
     return Trainer(m, tok, data, data, cfg, on_step=lambda trainer, stats: time.sleep(0.03))
 
@@ -476,8 +532,9 @@ def test_training_dashboard_run_start_stop_save(tok, tmp_path):
     val = d.figure.data[1]
     assert list(val.x) == [4, 8]
     assert d.snapshot.max == len(tr.snapshots) - 1 == 2 and d.snapshot.value == 2  # follows the latest
-    np.testing.assert_allclose(z_of(d.figure.data[3])[-1, :2], tr.snapshots[2].record.attention[0, 0, -1, :2].numpy(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        z_of(d.figure.data[3])[-1, :2], tr.snapshots[2].record.attention[0, 0, -1, :2].numpy(), rtol=1e-6
+    )
     d.snapshot.value = 0  # scrub back to step 0
     assert "step 0" in d.figure.layout.annotations[-1].text
     assert "Sample at step 8" in d.sample_html.value and "tokens/s" in d.status.value
@@ -577,8 +634,7 @@ def chunk_loop(trainer, chunk=4, after_chunk=None):
         if after_chunk:
             after_chunk()
 
-    loop = ChunkedTraining(panel, lambda: trainer, lambda: chunk, after, told["buttons"].append,
-                           told["states"].append)
+    loop = ChunkedTraining(panel, lambda: trainer, lambda: chunk, after, told["buttons"].append, told["states"].append)
     return panel, loop, told
 
 
@@ -650,8 +706,12 @@ def test_logit_lens_panel(model, tok):
 
 
 def test_every_panel_exports_offline_html(model, tok, tmp_path):
-    panels = [AttentionExplorer(model, tok, "the sun"), PositionalEncodingExplorer(model, T=16),
-              LogitLensPanel(model, tok, "the sun"), GenerationExplorer(model, tok, "ROMEO:", max_new_tokens=4)]
+    panels = [
+        AttentionExplorer(model, tok, "the sun"),
+        PositionalEncodingExplorer(model, T=16),
+        LogitLensPanel(model, tok, "the sun"),
+        GenerationExplorer(model, tok, "ROMEO:", max_new_tokens=4),
+    ]
     for i, p in enumerate(panels):
         page = p.export_html(tmp_path / f"p{i}.html").read_text(encoding="utf-8")
         assert "<script src" not in page and p.title in page and p.caption[:30] in page
@@ -668,3 +728,141 @@ def test_unexpected_errors_are_shown_not_swallowed(model, tok):
     p.colour.value = "next"
     assert "Unexpected error (TypeError" in p.error.value and isinstance(p.last_error, TypeError)
     assert any("boom" in o.get("text", "") for o in p.details.outputs)
+
+
+# ---- grouped-query attention and deep models in the attention explorer ------------------------------------
+@pytest.fixture(scope="module")
+def gqa_model(tok):
+    """A tiny Llama-style model: 4 query heads reading 2 key/value heads (heads 0, 1 share kv head 0; 2, 3 kv 1)."""
+    torch.manual_seed(0)
+    return GPT(
+        GPTConfig(
+            vocab_size=tok.vocab_size,
+            block_size=32,
+            n_layer=2,
+            n_head=4,
+            n_kv_head=2,
+            n_embd=32,
+            pos_encoding="rotary",
+            norm="rmsnorm",
+            mlp_gated=True,
+            activation="silu",
+            bias=False,
+        )
+    ).eval()
+
+
+def kv_lines(fig) -> list:
+    return [s for s in fig.layout.shapes if s.type == "line" and s.xref == "x2"]
+
+
+def test_attention_explorer_shows_which_heads_share_a_kv_head(gqa_model, tok):
+    p = AttentionExplorer(gqa_model, tok, "But soft, what light")
+    S = plots.grid_cells(p.record.T)
+    assert "GQA: 2 kv heads, each shared by 2 query heads" in p.status.value and "nh=4 heads" in p.status.value
+    assert "Grouped-query attention" in p.caption and "kv head h // 2" in p.caption
+    [line] = kv_lines(p.figure)  # between head 1 and head 2, in the grid's axes
+    assert line.x0 == 2 * (S + 1) - 1 and line.yref == "y2"
+    assert [a.text for a in p.figure.layout.annotations if a.text.startswith("kv")] == ["kv head 0", "kv head 1"]
+    heads = p.trace("heads")
+    i = next(j for j, (l, h) in enumerate(heads.customdata) if (l, h) == (1, 3))
+    assert "layer 1, head 3</b> · kv head 1 (shares with 2)" in heads.hovertext[i]
+    click(p.figure, 3, i)  # open head 3: title, hover and scores' line name its kv head
+    assert (p.layer.value, p.head.value) == (1, 3)
+    assert "layer 1, head 3 · kv head 1 (shares with 2)" in p.figure.layout.title.text
+    assert "kv head 1 (shares with 2)" in p.trace("attention").hovertemplate
+    assert "head 3 · kv head 1 (shares with 2):" in p.head_info.value
+    p.head.value = 0
+    assert "kv head 0 (shares with 1)" in p.trace("attention").hovertemplate
+    # the group line outlives head and focus changes (the panel redraws only its first three shapes)
+    p.token.value = 3
+    assert len(kv_lines(p.figure)) == 1 and p.figure.layout.shapes[0].line.color == plots.CHOSEN
+    p.text.value = "the sun"  # a new record: the whole figure is rebuilt, markings included
+    assert len(kv_lines(p.figure)) == 1 and "GQA" in p.status.value
+    comm_safe(p.figure)
+    assert p.last_error is None
+
+
+def test_attention_explorer_without_gqa_shows_no_kv_groups(model, tok):
+    p = AttentionExplorer(model, tok, "But soft, what light")
+    assert p.kv_groups is None and not kv_lines(p.figure)
+    assert [a.text for a in p.figure.layout.annotations] == ["all heads (L × nh): click one to open it"]
+    text = " ".join(
+        [
+            p.status.value,
+            p.caption,
+            p.head_info.value,
+            p.figure.layout.title.text,
+            p.trace("attention").hovertemplate,
+            *p.trace("heads").hovertext,
+        ]
+    )
+    assert "kv head" not in text and "GQA" not in text and "Grouped-query" not in text
+
+
+def boxes_px(fig) -> dict[str, tuple[float, float, float, float]]:
+    """Each part's box (left, top, right, bottom) in pixels of the plot area, top down."""
+    lay = fig.layout
+    pw, ph = lay.width - lay.margin.l - lay.margin.r, lay.height - lay.margin.t - lay.margin.b
+    out = {}
+    for name, n in (("heatmap", ""), ("grid", "2"), ("scores", "3"), ("bars", "4")):
+        x, y = lay[f"xaxis{n}"].domain, lay[f"yaxis{n}"].domain
+        out[name] = (x[0] * pw, (1 - y[1]) * ph, x[1] * pw, (1 - y[0]) * ph)
+    return out
+
+
+def apart(a, b, gap: float = 0) -> bool:
+    return a[2] + gap <= b[0] or b[2] + gap <= a[0] or a[3] + gap <= b[1] or b[3] + gap <= a[1]
+
+
+def deep_record(L: int, nh: int, n_kv: int | None, T: int = 14):
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(L, nh, T, T, generator=g).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), -1e9)
+    return ForwardRecord(
+        ids=torch.arange(T) % 5,
+        tokens=[f"t{i}" for i in range(T)],
+        attention=scores.softmax(-1),
+        top_ids=torch.zeros(T, 1, dtype=torch.long),
+        top_probs=torch.ones(T, 1),
+        top_tokens=[["t0"]] * T,
+        meta={"config": {"n_kv_head": n_kv}},
+    )
+
+
+def test_a_deep_models_grid_runs_down_the_right_side():
+    """SmolLM2-shaped (30 layers x 9 heads, 3 kv heads): the grid takes the right column's whole height with
+    thumbnails ~3x what fitting it beside the heatmap gave, every head and layer labelled; no two parts overlap."""
+    record = deep_record(30, 9, 3)
+    fig = explorer_figure(record, 4, 5)
+    S = plots.grid_cells(14)
+    box = explorer_layout(30, 9, S, grouped=True)
+    assert box["mode"] == "tall" and box["pitch_px"] >= 24  # ~3x the 9 px a compact layout gave
+    parts = boxes_px(fig)
+    assert parts["grid"][3] - parts["grid"][1] > 2 * HEATMAP_PX * 0.8  # far taller than the heatmap
+    for a, b in [("heatmap", "grid"), ("bars", "grid"), ("scores", "grid"), ("bars", "scores"), ("heatmap", "bars")]:
+        assert apart(parts[a], parts[b], 20), (a, b, parts[a], parts[b])
+    assert list(fig.layout.xaxis2.ticktext) == [str(h) for h in range(9)]
+    assert list(fig.layout.yaxis2.ticktext) == [str(l) for l in range(30)]
+    assert fig.data[3].marker.size == pytest.approx(box["thumb_px"]) and box["thumb_px"] >= 22
+    assert len(kv_lines(fig)) == 2 and "kv head 1 (shares with 3, 4)" in fig.layout.title.text
+    # GPT-2-sized (12 x 12, no GQA) keeps the compact layout: grid above the scores, bars across the width
+    gpt2 = explorer_figure(deep_record(12, 12, None), 0, 0)
+    assert explorer_layout(12, 12, S)["mode"] == "compact" and gpt2.layout.xaxis4.domain == (0, 1)
+    assert gpt2.layout.xaxis3.domain[0] == gpt2.layout.xaxis2.domain[0] and not kv_lines(gpt2)
+    parts = boxes_px(gpt2)
+    assert all(apart(parts[a], parts[b], 20) for a, b in [("heatmap", "grid"), ("grid", "scores"), ("scores", "bars")])
+
+
+def test_long_key_labels_push_the_legend_and_bars_down():
+    """Upright key labels (long tokens) used to reach into the legend row; the bars start below them now."""
+
+    def bars_gap(layout):
+        return (1 - layout["bars"][1][1]) * layout["plot_height"] - layout["heatmap_px"]
+
+    assert bars_gap(explorer_layout(2, 3, 10)) == pytest.approx(BARS_GAP_PX)
+    assert bars_gap(explorer_layout(2, 3, 10, key_labels_px=90)) == pytest.approx(90 + TITLE_LEGEND_PX)
+    record = deep_record(2, 3, None, T=20)
+    record.tokens = ["␣sunshine" * 2] * 20  # shortened to 8 characters on the axis
+    fig = explorer_figure(record, 0, 0)
+    ph = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    assert (1 - fig.layout.legend.y) * ph - HEATMAP_PX > BARS_GAP_PX

@@ -3,8 +3,11 @@
 One figure (`explorer_figure`, drawn by `plots`): the chosen head's heatmap with its colour bar, the all-heads
 grid (click a thumbnail to open that head; hover it for its metrics) above the chosen head's scores, and the
 focus token's row ("where it looks") and column ("who looks at it") as bars; click a heatmap row or a bar to
-focus that token. The figure is laid out in pixels to fill the panel (`explorer_layout`). Changing the layer
-or head only replaces the arrays that change, so it stays fast (~10 ms server side for 12 x 12 heads, T = 128).
+focus that token. The figure is laid out in pixels to fill the panel (`explorer_layout`); a deep model's grid
+(SmolLM2: 30 layers x 9 heads) runs down the whole right side, so its thumbnails stay big enough to read.
+Changing the layer or head only replaces the arrays that change, so it stays fast (~10 ms server side for
+12 x 12 heads, T = 128). Under grouped-query attention (SmolLM2: 3 key/value heads, each read by 3 query
+heads) the grid marks which heads share a kv head, and the title, hovers, status and caption say it.
 
 The model runs once per text (`records.record_forward`); everything else reads that record. Long texts are
 cropped to what the capture budget allows and the heatmap shows a window; the status line says both.
@@ -21,6 +24,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .. import plots
+from ..plots.attention import (
+    GROUP_LABEL_PX,
+    attention_hover,
+    gqa_note,
+    grid_aspect,
+    grid_pitch_px,
+    kv_note,
+    label_px,
+    record_kv_groups,
+)
 from ..records import record_forward
 from ._base import FIGURE_WIDTH, Panel, packed, replace_figure, slider
 
@@ -31,18 +44,30 @@ CAPTURE_BUDGET_BYTES = 256 * 2**20  # attention of every head for the text: L * 
 # ---- the panel's one figure (pure; `plots` draws each part) -------------------------------------------------
 # Laid out in pixels, because the widget cannot measure its container (see `_base.FIGURE_WIDTH`): the heatmap
 # is a square with its colour bar beside it; on its right the all-heads grid and, under the grid, the chosen
-# head's scores; the focus token's bars span the width below. Each part has the room its labels need, no more.
+# head's scores; the focus token's bars span the width below. A grid too tall for that (SmolLM2: 30 layers x 9
+# heads) takes the right column's whole height instead, so its thumbnails keep their size; the bars (and, where
+# they fit better there, the scores) stay left of it. Each part has the room its labels need, no more.
 MARGIN = dict(l=88, r=16, t=72, b=72)
 HEATMAP_PX = 480  # the heatmap's side: 128 tokens get ~4 px a cell and every third token a label
 MIN_COLUMN_PX = 200  # the right column (grid, scores) at least; a narrower figure gets a smaller heatmap
 NUMBERS_MIN_CELL_PX = 28  # cells at least this big (up to 17 tokens) also print their weight
 COLOURBAR_GAP_PX = 128  # colour bar (with its tick labels) + the grid's layer labels, between the two
-GRID_TOP_PX = 26  # room for the grid's caption above it
+GRID_TOP_PX = 26  # room for the grid's caption above it (and GROUP_LABEL_PX more for its kv groups' labels)
 METRICS_GAP_PX = 78  # between the grid and the scores: the grid's head labels and title, the scores' caption
+SCORES_PX = 90  # the scores' four bars, at least
 BARS_GAP_PX = 112  # between heatmap and bars: the heatmap's key labels (rotated when long), its title, the legend
+TITLE_LEGEND_PX = 64  # under a heatmap's key labels: their axis title, then the bars' legend
 BARS_PX = 190
-METRIC_NAMES = {"previous_token": "prev. token", "induction": "induction", "entropy": "entropy",
-                "first_token": "first token"}
+BARS_TITLE_PX = 52  # under the bars' position labels, when the scores follow: their axis title and a gap
+GRID_LABELS_PX = 56  # left of a tall grid, the bars keep clear of its layer labels and title
+TALL_GRID = 1.25  # a grid that would shrink by more than this beside the heatmap gets the column's height
+MAX_GRID_PX = 1400  # a deeper model's thumbnails shrink rather than the figure grow past this
+METRIC_NAMES = {
+    "previous_token": "prev. token",
+    "induction": "induction",
+    "entropy": "entropy",
+    "first_token": "first token",
+}
 
 
 def focus_values(matrix: np.ndarray, token: int, start: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,10 +77,28 @@ def focus_values(matrix: np.ndarray, token: int, start: int) -> tuple[np.ndarray
 
 def focus_shapes(token: int, start: int, T: int) -> list[dict]:
     """Outlines of the focus token's row (orange) and column (green) on the heatmap."""
-    return [dict(type="rect", xref="x", yref="y", x0=start - 0.5, x1=token + 0.5, y0=token - 0.5,
-                 y1=token + 0.5, line=dict(color=plots.CHOSEN, width=2)),
-            dict(type="rect", xref="x", yref="y", x0=token - 0.5, x1=token + 0.5, y0=token - 0.5, y1=T - 0.5,
-                 line=dict(color="#31a354", width=2))]
+    return [
+        dict(
+            type="rect",
+            xref="x",
+            yref="y",
+            x0=start - 0.5,
+            x1=token + 0.5,
+            y0=token - 0.5,
+            y1=token + 0.5,
+            line=dict(color=plots.CHOSEN, width=2),
+        ),
+        dict(
+            type="rect",
+            xref="x",
+            yref="y",
+            x0=token - 0.5,
+            x1=token + 0.5,
+            y0=token - 0.5,
+            y1=T - 0.5,
+            line=dict(color="#31a354", width=2),
+        ),
+    ]
 
 
 def focus_title(tokens: list[str], token: int) -> str:
@@ -75,22 +118,54 @@ def metrics_title(layer: int, head: int) -> str:
     return f"scores of layer {layer}, head {head} (1 = perfect)"
 
 
-def explorer_layout(L: int, nh: int, S: int, width: int = FIGURE_WIDTH) -> dict:
-    """Pixel boxes of the four parts, as plotly domains (fractions of the plot area), and the figure height.
-
-    The grid keeps the aspect of its L x nh thumbnails of S cells; it and the scores share the right column.
-    The heatmap is HEATMAP_PX square, or smaller where the width leaves the right column under MIN_COLUMN_PX."""
-    pw = width - MARGIN["l"] - MARGIN["r"]
-    hm = min(HEATMAP_PX, pw - COLOURBAR_GAP_PX - MIN_COLUMN_PX)
+def heatmap_side(width: int = FIGURE_WIDTH) -> int:
+    """The heatmap's side (px) in a figure `width` px wide: HEATMAP_PX, or less where the right column would get
+    under MIN_COLUMN_PX (ValueError under 240)."""
+    hm = min(HEATMAP_PX, width - MARGIN["l"] - MARGIN["r"] - COLOURBAR_GAP_PX - MIN_COLUMN_PX)
     if hm < 240:
         raise ValueError(f"the explorer's figure needs a width of at least {width - hm + 240} px, got {width}")
-    ph = hm + BARS_GAP_PX + BARS_PX
+    return hm
+
+
+def explorer_layout(
+    L: int,
+    nh: int,
+    S: int,
+    width: int = FIGURE_WIDTH,
+    key_labels_px: float = 0.0,
+    bar_labels_px: float = 0.0,
+    grouped: bool = False,
+) -> dict:
+    """Pixel boxes of the four parts, as plotly domains (fractions of the plot area), and the figure height.
+
+    The grid keeps the aspect of its L x nh thumbnails of S cells (`plots.grid_aspect`), as wide as the right
+    column. Beside the heatmap it shares that column with the scores, the bars span the width below ("compact");
+    a grid that would shrink by more than TALL_GRID there takes the column's height ("tall"), the bars stay left
+    of it and the scores go under whichever column ends first. `key_labels_px` / `bar_labels_px`: how far the
+    heatmap's key labels and the bars' position labels reach down (`plots.attention.label_px`); the parts below
+    them keep clear. `grouped` (GQA): the grid has a row of kv-group labels above it."""
+    pw = width - MARGIN["l"] - MARGIN["r"]
+    hm = heatmap_side(width)
     gx = hm + COLOURBAR_GAP_PX  # the right column starts here
     gw = pw - gx
-    aspect = (L * (S + 1) + 1) / (nh * (S + 1) + 1)  # grid height / width, ranges as `plots.add_grid` sets them
-    gh = min(gw * aspect, hm - GRID_TOP_PX - METRICS_GAP_PX - 90)  # leave the scores 90 px at least
+    aspect = grid_aspect(L, nh, S)
+    top = GRID_TOP_PX + (GROUP_LABEL_PX if grouped else 0)
+    bars_top = hm + max(BARS_GAP_PX, key_labels_px + TITLE_LEGEND_PX)
+    bars_end = bars_top + BARS_PX
+    room = hm - top - METRICS_GAP_PX - SCORES_PX  # for a grid above the scores, beside the heatmap
+    if gw * aspect <= TALL_GRID * room:
+        mode, gh = "compact", min(gw * aspect, room)
+        bars_x, metrics_box, ph = (0, pw), (gx, pw, top + gh + METRICS_GAP_PX, hm), bars_end
+    else:
+        mode, gh = "tall", min(gw * aspect, MAX_GRID_PX)
+        bars_x = (0, gx - GRID_LABELS_PX)
+        if top + gh + METRICS_GAP_PX + SCORES_PX <= bars_end:  # under the grid, as in the compact layout
+            metrics_box = (gx, pw, top + gh + METRICS_GAP_PX, top + gh + METRICS_GAP_PX + SCORES_PX)
+        else:  # under the bars, as wide as the heatmap
+            scores_top = bars_end + bar_labels_px + BARS_TITLE_PX
+            metrics_box = (0, hm, scores_top, scores_top + SCORES_PX)
+        ph = max(bars_end, metrics_box[3], top + gh)
     gw_used = gh / aspect
-    metrics_top = GRID_TOP_PX + gh + METRICS_GAP_PX
 
     def xs(a, b):
         return [a / pw, b / pw]
@@ -98,19 +173,35 @@ def explorer_layout(L: int, nh: int, S: int, width: int = FIGURE_WIDTH) -> dict:
     def ys(top, bottom):  # plotly's y runs upwards
         return [1 - bottom / ph, 1 - top / ph]
 
-    return dict(height=ph + MARGIN["t"] + MARGIN["b"], plot_width=pw, plot_height=ph, heatmap_px=hm,
-                heatmap=(xs(0, hm), ys(0, hm)),
-                grid=(xs(gx, gx + gw_used), ys(GRID_TOP_PX, GRID_TOP_PX + gh)),
-                metrics=(xs(gx, pw), ys(metrics_top, hm)),
-                bars=(xs(0, pw), ys(hm + BARS_GAP_PX, ph)),
-                colourbar_x=(hm + 8) / pw, thumb_px=gw_used / nh * S / (S + 1))
+    return dict(
+        height=round(ph + MARGIN["t"] + MARGIN["b"]),
+        plot_width=pw,
+        plot_height=ph,
+        heatmap_px=hm,
+        mode=mode,
+        heatmap=(xs(0, hm), ys(0, hm)),
+        grid=(xs(gx, gx + gw_used), ys(top, top + gh)),
+        metrics=(xs(*metrics_box[:2]), ys(*metrics_box[2:])),
+        bars=(xs(*bars_x), ys(bars_top, bars_end)),
+        bars_px=bars_x[1] - bars_x[0],
+        colourbar_x=(hm + 8) / pw,
+        thumb_px=gw_used / nh * S / (S + 1),
+        pitch_px=grid_pitch_px(gw_used, nh, S),
+    )
 
 
-def explorer_figure(record, layer: int, head: int, token: int | None = None, hide_first: bool = False,
-                    max_tokens: int = plots.MAX_TOKENS, metrics: dict | None = None,
-                    width: int = FIGURE_WIDTH) -> go.Figure:
+def explorer_figure(
+    record,
+    layer: int,
+    head: int,
+    token: int | None = None,
+    hide_first: bool = False,
+    max_tokens: int = plots.MAX_TOKENS,
+    metrics: dict | None = None,
+    width: int = FIGURE_WIDTH,
+) -> go.Figure:
     """One head's heatmap (left), the all-heads grid and this head's scores (right), one token's row and
-    column as bars (below), in a figure `width` px wide (its height follows).
+    column as bars (below), in a figure `width` px wide (its height follows; see `explorer_layout`).
 
     Traces in TRACES order; shapes: selected head, focus row, focus column.
     """
@@ -118,48 +209,129 @@ def explorer_figure(record, layer: int, head: int, token: int | None = None, hid
     T = record.T
     start = plots.window_start(T, max_tokens)
     token = T - 1 if token is None else min(max(token, start), T - 1)
+    pos, toks = np.arange(start, T), record.tokens[start:]
+    tick = plots.ticks(toks, start, 48, length_px=heatmap_side(width))
+    bar_tick = plots.ticks(toks, start, 64)  # its labels; the font follows the bars' width, 12 px at most
+    groups = record_kv_groups(record)
+    box = explorer_layout(
+        record.n_layer,
+        record.n_head,
+        plots.grid_cells(T),
+        width,
+        label_px(tick["ticktext"], tick["tickfont"]["size"]),
+        label_px(bar_tick["ticktext"], 12),
+        grouped=groups is not None,
+    )
     fig = make_subplots(3, 2, specs=[[{"rowspan": 2}, {}], [None, {}], [{"colspan": 2}, None]])
     # axes: x/y heatmap, x2/y2 grid, x3/y3 scores, x4/y4 bars
     plots.add_attention(fig, record, layer, head, hide_first, True, start, 1, 1, max_ticks=48)
-    S = plots.add_grid(fig, record, metrics, hide_first, row=1, col=2)
-    box = explorer_layout(record.n_layer, record.n_head, S, width)
+    S = plots.add_grid(fig, record, metrics, hide_first, row=1, col=2, pitch_px=box["pitch_px"])
     row, column = focus_values(plots.attention_matrix(record, layer, head, hide_first), token, start)
-    pos, toks = np.arange(start, T), record.tokens[start:]
     for name, y, colour in (("looks at (row)", row, plots.CHOSEN), ("is looked at by (column)", column, "#31a354")):
-        fig.add_trace(go.Bar(name=name, x=pos, y=y, marker_color=colour, text=toks, textposition="none",
-                             hovertemplate=f"%{{x}} %{{text}}: %{{y:.3f}}<extra>{name}</extra>"), 3, 1)
+        fig.add_trace(
+            go.Bar(
+                name=name,
+                x=pos,
+                y=y,
+                marker_color=colour,
+                text=toks,
+                textposition="none",
+                hovertemplate=f"%{{x}} %{{text}}: %{{y:.3f}}<extra>{name}</extra>",
+            ),
+            3,
+            1,
+        )
     names, values, labels = metric_values(metrics, layer, head)
-    fig.add_trace(go.Bar(name="metrics", x=values, y=names, orientation="h", marker_color="#756bb1",
-                         text=labels, textposition="outside", cliponaxis=False,
-                         showlegend=False, hovertemplate="%{y}: %{x:.3f}<extra></extra>"), 2, 2)
+    fig.add_trace(
+        go.Bar(
+            name="metrics",
+            x=values,
+            y=names,
+            orientation="h",
+            marker_color="#756bb1",
+            text=labels,
+            textposition="outside",
+            cliponaxis=False,
+            showlegend=False,
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        ),
+        2,
+        2,
+    )
     hm = box["heatmap_px"]
-    tick = plots.ticks(toks, start, 48, length_px=hm)
     numbers = hm / (T - start) >= NUMBERS_MIN_CELL_PX  # "" (no text) is set too: see replace_figure
     fig.update_traces(texttemplate="%{z:.2f}" if numbers else "", textfont_size=10, selector=dict(name="attention"))
     fig.update_xaxes(domain=box["heatmap"][0], **tick, row=1, col=1)
     fig.update_yaxes(domain=box["heatmap"][1], scaleanchor="x", **tick, row=1, col=1)
-    fig.update_traces(colorbar=dict(x=box["colourbar_x"], xanchor="left", y=box["heatmap"][1][1], yanchor="top",
-                                    len=hm / box["plot_height"], thickness=12, ypad=0, title=None),
-                      selector=dict(name="attention"))
+    fig.update_traces(
+        colorbar=dict(
+            x=box["colourbar_x"],
+            xanchor="left",
+            y=box["heatmap"][1][1],
+            yanchor="top",
+            len=hm / box["plot_height"],
+            thickness=12,
+            ypad=0,
+            title=None,
+        ),
+        selector=dict(name="attention"),
+    )
     fig.update_xaxes(domain=box["grid"][0], title_standoff=4, row=1, col=2)
     fig.update_yaxes(domain=box["grid"][1], scaleanchor="x2", title_standoff=4, row=1, col=2)
     fig.update_traces(marker_size=max(6, box["thumb_px"]), selector=dict(name="heads"))
-    fig.update_xaxes(domain=box["metrics"][0], range=[0, 1.18], tickvals=[0, 0.5, 1], showgrid=True, row=2, col=2,
-                     title=dict(text=metrics_title(layer, head), standoff=2, font_size=11))
+    fig.update_xaxes(
+        domain=box["metrics"][0],
+        range=[0, 1.18],
+        tickvals=[0, 0.5, 1],
+        showgrid=True,
+        row=2,
+        col=2,
+        title=dict(text=metrics_title(layer, head), standoff=2, font_size=11),
+    )
     fig.update_yaxes(domain=box["metrics"][1], autorange="reversed", tickfont_size=11, row=2, col=2)
-    fig.update_xaxes(domain=box["bars"][0], title_text="position (T)", row=3, col=1,
-                     **plots.ticks(toks, start, 64, length_px=box["plot_width"]))
+    fig.update_xaxes(
+        domain=box["bars"][0],
+        title_text="position (T)",
+        row=3,
+        col=1,
+        **plots.ticks(toks, start, 64, length_px=box["bars_px"]),
+    )
     fig.update_yaxes(domain=box["bars"][1], title_text="attention", rangemode="tozero", row=3, col=1)
-    fig.add_annotation(text="all heads (L × nh): click one to open it", xref="x2 domain", yref="y2 domain", x=0,
-                       y=1, yshift=6, xanchor="left", yanchor="bottom", showarrow=False, font_size=12)
+    fig.add_annotation(
+        text="all heads (L × nh): click one to open it",
+        xref="x2 domain",
+        yref="y2 domain",
+        x=0,
+        y=1,
+        yshift=6 + (GROUP_LABEL_PX if groups else 0),
+        xanchor="left",
+        yanchor="bottom",
+        showarrow=False,
+        font_size=12,
+    )
     fig.update_layout(
-        template=plots.TEMPLATE, width=width, height=box["height"], margin=MARGIN, barmode="group", bargap=0.15,
+        template=plots.TEMPLATE,
+        width=width,
+        height=box["height"],
+        margin=MARGIN,
+        barmode="group",
+        bargap=0.15,
         title=plots.attention_title(record, layer, head, hide_first, start),
-        legend=dict(orientation="h", x=0, xanchor="left", y=box["bars"][1][1], yanchor="bottom",
-                    title_text=focus_title(record.tokens, token)))
+        legend=dict(
+            orientation="h",
+            x=0,
+            xanchor="left",
+            y=box["bars"][1][1],
+            yanchor="bottom",
+            title_text=focus_title(record.tokens, token),
+        ),
+    )
     # assigned, not passed to update_layout: that would merge these into the existing shapes one by one
-    fig.layout.shapes = [plots.selected_head_shape(layer, head, S, "x2", "y2"), *focus_shapes(token, start, T),
-                         *fig.layout.shapes]  # the last ones: grey backgrounds drawn by plots
+    fig.layout.shapes = [
+        plots.selected_head_shape(layer, head, S, "x2", "y2"),
+        *focus_shapes(token, start, T),
+        *fig.layout.shapes,
+    ]  # the last ones: grey backgrounds and kv-group lines drawn by plots
     return fig
 
 
@@ -168,8 +340,15 @@ class AttentionExplorer(Panel):
 
     title = "Attention explorer"
 
-    def __init__(self, model, tokenizer, text: str = "The quick brown fox jumps over the lazy dog",
-                 layer: int = 0, head: int = 0, max_tokens: int = plots.MAX_TOKENS):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        text: str = "The quick brown fox jumps over the lazy dog",
+        layer: int = 0,
+        head: int = 0,
+        max_tokens: int = plots.MAX_TOKENS,
+    ):
         self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
         self._quiet = False  # True while the panel sets its own controls (one figure update, not several)
         c = model.config
@@ -177,21 +356,43 @@ class AttentionExplorer(Panel):
         self.record_limit = min(c.block_size, int(math.sqrt(CAPTURE_BUDGET_BYTES / (4 * c.n_layer * c.n_head))))
         self.record = self._record(text)
         self.metrics = self.record.head_metrics()
-        self.text = W.Textarea(value=text, description="text", continuous_update=False, rows=2,
-                               layout=W.Layout(width="95%"), style={"description_width": "initial"})
+        self.text = W.Textarea(
+            value=text,
+            description="text",
+            continuous_update=False,
+            rows=2,
+            layout=W.Layout(width="95%"),
+            style={"description_width": "initial"},
+        )
         self.layer = slider("layer", layer, 0, c.n_layer - 1, width="260px")
         self.head = slider("head", head, 0, c.n_head - 1, width="260px")
-        self.hide_first = W.Checkbox(value=False, description="hide first-token sink (renormalise rows)",
-                                     indent=False, layout=W.Layout(width="320px"))
-        self.token = W.Dropdown(description="focus token", style={"description_width": "initial"},
-                                layout=W.Layout(width="260px"))
+        self.hide_first = W.Checkbox(
+            value=False,
+            description="hide first-token sink (renormalise rows)",
+            indent=False,
+            layout=W.Layout(width="320px"),
+        )
+        self.token = W.Dropdown(
+            description="focus token", style={"description_width": "initial"}, layout=W.Layout(width="260px")
+        )
         self.head_info = W.HTML()
         self._set_focus_options()
         fig = self._full_figure()
-        caption = ("Each row is a query token; colour = how much it attends to each earlier token (rows sum to "
-                   "1). Click a thumbnail in the grid to open that head, a heatmap row or a bar to focus a token.")
-        super().__init__([self.text, W.HBox([self.layer, self.head, self.hide_first]),
-                          W.HBox([self.token, self.head_info])], fig, caption)
+        caption = (
+            "Each row is a query token; colour = how much it attends to each earlier token (rows sum to "
+            "1). Click a thumbnail in the grid to open that head, a heatmap row or a bar to focus a token."
+        )
+        self.kv_groups = record_kv_groups(self.record)  # None unless the model uses grouped-query attention
+        if self.kv_groups:
+            caption += (
+                f" Grouped-query attention: the query heads between two lines of the grid share one "
+                f"key/value head (head h reads kv head h // {len(self.kv_groups[0])})."
+            )
+        super().__init__(
+            [self.text, W.HBox([self.layer, self.head, self.hide_first]), W.HBox([self.token, self.head_info])],
+            fig,
+            caption,
+        )
         self._wire()
         self._describe()
 
@@ -206,8 +407,15 @@ class AttentionExplorer(Panel):
         return plots.window_start(self.record.T, self.max_tokens)
 
     def _full_figure(self):
-        return explorer_figure(self.record, self.layer.value, self.head.value, self.token.value,
-                               self.hide_first.value, self.max_tokens, self.metrics)
+        return explorer_figure(
+            self.record,
+            self.layer.value,
+            self.head.value,
+            self.token.value,
+            self.hide_first.value,
+            self.max_tokens,
+            self.metrics,
+        )
 
     def _set_focus_options(self) -> None:
         toks = self.record.tokens
@@ -224,8 +432,11 @@ class AttentionExplorer(Panel):
             w.observe(self.guarded(self._on_head), names="value")
         self.hide_first.observe(self.guarded(self._on_hide), names="value")
         self.token.observe(self.guarded(self._on_focus), names="value")
-        for callback, names in ((self._click_grid, ["heads"]), (self._click_query, ["attention"]),
-                                (self._click_bar, ["looks_at", "looked_at_by"])):
+        for callback, names in (
+            (self._click_grid, ["heads"]),
+            (self._click_query, ["attention"]),
+            (self._click_bar, ["looks_at", "looked_at_by"]),
+        ):
             self.plot.on_click(self.guarded(callback), traces=[TRACES.index(n) for n in names])
 
     def trace(self, name: str):
@@ -247,7 +458,9 @@ class AttentionExplorer(Panel):
         matrix = plots.attention_matrix(self.record, l, h, hide)
         _, values, labels = metric_values(self.metrics, l, h)
         with self.figure.batch_update():
-            self.trace("attention").z = packed(matrix[self.start:, self.start:])
+            self.trace("attention").update(
+                z=packed(matrix[self.start :, self.start :]), hovertemplate=attention_hover(self.record, l, h)
+            )
             self.figure.layout.title.text = plots.attention_title(self.record, l, h, hide, self.start)
             self.trace("metrics").update(x=values, text=labels)
             self.figure.layout.xaxis3.title.text = metrics_title(l, h)
@@ -260,9 +473,11 @@ class AttentionExplorer(Panel):
         row, col = focus_values(matrix, f, start)
         self.trace("looks_at").y = row
         self.trace("looked_at_by").y = col
-        self.figure.layout.shapes = [plots.selected_head_shape(self.layer.value, self.head.value,
-                                                               plots.grid_cells(T), "x2", "y2"),
-                                     *focus_shapes(f, start, T), *self.figure.layout.shapes[3:]]
+        self.figure.layout.shapes = [
+            plots.selected_head_shape(self.layer.value, self.head.value, plots.grid_cells(T), "x2", "y2"),
+            *focus_shapes(f, start, T),
+            *self.figure.layout.shapes[3:],
+        ]
         self.figure.layout.legend.title.text = focus_title(self.record.tokens, f)
 
     def _on_hide(self, change) -> None:
@@ -304,12 +519,17 @@ class AttentionExplorer(Panel):
 
     def _describe_head(self) -> None:
         l, h = self.layer.value, self.head.value
-        self.head_info.value = (f"<span style='font-size:13px;color:#4a5160'>&nbsp; layer {l}, head {h}: "
-                                f"{plots.metric_text(self.metrics, l, h, ' · ')}</span>")
+        kv = f" · {kv_note(self.kv_groups, h)}" if self.kv_groups else ""
+        self.head_info.value = (
+            f"<span style='font-size:13px;color:#4a5160'>&nbsp; layer {l}, head {h}{kv}: "
+            f"{plots.metric_text(self.metrics, l, h, ' · ')}</span>"
+        )
 
     def _describe(self) -> None:
         r = self.record
         parts = [f"{r.T} tokens · L={r.n_layer} layers × nh={r.n_head} heads"]
+        if self.kv_groups:
+            parts.append(f"{gqa_note(self.kv_groups)} (lines in the grid)")
         if r.meta.get("cropped"):
             parts.append(f"input cropped: kept the last {r.T} tokens, {r.meta['cropped']} left out")
         if self.start:
