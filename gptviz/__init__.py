@@ -21,17 +21,31 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported lazily)
 _LAZY = {
-    "ForwardRecord": "records", "record_forward": "records",
-    "LogitLensRecord": "lens", "logit_lens_record": "lens", "position_scores": "positions",
+    "ForwardRecord": "records",
+    "record_forward": "records",
+    "LogitLensRecord": "lens",
+    "logit_lens_record": "lens",
+    "position_scores": "positions",
     "head_metrics": "heads",
-    "generate": "sampling", "generate_steps": "sampling", "StepRecord": "sampling", "Stage": "sampling",
-    "get_tokenizer": "tokenizers", "load_tokenizer": "tokenizers",
+    "generate": "sampling",
+    "generate_steps": "sampling",
+    "StepRecord": "sampling",
+    "Stage": "sampling",
+    "get_tokenizer": "tokenizers",
+    "load_tokenizer": "tokenizers",
     "load_corpus": "data",
-    "load": "pretrained", "save": "checkpoint",
+    "load": "pretrained",
+    "save": "checkpoint",
     "to_bertviz": "bertviz",
-    "AttentionExplorer": "widgets", "PositionalEncodingExplorer": "widgets", "GenerationExplorer": "widgets",
-    "TrainingDashboard": "widgets", "LogitLensPanel": "widgets", "FinetunePanel": "widgets",
-    "default_model": "paths", "model_path": "paths", "preset_path": "paths",
+    "AttentionExplorer": "widgets",
+    "PositionalEncodingExplorer": "widgets",
+    "GenerationExplorer": "widgets",
+    "TrainingDashboard": "widgets",
+    "LogitLensPanel": "widgets",
+    "FinetunePanel": "widgets",
+    "default_model": "paths",
+    "model_path": "paths",
+    "preset_path": "paths",
 }
 
 
@@ -46,5 +60,18 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'gptviz' has no attribute {name!r}")
 
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "HookPoint", "HookNameError", "CaptureBudgetError", "capture", "hooks",
-           "run_with_cache", "hook_names", "default_device", "sinusoidal_encoding", *_LAZY]
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "KVCache",
+    "HookPoint",
+    "HookNameError",
+    "CaptureBudgetError",
+    "capture",
+    "hooks",
+    "run_with_cache",
+    "hook_names",
+    "default_device",
+    "sinusoidal_encoding",
+    *_LAZY,
+]

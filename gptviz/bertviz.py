@@ -56,8 +56,10 @@ _PATTERN_KEY = re.compile(r"^blocks\.(\d+)\.attn\.hook_pattern$")
 
 # --------------------------------------------------------------------------------------------- inputs
 
-def to_bertviz(record_or_attention: Any, tokens: Sequence[str] | None = None, *,
-               batch: int = 0) -> tuple[list[torch.Tensor], list[str]]:
+
+def to_bertviz(
+    record_or_attention: Any, tokens: Sequence[str] | None = None, *, batch: int = 0
+) -> tuple[list[torch.Tensor], list[str]]:
     """Turn gptviz attention into bertviz's input: ([one (1, nh, T, T) float32 CPU tensor per layer], tokens).
 
     Accepts
@@ -75,15 +77,16 @@ def to_bertviz(record_or_attention: Any, tokens: Sequence[str] | None = None, *,
     return layers, toks
 
 
-def _collect(obj: Any, tokens: Sequence[str] | None, batch: int
-             ) -> tuple[list[torch.Tensor], list[str], list[int]]:
+def _collect(obj: Any, tokens: Sequence[str] | None, batch: int) -> tuple[list[torch.Tensor], list[str], list[int]]:
     """(per-layer (1, nh, T, T) tensors, tokens, layer numbers) from any accepted input."""
     layer_ids: list[int] | None = None
     if hasattr(obj, "attention") and not isinstance(obj, (torch.Tensor, Mapping)):
         attention = obj.attention
         if attention is None:
-            raise ValueError(f"this {type(obj).__name__} holds no attention (its .attention is None); record "
-                             "the forward pass with attention captured")
+            raise ValueError(
+                f"this {type(obj).__name__} holds no attention (its .attention is None); record "
+                "the forward pass with attention captured"
+            )
         if tokens is None:
             tokens = getattr(obj, "tokens", None)
             if tokens is None:
@@ -92,15 +95,19 @@ def _collect(obj: Any, tokens: Sequence[str] | None, batch: int
                 tokens = tokens[batch]  # per-batch-item token lists
         source = f"{type(obj).__name__}.attention"
         raw = attention
-    elif isinstance(obj, Mapping) or (hasattr(obj, "keys") and hasattr(obj, "__getitem__")
-                                      and not isinstance(obj, torch.Tensor)):
-        found = sorted((int(m.group(1)), key) for key in obj.keys()
-                       if isinstance(key, str) and (m := _PATTERN_KEY.match(key)))
+    elif isinstance(obj, Mapping) or (
+        hasattr(obj, "keys") and hasattr(obj, "__getitem__") and not isinstance(obj, torch.Tensor)
+    ):
+        found = sorted(
+            (int(m.group(1)), key) for key in obj.keys() if isinstance(key, str) and (m := _PATTERN_KEY.match(key))
+        )
         if not found:
             some = ", ".join(repr(k) for k in list(obj.keys())[:5]) or "nothing"
-            raise ValueError("no attention patterns in this mapping: expected keys like "
-                             f"'blocks.0.attn.hook_pattern' (it has {some}). Record them with "
-                             "gptviz.capture(model, 'blocks.*.attn.hook_pattern').")
+            raise ValueError(
+                "no attention patterns in this mapping: expected keys like "
+                f"'blocks.0.attn.hook_pattern' (it has {some}). Record them with "
+                "gptviz.capture(model, 'blocks.*.attn.hook_pattern')."
+            )
         layer_ids = [layer for layer, _ in found]
         raw = [obj[key] for _, key in found]
         source = "capture"
@@ -113,8 +120,7 @@ def _collect(obj: Any, tokens: Sequence[str] | None, batch: int
         if stacked.dim() == 5:
             stacked = _pick_batch(stacked, 1, batch, source, "(L, B, nh, T, T)")
         elif stacked.dim() != 4:
-            raise ValueError(f"{source} has shape {tuple(stacked.shape)}; expected (L, nh, T, T) or "
-                             "(L, B, nh, T, T)")
+            raise ValueError(f"{source} has shape {tuple(stacked.shape)}; expected (L, nh, T, T) or (L, B, nh, T, T)")
         per_layer = [stacked[i].unsqueeze(0) for i in range(stacked.shape[0])]
     elif isinstance(raw, (list, tuple)):
         if len(raw) == 0:
@@ -128,13 +134,16 @@ def _collect(obj: Any, tokens: Sequence[str] | None, batch: int
             elif t.dim() == 4:
                 t = _pick_batch(t, 0, batch, name, "(B, nh, T, T)").unsqueeze(0)
             else:
-                raise ValueError(f"{name} has shape {tuple(t.shape)}; expected (nh, T, T), (1, nh, T, T) "
-                                 "or (B, nh, T, T)")
+                raise ValueError(
+                    f"{name} has shape {tuple(t.shape)}; expected (nh, T, T), (1, nh, T, T) or (B, nh, T, T)"
+                )
             per_layer.append(t)
     else:
-        raise TypeError(f"cannot read attention from {type(obj).__name__}: pass a record with .attention and "
-                        ".tokens, a capture {'blocks.0.attn.hook_pattern': tensor}, a list of per-layer "
-                        "tensors or one (L, nh, T, T) tensor")
+        raise TypeError(
+            f"cannot read attention from {type(obj).__name__}: pass a record with .attention and "
+            ".tokens, a capture {'blocks.0.attn.hook_pattern': tensor}, a list of per-layer "
+            "tensors or one (L, nh, T, T) tensor"
+        )
 
     if len(per_layer) == 0:
         raise ValueError(f"{source} has no layers")
@@ -142,27 +151,37 @@ def _collect(obj: Any, tokens: Sequence[str] | None, batch: int
     for i, t in enumerate(per_layer):
         label = layer_ids[i] if layer_ids else i
         if t.shape[-1] != t.shape[-2]:
-            raise ValueError(f"{source} layer {label} is {t.shape[-2]} queries x {t.shape[-1]} keys; bertviz "
-                             "needs square self-attention (T, T). Was it recorded with a KV cache during "
-                             "generation? Run one full forward pass over the whole text instead.")
+            raise ValueError(
+                f"{source} layer {label} is {t.shape[-2]} queries x {t.shape[-1]} keys; bertviz "
+                "needs square self-attention (T, T). Was it recorded with a KV cache during "
+                "generation? Run one full forward pass over the whole text instead."
+            )
         if tuple(t.shape[1:]) != (nh, tq, tk):
-            raise ValueError(f"{source} layers disagree: layer {layer_ids[0] if layer_ids else 0} is "
-                             f"(nh, T, T) = {(nh, tq, tk)} but layer {label} is {tuple(t.shape[1:])}")
+            raise ValueError(
+                f"{source} layers disagree: layer {layer_ids[0] if layer_ids else 0} is "
+                f"(nh, T, T) = {(nh, tq, tk)} but layer {label} is {tuple(t.shape[1:])}"
+            )
 
     if tokens is None:
-        raise ValueError(f"tokens are required with {type(obj).__name__} input: pass tokens=[...] "
-                         f"({tq} strings, one per position)")
+        raise ValueError(
+            f"tokens are required with {type(obj).__name__} input: pass tokens=[...] ({tq} strings, one per position)"
+        )
     if isinstance(tokens, str):
-        raise TypeError("tokens must be a list of strings, one per position, not one string; "
-                        "e.g. tokenizer.tokens(tokenizer.encode(text))")
+        raise TypeError(
+            "tokens must be a list of strings, one per position, not one string; "
+            "e.g. tokenizer.tokens(tokenizer.encode(text))"
+        )
     toks = list(tokens)
     bad = [t for t in toks if not isinstance(t, str)]
     if bad:
-        raise TypeError(f"tokens must be strings, got {type(bad[0]).__name__} {bad[0]!r}; convert ids with "
-                        "the tokenizer's display tokens")
+        raise TypeError(
+            f"tokens must be strings, got {type(bad[0]).__name__} {bad[0]!r}; convert ids with "
+            "the tokenizer's display tokens"
+        )
     if len(toks) != tq:
-        raise ValueError(f"attention covers T={tq} positions but {len(toks)} tokens were given; "
-                         "they must match one to one")
+        raise ValueError(
+            f"attention covers T={tq} positions but {len(toks)} tokens were given; they must match one to one"
+        )
     return per_layer, toks, layer_ids if layer_ids is not None else list(range(len(per_layer)))
 
 
@@ -183,17 +202,26 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
 def _pick_batch(t: torch.Tensor, dim: int, batch: int, name: str, layout: str) -> torch.Tensor:
     size = t.shape[dim]
     if not -size <= batch < size:
-        raise ValueError(f"{name} has shape {tuple(t.shape)} {layout}: batch={batch} is out of range "
-                         f"(batch size {size})")
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)} {layout}: batch={batch} is out of range (batch size {size})"
+        )
     return t.select(dim, batch)
 
 
 # ----------------------------------------------------------------------------------------------- views
 
-def head_view(record: Any, tokens: Sequence[str] | None = None, layer: int | None = None,
-              heads: Sequence[int] | None = None, max_tokens: int | None = HEAD_VIEW_MAX_TOKENS,
-              html_path: str | os.PathLike | None = None, *, layers: Sequence[int] | None = None,
-              batch: int = 0) -> HTML:
+
+def head_view(
+    record: Any,
+    tokens: Sequence[str] | None = None,
+    layer: int | None = None,
+    heads: Sequence[int] | None = None,
+    max_tokens: int | None = HEAD_VIEW_MAX_TOKENS,
+    html_path: str | os.PathLike | None = None,
+    *,
+    layers: Sequence[int] | None = None,
+    batch: int = 0,
+) -> HTML:
     """bertviz's head view of one forward pass, rendered with no network; returns `IPython.display.HTML`.
 
     `record`: anything `to_bertviz` accepts. `layer`: the layer shown first (its real number); `heads`: the
@@ -212,15 +240,21 @@ def head_view(record: Any, tokens: Sequence[str] | None = None, layer: int | Non
         heads = _check_heads(heads, per_layer[include[0]].shape[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)  # bertviz opens its .js without closing it
-        raw = bv_head_view(per_layer, toks, layer=layer, heads=heads, include_layers=include,
-                           html_action="return")
+        raw = bv_head_view(per_layer, toks, layer=layer, heads=heads, include_layers=include, html_action="return")
     return _finish(raw.data, html_path, "gptviz head view", background="white")
 
 
-def model_view(record: Any, tokens: Sequence[str] | None = None, layers: Sequence[int] | None = None,
-               heads: Sequence[int] | None = None, max_tokens: int | str | None = "auto",
-               html_path: str | os.PathLike | None = None, *, display_mode: str = "light",
-               batch: int = 0) -> HTML:
+def model_view(
+    record: Any,
+    tokens: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    max_tokens: int | str | None = "auto",
+    html_path: str | os.PathLike | None = None,
+    *,
+    display_mode: str = "light",
+    batch: int = 0,
+) -> HTML:
     """bertviz's model view (every layer x head as a thumbnail), offline; returns `IPython.display.HTML`.
 
     `layers` / `heads`: show only these (default all). `max_tokens="auto"` picks a limit from the model's size
@@ -238,10 +272,15 @@ def model_view(record: Any, tokens: Sequence[str] | None = None, layers: Sequenc
         heads = _check_heads(heads, per_layer[include[0]].shape[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)  # bertviz opens its .js without closing it
-        raw = bv_model_view(per_layer, toks, include_layers=include, include_heads=heads,
-                            display_mode=display_mode, html_action="return")
-    return _finish(raw.data, html_path, "gptviz model view",
-                   background="black" if display_mode == "dark" else "white")
+        raw = bv_model_view(
+            per_layer,
+            toks,
+            include_layers=include,
+            include_heads=heads,
+            display_mode=display_mode,
+            html_action="return",
+        )
+    return _finish(raw.data, html_path, "gptviz model view", background="black" if display_mode == "dark" else "white")
 
 
 def _auto_max_tokens(n_layers: int, n_heads: int) -> int:
@@ -260,8 +299,15 @@ def _check_heads(heads: Sequence[int], n_heads: int) -> list[int]:
     return out
 
 
-def _prepare(record: Any, tokens: Any, batch: int, layers: Sequence[int] | None, max_tokens: int | str | None,
-             view: str, heads: Sequence[int] | None = None) -> tuple[list[torch.Tensor], list[str], list[int]]:
+def _prepare(
+    record: Any,
+    tokens: Any,
+    batch: int,
+    layers: Sequence[int] | None,
+    max_tokens: int | str | None,
+    view: str,
+    heads: Sequence[int] | None = None,
+) -> tuple[list[torch.Tensor], list[str], list[int]]:
     """Collect, crop, round, and lay out the layers so that bertviz's layer labels are the real numbers."""
     per_layer, toks, layer_ids = _collect(record, tokens, batch)
     if layers is not None:
@@ -285,7 +331,9 @@ def _prepare(record: Any, tokens: Any, batch: int, layers: Sequence[int] | None,
             f"view starts at {toks[cut]!r}; attention to the dropped tokens is not drawn). bertviz draws one "
             f"line per token pair and head, and long inputs freeze the browser. Pass max_tokens=... to change "
             f"the limit (max_tokens=None shows everything).",
-            UserWarning, stacklevel=3)
+            UserWarning,
+            stacklevel=3,
+        )
         per_layer = [t[..., cut:, cut:] for t in per_layer]
         toks = toks[cut:]
 
@@ -301,20 +349,23 @@ def _prepare(record: Any, tokens: Any, batch: int, layers: Sequence[int] | None,
 
 # -------------------------------------------------------------------------------------- offline HTML
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _vendored_source(name: str) -> str:
     filename, _ = _VENDORED[name]
     return (importlib.resources.files("gptviz") / "static" / "vendor" / filename).read_text(encoding="utf-8")
 
 
-_REQUIRE_TAG = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"'][^\"']*require(?:\.min)?\.js[\"'][^>]*>\s*</script>",
-                          re.I)
+_REQUIRE_TAG = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"'][^\"']*require(?:\.min)?\.js[\"'][^>]*>\s*</script>", re.I)
 _INLINE_SCRIPT = re.compile(r"<script type=\"text/javascript\">\n(.*)\n</script>", re.S)
 _REQUIRE_CONFIG = re.compile(r"require\.config\(\s*\{.*?\}\s*\)\s*;", re.S)
 _REQUIREJS_CALL = re.compile(r"\brequirejs\(\s*\[\s*'jquery'\s*,\s*'d3'\s*\]\s*,\s*function\s*\(")
 _ROOT_ID = re.compile(r"<div id=\"(bertviz-[0-9a-f]+)\"")
-_REMOTE_LOAD = re.compile(r"\b(?:src|href)\s*=\s*[\"']?\s*(?:https?:)?//|\bimport\s*\(\s*[\"']https?:|cdnjs|"
-                          r"require\.config", re.I)
+_REMOTE_LOAD = re.compile(
+    r"\b(?:src|href)\s*=\s*[\"']?\s*(?:https?:)?//|\bimport\s*\(\s*[\"']https?:|cdnjs|"
+    r"require\.config",
+    re.I,
+)
 
 
 def make_offline(bertviz_html: str) -> str:
@@ -323,37 +374,44 @@ def make_offline(bertviz_html: str) -> str:
     Raises RuntimeError when the HTML is not shaped as bertviz 1.4 makes it (so a bertviz upgrade that
     changes its template is noticed instead of silently rendering blank).
     """
+
     def template_changed(what: str) -> RuntimeError:
-        return RuntimeError(f"bertviz's HTML template changed ({what}); gptviz.bertviz.make_offline needs "
-                            "updating for this bertviz version")
+        return RuntimeError(
+            f"bertviz's HTML template changed ({what}); gptviz.bertviz.make_offline needs "
+            "updating for this bertviz version"
+        )
 
     if len(_REQUIRE_TAG.findall(bertviz_html)) != 1:
         raise template_changed("expected one <script src=...require.min.js> tag")
     page = _REQUIRE_TAG.sub("", bertviz_html)
     scripts = list(_INLINE_SCRIPT.finditer(page))
     if len(scripts) != 1:
-        raise template_changed("expected one inline <script type=\"text/javascript\">")
+        raise template_changed('expected one inline <script type="text/javascript">')
     root = _ROOT_ID.search(page)
     if root is None:
-        raise template_changed("no <div id=\"bertviz-...\"> root")
+        raise template_changed('no <div id="bertviz-..."> root')
     script = scripts[0]
     js = script.group(1)
     if len(_REQUIRE_CONFIG.findall(js)) != 1 or len(_REQUIREJS_CALL.findall(js)) != 1:
         raise template_changed("expected require.config({...}) and requirejs(['jquery', 'd3'], function (...")
     js = _REQUIRE_CONFIG.sub("/* gptviz: the CDN paths config was removed; d3 and jQuery are inlined above */", js)
 
-    parts = ["(function () {",
-             "var gptvizLoad = function (factory) {",
-             "  var module = {exports: {}};",
-             "  factory.call(window, module, module.exports, undefined, undefined);",
-             "  return module.exports;",
-             "};",
-             "var gptvizModules = {};"]
-    for name, (filename, version) in _VENDORED.items():
-        parts += [f"/* {name} {version} ({_LICENCES[name]} in gptviz/static/vendor/), loaded privately */",
-                  f"gptvizModules[{name!r}] = gptvizLoad(function (module, exports, define, require) {{",
-                  _vendored_source(name),
-                  "});"]
+    parts = [
+        "(function () {",
+        "var gptvizLoad = function (factory) {",
+        "  var module = {exports: {}};",
+        "  factory.call(window, module, module.exports, undefined, undefined);",
+        "  return module.exports;",
+        "};",
+        "var gptvizModules = {};",
+    ]
+    for name, (_filename, version) in _VENDORED.items():
+        parts += [
+            f"/* {name} {version} ({_LICENCES[name]} in gptviz/static/vendor/), loaded privately */",
+            f"gptvizModules[{name!r}] = gptvizLoad(function (module, exports, define, require) {{",
+            _vendored_source(name),
+            "});",
+        ]
     parts += [
         "var requirejs = function (deps, callback) {",
         "  var args = deps.map(function (d) { return gptvizModules[d]; });",
@@ -367,7 +425,7 @@ def make_offline(bertviz_html: str) -> str:
         "})();",
     ]
     body = _escape_for_script("\n".join(parts))
-    out = page[:script.start()] + '<script type="text/javascript">\n' + body + "\n</script>" + page[script.end():]
+    out = page[: script.start()] + '<script type="text/javascript">\n' + body + "\n</script>" + page[script.end() :]
     _assert_offline(out)
     return out
 
@@ -382,15 +440,19 @@ def _assert_offline(page: str) -> None:
     hit = _REMOTE_LOAD.search(page)
     if hit:
         start = max(0, hit.start() - 60)
-        raise RuntimeError("the bertviz HTML would still load something from the network near "
-                           f"{page[start:hit.end() + 60]!r}; gptviz.bertviz needs updating for this bertviz")
+        raise RuntimeError(
+            "the bertviz HTML would still load something from the network near "
+            f"{page[start : hit.end() + 60]!r}; gptviz.bertviz needs updating for this bertviz"
+        )
 
 
 def standalone_html(fragment: str, title: str = "gptviz", background: str = "white") -> str:
     """A complete HTML page around a view fragment (what `html_path=` writes)."""
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html_lib.escape(title)}</title>\n</head>\n"
-            f"<body style=\"margin:16px; background:{background}\">\n{fragment}\n</body>\n</html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html_lib.escape(title)}</title>\n</head>\n"
+        f'<body style="margin:16px; background:{background}">\n{fragment}\n</body>\n</html>\n'
+    )
 
 
 def _finish(bertviz_html: str, html_path: str | os.PathLike | None, title: str, background: str) -> HTML:

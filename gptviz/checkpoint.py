@@ -57,9 +57,15 @@ class TrainingState:
 
 
 # ---- writing ---------------------------------------------------------------------------------------------
-def save(path: str | os.PathLike, model: GPT, tokenizer: Tokenizer, training: TrainingState | None = None,
-         include_optimizer: bool = True, weights_dtype: torch.dtype | None = None,
-         extra_files: Callable[[Path], None] | None = None) -> Path:
+def save(
+    path: str | os.PathLike,
+    model: GPT,
+    tokenizer: Tokenizer,
+    training: TrainingState | None = None,
+    include_optimizer: bool = True,
+    weights_dtype: torch.dtype | None = None,
+    extra_files: Callable[[Path], None] | None = None,
+) -> Path:
     """Write a checkpoint folder at `path` (replacing an earlier checkpoint there) and return its path.
 
     `training` adds the train config and state to config.json; with `include_optimizer` (and an optimizer
@@ -71,15 +77,18 @@ def save(path: str | os.PathLike, model: GPT, tokenizer: Tokenizer, training: Tr
     model = unwrap(model)
     path = Path(path)
     if model.config.vocab_size < tokenizer.vocab_size:
-        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}; "
-                         "they do not belong together")
+        raise ValueError(
+            f"the tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}; "
+            "they do not belong together"
+        )
     weights = _weights_to_store(model, weights_dtype)
     optimizer_tensors: dict[str, torch.Tensor] = {}
     optimizer_meta: dict | None = None
     if training is not None and include_optimizer and training.optimizer is not None:
         optimizer_tensors, optimizer_meta = _split_optimizer_state(training.optimizer)
-        optimizer_tensors.update({f"rng.{k}": v.detach().cpu().to(torch.uint8).contiguous()
-                                  for k, v in training.rng.items()})
+        optimizer_tensors.update(
+            {f"rng.{k}": v.detach().cpu().to(torch.uint8).contiguous() for k, v in training.rng.items()}
+        )
         optimizer_meta["scaler"] = training.scaler
 
     with atomic_folder(path, check=_refuse_non_checkpoint) as tmp:
@@ -91,20 +100,24 @@ def save(path: str | os.PathLike, model: GPT, tokenizer: Tokenizer, training: Tr
         if extra_files is not None:
             extra_files(tmp)
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-        _write_json(tmp / CONFIG_FILE, {
-            "format_version": FORMAT_VERSION,
-            "model": model.config.to_dict(),
-            "train": training.train_config if training is not None else None,
-            "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "file": TOKENIZER_FILE},
-            "state": training.state if training is not None else {},
-            "weights_dtype": str(next(iter(weights.values())).dtype).replace("torch.", ""),
-            "files": files,
-        })
+        _write_json(
+            tmp / CONFIG_FILE,
+            {
+                "format_version": FORMAT_VERSION,
+                "model": model.config.to_dict(),
+                "train": training.train_config if training is not None else None,
+                "tokenizer": {"kind": tokenizer.kind, "vocab_size": tokenizer.vocab_size, "file": TOKENIZER_FILE},
+                "state": training.state if training is not None else {},
+                "weights_dtype": str(next(iter(weights.values())).dtype).replace("torch.", ""),
+                "files": files,
+            },
+        )
     return path
 
 
-def export_for_lab(src: str | os.PathLike, dst: str | os.PathLike | None = None,
-                   weights_dtype: torch.dtype | None = None) -> Path:
+def export_for_lab(
+    src: str | os.PathLike, dst: str | os.PathLike | None = None, weights_dtype: torch.dtype | None = None
+) -> Path:
     """Rewrite a checkpoint without its optimizer state (weights, tokenizer, config only: a few MB).
 
     `dst=None` rewrites `src` in place (atomically). Use it on a finished training run before committing it;
@@ -114,8 +127,9 @@ def export_for_lab(src: str | os.PathLike, dst: str | os.PathLike | None = None,
     info = read_config(src)
     model, tokenizer = load(src)
     training = TrainingState(train_config=info.get("train"), state=info.get("state") or {})
-    return save(src if dst is None else dst, model, tokenizer, training, include_optimizer=False,
-                weights_dtype=weights_dtype)
+    return save(
+        src if dst is None else dst, model, tokenizer, training, include_optimizer=False, weights_dtype=weights_dtype
+    )
 
 
 def unwrap(model: torch.nn.Module) -> GPT:
@@ -155,8 +169,10 @@ def _write_json(path: Path, obj: dict) -> None:
     try:
         text = json.dumps(obj, indent=1, ensure_ascii=False)
     except TypeError as e:
-        raise TypeError(f"cannot write {path.name}: {e}; checkpoint metadata must be plain JSON values "
-                        "(numbers, strings, lists, dicts)") from None
+        raise TypeError(
+            f"cannot write {path.name}: {e}; checkpoint metadata must be plain JSON values "
+            "(numbers, strings, lists, dicts)"
+        ) from None
     path.write_text(text + "\n", encoding="utf-8")
 
 
@@ -164,8 +180,10 @@ def _refuse_non_checkpoint(target: Path) -> None:
     if target.is_file():
         raise FileExistsError(f"{target} is a file; a checkpoint is a folder. Choose another path.")
     if target.is_dir() and any(target.iterdir()) and not (target / CONFIG_FILE).is_file():
-        raise FileExistsError(f"{target} exists and is not a gptviz checkpoint (no {CONFIG_FILE}); refusing to "
-                              "replace it. Choose a new folder name.")
+        raise FileExistsError(
+            f"{target} exists and is not a gptviz checkpoint (no {CONFIG_FILE}); refusing to "
+            "replace it. Choose a new folder name."
+        )
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
@@ -175,16 +193,22 @@ def read_config(path: str | os.PathLike) -> dict:
     if not path.is_dir():
         leftovers = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.is_dir() else []
         if leftovers:
-            raise FileNotFoundError(f"no checkpoint at {path}, but a save was interrupted and left the previous "
-                                    f"one at {leftovers[-1]}; rename that folder to {path.name} to use it")
+            raise FileNotFoundError(
+                f"no checkpoint at {path}, but a save was interrupted and left the previous "
+                f"one at {leftovers[-1]}; rename that folder to {path.name} to use it"
+            )
         hint = f" (a file, not a folder: give the folder that holds {CONFIG_FILE})" if path.is_file() else ""
-        raise FileNotFoundError(f"no checkpoint folder at {path}{hint}; a gptviz checkpoint is a folder with "
-                                f"{CONFIG_FILE}, {MODEL_FILE} and {TOKENIZER_FILE}, written by gptviz.save or "
-                                "`gptviz train --out DIR`")
+        raise FileNotFoundError(
+            f"no checkpoint folder at {path}{hint}; a gptviz checkpoint is a folder with "
+            f"{CONFIG_FILE}, {MODEL_FILE} and {TOKENIZER_FILE}, written by gptviz.save or "
+            "`gptviz train --out DIR`"
+        )
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
-        raise FileNotFoundError(f"{path} has no {CONFIG_FILE}, so it is not a complete gptviz checkpoint; "
-                                "use the folder written by `gptviz train --out DIR` or gptviz.save")
+        raise FileNotFoundError(
+            f"{path} has no {CONFIG_FILE}, so it is not a complete gptviz checkpoint; "
+            "use the folder written by `gptviz train --out DIR` or gptviz.save"
+        )
     try:
         info = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -193,12 +217,16 @@ def read_config(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{config_path} should hold a JSON object, got {type(info).__name__}")
     if "format_version" not in info:
         if "model_type" in info or "architectures" in info or (path / "pytorch_model.bin").exists():
-            raise CheckpointError(f"{path} looks like a Hugging Face transformers folder, not a gptviz checkpoint; "
-                                  f"load it with gptviz.GPT.from_pretrained({str(path)!r})")
+            raise CheckpointError(
+                f"{path} looks like a Hugging Face transformers folder, not a gptviz checkpoint; "
+                f"load it with gptviz.GPT.from_pretrained({str(path)!r})"
+            )
         raise CheckpointError(f"{config_path} has no format_version, so it is not a gptviz checkpoint")
     if info["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format_version {info['format_version']!r}; this gptviz "
-                              f"reads version {FORMAT_VERSION}. Use the gptviz version that wrote it, or upgrade")
+        raise CheckpointError(
+            f"{path} has checkpoint format_version {info['format_version']!r}; this gptviz "
+            f"reads version {FORMAT_VERSION}. Use the gptviz version that wrote it, or upgrade"
+        )
     for key in ("model", "tokenizer"):
         if not isinstance(info.get(key), dict):
             raise CheckpointError(f"{config_path} lacks its {key!r} entry; the checkpoint is damaged")
@@ -215,8 +243,10 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> t
         raise CheckpointError(f"{path / CONFIG_FILE} holds an invalid model config: {e}") from None
     tokenizer = _load_tokenizer(path, info)
     if tokenizer.vocab_size > config.vocab_size:
-        raise CheckpointError(f"{path}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
-                              f"{config.vocab_size}; {TOKENIZER_FILE} belongs to another model")
+        raise CheckpointError(
+            f"{path}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
+            f"{config.vocab_size}; {TOKENIZER_FILE} belongs to another model"
+        )
     weights = _read_safetensors(path, MODEL_FILE, info)
     model = GPT.empty(config)  # _load_weights checks that every parameter is in the file
     _load_weights(model, weights, path)
@@ -255,8 +285,10 @@ def load_training_state(path: str | os.PathLike) -> TrainingState:
 def _load_tokenizer(path: Path, info: dict) -> Tokenizer:
     file = path / TOKENIZER_FILE
     if not file.is_file():
-        raise FileNotFoundError(f"{path} has no {TOKENIZER_FILE}; a checkpoint needs the tokenizer it was trained "
-                                "with. Copy it from the training run's folder")
+        raise FileNotFoundError(
+            f"{path} has no {TOKENIZER_FILE}; a checkpoint needs the tokenizer it was trained "
+            "with. Copy it from the training run's folder"
+        )
     try:
         return tokenizer_from_dict(json.loads(file.read_text(encoding="utf-8")))
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
@@ -266,13 +298,17 @@ def _load_tokenizer(path: Path, info: dict) -> Tokenizer:
 def _read_safetensors(path: Path, name: str, info: dict) -> dict[str, torch.Tensor]:
     file = path / name
     if not file.is_file():
-        raise FileNotFoundError(f"{path} has no {name}; the checkpoint is incomplete. Use an earlier checkpoint "
-                                "or the folder written by `gptviz train --out DIR`")
+        raise FileNotFoundError(
+            f"{path} has no {name}; the checkpoint is incomplete. Use an earlier checkpoint "
+            "or the folder written by `gptviz train --out DIR`"
+        )
     expected = (info.get("files") or {}).get(name)
     size = file.stat().st_size
     if expected is not None and size != expected:
-        raise CheckpointError(f"{file} is damaged: {size} bytes, but {expected} were written (a truncated copy?). "
-                              "Copy it again or use an earlier checkpoint")
+        raise CheckpointError(
+            f"{file} is damaged: {size} bytes, but {expected} were written (a truncated copy?). "
+            "Copy it again or use an earlier checkpoint"
+        )
     try:
         return load_file(str(file))
     except (SafetensorError, OSError) as e:
@@ -286,8 +322,11 @@ def _load_weights(model: GPT, weights: dict[str, torch.Tensor], path: Path) -> N
         expected.pop(alias, None)
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
-    wrong = [f"{k}: file {tuple(weights[k].shape)} vs config {tuple(expected[k].shape)}"
-             for k in sorted(set(weights) & set(expected)) if weights[k].shape != expected[k].shape]
+    wrong = [
+        f"{k}: file {tuple(weights[k].shape)} vs config {tuple(expected[k].shape)}"
+        for k in sorted(set(weights) & set(expected))
+        if weights[k].shape != expected[k].shape
+    ]
     if missing or unexpected or wrong:
         parts = []
         if wrong:
@@ -296,6 +335,9 @@ def _load_weights(model: GPT, weights: dict[str, torch.Tensor], path: Path) -> N
             parts.append(f"missing weights {missing[:5]}")
         if unexpected:
             parts.append(f"unexpected weights {unexpected[:5]}")
-        raise CheckpointError(f"{path / MODEL_FILE} does not match the model in {CONFIG_FILE} ("
-                              + "; ".join(parts) + "). The two files come from different models")
+        raise CheckpointError(
+            f"{path / MODEL_FILE} does not match the model in {CONFIG_FILE} ("
+            + "; ".join(parts)
+            + "). The two files come from different models"
+        )
     model.load_state_dict(weights, strict=False)

@@ -65,18 +65,27 @@ class GPTConfig(DictConfig):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 problems.append(f"{name} must be a positive integer or None, got {value!r}")
         if not problems and self.head_dim is None and self.n_embd % self.n_head:
-            problems.append(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
-                            f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}")
+            problems.append(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
+            )
         if not problems and self.n_head % self.kv_heads:
-            problems.append(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head}): each "
-                            "key/value head serves the same number of query heads")
+            problems.append(
+                f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head}): each "
+                "key/value head serves the same number of query heads"
+            )
         if self.pos_encoding not in POS_ENCODINGS:
             problems.append(f"pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
         if self.pos_encoding == "sinusoidal" and self.n_embd % 2:
             problems.append(f"sinusoidal positions need an even n_embd, got {self.n_embd}")
-        if not problems and self.pos_encoding == "rotary" and (self.rotary_size % 2 or self.rotary_size > self.head_size):
-            problems.append(f"rotary_dim must be even and at most the head size {self.head_size}, "
-                            f"got {self.rotary_size}")
+        if (
+            not problems
+            and self.pos_encoding == "rotary"
+            and (self.rotary_size % 2 or self.rotary_size > self.head_size)
+        ):
+            problems.append(
+                f"rotary_dim must be even and at most the head size {self.head_size}, got {self.rotary_size}"
+            )
         if not isinstance(self.rope_theta, (int, float)) or self.rope_theta <= 1:
             problems.append(f"rope_theta must be a number above 1, got {self.rope_theta!r} (Llama: 10000)")
         if self.activation not in ACTIVATIONS:

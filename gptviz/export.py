@@ -24,8 +24,12 @@ from .files import write_atomic
 __all__ = ["RawHTML", "figure_to_html", "figures_to_html", "page_html"]
 
 # The plotly modebar's "download as png" and a scroll-zoom-free view are what a teacher needs on a slide.
-_CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": False,
-           "toImageButtonOptions": {"format": "png", "scale": 2}}
+_CONFIG = {
+    "displaylogo": False,
+    "responsive": True,
+    "scrollZoom": False,
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+}
 
 _CSS = """
 body { font-family: "Noto Sans", "DejaVu Sans", "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei",
@@ -48,8 +52,9 @@ def _as_list(notes: str | Sequence[str] | None) -> list[str]:
     return [notes] if isinstance(notes, str) else [str(n) for n in notes]
 
 
-def page_html(items: Iterable[go.Figure | RawHTML], title: str | None = None,
-              notes: str | Sequence[str] | None = None) -> str:
+def page_html(
+    items: Iterable[go.Figure | RawHTML], title: str | None = None, notes: str | Sequence[str] | None = None
+) -> str:
     """One standalone HTML page: title, notes (plain text, escaped), then each figure or RawHTML in order."""
     parts, js_done = [], False
     for item in items:
@@ -62,18 +67,22 @@ def page_html(items: Iterable[go.Figure | RawHTML], title: str | None = None,
             except Exception as e:
                 raise TypeError(f"expected plotly figures or export.RawHTML, got {type(item).__name__}") from e
         # include_plotlyjs=True inlines the whole library (never "cdn"): the page must work offline.
-        parts.append("<section>" + pio.to_html(item, include_plotlyjs=not js_done, full_html=False,
-                                               config=_CONFIG, default_width="100%") + "</section>")
+        parts.append(
+            "<section>"
+            + pio.to_html(item, include_plotlyjs=not js_done, full_html=False, config=_CONFIG, default_width="100%")
+            + "</section>"
+        )
         js_done = True
     head_title = html.escape(title or "gptviz")
     body_title = f"<h1>{html.escape(title)}</h1>" if title else ""
     note_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in _as_list(notes))
-    footer = (f"<footer>gptviz export · plotly.js {_plotlyjs_version()} inlined · "
-              "works offline</footer>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{head_title}</title>"
-            f"<style>{_CSS}</style></head><body><main>{body_title}{note_html}{''.join(parts)}{footer}"
-            "</main></body></html>\n")
+    footer = f"<footer>gptviz export · plotly.js {_plotlyjs_version()} inlined · works offline</footer>"
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{head_title}</title>'
+        f"<style>{_CSS}</style></head><body><main>{body_title}{note_html}{''.join(parts)}{footer}"
+        "</main></body></html>\n"
+    )
 
 
 def _plotlyjs_version() -> str:
@@ -82,8 +91,12 @@ def _plotlyjs_version() -> str:
     return get_plotlyjs_version()
 
 
-def figures_to_html(items: Iterable[go.Figure | RawHTML], path: str | os.PathLike, title: str | None = None,
-                    notes: str | Sequence[str] | None = None) -> Path:
+def figures_to_html(
+    items: Iterable[go.Figure | RawHTML],
+    path: str | os.PathLike,
+    title: str | None = None,
+    notes: str | Sequence[str] | None = None,
+) -> Path:
     """Write several figures (and RawHTML fragments) to one offline page; returns the path."""
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
@@ -92,7 +105,8 @@ def figures_to_html(items: Iterable[go.Figure | RawHTML], path: str | os.PathLik
     return path
 
 
-def figure_to_html(fig: go.Figure, path: str | os.PathLike, title: str | None = None,
-                   notes: str | Sequence[str] | None = None) -> Path:
+def figure_to_html(
+    fig: go.Figure, path: str | os.PathLike, title: str | None = None, notes: str | Sequence[str] | None = None
+) -> Path:
     """Write one figure to an offline HTML page (plotly.js inlined); returns the path."""
     return figures_to_html([fig], path, title, notes)

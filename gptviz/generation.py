@@ -69,8 +69,11 @@ class GenerationConfig:
         if strict:
             _refuse_unsupported(used)
         elif used:
-            warnings.warn(f"generation_config: gptviz ignores {', '.join(sorted(used))} (not implemented)",
-                          UserWarning, stacklevel=3)
+            warnings.warn(
+                f"generation_config: gptviz ignores {', '.join(sorted(used))} (not implemented)",
+                UserWarning,
+                stacklevel=3,
+            )
         return cls(**{k: v for k, v in d.items() if k in mine and v is not None})  # None: "unset", our default
 
 
@@ -119,16 +122,19 @@ EXTRAS = ("input_ids", "attention_mask", "seed", "generation_config", "inputs")
 
 def _refuse_unsupported(given: dict) -> None:
     if given:
-        raise ValueError("gptviz.generate does not implement " + "; ".join(
-            f"{k} ({UNSUPPORTED[k]})" for k in sorted(given)))
+        raise ValueError(
+            "gptviz.generate does not implement " + "; ".join(f"{k} ({UNSUPPORTED[k]})" for k in sorted(given))
+        )
 
 
 def _unknown(name: str) -> TypeError:
     known = [f.name for f in fields(GenerationConfig)] + list(EXTRAS)
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return TypeError(f"generate() got an unexpected keyword argument {name!r}.{hint} It takes transformers' "
-                     f"generation keywords ({', '.join(known[:12])}, ...) and seed=.")
+    return TypeError(
+        f"generate() got an unexpected keyword argument {name!r}.{hint} It takes transformers' "
+        f"generation keywords ({', '.join(known[:12])}, ...) and seed=."
+    )
 
 
 def _ids_and_mask(inputs, input_ids, attention_mask, bos_token_id: int | None, device: torch.device):
@@ -142,8 +148,10 @@ def _ids_and_mask(inputs, input_ids, attention_mask, bos_token_id: int | None, d
         ids = ids["input_ids"]
     if ids is None:
         if bos_token_id is None:
-            raise ValueError("no prompt: pass input_ids (e.g. tok.encode(text, return_tensors='pt')), or set "
-                             "bos_token_id to start from it")
+            raise ValueError(
+                "no prompt: pass input_ids (e.g. tok.encode(text, return_tensors='pt')), or set "
+                "bos_token_id to start from it"
+            )
         ids = torch.tensor([[bos_token_id]], device=device)
     if not isinstance(ids, torch.Tensor):
         ids = torch.tensor(ids, dtype=torch.long)
@@ -162,11 +170,16 @@ def generate(model, inputs=None, generation_config=None, **kwargs) -> torch.Tens
     seed = kwargs.pop("seed", None)
     base = getattr(model, "generation_config", None) or GenerationConfig()
     if isinstance(generation_config, int):
-        raise TypeError(f"generate's second positional argument is generation_config (as in transformers); for "
-                        f"{generation_config} new tokens write max_new_tokens={generation_config}")
+        raise TypeError(
+            f"generate's second positional argument is generation_config (as in transformers); for "
+            f"{generation_config} new tokens write max_new_tokens={generation_config}"
+        )
     if generation_config is not None:
-        base = generation_config if isinstance(generation_config, GenerationConfig) else \
-            GenerationConfig.from_transformers(generation_config)
+        base = (
+            generation_config
+            if isinstance(generation_config, GenerationConfig)
+            else GenerationConfig.from_transformers(generation_config)
+        )
     mine = {f.name for f in fields(GenerationConfig)}
     _refuse_unsupported({k: v for k, v in kwargs.items() if k in UNSUPPORTED})
     for name in kwargs:
@@ -176,16 +189,25 @@ def generate(model, inputs=None, generation_config=None, **kwargs) -> torch.Tens
     ids, mask = _ids_and_mask(inputs, input_ids, attention_mask, cfg.bos_token_id, model.device)
     B, T = ids.shape
     eos = cfg.eos_token_id
-    if mask is None and cfg.pad_token_id is not None and cfg.pad_token_id != eos and B > 1 \
-            and bool((ids == cfg.pad_token_id).any()):
+    if (
+        mask is None
+        and cfg.pad_token_id is not None
+        and cfg.pad_token_id != eos
+        and B > 1
+        and bool((ids == cfg.pad_token_id).any())
+    ):
         mask = (ids != cfg.pad_token_id).long()  # transformers infers the padding from pad_token_id
     elif mask is None and B > 1:
         starts = ids[:, 0]
         pads = {cfg.pad_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
         if pads and 0 < sum(int(s) in pads for s in starts.tolist()) < B:
-            warnings.warn("some rows of this batch start with the pad/eos id and others do not: if they are "
-                          "left-padded, pass attention_mask (tokenizer(texts, padding=True) returns it), or the "
-                          "padded rows continue wrongly", UserWarning, stacklevel=3)
+            warnings.warn(
+                "some rows of this batch start with the pad/eos id and others do not: if they are "
+                "left-padded, pass attention_mask (tokenizer(texts, padding=True) returns it), or the "
+                "padded rows continue wrongly",
+                UserWarning,
+                stacklevel=3,
+            )
     if cfg.max_new_tokens is not None:
         max_new = cfg.max_new_tokens
     elif cfg.max_length is None:  # transformers 5: "by default let's always generate 20 new tokens"
@@ -193,14 +215,35 @@ def generate(model, inputs=None, generation_config=None, **kwargs) -> torch.Tens
     else:
         max_new = cfg.max_length - T
         if max_new <= 0:
-            warnings.warn(f"max_length={cfg.max_length} counts the prompt, which already has {T} tokens: nothing "
-                          "is generated. Pass max_new_tokens=... to count new tokens only", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"max_length={cfg.max_length} counts the prompt, which already has {T} tokens: nothing "
+                "is generated. Pass max_new_tokens=... to count new tokens only",
+                UserWarning,
+                stacklevel=3,
+            )
             max_new = 0
     min_new = cfg.min_new_tokens if cfg.min_new_tokens is not None else max(0, cfg.min_length - T)
-    return decode(model, ids, max_new, do_sample=cfg.do_sample, temperature=cfg.temperature, top_k=cfg.top_k,
-                  top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
-                  no_repeat_ngram_size=cfg.no_repeat_ngram_size, num_beams=cfg.num_beams,
-                  num_return_sequences=cfg.num_return_sequences, eos_token_id=eos, pad_token_id=cfg.pad_token_id,
-                  min_new_tokens=min_new, seed=seed, use_cache=cfg.use_cache, length_penalty=cfg.length_penalty,
-                  early_stopping=cfg.early_stopping, attention_mask=mask, output_scores=cfg.output_scores,
-                  output_attentions=cfg.output_attentions, return_dict_in_generate=cfg.return_dict_in_generate)
+    return decode(
+        model,
+        ids,
+        max_new,
+        do_sample=cfg.do_sample,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        repetition_penalty=cfg.repetition_penalty,
+        no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+        num_beams=cfg.num_beams,
+        num_return_sequences=cfg.num_return_sequences,
+        eos_token_id=eos,
+        pad_token_id=cfg.pad_token_id,
+        min_new_tokens=min_new,
+        seed=seed,
+        use_cache=cfg.use_cache,
+        length_penalty=cfg.length_penalty,
+        early_stopping=cfg.early_stopping,
+        attention_mask=mask,
+        output_scores=cfg.output_scores,
+        output_attentions=cfg.output_attentions,
+        return_dict_in_generate=cfg.return_dict_in_generate,
+    )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fnmatch
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -81,8 +81,10 @@ def resolve_names(model: nn.Module, names: str | Iterable[str]) -> list[str]:
     points = hook_points(model)
     wanted = [names] if isinstance(names, str) else list(names)
     if not wanted:
-        raise ValueError("no hook names given; pass a name such as 'blocks.0.attn.hook_pattern' or a "
-                         "pattern such as 'blocks.*.attn.hook_pattern' (see gptviz.hook_names(model))")
+        raise ValueError(
+            "no hook names given; pass a name such as 'blocks.0.attn.hook_pattern' or a "
+            "pattern such as 'blocks.*.attn.hook_pattern' (see gptviz.hook_names(model))"
+        )
     chosen: set[str] = set()
     for pattern in wanted:
         if not isinstance(pattern, str):
@@ -103,8 +105,10 @@ def _unknown_hook_message(name: str, valid: list[str]) -> str:
         tail = name.rsplit(".", 1)[-1]
         close = [v for v in valid if v.endswith(tail)][:5]
     hint = f" Closest: {', '.join(close)}." if close else ""
-    return (f"unknown hook name {name!r}.{hint} Patterns like 'blocks.*.attn.hook_pattern' work too; "
-            f"gptviz.hook_names(model) lists all {len(valid)} names.")
+    return (
+        f"unknown hook name {name!r}.{hint} Patterns like 'blocks.*.attn.hook_pattern' work too; "
+        f"gptviz.hook_names(model) lists all {len(valid)} names."
+    )
 
 
 @contextlib.contextmanager
@@ -150,11 +154,14 @@ class Capture:
 
     def history(self, name: str) -> list[torch.Tensor]:
         if name not in self.names:
-            raise HookNameError(_unknown_hook_message(name, self.names).replace(
-                "unknown hook name", "this capture did not ask for"))
+            raise HookNameError(
+                _unknown_hook_message(name, self.names).replace("unknown hook name", "this capture did not ask for")
+            )
         if name not in self._store:
-            raise HookNameError(f"hook {name!r} was requested but never fired inside the capture block "
-                           "(did the model run? a 'none' positional encoding has no hook_pos_emb)")
+            raise HookNameError(
+                f"hook {name!r} was requested but never fired inside the capture block "
+                "(did the model run? a 'none' positional encoding has no hook_pos_emb)"
+            )
         return self._store[name]
 
     def __contains__(self, name: object) -> bool:
@@ -190,8 +197,14 @@ class Capture:
         return f"Capture({shapes})"
 
 
-def estimate_capture_bytes(model: nn.Module, names: str | Iterable[str], batch_size: int, seq_len: int,
-                           past_len: int = 0, bytes_per_element: int = 4) -> int:
+def estimate_capture_bytes(
+    model: nn.Module,
+    names: str | Iterable[str],
+    batch_size: int,
+    seq_len: int,
+    past_len: int = 0,
+    bytes_per_element: int = 4,
+) -> int:
     """Memory a capture of `names` takes for one forward of (batch_size, seq_len) tokens.
 
     Attention scores/patterns grow as heads x T^2: this is the number to check before capturing long inputs.
@@ -207,8 +220,14 @@ def estimate_capture_bytes(model: nn.Module, names: str | Iterable[str], batch_s
 
 
 @contextlib.contextmanager
-def capture(model: nn.Module, names: str | Iterable[str] = "*", *, keep: str = "last", to_cpu: bool = False,
-            budget_mb: float | None = DEFAULT_CAPTURE_BUDGET_MB) -> Iterator[Capture]:
+def capture(
+    model: nn.Module,
+    names: str | Iterable[str] = "*",
+    *,
+    keep: str = "last",
+    to_cpu: bool = False,
+    budget_mb: float | None = DEFAULT_CAPTURE_BUDGET_MB,
+) -> Iterator[Capture]:
     """Record the named activations of every forward pass run inside the block.
 
     >>> with capture(model, "blocks.*.attn.hook_pattern") as cap:
@@ -236,13 +255,16 @@ def capture(model: nn.Module, names: str | Iterable[str] = "*", *, keep: str = "
                     f"capturing {len(resolved)} activations for B={x.shape[0]}, T={x.shape[1]} would take "
                     f"{(est + held) / 2**20:.0f} MB, over the capture budget of {budget_mb:.0f} MB. Narrow it: "
                     "fewer names (e.g. 'blocks.0.attn.hook_pattern' instead of '*'), a shorter input, "
-                    "or raise the limit with capture(..., budget_mb=...) / budget_mb=None.")
+                    "or raise the limit with capture(..., budget_mb=...) / budget_mb=None."
+                )
 
         fns.setdefault(first, []).append(check_budget)
 
     for name in resolved:
+
         def record(x: torch.Tensor, hook: HookPoint, _name: str = name) -> None:
             cap._record(_name, x, to_cpu)
+
         fns.setdefault(name, []).append(record)
 
     with _attached(model, fns):
@@ -272,8 +294,9 @@ def hooks(model: nn.Module, fns: dict[str, HookFn]) -> Iterator[None]:
         yield
 
 
-def run_with_cache(model: nn.Module, idx: torch.Tensor, names: str | Iterable[str] = "*",
-                   **capture_kwargs: object) -> tuple[torch.Tensor, Capture]:
+def run_with_cache(
+    model: nn.Module, idx: torch.Tensor, names: str | Iterable[str] = "*", **capture_kwargs: object
+) -> tuple[torch.Tensor, Capture]:
     """One forward pass that returns (logits, capture) — TransformerLens' habit, for those who have it."""
     with torch.no_grad(), capture(model, names, **capture_kwargs) as cap:  # type: ignore[arg-type]
         logits = model(idx)

@@ -40,6 +40,7 @@ HOST = "127.0.0.1"
 
 # ---------------------------------------------------------------------------------------------- finding
 
+
 def find_notebooks_dir(cwd: str | os.PathLike | None = None) -> Path:
     """The lab's notebooks/ folder: $GPTVIZ_ROOT/notebooks, beside the package, or from the current directory.
 
@@ -58,7 +59,8 @@ def find_notebooks_dir(cwd: str | os.PathLike | None = None) -> Path:
     raise FileNotFoundError(
         "gptviz lab: cannot find the lab's notebooks/ folder (a folder of .ipynb lessons). Looked in:\n  "
         f"{looked}\nRun `gptviz lab` from the gptviz checkout (where `make lab` works), set GPTVIZ_ROOT to "
-        "that checkout, or pass --notebooks-dir DIR.")
+        "that checkout, or pass --notebooks-dir DIR."
+    )
 
 
 def settings_dir(notebooks_dir: Path) -> Path | None:
@@ -103,9 +105,17 @@ def free_port(preferred: int | None = DEFAULT_PORT) -> int:
 
 # ---------------------------------------------------------------------------------------------- command
 
-def lab_command(notebooks_dir: str | os.PathLike, port: int, *, notebook: str = DEFAULT_NOTEBOOK,
-                open_browser: bool = True, overrides_dir: str | os.PathLike | None = None,
-                allow_root: bool | None = None, python: str | None = None) -> list[str]:
+
+def lab_command(
+    notebooks_dir: str | os.PathLike,
+    port: int,
+    *,
+    notebook: str = DEFAULT_NOTEBOOK,
+    open_browser: bool = True,
+    overrides_dir: str | os.PathLike | None = None,
+    allow_root: bool | None = None,
+    python: str | None = None,
+) -> list[str]:
     """The argv that starts JupyterLab for the lab. The token is not in it: pass `lab_env(token)` as env.
 
     `port` is used as is (port_retries=0), so the URL printed before the start is the one that serves.
@@ -114,7 +124,9 @@ def lab_command(notebooks_dir: str | os.PathLike, port: int, *, notebook: str = 
     if allow_root is None:
         allow_root = hasattr(os, "geteuid") and os.geteuid() == 0
     cmd = [
-        python or sys.executable, "-m", "jupyterlab",
+        python or sys.executable,
+        "-m",
+        "jupyterlab",
         f"--ServerApp.ip={HOST}",
         f"--ServerApp.port={int(port)}",
         "--ServerApp.port_retries=0",

@@ -39,7 +39,7 @@ class LogitLensRecord:
 def logit_lens_record(model, tokenizer, ids) -> LogitLensRecord:
     """Run the model once (in eval mode) on `ids` and decode every layer's residual stream as if it were the last
     layer. Inputs longer than the block size keep their last block_size tokens."""
-    ids = torch.as_tensor(ids).flatten()[-model.config.block_size:]
+    ids = torch.as_tensor(ids).flatten()[-model.config.block_size :]
     if ids.numel() == 0:
         raise ValueError("no tokens to run; type at least one character")
     T, L = len(ids), model.config.n_layer
@@ -58,6 +58,11 @@ def logit_lens_record(model, tokenizer, ids) -> LogitLensRecord:
             nxt[:-1] = p[torch.arange(T - 1), ids[1:].to(p.device)].cpu()
             nexts.append(nxt)
     top_ids = torch.stack(tops)  # (L+1, T)
-    return LogitLensRecord(tokens=tokenizer.tokens(ids.tolist()), layers=["embed"] + [f"block {l}" for l in range(L)],
-                           top_ids=top_ids, top_probs=torch.stack(probs), next_probs=torch.stack(nexts),
-                           top_tokens=[tokenizer.tokens(r) for r in top_ids.tolist()])
+    return LogitLensRecord(
+        tokens=tokenizer.tokens(ids.tolist()),
+        layers=["embed"] + [f"block {l}" for l in range(L)],
+        top_ids=top_ids,
+        top_probs=torch.stack(probs),
+        next_probs=torch.stack(nexts),
+        top_tokens=[tokenizer.tokens(r) for r in top_ids.tolist()],
+    )

@@ -24,8 +24,10 @@ STAGE_NAMES = ("raw", "repetition_penalty", "no_repeat_ngram", "min_new_tokens",
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide logits by `temperature` (> 0): below 1 sharpens the distribution, above 1 flattens it."""
     if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}; for greedy decoding use "
-                         "do_sample=False (generate treats temperature=0 as greedy)")
+        raise ValueError(
+            f"temperature must be > 0, got {temperature!r}; for greedy decoding use "
+            "do_sample=False (generate treats temperature=0 as greedy)"
+        )
     return logits / temperature
 
 
@@ -45,8 +47,10 @@ def apply_top_p(logits: torch.Tensor, top_p: float, min_tokens_to_keep: int = 1)
     mass; the `min_tokens_to_keep` most likely tokens always stay (transformers' TopPLogitsWarper).
     """
     if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}; 0.9 keeps the tokens holding 90% of the "
-                         "probability, 1.0 keeps everything")
+        raise ValueError(
+            f"top_p must be in (0, 1], got {top_p!r}; 0.9 keeps the tokens holding 90% of the "
+            "probability, 1.0 keeps everything"
+        )
     ascending, order = logits.sort(dim=-1)  # (B, V) least likely first
     mass_below = ascending.softmax(dim=-1).cumsum(dim=-1)  # (B, V) mass of this token and all less likely ones
     drop_sorted = mass_below <= 1.0 - top_p
@@ -74,7 +78,7 @@ def apply_no_repeat_ngram(logits: torch.Tensor, sequences: torch.Tensor, n: int)
         return logits
     V = logits.size(-1)
     grams = sequences.unfold(1, n, 1)  # (B, T-n+1, n) every n-gram so far
-    suffix = sequences[:, T - n + 1:]  # (B, n-1) the tokens the next n-gram would start with
+    suffix = sequences[:, T - n + 1 :]  # (B, n-1) the tokens the next n-gram would start with
     repeats = (grams[..., :-1] == suffix[:, None, :]).all(dim=-1)  # (B, T-n+1) n-grams with that start
     # Scatter their last tokens into a spare column V when they do not match, then drop that column.
     banned = torch.zeros(B, V + 1, dtype=torch.bool, device=logits.device)
@@ -82,7 +86,9 @@ def apply_no_repeat_ngram(logits: torch.Tensor, sequences: torch.Tensor, n: int)
     return logits.masked_fill(banned[:, :V], NEG_INF)
 
 
-def apply_min_new_tokens(logits: torch.Tensor, eos: Sequence[int], new_tokens: int, min_new_tokens: int) -> torch.Tensor:
+def apply_min_new_tokens(
+    logits: torch.Tensor, eos: Sequence[int], new_tokens: int, min_new_tokens: int
+) -> torch.Tensor:
     """Forbid every eos id while fewer than `min_new_tokens` tokens have been generated."""
     if new_tokens >= min_new_tokens or not eos:
         return logits
@@ -109,9 +115,17 @@ class Knobs:
     min_new_tokens: int = 0  # eos is forbidden before this many new tokens
 
 
-def check_knobs(vocab_size: int, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None,
-                repetition_penalty: float, no_repeat_ngram_size: int, eos_token_id: int | Sequence[int] | None,
-                min_new_tokens: int = 0) -> Knobs:
+def check_knobs(
+    vocab_size: int,
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    repetition_penalty: float,
+    no_repeat_ngram_size: int,
+    eos_token_id: int | Sequence[int] | None,
+    min_new_tokens: int = 0,
+) -> Knobs:
     """Check every knob once, with messages a student can act on, and normalise 'off' values."""
     problems = []
     if not isinstance(temperature, (int, float)) or temperature < 0 or math.isnan(temperature):
@@ -136,14 +150,32 @@ def check_knobs(vocab_size: int, do_sample: bool, temperature: float, top_k: int
     if temperature == 0:
         do_sample = False  # the limit of softmax(logits / T) as T -> 0 puts all mass on the argmax
     elif not do_sample and (temperature != 1.0 or top_k not in (None, DEFAULT_TOP_K) or top_p):
-        warnings.warn("temperature, top_k and top_p only act when sampling (do_sample=True); greedy decoding "
-                      "and beam search ignore them", UserWarning, stacklevel=3)
-    return Knobs(bool(do_sample), float(temperature), top_k, top_p, float(repetition_penalty),
-                 no_repeat_ngram_size, eos, min_new_tokens)
+        warnings.warn(
+            "temperature, top_k and top_p only act when sampling (do_sample=True); greedy decoding "
+            "and beam search ignore them",
+            UserWarning,
+            stacklevel=3,
+        )
+    return Knobs(
+        bool(do_sample),
+        float(temperature),
+        top_k,
+        top_p,
+        float(repetition_penalty),
+        no_repeat_ngram_size,
+        eos,
+        min_new_tokens,
+    )
 
 
-def process(logits: torch.Tensor, sequences: torch.Tensor, knobs: Knobs, keep_stages: bool,
-            min_tokens_to_keep: int = 1, new_tokens: int = 0) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
+def process(
+    logits: torch.Tensor,
+    sequences: torch.Tensor,
+    knobs: Knobs,
+    keep_stages: bool,
+    min_tokens_to_keep: int = 1,
+    new_tokens: int = 0,
+) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
     """Apply the knobs in transformers' order; return the final logits and, if asked, every stage's logits.
 
     `new_tokens`: how many tokens this generation has made so far (for min_new_tokens).

@@ -94,8 +94,9 @@ def add_lora(gpt: GPT, rank: int = 8, alpha: float = 16.0, targets: tuple[str, .
             try:
                 base = block.get_submodule(target)
             except AttributeError:
-                raise ValueError(f"block {i} has no {target} (an attention-only model has no MLP); "
-                                 "use lora_mlp=False") from None
+                raise ValueError(
+                    f"block {i} has no {target} (an attention-only model has no MLP); use lora_mlp=False"
+                ) from None
             _set_module(block, target, LoRALinear(base, rank, alpha))
             names.append(f"blocks.{i}.{target}")
     return names

@@ -25,8 +25,19 @@ from .config import ACTIVATIONS, POS_ENCODINGS, GPTConfig
 from .generation import GenerationConfig
 from .hooks import HookPoint, hook_points
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "POS_ENCODINGS", "ACTIVATIONS", "sinusoidal_encoding", "rotary_tables",
-           "apply_rotary", "causal_mask", "evaluating", "default_device"]
+__all__ = [
+    "GPT",
+    "GPTConfig",
+    "KVCache",
+    "POS_ENCODINGS",
+    "ACTIVATIONS",
+    "sinusoidal_encoding",
+    "rotary_tables",
+    "apply_rotary",
+    "causal_mask",
+    "evaluating",
+    "default_device",
+]
 
 
 def sinusoidal_encoding(n_positions: int, dim: int) -> torch.Tensor:
@@ -56,7 +67,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """Turn the first cos.shape[-1] dims of x (B, h, T, hs) by the angles of its positions; the rest pass."""
     rd = cos.shape[-1]
     rot, rest = (x, None) if rd == x.shape[-1] else (x[..., :rd], x[..., rd:])
-    x1, x2 = rot[..., : rd // 2], rot[..., rd // 2:]
+    x1, x2 = rot[..., : rd // 2], rot[..., rd // 2 :]
     turned = rot * cos + torch.cat((-x2, x1), dim=-1) * sin  # (B, h, T, rd)
     return turned if rest is None else torch.cat((turned, rest), dim=-1)
 
@@ -69,8 +80,16 @@ class KVCache:
     Grouped-query models store only their nkv key/value heads. Beam search reorders the batch with `reorder`.
     """
 
-    def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_size: int,
-                 device: torch.device | str, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_head: int,
+        max_len: int,
+        head_size: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
+    ) -> None:
         shape = (n_layer, batch_size, n_head, max_len, head_size)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
@@ -85,10 +104,12 @@ class KVCache:
         """Store new (B, nkv, T, hs) keys/values; return all keys/values so far, (B, nkv, Tk, hs)."""
         end = self.pos + k.shape[2]
         if end > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; cannot add {k.shape[2]} at {self.pos}. "
-                             "Crop the context (gptviz.sampling slides the window for you).")
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
+            raise ValueError(
+                f"KV cache holds {self.max_len} positions; cannot add {k.shape[2]} at {self.pos}. "
+                "Crop the context (gptviz.sampling slides the window for you)."
+            )
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
     def advance(self, n: int) -> None:
@@ -99,8 +120,8 @@ class KVCache:
         if torch.equal(index, torch.arange(self.batch_size, device=index.device)):
             return  # beams kept their order: nothing to move
         # only the filled part moves; the rest of the preallocated buffer is overwritten later anyway
-        self.k[:, :, :, :self.pos] = self.k[:, index, :, :self.pos]
-        self.v[:, :, :, :self.pos] = self.v[:, index, :, :self.pos]
+        self.k[:, :, :, : self.pos] = self.k[:, index, :, : self.pos]
+        self.v[:, :, :, : self.pos] = self.v[:, index, :, : self.pos]
 
     def reset(self) -> None:
         self.pos = 0
@@ -193,8 +214,13 @@ class CausalSelfAttention(nn.Module):
         self.hook_pattern = HookPoint()  # (B, nh, T, Tk) post-softmax, pre-dropout
         self.hook_z = HookPoint()  # (B, nh, T, hs) attention-weighted values, before c_proj
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """`mask`: (B, 1, T, Tk) booleans, True where a query may look (causal and padding together), or None."""
         B, T, C = x.size()
         nh, nkv, hs = self.n_head, self.n_kv_head, self.head_size
@@ -228,8 +254,9 @@ class CausalSelfAttention(nn.Module):
             elif T == 1:  # one new query sees every cached key: no mask needed
                 z = F.scaled_dot_product_attention(q, k, v, dropout_p=p, enable_gqa=gqa)
             else:
-                z = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, past, q.device), dropout_p=p,
-                                                   enable_gqa=gqa)
+                z = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=causal_mask(T, past, q.device), dropout_p=p, enable_gqa=gqa
+                )
         z = self.hook_z(z)  # (B, nh, T, hs)
         y = self.c_proj(z.transpose(1, 2).reshape(B, T, self.q_size))  # heads side by side again
         return self.resid_dropout(y) if self.training and self.dropout else y
@@ -290,8 +317,13 @@ class Block(nn.Module):
             self.mlp = MLP(config)
         self.hook_resid_post = HookPoint()  # (B, T, C) after the MLP
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None,
-                rope: tuple[torch.Tensor, torch.Tensor] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x = self.hook_resid_pre(x)
         if self.parallel:  # both branches read the same x (GPT-NeoX's use_parallel_residual)
             return self.hook_resid_post(x + self.attn(self.ln_1(x), kv_cache, rope, mask) + self.mlp(self.ln_2(x)))
@@ -364,8 +396,9 @@ class GPT(nn.Module):
         if config.pos_encoding == "sinusoidal":
             fresh["pe"] = sinusoidal_encoding(config.block_size, config.n_embd)
         elif config.pos_encoding == "rotary":
-            fresh["rope_cos"], fresh["rope_sin"] = rotary_tables(config.block_size, config.rotary_size,
-                                                                 config.rope_theta)
+            fresh["rope_cos"], fresh["rope_sin"] = rotary_tables(
+                config.block_size, config.rotary_size, config.rope_theta
+            )
         for name, value in fresh.items():
             getattr(model, name).copy_(value)
         return model
@@ -379,8 +412,9 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
 
     # ---- forward -------------------------------------------------------------------------------------
-    def trunk(self, idx: torch.Tensor, kv_cache: KVCache | None = None,
-              attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def trunk(
+        self, idx: torch.Tensor, kv_cache: KVCache | None = None, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Ids (B, T) -> final hidden states (B, T, C), after ln_f. Used by the LM head and classifiers.
 
         `attention_mask` (B, past + T), 1 for real tokens and 0 for padding, as transformers takes it: padded
@@ -401,11 +435,14 @@ class GPT(nn.Module):
             where = torch.arange(past, past + T, device=idx.device) if pos is None else pos  # (T,) or (B, T)
             x = x + self.hook_pos_emb(self.wpe(where))  # (T, C) broadcast over B, or (B, T, C)
         elif kind == "sinusoidal":
-            x = x + self.hook_pos_emb((self.pe[past:past + T] if pos is None else self.pe[pos]).to(x.dtype))
+            x = x + self.hook_pos_emb((self.pe[past : past + T] if pos is None else self.pe[pos]).to(x.dtype))
         rope = None
         if kind == "rotary":  # float32 tables, used in the model's dtype as transformers does
             if pos is None:
-                rope = (self.rope_cos[past:past + T].to(x.dtype), self.rope_sin[past:past + T].to(x.dtype))  # (T, rd)
+                rope = (
+                    self.rope_cos[past : past + T].to(x.dtype),
+                    self.rope_sin[past : past + T].to(x.dtype),
+                )  # (T, rd)
             else:
                 rope = (self.rope_cos[pos][:, None].to(x.dtype), self.rope_sin[pos][:, None].to(x.dtype))  # (B,1,T,rd)
         if self.training and self.config.dropout:  # skipping the call matters for one-token decode steps
@@ -416,29 +453,39 @@ class GPT(nn.Module):
             kv_cache.advance(T)
         return self.hook_final_ln(self.ln_f(x))  # (B, T, C)
 
-    def _padding(self, attention_mask: torch.Tensor, B: int, T: int, past: int,
-                 device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _padding(
+        self, attention_mask: torch.Tensor, B: int, T: int, past: int, device: torch.device
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(positions (B, T), attention mask (B, 1, T, Tk)) of a padded batch; (None, None) if nothing is padded."""
         m = torch.as_tensor(attention_mask, device=device)
         if m.dim() == 1:
             m = m[None]
         if m.dim() != 2 or m.shape[0] != B or m.shape[1] != past + T:
-            raise ValueError(f"attention_mask must have shape (B, past + T) = ({B}, {past + T}) with 1 for real "
-                             f"tokens and 0 for padding, got {tuple(m.shape)}")
+            raise ValueError(
+                f"attention_mask must have shape (B, past + T) = ({B}, {past + T}) with 1 for real "
+                f"tokens and 0 for padding, got {tuple(m.shape)}"
+            )
         m = m.bool()
         if bool(m.all()):
             return None, None  # no padding: the fast, mask-free path, identical results
         pos = (m.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T) real tokens counted from 0
         if int(pos.max()) >= self.config.block_size:
-            raise ValueError(f"a row has {int(pos.max()) + 1} real tokens, more than block_size="
-                             f"{self.config.block_size}")
+            raise ValueError(
+                f"a row has {int(pos.max()) + 1} real tokens, more than block_size={self.config.block_size}"
+            )
         allowed = causal_mask(T, past, device)[None] & m[:, None, :]  # (B, T, Tk)
         keys, queries = torch.arange(past + T, device=device), torch.arange(past, past + T, device=device)
         allowed |= (keys[None, :] == queries[:, None])[None]  # a padding query sees itself, so no row is empty
         return pos, allowed[:, None]  # (B, 1, T, Tk)
 
-    def forward(self, input_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                attention_mask: torch.Tensor | None = None, *, idx: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        idx: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Ids (B, T) -> logits (B, T, V) for every position. `attention_mask` as in `trunk` (padded batches).
 
         Accepts transformers' spelling too: `model(input_ids=..., attention_mask=...)`, `model(**tok(texts, ...))`.
@@ -454,30 +501,38 @@ class GPT(nn.Module):
     def loss(self, idx: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
         """Mean cross-entropy of predicting `targets` (B, T) from `idx` (B, T); a scalar tensor."""
         logits = self(idx)
-        return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1),
-                               ignore_index=ignore_index)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=ignore_index)
 
     def _check_input(self, idx: torch.Tensor, past: int) -> None:
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.long, torch.int32):
-            got = f"{type(idx).__name__} {tuple(idx.shape)} {idx.dtype}" if isinstance(idx, torch.Tensor) \
+            got = (
+                f"{type(idx).__name__} {tuple(idx.shape)} {idx.dtype}"
+                if isinstance(idx, torch.Tensor)
                 else type(idx).__name__
-            raise ValueError(f"expected token ids as an integer tensor of shape (B, T), got {got}; "
-                             "for one sequence use torch.tensor([ids])")
+            )
+            raise ValueError(
+                f"expected token ids as an integer tensor of shape (B, T), got {got}; "
+                "for one sequence use torch.tensor([ids])"
+            )
         T = idx.size(1)
         if T == 0:
             raise ValueError("got an empty sequence (T=0); give at least one token")
         if past + T > self.config.block_size:
-            raise ValueError(f"sequence of {past + T} positions is longer than block_size="
-                             f"{self.config.block_size}; crop it to the last {self.config.block_size} tokens "
-                             "(model.generate and gptviz.sampling do this for you)")
+            raise ValueError(
+                f"sequence of {past + T} positions is longer than block_size="
+                f"{self.config.block_size}; crop it to the last {self.config.block_size} tokens "
+                "(model.generate and gptviz.sampling do this for you)"
+            )
         # Out-of-range ids crash deep inside the embedding (a device-side assert on CUDA). Checking costs a
         # sync on GPU, so it runs on CPU always and elsewhere outside training.
         if (idx.device.type == "cpu" or not self.training) and not torch.compiler.is_compiling():
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= self.config.vocab_size:
                 bad = lo if lo < 0 else hi
-                raise ValueError(f"token id {bad} is outside the vocabulary (0..{self.config.vocab_size - 1}); "
-                                 "was the text encoded with this model's tokenizer?")
+                raise ValueError(
+                    f"token id {bad} is outside the vocabulary (0..{self.config.vocab_size - 1}); "
+                    "was the text encoded with this model's tokenizer?"
+                )
 
     # ---- introspection -------------------------------------------------------------------------------
     def hook_shapes(self, batch_size: int, seq_len: int, past_len: int = 0) -> dict[str, tuple[int, ...]]:
@@ -485,11 +540,19 @@ class GPT(nn.Module):
         c = self.config
         B, T, Tk, C, nh, nkv, hs = batch_size, seq_len, past_len + seq_len, c.n_embd, c.n_head, c.kv_heads, c.head_size
         by_leaf = {
-            "hook_pos_emb": (T, C), "hook_logits": (B, T, c.vocab_size),
-            "hook_pre": (B, T, c.mlp_width), "hook_pre_linear": (B, T, c.mlp_width), "hook_post": (B, T, c.mlp_width),
-            "hook_scores": (B, nh, T, Tk), "hook_pattern": (B, nh, T, Tk),
-            "hook_q": (B, nh, T, hs), "hook_rot_q": (B, nh, T, hs), "hook_z": (B, nh, T, hs),
-            "hook_k": (B, nkv, T, hs), "hook_rot_k": (B, nkv, T, hs), "hook_v": (B, nkv, T, hs),
+            "hook_pos_emb": (T, C),
+            "hook_logits": (B, T, c.vocab_size),
+            "hook_pre": (B, T, c.mlp_width),
+            "hook_pre_linear": (B, T, c.mlp_width),
+            "hook_post": (B, T, c.mlp_width),
+            "hook_scores": (B, nh, T, Tk),
+            "hook_pattern": (B, nh, T, Tk),
+            "hook_q": (B, nh, T, hs),
+            "hook_rot_q": (B, nh, T, hs),
+            "hook_z": (B, nh, T, hs),
+            "hook_k": (B, nkv, T, hs),
+            "hook_rot_k": (B, nkv, T, hs),
+            "hook_v": (B, nkv, T, hs),
         }
         return {name: by_leaf.get(name.rsplit(".", 1)[-1], (B, T, C)) for name in hook_points(self)}
 
@@ -510,8 +573,15 @@ class GPT(nn.Module):
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         c = self.config
         p = self.wte.weight
-        return KVCache(c.n_layer, batch_size, c.kv_heads, min(max_len or c.block_size, c.block_size),
-                       c.head_size, p.device, p.dtype)
+        return KVCache(
+            c.n_layer,
+            batch_size,
+            c.kv_heads,
+            min(max_len or c.block_size, c.block_size),
+            c.head_size,
+            p.device,
+            p.dtype,
+        )
 
     # ---- generation (thin; the translation is gptviz.generation's, the decoding gptviz.sampling's) ------------
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
@@ -543,8 +613,9 @@ class GPT(nn.Module):
         model = cls.empty(config)
         hf.load_weights(model, weights)
         if "gguf_file" not in hf_kwargs:  # a GGUF's generation defaults come with its tokenizer (gptviz.load)
-            model.generation_config = GenerationConfig.from_transformers(hf.read_generation_config(name_or_dir),
-                                                                         strict=False)
+            model.generation_config = GenerationConfig.from_transformers(
+                hf.read_generation_config(name_or_dir), strict=False
+            )
         return model.to(dtype).eval()
 
     def save_pretrained(self, directory: str | Path, **kwargs) -> Path:

@@ -28,7 +28,8 @@ def repo_root() -> Path:
     if not (root / "lab").is_dir():
         raise FileNotFoundError(
             f"cannot find the lab folder at {root / 'lab'}; gptviz looks for lab/ and notebooks/ beside the "
-            "package (an editable install from a checkout: `make lab`), or under $GPTVIZ_ROOT if set")
+            "package (an editable install from a checkout: `make lab`), or under $GPTVIZ_ROOT if set"
+        )
     return root
 
 
@@ -45,8 +46,10 @@ def model_path(name: str = DEFAULT_MODEL) -> Path:
     path = repo_root() / "lab" / "models" / name
     if not path.is_dir():
         have = sorted(p.name for p in (repo_root() / "lab" / "models").glob("*") if p.is_dir())
-        raise FileNotFoundError(f"no lab model named {name!r} in {path.parent}; available: {have or 'none'}. "
-                                "Train one with `gptviz train --config lab/configs/shakespeare-char.json`.")
+        raise FileNotFoundError(
+            f"no lab model named {name!r} in {path.parent}; available: {have or 'none'}. "
+            "Train one with `gptviz train --config lab/configs/shakespeare-char.json`."
+        )
     return path
 
 

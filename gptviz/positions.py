@@ -32,8 +32,10 @@ import torch
 from .config import GPTConfig
 from .model import apply_rotary, rotary_tables
 
-ROPE_NO_VECTOR = ("RoPE adds no position vector; it turns q and k — see rope_angles / rope_relative_scores "
-                  "(gptviz.positions) for what it does to attention")
+ROPE_NO_VECTOR = (
+    "RoPE adds no position vector; it turns q and k — see rope_angles / rope_relative_scores "
+    "(gptviz.positions) for what it does to attention"
+)
 
 
 def position_matrix(source, T: int | None = None) -> np.ndarray:
@@ -47,8 +49,10 @@ def position_matrix(source, T: int | None = None) -> np.ndarray:
         elif kind == "rotary":
             raise ValueError(f"this model's positions are rotary: {ROPE_NO_VECTOR}")
         else:
-            raise ValueError("this model has no position embeddings (pos_encoding='none'): order reaches it "
-                             "only through the causal mask")
+            raise ValueError(
+                "this model has no position embeddings (pos_encoding='none'): order reaches it "
+                "only through the causal mask"
+            )
     if isinstance(source, torch.Tensor):
         m = source.detach().float().cpu().numpy()
     else:
@@ -82,8 +86,10 @@ def position_scores(model, T: int | None = None) -> torch.Tensor:
     A rotary model has no position vectors to feed (see `rope_relative_scores` and `rope_head_scores`).
     """
     if model.config.pos_encoding == "rotary":
-        raise ValueError(f"position_scores needs position vectors, and this model's positions are rotary: "
-                         f"{ROPE_NO_VECTOR}; rope_head_scores shows a head's q·k against distance")
+        raise ValueError(
+            f"position_scores needs position vectors, and this model's positions are rotary: "
+            f"{ROPE_NO_VECTOR}; rope_head_scores shows a head's q·k against distance"
+        )
     P = torch.as_tensor(position_matrix(model, T or model.config.block_size), device=model.device)
     P = P.to(model.wte.weight.dtype)
     n, hs = P.shape[0], model.config.head_size
@@ -108,11 +114,15 @@ def rope_settings(source, theta: float | None = None) -> tuple[int, float]:
     config = getattr(source, "config", source)
     if isinstance(config, GPTConfig):
         if config.pos_encoding != "rotary":
-            raise ValueError(f"this model's positions are {config.pos_encoding!r}, not rotary; to see RoPE at this "
-                             f"width pass its head size as an int, e.g. rope_angles({config.head_size}, T)")
+            raise ValueError(
+                f"this model's positions are {config.pos_encoding!r}, not rotary; to see RoPE at this "
+                f"width pass its head size as an int, e.g. rope_angles({config.head_size}, T)"
+            )
         if theta is not None and theta != config.rope_theta:
-            raise ValueError(f"the model turns with rope_theta={config.rope_theta:g}; leave theta out, or pass "
-                             f"the rotary dim {config.rotary_size} as an int to try theta={theta:g}")
+            raise ValueError(
+                f"the model turns with rope_theta={config.rope_theta:g}; leave theta out, or pass "
+                f"the rotary dim {config.rotary_size} as an int to try theta={theta:g}"
+            )
         return config.rotary_size, float(config.rope_theta)
     if isinstance(source, bool) or not isinstance(source, (int, np.integer)):
         raise TypeError(f"expected a rotary GPT, its GPTConfig or a rotary dim (int), got {type(source).__name__}")
@@ -155,6 +165,7 @@ class RopeScores:
     Pair i of x (dims i, i + rd/2) contributes |x_pair|² · cos(Δ f_i), so the curve is a sum of cosines: all
     in step at Δ = 0, drifting out of step as Δ grows (the "long-term decay"), with bumps where some realign.
     """
+
     rotary_dim: int  # rd
     theta: float
     distance: np.ndarray  # (D+1,) Δ = 0..D
@@ -182,8 +193,9 @@ def _pair_scores(pair_sq: np.ndarray, freqs: np.ndarray, distance: np.ndarray) -
     return pair_sq @ np.cos(freqs[:, None] * distance[None, :])
 
 
-def rope_relative_scores(source, max_distance: int = 1024, theta: float | None = None, n_random: int = 256,
-                         seed: int = 0) -> RopeScores:
+def rope_relative_scores(
+    source, max_distance: int = 1024, theta: float | None = None, n_random: int = 256, seed: int = 0
+) -> RopeScores:
     """q·k between the same vector at positions m and m + Δ, Δ = 0..max_distance, for the all-ones vector and
     for `n_random` Gaussian vectors (seeded): see `RopeScores`. Exact (float64), from RoPE's formula; it equals
     rotating with `gptviz.model.apply_rotary` at any offset m (the tests check that), and the average random
@@ -194,7 +206,7 @@ def rope_relative_scores(source, max_distance: int = 1024, theta: float | None =
     freqs = rope_frequencies(rd, theta)
     distance = np.arange(max_distance + 1)
     x = np.random.default_rng(seed).standard_normal((n_random, rd))
-    pair_sq = x[:, : rd // 2] ** 2 + x[:, rd // 2:] ** 2  # (n, rd/2): rotate-half pairs dim j with j + rd/2
+    pair_sq = x[:, : rd // 2] ** 2 + x[:, rd // 2 :] ** 2  # (n, rd/2): rotate-half pairs dim j with j + rd/2
     ones = _pair_scores(np.full((1, rd // 2), 2.0), freqs, distance)[0]
     return RopeScores(rd, theta, distance, ones, _pair_scores(pair_sq, freqs, distance))
 
@@ -219,6 +231,7 @@ class RopeHeadScores:
     turned by the model's own RoPE tables. Exact for layer 0 (its input is the token embedding alone, since
     RoPE adds no position vector); a probe (same weights, embeddings only) for deeper layers.
     """
+
     layer: int
     head: int
     kv_head: int  # the key/value head this query head reads (grouped-query attention)
@@ -233,8 +246,9 @@ def default_token_ids(vocab_size: int, n: int = 32) -> list[int]:
 
 
 @torch.no_grad()
-def rope_head_scores(model, max_distance: int = 256, layer: int = 0, head: int = 0,
-                     token_ids: list[int] | None = None) -> RopeHeadScores:
+def rope_head_scores(
+    model, max_distance: int = 256, layer: int = 0, head: int = 0, token_ids: list[int] | None = None
+) -> RopeHeadScores:
     """How one head of a rotary model scores the same token Δ = 0..max_distance positions back: see
     `RopeHeadScores`. `token_ids` default to 32 ids spread over the vocabulary (`default_token_ids`)."""
     c = model.config
@@ -249,7 +263,7 @@ def rope_head_scores(model, max_distance: int = 256, layer: int = 0, head: int =
     x = model.wte.weight[torch.tensor(ids, device=model.device)]  # (n, C)
     q, k = _query_key(model.blocks[layer], x, c)  # (nh, n, hs) each
     q, k = q[head], k[head]  # (n, hs)
-    cos, sin = model.rope_cos[:D + 1].to(q.dtype), model.rope_sin[:D + 1].to(q.dtype)  # (D+1, rd)
+    cos, sin = model.rope_cos[: D + 1].to(q.dtype), model.rope_sin[: D + 1].to(q.dtype)  # (D+1, rd)
     q_at = apply_rotary(q[:, None, None, :].expand(-1, 1, D + 1, -1), cos, sin)[:, 0]  # (n, D+1, hs): query at Δ
     k_at0 = apply_rotary(k[:, None, None, :], cos[:1], sin[:1])[:, 0, 0]  # (n, hs): key at 0 (no turn)
     s = (q_at @ k_at0[:, :, None])[..., 0].float().cpu().numpy() / math.sqrt(c.head_size)  # (n, D+1)

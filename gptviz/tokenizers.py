@@ -417,8 +417,9 @@ class GPT2Tokenizer(_ByteLevelTokenizer):
         super().__init__(_gpt2_hf_tokenizer())
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = "gpt2", padding_side: str | None = None,
-                        **_ignored: Any) -> GPT2Tokenizer:
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike = "gpt2", padding_side: str | None = None, **_ignored: Any
+    ) -> GPT2Tokenizer:
         """transformers' spelling, offline: "gpt2" (any GPT-2 size), or a folder holding GPT-2's vocab.json.
 
         The files always come from the installed package; a folder is only checked to hold the same
@@ -428,12 +429,21 @@ class GPT2Tokenizer(_ByteLevelTokenizer):
         if folder.is_dir():
             vocab = folder / "vocab.json"
             if vocab.is_file() and vocab.read_bytes() != gpt2_bpe_files()[0].read_bytes():
-                raise ValueError(f"{vocab} is not GPT-2's vocabulary; load that model's own tokenizer with "
-                                 f"gptviz.load({str(folder)!r})")
-        elif str(name_or_path).removeprefix("openai-community/") not in ("gpt2", "gpt2-medium", "gpt2-large",
-                                                                         "gpt2-xl", "distilgpt2"):
-            raise ValueError(f"{str(name_or_path)!r} is neither a folder nor a GPT-2 model name; GPT2Tokenizer is "
-                             "GPT-2's tokenizer (for another model's, use gptviz.load(name_or_folder))")
+                raise ValueError(
+                    f"{vocab} is not GPT-2's vocabulary; load that model's own tokenizer with "
+                    f"gptviz.load({str(folder)!r})"
+                )
+        elif str(name_or_path).removeprefix("openai-community/") not in (
+            "gpt2",
+            "gpt2-medium",
+            "gpt2-large",
+            "gpt2-xl",
+            "distilgpt2",
+        ):
+            raise ValueError(
+                f"{str(name_or_path)!r} is neither a folder nor a GPT-2 model name; GPT2Tokenizer is "
+                "GPT-2's tokenizer (for another model's, use gptviz.load(name_or_folder))"
+            )
         tok = cls()
         if padding_side is not None:
             tok.padding_side = padding_side

@@ -90,8 +90,14 @@ class TrainConfig(DictConfig):
         for name in ("batch_size", "grad_accum_steps", "max_steps", "eval_batches", "bpe_vocab_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("warmup_steps", "eval_interval", "snapshot_interval", "checkpoint_interval", "log_interval",
-                     "num_threads"):
+        for name in (
+            "warmup_steps",
+            "eval_interval",
+            "snapshot_interval",
+            "checkpoint_interval",
+            "log_interval",
+            "num_threads",
+        ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 problems.append(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
         if self.block_size is not None and (not isinstance(self.block_size, int) or self.block_size < 1):
@@ -105,13 +111,14 @@ class TrainConfig(DictConfig):
         if self.dtype not in DTYPES:
             problems.append(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.final_weights_dtype not in (None, "float32", "float16", "bfloat16"):
-            problems.append(f"final_weights_dtype must be None, 'float32', 'float16' or 'bfloat16', "
-                            f"got {self.final_weights_dtype!r}")
+            problems.append(
+                f"final_weights_dtype must be None, 'float32', 'float16' or 'bfloat16', "
+                f"got {self.final_weights_dtype!r}"
+            )
         if self.grad_clip < 0 or self.weight_decay < 0:
             problems.append("grad_clip and weight_decay must be >= 0")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
-
 
 
 @dataclass
@@ -155,8 +162,10 @@ def lr_at(step: int, config: TrainConfig, time_fraction: float = 0.0) -> float:
 def configure_optimizer(model: GPT, config: TrainConfig, device_type: str) -> torch.optim.AdamW:
     """AdamW with two groups: 2-D weights (decayed) and everything else (biases, LayerNorm; not decayed)."""
     params = [p for p in model.parameters() if p.requires_grad]  # the tied lm_head/wte appears once
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     extra = {"fused": True} if device_type == "cuda" else {}  # one kernel for all params on GPU
     return torch.optim.AdamW(groups, lr=config.lr, betas=(config.beta1, config.beta2), **extra)
 
@@ -195,17 +204,30 @@ class Trainer:
     The Trainer seeds torch's global RNG (dropout) with `config.seed + rank`.
     """
 
-    def __init__(self, model: GPT, tokenizer, train_data, val_data, config: TrainConfig | None = None, *,
-                 on_step: Callable | None = None, on_eval: Callable | None = None,
-                 on_snapshot: Callable | None = None, progress: bool = False, meta: dict | None = None) -> None:
+    def __init__(
+        self,
+        model: GPT,
+        tokenizer,
+        train_data,
+        val_data,
+        config: TrainConfig | None = None,
+        *,
+        on_step: Callable | None = None,
+        on_eval: Callable | None = None,
+        on_snapshot: Callable | None = None,
+        progress: bool = False,
+        meta: dict | None = None,
+    ) -> None:
         self.config = config = config or TrainConfig()
         self.tokenizer, self.train_data, self.val_data = tokenizer, train_data, val_data
         self.on_step, self.on_eval, self.on_snapshot = on_step, on_eval, on_snapshot
         self.progress, self.meta = progress, dict(meta or {})
         self.block_size = config.block_size or model.config.block_size
         if self.block_size > model.config.block_size:
-            raise ValueError(f"train block_size={self.block_size} is longer than the model's context "
-                             f"({model.config.block_size}); lower train.block_size or raise model.block_size")
+            raise ValueError(
+                f"train block_size={self.block_size} is longer than the model's context "
+                f"({model.config.block_size}); lower train.block_size or raise model.block_size"
+            )
         self.dist = _init_distributed(config.device)
         self.device = self._resolve_device()
         self.amp_dtype = self._resolve_amp_dtype()
@@ -251,8 +273,10 @@ class Trainer:
         if want == "auto":
             return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
         if want == "float16" and not cuda:
-            raise ValueError("dtype='float16' needs a CUDA GPU (it trains with a GradScaler there); "
-                             "use 'bfloat16' or 'float32' on this device")
+            raise ValueError(
+                "dtype='float16' needs a CUDA GPU (it trains with a GradScaler there); "
+                "use 'bfloat16' or 'float32' on this device"
+            )
         return {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[want]
 
     def _make_probe(self) -> list[int]:
@@ -262,7 +286,7 @@ class Trainer:
             ids = []
         if not ids:
             ids = [int(t) for t in self.val_data.tokens[:64]]  # the start of the validation text instead
-        return ids[:min(64, self.raw_model.config.block_size)]
+        return ids[: min(64, self.raw_model.config.block_size)]
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -335,8 +359,9 @@ class Trainer:
             self.interrupted = True
             self.optimizer.zero_grad(set_to_none=True)  # drop a half-accumulated step
             if self.is_main:
-                print(f"training interrupted after step {self.step}; call train_steps again to continue",
-                      file=sys.stderr)
+                print(
+                    f"training interrupted after step {self.step}; call train_steps again to continue", file=sys.stderr
+                )
         finally:
             if bar is not None:
                 bar.close()
@@ -383,19 +408,30 @@ class Trainer:
         tokens = c.batch_size * self.block_size * c.grad_accum_steps * self.dist.world_size
         self.tokens_seen += tokens
         dt = time.perf_counter() - t0
-        return StepStats(step=self.step, loss=loss_value, lr=lr, grad_norm=norm_value,
-                         tokens_per_s=tokens / max(dt, 1e-9), elapsed=self.elapsed + dt)
+        return StepStats(
+            step=self.step,
+            loss=loss_value,
+            lr=lr,
+            grad_norm=norm_value,
+            tokens_per_s=tokens / max(dt, 1e-9),
+            elapsed=self.elapsed + dt,
+        )
 
     def _diverged_message(self, loss: float, norm: float, lr: float) -> str:
         last = next((s for s in reversed(self.history)), None)
         before = f" (it was {last.loss:.4f} at step {last.step})" if last else ""
-        where = (f"The last good checkpoint is {self.last_checkpoint}; resume from it with "
-                 f"`gptviz train --resume {self.last_checkpoint}` and a lower --lr." if self.last_checkpoint
-                 else "No checkpoint was saved yet.")
-        return (f"training diverged at step {self.step + 1}: the loss is {loss} and the gradient norm {norm}"
-                f"{before}. {where} What to try: a lower lr (now {lr:.2e} at this step, peak {self.config.lr:.2e}),"
-                f" grad_clip=1.0 (now {self.config.grad_clip}), more warmup_steps (now {self.config.warmup_steps}),"
-                " or dtype='float32'.")
+        where = (
+            f"The last good checkpoint is {self.last_checkpoint}; resume from it with "
+            f"`gptviz train --resume {self.last_checkpoint}` and a lower --lr."
+            if self.last_checkpoint
+            else "No checkpoint was saved yet."
+        )
+        return (
+            f"training diverged at step {self.step + 1}: the loss is {loss} and the gradient norm {norm}"
+            f"{before}. {where} What to try: a lower lr (now {lr:.2e} at this step, peak {self.config.lr:.2e}),"
+            f" grad_clip=1.0 (now {self.config.grad_clip}), more warmup_steps (now {self.config.warmup_steps}),"
+            " or dtype='float32'."
+        )
 
     # ---- evaluation and telemetry -------------------------------------------------------------------
     @torch.no_grad()
@@ -448,15 +484,28 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         gathered = {f"{k}.{r}": t for k, v in rng.items() for r, t in enumerate(self._gather(v))}
         last = self.evals[-1] if self.evals else {}
-        state = {**self.meta, "step": self.step, "tokens_seen": self.tokens_seen, "wall_time": round(self.elapsed, 2),
-                 "val_loss": last.get("val_loss"), "train_loss": last.get("train_loss"),
-                 "best_val_loss": self.best_val_loss, "seed": self.config.seed, "world_size": self.dist.world_size,
-                 "device": str(self.device), "amp_dtype": str(self.amp_dtype or torch.float32).replace("torch.", ""),
-                 "torch_version": torch.__version__, "evals": self.evals}
+        state = {
+            **self.meta,
+            "step": self.step,
+            "tokens_seen": self.tokens_seen,
+            "wall_time": round(self.elapsed, 2),
+            "val_loss": last.get("val_loss"),
+            "train_loss": last.get("train_loss"),
+            "best_val_loss": self.best_val_loss,
+            "seed": self.config.seed,
+            "world_size": self.dist.world_size,
+            "device": str(self.device),
+            "amp_dtype": str(self.amp_dtype or torch.float32).replace("torch.", ""),
+            "torch_version": torch.__version__,
+            "evals": self.evals,
+        }
         return checkpoint.TrainingState(
-            train_config=self.config.to_dict(), state=state, rng=gathered,
+            train_config=self.config.to_dict(),
+            state=state,
+            rng=gathered,
             optimizer=self.optimizer.state_dict() if include_optimizer else None,
-            scaler=self.scaler.state_dict() if self.scaler is not None else None)
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+        )
 
     def _gather(self, t: torch.Tensor) -> list[torch.Tensor]:
         if self.dist.world_size == 1:
@@ -468,24 +517,36 @@ class Trainer:
         dist.all_gather(parts, t.to(on))
         return [p.cpu() for p in parts]
 
-    def save_checkpoint(self, path: str | os.PathLike | None = None, include_optimizer: bool = True,
-                        weights_dtype: torch.dtype | None = None) -> Path:
+    def save_checkpoint(
+        self,
+        path: str | os.PathLike | None = None,
+        include_optimizer: bool = True,
+        weights_dtype: torch.dtype | None = None,
+    ) -> Path:
         """Write a checkpoint (default: config.out_dir). Under DDP call it on every rank; rank 0 writes."""
         target = Path(path or self.config.out_dir or "")
         if not str(target) or str(target) == ".":
             raise ValueError("no checkpoint folder: pass a path or set TrainConfig.out_dir")
         training = self.training_state(include_optimizer)
         if self.is_main:
-            checkpoint.save(target, self.raw_model, self.tokenizer, training, include_optimizer=include_optimizer,
-                            weights_dtype=weights_dtype)
+            checkpoint.save(
+                target,
+                self.raw_model,
+                self.tokenizer,
+                training,
+                include_optimizer=include_optimizer,
+                weights_dtype=weights_dtype,
+            )
             self.last_checkpoint = target
         return target
 
     def load_state(self, training: checkpoint.TrainingState) -> None:
         """Continue from a checkpoint's TrainingState: optimizer, step, RNG states, eval history."""
         if training.optimizer is None:
-            raise ValueError("this checkpoint holds weights only (saved without optimizer state), so training "
-                             "cannot resume exactly; start a new run from its weights (fine-tuning) instead")
+            raise ValueError(
+                "this checkpoint holds weights only (saved without optimizer state), so training "
+                "cannot resume exactly; start a new run from its weights (fine-tuning) instead"
+            )
         self.optimizer.load_state_dict(training.optimizer)
         if self.scaler is not None and training.scaler:
             self.scaler.load_state_dict(training.scaler)
@@ -502,9 +563,11 @@ class Trainer:
             if self.device.type == "cuda" and f"cuda.{r}" in training.rng:
                 torch.cuda.set_rng_state(training.rng[f"cuda.{r}"], self.device)
         else:
-            warnings.warn(f"the checkpoint was saved with {s.get('world_size', 1)} processes, this run has "
-                          f"{self.dist.world_size}; batches are reseeded, so the run is not an exact continuation",
-                          stacklevel=2)
+            warnings.warn(
+                f"the checkpoint was saved with {s.get('world_size', 1)} processes, this run has "
+                f"{self.dist.world_size}; batches are reseeded, so the run is not an exact continuation",
+                stacklevel=2,
+            )
             self.batch_generator.manual_seed(self.config.seed + 1_000_003 * self.step + r)
 
     def close(self) -> None:

@@ -1,6 +1,5 @@
 """Shared test fixtures: tiny models on CPU, deterministic threads."""
 
-
 import pytest
 import torch
 
@@ -37,8 +36,15 @@ def save_random_hf_gpt2(folder, vocab_size: int, n_positions: int, n_embd: int, 
     import transformers
 
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
-                                  n_head=n_head, bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     model = transformers.GPT2LMHeadModel(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -43,6 +43,7 @@ def script_params(page: str) -> dict:
 
 # ------------------------------------------------------------------------------------- to_bertviz
 
+
 def check_bertviz_shape(layers, tokens, n_layers=L, nh=NH, t=T):
     assert isinstance(layers, list) and len(layers) == n_layers
     for x in layers:
@@ -104,21 +105,26 @@ def test_list_of_per_layer_tensors():
         assert torch.equal(layers[1][0], att[1])
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: gb.to_bertviz(causal_attention(L, NH), tokens=TOKENS[:-1]), r"T=9 positions but 8 tokens"),
-    (lambda: gb.to_bertviz(SimpleNamespace(attention=causal_attention(L, NH), tokens=TOKENS + ["!"])),
-     r"T=9 positions but 10 tokens"),
-    (lambda: gb.to_bertviz(causal_attention(L, NH)), r"tokens are required"),
-    (lambda: gb.to_bertviz([causal_attention(NH), causal_attention(NH + 1)], tokens=TOKENS), r"layers disagree"),
-    (lambda: gb.to_bertviz([torch.rand(1, NH, 3, T)], tokens=TOKENS), r"square self-attention"),
-    (lambda: gb.to_bertviz([torch.rand(T, T)], tokens=TOKENS), r"expected \(nh, T, T\)"),
-    (lambda: gb.to_bertviz(torch.rand(NH, T, T), tokens=TOKENS), r"expected \(L, nh, T, T\)"),
-    (lambda: gb.to_bertviz([], tokens=TOKENS), r"empty list"),
-    (lambda: gb.to_bertviz({"hook_logits": torch.zeros(1)}, tokens=TOKENS), r"blocks.\*.attn.hook_pattern"),
-    (lambda: gb.to_bertviz(SimpleNamespace(attention=None, tokens=TOKENS)), r"holds no attention"),
-    (lambda: gb.to_bertviz(causal_attention(L, 2, NH), tokens=TOKENS, batch=5), r"batch=5 is out of range"),
-    (lambda: gb.to_bertviz(torch.ones(L, NH, T, T, dtype=torch.long), tokens=TOKENS), r"float tensor"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: gb.to_bertviz(causal_attention(L, NH), tokens=TOKENS[:-1]), r"T=9 positions but 8 tokens"),
+        (
+            lambda: gb.to_bertviz(SimpleNamespace(attention=causal_attention(L, NH), tokens=TOKENS + ["!"])),
+            r"T=9 positions but 10 tokens",
+        ),
+        (lambda: gb.to_bertviz(causal_attention(L, NH)), r"tokens are required"),
+        (lambda: gb.to_bertviz([causal_attention(NH), causal_attention(NH + 1)], tokens=TOKENS), r"layers disagree"),
+        (lambda: gb.to_bertviz([torch.rand(1, NH, 3, T)], tokens=TOKENS), r"square self-attention"),
+        (lambda: gb.to_bertviz([torch.rand(T, T)], tokens=TOKENS), r"expected \(nh, T, T\)"),
+        (lambda: gb.to_bertviz(torch.rand(NH, T, T), tokens=TOKENS), r"expected \(L, nh, T, T\)"),
+        (lambda: gb.to_bertviz([], tokens=TOKENS), r"empty list"),
+        (lambda: gb.to_bertviz({"hook_logits": torch.zeros(1)}, tokens=TOKENS), r"blocks.\*.attn.hook_pattern"),
+        (lambda: gb.to_bertviz(SimpleNamespace(attention=None, tokens=TOKENS)), r"holds no attention"),
+        (lambda: gb.to_bertviz(causal_attention(L, 2, NH), tokens=TOKENS, batch=5), r"batch=5 is out of range"),
+        (lambda: gb.to_bertviz(torch.ones(L, NH, T, T, dtype=torch.long), tokens=TOKENS), r"float tensor"),
+    ],
+)
 def test_clear_value_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -134,6 +140,7 @@ def test_clear_type_errors():
 
 
 # ---------------------------------------------------------------------------------- offline views
+
 
 def record():
     return SimpleNamespace(attention=causal_attention(L, NH), tokens=list(TOKENS))
@@ -176,8 +183,10 @@ def test_bertviz_itself_still_loads_from_the_cdn():
 def test_changed_bertviz_template_is_noticed():
     with pytest.raises(RuntimeError, match="template changed"):
         gb.make_offline("<div id='vis'></div><script>console.log(1)</script>")
-    fake = ('<script src="https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.6/require.min.js"></script>'
-            '<div id="bertviz-0a"></div>\n<script type="text/javascript">\nd3.select("#vis")\n</script>\n')
+    fake = (
+        '<script src="https://cdnjs.cloudflare.com/ajax/libs/require.js/2.3.6/require.min.js"></script>'
+        '<div id="bertviz-0a"></div>\n<script type="text/javascript">\nd3.select("#vis")\n</script>\n'
+    )
     with pytest.raises(RuntimeError, match="requirejs"):
         gb.make_offline(fake)
 
@@ -207,6 +216,7 @@ def test_layer_numbers_survive_a_partial_capture():
     with pytest.raises(ValueError, match="heads must be"):
         gb.head_view(cap, tokens=TOKENS, heads=[NH])
     import numpy as np  # numpy integers are fine (bertviz's JSON would reject them)
+
     params = script_params(gb.head_view(cap, tokens=TOKENS, layer=np.int64(1), heads=np.array([0, 2])).data)
     assert params["layer"] == 1 and params["heads"] == [0, 2]
 
@@ -258,7 +268,7 @@ def test_html_path_writes_a_standalone_offline_page(tmp_path):
 def test_vendored_files_match_their_readme():
     vendor = Path(gb.__file__).parent / "static" / "vendor"
     readme = (vendor / "README.md").read_text(encoding="utf-8")
-    for name, (filename, version) in gb._VENDORED.items():
+    for _name, (filename, version) in gb._VENDORED.items():
         path = vendor / filename
         header = path.read_text(encoding="utf-8")[:120]
         assert f"v{version}" in header, (filename, header)
@@ -277,8 +287,8 @@ def png_pixels(data: bytes) -> tuple[int, int, int, bytes]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, width = 8, b"", 0
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
             assert depth == 8 and color in (2, 6) and interlace == 0, (depth, color, interlace)
@@ -291,7 +301,7 @@ def png_pixels(data: bytes) -> tuple[int, int, int, bytes]:
     out = bytearray(stride * height)
     prev = bytearray(stride)
     for y in range(height):
-        ftype, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        ftype, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - channels] if i >= channels else 0
             b = prev[i]
@@ -306,15 +316,26 @@ def png_pixels(data: bytes) -> tuple[int, int, int, bytes]:
                 p = a + b - c
                 pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
                 line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        out[y * stride:(y + 1) * stride] = line
+        out[y * stride : (y + 1) * stride] = line
         prev = line
     return width, height, channels, bytes(out)
 
 
 def run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                           "--no-first-run", f"--user-data-dir={profile}", *args],
-                          capture_output=True, timeout=90)
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        timeout=90,
+    )
 
 
 # How JupyterLab shows a trusted text/html output: innerHTML into a detached node, each <script> re-created so
@@ -351,8 +372,9 @@ def test_head_view_renders_in_chromium_without_network(tmp_path):
 
     # 1. inserted the JupyterLab way: attention lines drawn, no global loader needed or touched
     harness = tmp_path / "jupyterlab_like.html"
-    harness.write_text(JUPYTERLAB_LIKE.replace("FRAGMENT", json.dumps(fragment).replace("</", "<\\/")),
-                       encoding="utf-8")
+    harness.write_text(
+        JUPYTERLAB_LIKE.replace("FRAGMENT", json.dumps(fragment).replace("</", "<\\/")), encoding="utf-8"
+    )
     dom = run_chromium(["--virtual-time-budget=2000", "--dump-dom", harness.as_uri()], tmp_path / "profile")
     report = re.search(r"REPORT (\{.*?\})</pre>", dom.stdout.decode("utf-8", "replace"))
     assert report, f"the view's script did not finish: {dom.stdout[-500:]!r} {dom.stderr[-500:]!r}"
@@ -363,8 +385,9 @@ def test_head_view_renders_in_chromium_without_network(tmp_path):
 
     # 2. the standalone file, screenshotted: token text and coloured attention lines, not a blank page
     shot = tmp_path / "head.png"
-    run_chromium([f"--screenshot={shot}", "--window-size=500,320", (tmp_path / "head.html").as_uri()],
-                 tmp_path / "profile")
+    run_chromium(
+        [f"--screenshot={shot}", "--window-size=500,320", (tmp_path / "head.html").as_uri()], tmp_path / "profile"
+    )
     width, height, channels, pixels = png_pixels(shot.read_bytes())
     dark = colored = 0
     for i in range(0, len(pixels), channels):

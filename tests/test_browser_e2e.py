@@ -43,11 +43,21 @@ from gptviz import launcher
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 RUN_TIMEOUT_MS = 300_000  # running a whole notebook on a busy 2-core machine
-LONG_TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
-             "Arise, fair sun, and kill the envious moon,\n")[:128]  # 128 characters = 128 tokens
+LONG_TEXT = (
+    "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
+    "Arise, fair sun, and kill the envious moon,\n"
+)[:128]  # 128 characters = 128 tokens
 UI_TIMEOUT_MS = 60_000  # one widget callback round trip
 MAX_SENT_BYTES = 1_000_000  # a websocket message from the browser to the kernel; Jupyter drops the link at 10 MiB
 
@@ -57,8 +67,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def _require_browser() -> None:
     why = None
     if not CHROMIUM.exists():
-        why = (f"{CHROMIUM} is missing: install Debian's chromium (`make browser-deps`, or apt-get install "
-               "chromium fonts-dejavu-core fonts-noto-cjk); never `playwright install`")
+        why = (
+            f"{CHROMIUM} is missing: install Debian's chromium (`make browser-deps`, or apt-get install "
+            "chromium fonts-dejavu-core fonts-noto-cjk); never `playwright install`"
+        )
     else:
         try:
             import playwright.sync_api  # noqa: F401
@@ -80,6 +92,7 @@ def _require_default_model() -> None:
 
 # ------------------------------------------------------------------------------------------- the server
 
+
 class Lab:
     """JupyterLab started with the launcher's own command, in a temporary Jupyter home, stopped by group."""
 
@@ -87,9 +100,14 @@ class Lab:
         self.port = launcher.free_port(None)
         self.token = secrets.token_urlsafe(24)
         env = dict(os.environ)
-        for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-                         ("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
-                         ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("IPYTHONDIR", "ipython")]:
+        for var, sub in [
+            ("JUPYTER_CONFIG_DIR", "config"),
+            ("JUPYTER_DATA_DIR", "data"),
+            ("JUPYTER_RUNTIME_DIR", "runtime"),
+            ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+            ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
+            ("IPYTHONDIR", "ipython"),
+        ]:
             (home / sub).mkdir(parents=True, exist_ok=True)
             env[var] = str(home / sub)
         env["OMP_NUM_THREADS"] = "2"
@@ -103,8 +121,13 @@ class Lab:
         self.log_path = home / "jupyter.log"
         self._log = open(self.log_path, "wb")
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(cmd, env=launcher.lab_env(self.token, env), stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=launcher.lab_env(self.token, env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.base = f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 120) -> float:
@@ -140,6 +163,7 @@ class Lab:
 
 # ------------------------------------------------------------------------------------------- page helpers
 
+
 def open_and_run_all(page, lab: Lab, notebook: str) -> None:
     """Open a notebook, wait for its kernel, then Run -> Run All Cells from the menu bar."""
     page.goto(lab.url(notebook))
@@ -150,7 +174,9 @@ def open_and_run_all(page, lab: Lab, notebook: str) -> None:
             const name = document.querySelector('.jp-KernelName');
             const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
             return name && !/No Kernel/.test(name.textContent) && ind && ind.dataset.status === 'idle';
-        }""", timeout=RUN_TIMEOUT_MS)
+        }""",
+        timeout=RUN_TIMEOUT_MS,
+    )
     page.locator(".lm-MenuBar-item", has_text="Run").first.click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     # every code cell executed ([n]: in its prompt) and the kernel idle again; or a cell failed, which stops
@@ -164,20 +190,27 @@ def open_and_run_all(page, lab: Lab, notebook: str) -> None:
                 .some(e => /Traceback|Error:/.test(e.textContent));
             const idle = document.querySelector(".jp-Notebook-ExecutionIndicator[data-status='idle']");
             return (done || failed) && idle !== null;
-        }""", timeout=RUN_TIMEOUT_MS)
+        }""",
+        timeout=RUN_TIMEOUT_MS,
+    )
 
 
 def assert_no_error_outputs(page, notebook: str) -> None:
     errors = page.evaluate(
-        """() => [...document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
-                 .map(e => e.textContent).filter(t => /Traceback|Error:/.test(t))""")
+        """() => [...document.querySelectorAll(
+                     '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+                 .map(e => e.textContent).filter(t => /Traceback|Error:/.test(t))"""
+    )
     assert not errors, f"{notebook} printed errors:\n" + "\n---\n".join(e[:2000] for e in errors)
 
 
 def panel(page, title: str):
     """The widget panel (an ipywidgets VBox) whose heading is `title`, once its plot has drawn."""
-    box = page.locator(".widget-vbox", has=page.locator("b", has_text=title)).filter(
-        has=page.locator(".js-plotly-plot")).last
+    box = (
+        page.locator(".widget-vbox", has=page.locator("b", has_text=title))
+        .filter(has=page.locator(".js-plotly-plot"))
+        .last
+    )
     box.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=UI_TIMEOUT_MS)
     return box
 
@@ -187,7 +220,8 @@ def plot_state(box) -> dict:
     return box.locator(".js-plotly-plot").first.evaluate(
         """el => ({title: (el.layout.title && el.layout.title.text) || '',
                    z: JSON.stringify(el.data[0].z),
-                   traces: el.data.length})""")
+                   traces: el.data.length})"""
+    )
 
 
 def layout_problems(box) -> list[str]:
@@ -219,7 +253,8 @@ def layout_problems(box) -> list[str]:
                 if (l.offsetWidth > 0 && l.scrollWidth > l.clientWidth + 1)
                     problems.push(`label cut: ${l.textContent}`);
             return problems;
-        }""")
+        }"""
+    )
 
 
 def colourbar_gaps(plot) -> list[float]:
@@ -232,7 +267,8 @@ def colourbar_gaps(plot) -> list[float]:
                 const left = areas.filter(a => a.right <= r.left + 2).map(a => r.left - a.right);
                 return left.length ? Math.min(...left) : 1e9;
             });
-        }""")
+        }"""
+    )
 
 
 def static_plot(page, title: str):
@@ -288,13 +324,21 @@ def click_attention_explorer(page, box, timings: dict, nh: int) -> None:
     plot = box.locator(".js-plotly-plot").first
     layer, head = 3, 4
     thumb = plot.locator(".subplot.x2y2 .scatterlayer .point").nth(layer * nh + head)  # markers: layer by layer
-    timed(timings, "attention_click_head_s", lambda: click_at(page, thumb.bounding_box()),
-          lambda: wait_plot(page, plot, "([el, t]) => el.layout.title.text.includes(t)", f"layer {layer}, head {head}"))
+    timed(
+        timings,
+        "attention_click_head_s",
+        lambda: click_at(page, thumb.bounding_box()),
+        lambda: wait_plot(page, plot, "([el, t]) => el.layout.title.text.includes(t)", f"layer {layer}, head {head}"),
+    )
     shoot(box, "01_attention_explorer_after_head_click.png")
     before = focus_of(plot)  # the last token; the heatmap's middle row (left of the diagonal) is another one
     heatmap = plot.locator(".nsewdrag[data-subplot='xy']").first
-    timed(timings, "attention_click_row_s", lambda: click_at(page, heatmap.bounding_box(), 0.2, 0.5),
-          lambda: wait_plot(page, plot, "([el, t]) => el.layout.legend.title.text !== t", before))
+    timed(
+        timings,
+        "attention_click_row_s",
+        lambda: click_at(page, heatmap.bounding_box(), 0.2, 0.5),
+        lambda: wait_plot(page, plot, "([el, t]) => el.layout.legend.title.text !== t", before),
+    )
     before = focus_of(plot)
     token = int(before.split()[1])  # "token 64 'x':"
     bars = plot.locator(".subplot.x4y4 .barlayer .point path")
@@ -307,8 +351,12 @@ def click_attention_explorer(page, box, timings: dict, nh: int) -> None:
             target = b
             break
     assert target is not None, "no focus bar of another token to click"
-    timed(timings, "attention_click_bar_s", lambda: click_at(page, target),
-          lambda: wait_plot(page, plot, "([el, t]) => el.layout.legend.title.text !== t", before))
+    timed(
+        timings,
+        "attention_click_bar_s",
+        lambda: click_at(page, target),
+        lambda: wait_plot(page, plot, "([el, t]) => el.layout.legend.title.text !== t", before),
+    )
     shoot(box, "01_attention_explorer_after_clicks.png")
 
 
@@ -323,6 +371,7 @@ def shoot(target, name: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------- the test
+
 
 @pytest.mark.timeout(900)
 def test_lab_in_a_real_browser(tmp_path):
@@ -364,13 +413,22 @@ def test_lab_in_a_real_browser(tmp_path):
                 before = plot_state(box)
                 assert "layer 0, head 0" in before["title"], before["title"]
 
-                timed(timings, "attention_layer_key_s", lambda: move_slider(box, "layer", "ArrowRight"),
-                      lambda: wait_plot(page, box.locator(".js-plotly-plot").first,
-                                        "el => el.layout.title.text.includes('layer 1, head 0')"))
+                timed(
+                    timings,
+                    "attention_layer_key_s",
+                    lambda: move_slider(box, "layer", "ArrowRight"),
+                    lambda: wait_plot(
+                        page,
+                        box.locator(".js-plotly-plot").first,
+                        "el => el.layout.title.text.includes('layer 1, head 0')",
+                    ),
+                )
                 move_slider(box, "head", "ArrowRight", times=2)
                 page.wait_for_function(
                     "el => el.layout.title.text.includes('layer 1, head 2')",
-                    arg=box.locator(".js-plotly-plot").first.element_handle(), timeout=UI_TIMEOUT_MS)
+                    arg=box.locator(".js-plotly-plot").first.element_handle(),
+                    timeout=UI_TIMEOUT_MS,
+                )
                 after = plot_state(box)
                 assert after["z"] != before["z"], "the heatmap's data did not change with layer and head"
                 assert after["traces"] == before["traces"]
@@ -382,7 +440,9 @@ def test_lab_in_a_real_browser(tmp_path):
                 text.blur()  # the text box reports on leaving it (continuous_update=False)
                 page.wait_for_function(
                     "el => el.layout.legend.title.text.includes('token 127')",
-                    arg=box.locator(".js-plotly-plot").first.element_handle(), timeout=UI_TIMEOUT_MS)
+                    arg=box.locator(".js-plotly-plot").first.element_handle(),
+                    timeout=UI_TIMEOUT_MS,
+                )
                 show(box)
                 shoot(box, "01_attention_explorer_128_tokens.png")
                 assert not layout_problems(box), layout_problems(box)
@@ -409,15 +469,24 @@ def test_lab_in_a_real_browser(tmp_path):
                 # generated before the panel was shown: the first view already draws step 0, not a placeholder
                 assert plot_state(box)["title"].startswith("Step 0"), plot_state(box)["title"]
                 assert not layout_problems(box), layout_problems(box)
-                boxes = [b for b in (candidates.nth(i).bounding_box() for i in range(candidates.count()))
-                         if b and b["height"] > 3]
+                boxes = [
+                    b
+                    for b in (candidates.nth(i).bounding_box() for i in range(candidates.count()))
+                    if b and b["height"] > 3
+                ]
                 assert len(boxes) >= 2, "expected candidate bars to click"
                 target = sorted(boxes, key=lambda b: -b["height"])[1]  # a likely candidate that was not chosen
-                timed(timings, "generation_click_fork_s", lambda: click_at(page, target),
-                      lambda: box.locator("select option", has_text="fork of 0").first.wait_for(
-                          state="attached", timeout=UI_TIMEOUT_MS))
-                page.wait_for_function("b => b.innerText.includes('fork of 0 at step')", arg=box.element_handle(),
-                                       timeout=UI_TIMEOUT_MS)
+                timed(
+                    timings,
+                    "generation_click_fork_s",
+                    lambda: click_at(page, target),
+                    lambda: box.locator("select option", has_text="fork of 0").first.wait_for(
+                        state="attached", timeout=UI_TIMEOUT_MS
+                    ),
+                )
+                page.wait_for_function(
+                    "b => b.innerText.includes('fork of 0 at step')", arg=box.element_handle(), timeout=UI_TIMEOUT_MS
+                )
                 shoot(box, "04_generation_explorer_after_fork.png")
                 assert not layout_problems(box), layout_problems(box)
 
@@ -431,11 +500,18 @@ def test_lab_in_a_real_browser(tmp_path):
                 show(box)
                 assert not layout_problems(box), layout_problems(box)
                 plot = box.locator(".js-plotly-plot").first
-                for view, title, name in (("similarity", "Cosine similarity", "02_positions_similarity.png"),
-                                          ("score contribution", "How much do positions", "02_positions_scores.png")):
-                    timed(timings, f"positions_{view.replace(' ', '_')}_s",
-                          lambda: box.locator("button.widget-toggle-button", has_text=view).first.click(),
-                          lambda: wait_plot(page, plot, "([el, t]) => el.layout.title.text.startsWith(t)", title))
+                for view, title, name in (
+                    ("similarity", "Cosine similarity", "02_positions_similarity.png"),
+                    ("score contribution", "How much do positions", "02_positions_scores.png"),
+                ):
+                    timed(
+                        timings,
+                        f"positions_{view.replace(' ', '_')}_s",
+                        lambda view=view: box.locator("button.widget-toggle-button", has_text=view).first.click(),
+                        lambda title=title: wait_plot(
+                            page, plot, "([el, t]) => el.layout.title.text.startsWith(t)", title
+                        ),
+                    )
                     show(box)
                     shoot(box, name)
                     assert not layout_problems(box), (view, layout_problems(box))
@@ -446,8 +522,9 @@ def test_lab_in_a_real_browser(tmp_path):
                 timings["notebook_02_s"] = time.monotonic() - t0
                 timings["largest_ws_sent_bytes"] = max(sent, default=0)
                 timings["largest_ws_received_bytes"] = max(received, default=0)
-                assert max(sent, default=0) < MAX_SENT_BYTES, \
+                assert max(sent, default=0) < MAX_SENT_BYTES, (
                     f"the browser sent a {max(sent)} byte message: widgets must send events, not figure data"
+                )
             except Exception:
                 shoot(page, "failure.png")
                 raise

@@ -8,8 +8,15 @@ from safetensors.torch import load_file
 
 import gptviz
 from gptviz import GPT, GPTConfig
-from gptviz.checkpoint import (CheckpointError, TrainingState, export_for_lab, load, load_training_state,
-                               read_config, save)
+from gptviz.checkpoint import (
+    CheckpointError,
+    TrainingState,
+    export_for_lab,
+    load,
+    load_training_state,
+    read_config,
+    save,
+)
 from gptviz.tokenizers import CharTokenizer
 
 TEXT = "To be, or not to be, that is the question.\nWhether 'tis nobler in the mind to suffer\n"
@@ -64,8 +71,12 @@ def test_gptviz_load_maps_here_and_never_unpickles(tmp_path, model, tok, monkeyp
 def test_optimizer_and_rng_state_round_trip(tmp_path, model, tok):
     opt = _trained_optimizer(model)
     g = torch.Generator().manual_seed(5)
-    training = TrainingState(train_config={"lr": 1e-2}, state={"step": 7, "command": "gptviz train x"},
-                             optimizer=opt.state_dict(), rng={"batch.0": g.get_state()})
+    training = TrainingState(
+        train_config={"lr": 1e-2},
+        state={"step": 7, "command": "gptviz train x"},
+        optimizer=opt.state_dict(),
+        rng={"batch.0": g.get_state()},
+    )
     path = save(tmp_path / "ckpt", model, tok, training)
     back = load_training_state(path)
     assert back.state["step"] == 7 and back.train_config == {"lr": 1e-2}
@@ -218,8 +229,11 @@ def test_loading_skips_the_random_init_but_keeps_ties_and_tables(tmp_path):
     from gptviz.tokenizers import CharTokenizer
 
     tok = CharTokenizer.from_text("abcdefgh")
-    for extra in ({}, {"pos_encoding": "rotary", "norm": "rmsnorm", "mlp_gated": True, "activation": "silu",
-                       "n_kv_head": 1}, {"pos_encoding": "sinusoidal", "tie_embeddings": False}):
+    for extra in (
+        {},
+        {"pos_encoding": "rotary", "norm": "rmsnorm", "mlp_gated": True, "activation": "silu", "n_kv_head": 1},
+        {"pos_encoding": "sinusoidal", "tie_embeddings": False},
+    ):
         torch.manual_seed(0)
         model = GPT(GPTConfig(vocab_size=8, block_size=16, n_layer=1, n_head=2, n_embd=16, **extra)).eval()
         loaded, _ = checkpoint.load(checkpoint.save(tmp_path / "m", model, tok))

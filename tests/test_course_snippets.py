@@ -15,62 +15,77 @@ from gptviz.tokenizers import gpt2_bpe_files
 
 transformers = pytest.importorskip("transformers")
 
-PROMPTS = ["Once upon a time", "The quick brown fox", "What is the capital of France?", "人工智能科学家",
-           "The quick brown fox jumps over the"]
+PROMPTS = [
+    "Once upon a time",
+    "The quick brown fox",
+    "What is the capital of France?",
+    "人工智能科学家",
+    "The quick brown fox jumps over the",
+]
 
 HEADERS = {
     "transformers": (
         "from transformers import GPT2LMHeadModel, GPT2Tokenizer\n"
         "model = GPT2LMHeadModel.from_pretrained(FOLDER)\n"
-        "tokenizer = GPT2Tokenizer.from_pretrained(FOLDER)\n"),
+        "tokenizer = GPT2Tokenizer.from_pretrained(FOLDER)\n"
+    ),
     "gptviz": (
         "from gptviz import GPT as GPT2LMHeadModel\n"
         "from gptviz.tokenizers import GPT2Tokenizer\n"
         "model = GPT2LMHeadModel.from_pretrained(FOLDER)\n"
-        "tokenizer = GPT2Tokenizer.from_pretrained(FOLDER)\n"),
+        "tokenizer = GPT2Tokenizer.from_pretrained(FOLDER)\n"
+    ),
 }
 
 SNIPPETS = {
     "greedy, max_length": (
         "input_tokens = tokenizer.encode(PROMPT, return_tensors='pt')\n"
         "output = model.generate(input_tokens, max_length=50, num_return_sequences=1)\n"
-        "text = tokenizer.decode(output[0], skip_special_tokens=True)\n"),
+        "text = tokenizer.decode(output[0], skip_special_tokens=True)\n"
+    ),
     "temperature without sampling": (
         "input_ids = tokenizer.encode(PROMPT, return_tensors='pt')\n"
         "output = model.generate(input_ids, max_length=100, temperature=0.7)\n"
-        "text = tokenizer.decode(output[0], skip_special_tokens=True)\n"),
+        "text = tokenizer.decode(output[0], skip_special_tokens=True)\n"
+    ),
     "beams, no repeated bigrams": (
         "input_ids = tokenizer.encode(PROMPT, return_tensors='pt')\n"
         "output = model.generate(input_ids=input_ids, max_length=50, num_beams=5, no_repeat_ngram_size=2,\n"
         "                        early_stopping=True)\n"
-        "text = tokenizer.decode(output[0], skip_special_tokens=True)\n"),
+        "text = tokenizer.decode(output[0], skip_special_tokens=True)\n"
+    ),
     "plain list with special tokens": (
         "ids = tokenizer.encode(PROMPT, add_special_tokens=True)\n"
         "output = model.generate(torch.tensor([ids]), max_new_tokens=12, pad_token_id=tokenizer.eos_token_id)\n"
-        "text = tokenizer.batch_decode(output, skip_special_tokens=True)[0]\n"),
+        "text = tokenizer.batch_decode(output, skip_special_tokens=True)[0]\n"
+    ),
     "sampling under manual_seed": (
         "input_ids = tokenizer(PROMPT, return_tensors='pt').input_ids\n"
         "torch.manual_seed(0)\n"
         "output = model.generate(input_ids, do_sample=True, temperature=0.7, max_length=40)\n"
-        "text = tokenizer.decode(output[0], skip_special_tokens=True)\n"),
+        "text = tokenizer.decode(output[0], skip_special_tokens=True)\n"
+    ),
     "top-p sampling, several sequences": (
         "enc = tokenizer(PROMPT, return_tensors='pt')\n"
         "torch.manual_seed(1)\n"
         "output = model.generate(**enc, do_sample=True, top_p=0.9, top_k=0, max_new_tokens=15,\n"
         "                        num_return_sequences=3, pad_token_id=tokenizer.eos_token_id)\n"
-        "text = tokenizer.decode(output[2], skip_special_tokens=True)\n"),
+        "text = tokenizer.decode(output[2], skip_special_tokens=True)\n"
+    ),
     "a padded batch": (
         "tokenizer.padding_side = 'left'\n"
         "tokenizer.pad_token = tokenizer.eos_token\n"
         "enc = tokenizer([PROMPT, 'Once upon a time there was a king who'], return_tensors='pt', padding=True)\n"
         "output = model.generate(**enc, max_new_tokens=10, pad_token_id=tokenizer.eos_token_id)\n"
-        "text = tokenizer.batch_decode(output, skip_special_tokens=True)[0]\n"),
+        "text = tokenizer.batch_decode(output, skip_special_tokens=True)[0]\n"
+    ),
     "scores in a dict": (
         "input_ids = tokenizer.encode(PROMPT, return_tensors='pt')\n"
         "out = model.generate(input_ids, max_new_tokens=5, output_scores=True, return_dict_in_generate=True)\n"
         "output = out.sequences\n"
         "scores = torch.stack(out.scores)\n"
-        "text = tokenizer.decode(output[0], skip_special_tokens=True)\n"),
+        "text = tokenizer.decode(output[0], skip_special_tokens=True)\n"
+    ),
 }
 
 

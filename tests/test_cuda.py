@@ -9,16 +9,15 @@ import os
 
 import pytest
 import torch
-
 from conftest import save_random_hf_gpt2
+
 from gptviz import GPT, GPTConfig, capture, checkpoint
 from gptviz.sampling import generate
 from gptviz.tokenizers import get_tokenizer
 
 DEVICE = os.environ.get("GPTVIZ_TEST_DEVICE", "cuda")
 if DEVICE.startswith("cuda") and not torch.cuda.is_available():
-    pytest.skip("no CUDA device here (GPTVIZ_TEST_DEVICE=cpu runs these checks on the CPU)",
-                allow_module_level=True)
+    pytest.skip("no CUDA device here (GPTVIZ_TEST_DEVICE=cpu runs these checks on the CPU)", allow_module_level=True)
 
 transformers = pytest.importorskip("transformers")
 
@@ -91,7 +90,7 @@ def test_kv_cache_decode_matches_full_forward_on_device():
         cache = model.new_kv_cache(1, 20)
         steps = [model(x[:, :12], kv_cache=cache)[:, -1]]
         for t in range(12, 20):
-            steps.append(model(x[:, t:t + 1], kv_cache=cache)[:, -1])
+            steps.append(model(x[:, t : t + 1], kv_cache=cache)[:, -1])
     assert (torch.stack(steps[:-1], 1) - full[:, 11:19]).abs().max().item() < 1e-4
 
 
@@ -120,15 +119,24 @@ def test_bad_token_id_is_a_clear_error_not_a_device_assert():
 
 def test_trainer_on_device_learns_and_checkpoint_loads_on_cpu(tmp_path):
     from gptviz.data import TokenDataset
-    from gptviz.train import Trainer, TrainConfig
+    from gptviz.train import TrainConfig, Trainer
 
     text = "to be, or not to be, that is the question. " * 200
     tok = get_tokenizer("char", text=text)
     data = TokenDataset(torch.tensor(tok.encode(text)).numpy(), tok.vocab_size)
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32))
-    cfg = TrainConfig(batch_size=16, max_steps=120, lr=3e-3, warmup_steps=10, eval_interval=60, eval_batches=2,
-                      snapshot_interval=60, device=DEVICE, seed=0)
+    cfg = TrainConfig(
+        batch_size=16,
+        max_steps=120,
+        lr=3e-3,
+        warmup_steps=10,
+        eval_interval=60,
+        eval_batches=2,
+        snapshot_interval=60,
+        device=DEVICE,
+        seed=0,
+    )
     trainer = Trainer(model, tok, data, data, cfg)
     stats = trainer.train_steps(120)
     assert trainer.device.type == torch.device(DEVICE).type

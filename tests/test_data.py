@@ -298,10 +298,12 @@ def test_every_public_name_is_reexported_from_its_module():
 
     import gptviz.data as data
 
-    homes = {"shakespeare": {"GENRES", "Play", "clean_play_markdown", "shakespeare_plays"},
-             "corpus": {"SHAKESPEARE_VAL_PLAYS", "Corpus", "load_corpus"},
-             "batches": {"TokenDataset", "RepeatedSequences"},
-             "labelled": {"Example", "shakespeare_genre_passages", "load_labelled_csv", "split_by_group"}}
+    homes = {
+        "shakespeare": {"GENRES", "Play", "clean_play_markdown", "shakespeare_plays"},
+        "corpus": {"SHAKESPEARE_VAL_PLAYS", "Corpus", "load_corpus"},
+        "batches": {"TokenDataset", "RepeatedSequences"},
+        "labelled": {"Example", "shakespeare_genre_passages", "load_labelled_csv", "split_by_group"},
+    }
     assert sorted(data.__all__) == sorted(set().union(*homes.values()))
     for module, names in homes.items():
         sub = importlib.import_module(f"gptviz.data.{module}")

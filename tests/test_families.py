@@ -18,19 +18,50 @@ ROPE = {"rope_type": "default", "rope_theta": 500.0}
 FAMILIES = {
     # grouped-query attention (6 query heads over 2 key/value heads), untied head, SwiGLU
     "llama": lambda: transformers.LlamaConfig(
-        vocab_size=V, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=6,
-        num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-6, rope_parameters=ROPE,
-        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=None),
+        vocab_size=V,
+        hidden_size=48,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-6,
+        rope_parameters=ROPE,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=None,
+    ),
     # tied embeddings and q/k/v biases only
     "qwen2": lambda: transformers.Qwen2Config(
-        vocab_size=V, hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=64, rope_parameters=ROPE, tie_word_embeddings=True,
-        bos_token_id=1, eos_token_id=2, pad_token_id=None),
+        vocab_size=V,
+        hidden_size=48,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        rope_parameters=ROPE,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=None,
+    ),
     # parallel residual, partial rotary (a quarter of each head), exact GELU, untied head
     "gpt_neox": lambda: transformers.GPTNeoXConfig(
-        vocab_size=V, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=64, rope_parameters={**ROPE, "partial_rotary_factor": 0.25},
-        use_parallel_residual=True, hidden_act="gelu", tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
+        vocab_size=V,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        rope_parameters={**ROPE, "partial_rotary_factor": 0.25},
+        use_parallel_residual=True,
+        hidden_act="gelu",
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+    ),
 }
 
 
@@ -160,11 +191,24 @@ def test_unsupported_settings_are_refused_by_name():
 
 def test_gptviz_built_family_models_export(tmp_path):
     """A model made in gptviz (not loaded) with a family's parts is written as that family."""
-    c = GPTConfig(vocab_size=50, block_size=32, n_layer=1, n_head=4, n_kv_head=2, n_embd=32, norm="rmsnorm",
-                  pos_encoding="rotary", mlp_gated=True, activation="silu", n_inner=48, bias=False)
+    c = GPTConfig(
+        vocab_size=50,
+        block_size=32,
+        n_layer=1,
+        n_head=4,
+        n_kv_head=2,
+        n_embd=32,
+        norm="rmsnorm",
+        pos_encoding="rotary",
+        mlp_gated=True,
+        activation="silu",
+        n_inner=48,
+        bias=False,
+    )
     torch.manual_seed(0)
     GPT(c).save_pretrained(tmp_path)
     assert transformers.AutoConfig.from_pretrained(tmp_path).model_type == "llama"
     with pytest.raises(UnsupportedModelError, match="no transformers family"):
         GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=1, n_head=2, n_embd=16, norm="rmsnorm")).save_pretrained(
-            tmp_path / "x")
+            tmp_path / "x"
+        )

@@ -8,12 +8,11 @@ import warnings
 import pytest
 import torch
 
-from gptviz import GPT, GPTConfig, checkpoint
+from gptviz import GPT, GPTConfig, checkpoint, lora, plots
 from gptviz import finetune as ft
-from gptviz import lora, plots
 from gptviz.commands.finetune import cli as finetune_cli
-from gptviz.finetune.classifier import _pad
 from gptviz.data import Corpus, Example
+from gptviz.finetune.classifier import _pad
 from gptviz.tokenizers import get_tokenizer
 from gptviz.train import TrainConfig
 
@@ -47,8 +46,18 @@ TRAIN, TEST = toy_examples(160, "tr", 1), toy_examples(40, "te", 2)
 
 
 def train_config(**kw):
-    fields = dict(batch_size=16, max_steps=40, lr=3e-3, min_lr=3e-4, warmup_steps=4, eval_interval=0,
-                  eval_batches=2, snapshot_interval=0, device="cpu", seed=0)
+    fields = dict(
+        batch_size=16,
+        max_steps=40,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=4,
+        eval_interval=0,
+        eval_batches=2,
+        snapshot_interval=0,
+        device="cpu",
+        seed=0,
+    )
     return TrainConfig(**{**fields, **kw})
 
 
@@ -109,7 +118,9 @@ def test_frozen_parameters_stay_bitwise_unchanged(tok):
 def test_lora_trains_only_adapters_and_merging_is_exact(tok):
     job = classifier_job(tok, mode="lora", lora_rank=4, lora_mlp=True)
     layers = lora.lora_layers(job.model)
-    assert len(layers) == 6 and all(isinstance(m, lora.LoRALinear) for m in layers.values())  # 2 x (c_attn, c_fc, c_proj)
+    assert len(layers) == 6 and all(
+        isinstance(m, lora.LoRALinear) for m in layers.values()
+    )  # 2 x (c_attn, c_fc, c_proj)
     before = gpt_state(job.model)
     job.train_steps(10)
     after = job.model.state_dict()
@@ -225,8 +236,26 @@ def last_json(capsys) -> dict:
 def test_cli_classifier_prints_json_last(cli_inputs, tmp_path, capsys):
     base, table, _ = cli_inputs
     out = tmp_path / "out"
-    rc = finetune_cli(["--config", "finetune-genre", "--init", str(base), "--data", str(table), "--max_steps", "6",
-                 "--eval_interval", "3", "--device", "cpu", "--max_windows", "1", "--out", str(out)])
+    rc = finetune_cli(
+        [
+            "--config",
+            "finetune-genre",
+            "--init",
+            str(base),
+            "--data",
+            str(table),
+            "--max_steps",
+            "6",
+            "--eval_interval",
+            "3",
+            "--device",
+            "cpu",
+            "--max_windows",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     result = last_json(capsys)
     assert rc == 0
     for key in ("accuracy", "majority_baseline", "bow_baseline", "n_train", "n_test", "checkpoint", "confusion"):
@@ -238,8 +267,26 @@ def test_cli_classifier_prints_json_last(cli_inputs, tmp_path, capsys):
 
 def test_cli_lm_prints_json_last(cli_inputs, tmp_path, capsys):
     base, _, text = cli_inputs
-    rc = finetune_cli(["--config", "finetune-lm-comedies", "--init", str(base), "--data", str(text), "--max_steps", "4",
-                 "--eval_batches", "2", "--batch_size", "4", "--device", "cpu", "--out", str(tmp_path / "lm")])
+    rc = finetune_cli(
+        [
+            "--config",
+            "finetune-lm-comedies",
+            "--init",
+            str(base),
+            "--data",
+            str(text),
+            "--max_steps",
+            "4",
+            "--eval_batches",
+            "2",
+            "--batch_size",
+            "4",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "lm"),
+        ]
+    )
     result = last_json(capsys)
     assert rc == 0 and {"val_loss_before", "val_loss_after", "checkpoint", "most_changed_heads"} <= set(result)
     checkpoint.load(result["checkpoint"])
@@ -293,8 +340,17 @@ def test_finetune_panel_runs_chunks_and_classifies_typed_text(tok):
     base = tiny_gpt(tok)
     pristine = gpt_state(base)
     corpus = Corpus("toy", LM_TEXT, LM_TEXT[:300], ["toy"], ["toy"])
-    p = FinetunePanel(base, tok, TRAIN, TEST, corpus, ft.FinetuneConfig(mode="full"), train_config(eval_interval=4),
-                      chunk=4, live_examples=20)
+    p = FinetunePanel(
+        base,
+        tok,
+        TRAIN,
+        TEST,
+        corpus,
+        ft.FinetuneConfig(mode="full"),
+        train_config(eval_interval=4),
+        chunk=4,
+        live_examples=20,
+    )
     stats = p.run(8)
     assert len(stats) == 8 and p.job.step == 8 and [s for s, _ in p.accuracy] == [0, 4, 8]
     loss, acc, confusion = p.figure.data[0], p.figure.data[2], p.figure.data[3]

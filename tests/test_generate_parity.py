@@ -6,8 +6,8 @@ comparison stays inside n_positions: transformers raises IndexError past it, whe
 
 import pytest
 import torch
-
 from conftest import save_random_hf_gpt2
+
 from gptviz import GPT
 from gptviz.sampling import generate
 
@@ -18,8 +18,9 @@ V, N_POSITIONS = 101, 48
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    folder = save_random_hf_gpt2(tmp_path_factory.mktemp("hf-gpt2"), vocab_size=V, n_positions=N_POSITIONS,
-                                 n_embd=32, n_layer=2, n_head=4)
+    folder = save_random_hf_gpt2(
+        tmp_path_factory.mktemp("hf-gpt2"), vocab_size=V, n_positions=N_POSITIONS, n_embd=32, n_layer=2, n_head=4
+    )
     hf = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager").eval()
     return hf, GPT.from_pretrained(folder)
 
@@ -32,8 +33,14 @@ def hf_generate(hf, x, n, eos=None, **kw):
     """transformers' generate with every default that would differ from gptviz's spelled out."""
     eos = 0 if eos is None else eos  # the config's eos; gptviz is told the same below
     with torch.no_grad():
-        return hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, eos_token_id=eos,
-                           pad_token_id=eos, **{"do_sample": False, "top_k": None, **kw})
+        return hf.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=n,
+            eos_token_id=eos,
+            pad_token_id=eos,
+            **{"do_sample": False, "top_k": None, **kw},
+        )
 
 
 def test_greedy_ids_identical(models):
@@ -80,10 +87,13 @@ def frequent_tokens(models):
 
 
 @pytest.mark.parametrize("rank", [0, 1, 2, 3])
-@pytest.mark.parametrize("settings", [
-    dict(num_beams=4, no_repeat_ngram_size=2, num_return_sequences=3),
-    dict(num_beams=3, num_return_sequences=2, repetition_penalty=1.3, length_penalty=2.0, early_stopping=True),
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(num_beams=4, no_repeat_ngram_size=2, num_return_sequences=3),
+        dict(num_beams=3, num_return_sequences=2, repetition_penalty=1.3, length_penalty=2.0, early_stopping=True),
+    ],
+)
 def test_beam_search_with_early_eos_identical(models, frequent_tokens, rank, settings):
     hf, ours = models
     x, eos = prompts(), frequent_tokens[rank]
@@ -92,14 +102,18 @@ def test_beam_search_with_early_eos_identical(models, frequent_tokens, rank, set
     assert got.shape == expected.shape and torch.equal(got, expected)
 
 
-@pytest.mark.parametrize("length_penalty, early_stopping", [(0.5, False), (2.0, True), (1.0, "never"),
-                                                              (-1.0, False)])
+@pytest.mark.parametrize("length_penalty, early_stopping", [(0.5, False), (2.0, True), (1.0, "never"), (-1.0, False)])
 def test_beam_search_length_penalty_and_early_stopping_identical(models, length_penalty, early_stopping):
     hf, ours = models
     x = prompts(B=2)
     eos = int(generate(ours, x, 10, num_beams=3, eos_token_id=0)[0, 8 + 2])
-    kw = dict(num_beams=3, num_return_sequences=2, repetition_penalty=1.3, length_penalty=length_penalty,
-              early_stopping=early_stopping)
+    kw = dict(
+        num_beams=3,
+        num_return_sequences=2,
+        repetition_penalty=1.3,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+    )
     expected = hf_generate(hf, x, 15, eos=eos, **kw)
     got = generate(ours, x, 15, eos_token_id=eos, **kw)
     assert got.shape == expected.shape and torch.equal(got, expected)
@@ -110,8 +124,7 @@ def test_seeded_sampling_draws_what_transformers_draws(models):
     # global one. Same seed, same weights, same filters -> the same tokens.
     hf, ours = models
     x = prompts(B=2)
-    kw = dict(do_sample=True, temperature=0.7, top_k=12, top_p=0.9, repetition_penalty=1.2,
-              num_return_sequences=2)
+    kw = dict(do_sample=True, temperature=0.7, top_k=12, top_p=0.9, repetition_penalty=1.2, num_return_sequences=2)
     torch.manual_seed(5)
     expected = hf_generate(hf, x, 20, **kw)
     got = generate(ours, x, 20, eos_token_id=0, seed=5, **kw)

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import save_random_hf_gpt2
+
 from gptviz import GPT, GPTConfig, capture
 
 transformers = pytest.importorskip("transformers")
@@ -11,8 +11,9 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
-    return save_random_hf_gpt2(tmp_path_factory.mktemp("hf-gpt2"), vocab_size=211, n_positions=48, n_embd=64,
-                               n_layer=3, n_head=4)
+    return save_random_hf_gpt2(
+        tmp_path_factory.mktemp("hf-gpt2"), vocab_size=211, n_positions=48, n_embd=64, n_layer=3, n_head=4
+    )
 
 
 def load_hf(folder):
@@ -67,15 +68,24 @@ def test_models_transformers_cannot_hold_are_refused(tmp_path):
     m = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8, pos_encoding="sinusoidal"))
     with pytest.raises(ValueError, match="learned positions"):
         m.save_pretrained(tmp_path)
-    toy = GPT(GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8, layer_norm=False,
-                        tie_embeddings=False))
+    toy = GPT(
+        GPTConfig(vocab_size=10, block_size=8, n_layer=1, n_head=1, n_embd=8, layer_norm=False, tie_embeddings=False)
+    )
     with pytest.raises(ValueError, match="layer_norm=False.*tie_embeddings=False"):
         toy.save_pretrained(tmp_path)
 
 
 def test_unsupported_variant_and_missing_folder_are_clear(hf_folder, tmp_path):
-    cfg = transformers.GPT2Config(vocab_size=20, n_positions=8, n_embd=8, n_layer=1, n_head=2,
-                                  activation_function="gelu", bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        vocab_size=20,
+        n_positions=8,
+        n_embd=8,
+        n_layer=1,
+        n_head=2,
+        activation_function="gelu",
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "erf")
     with pytest.raises(ValueError, match="activation_function='gelu'"):
         GPT.from_pretrained(tmp_path / "erf")

@@ -4,12 +4,22 @@ import pytest
 import torch
 
 import gptviz
-from gptviz import CaptureBudgetError, GPT, GPTConfig, HookNameError, capture, hooks, run_with_cache
+from gptviz import GPT, CaptureBudgetError, GPTConfig, HookNameError, capture, hooks, run_with_cache
 from gptviz.hooks import estimate_capture_bytes, hook_points
 
-BLOCK_HOOKS = ["hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_scores",
-               "attn.hook_pattern", "attn.hook_z", "hook_resid_mid", "mlp.hook_pre", "mlp.hook_post",
-               "hook_resid_post"]
+BLOCK_HOOKS = [
+    "hook_resid_pre",
+    "attn.hook_q",
+    "attn.hook_k",
+    "attn.hook_v",
+    "attn.hook_scores",
+    "attn.hook_pattern",
+    "attn.hook_z",
+    "hook_resid_mid",
+    "mlp.hook_pre",
+    "mlp.hook_post",
+    "hook_resid_post",
+]
 
 
 def test_hook_names_are_pinned(tiny_model):
@@ -22,15 +32,46 @@ def test_hook_names_are_pinned(tiny_model):
 
 def test_family_hook_names_are_pinned():
     """RoPE adds hook_rot_q/k after hook_q/k; a gated MLP adds hook_pre_linear; a parallel block has no middle."""
-    llama = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_kv_head=1, n_embd=8,
-                          pos_encoding="rotary", norm="rmsnorm", mlp_gated=True, activation="silu", bias=False))
+    llama = GPT(
+        GPTConfig(
+            vocab_size=11,
+            block_size=8,
+            n_layer=1,
+            n_head=2,
+            n_kv_head=1,
+            n_embd=8,
+            pos_encoding="rotary",
+            norm="rmsnorm",
+            mlp_gated=True,
+            activation="silu",
+            bias=False,
+        )
+    )
     assert [n.removeprefix("blocks.0.") for n in gptviz.hook_names(llama)] == [
-        "hook_tok_emb", "hook_pos_emb", "hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v",
-        "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_scores", "attn.hook_pattern", "attn.hook_z",
-        "hook_resid_mid", "mlp.hook_pre", "mlp.hook_pre_linear", "mlp.hook_post", "hook_resid_post",
-        "hook_final_ln", "hook_logits"]
-    neox = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, pos_encoding="rotary",
-                         parallel_residual=True))
+        "hook_tok_emb",
+        "hook_pos_emb",
+        "hook_resid_pre",
+        "attn.hook_q",
+        "attn.hook_k",
+        "attn.hook_v",
+        "attn.hook_rot_q",
+        "attn.hook_rot_k",
+        "attn.hook_scores",
+        "attn.hook_pattern",
+        "attn.hook_z",
+        "hook_resid_mid",
+        "mlp.hook_pre",
+        "mlp.hook_pre_linear",
+        "mlp.hook_post",
+        "hook_resid_post",
+        "hook_final_ln",
+        "hook_logits",
+    ]
+    neox = GPT(
+        GPTConfig(
+            vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=8, pos_encoding="rotary", parallel_residual=True
+        )
+    )
     assert "blocks.0.hook_resid_mid" not in gptviz.hook_names(neox)
 
 
@@ -48,8 +89,10 @@ def test_every_hook_fires_with_its_documented_shape(tiny_model):
 
 
 def test_capture_values_are_what_the_model_computes(tiny_model):
-    with torch.no_grad(), capture(tiny_model, ["hook_logits", "blocks.*.attn.hook_pattern",
-                                               "blocks.0.attn.hook_scores"]) as cap:
+    with (
+        torch.no_grad(),
+        capture(tiny_model, ["hook_logits", "blocks.*.attn.hook_pattern", "blocks.0.attn.hook_scores"]) as cap,
+    ):
         logits = tiny_model(x())
     assert torch.equal(cap["hook_logits"], logits)
     pattern = cap["blocks.0.attn.hook_pattern"]

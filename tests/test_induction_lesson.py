@@ -15,7 +15,7 @@ from gptviz.data import RepeatedSequences
 from gptviz.heads import induction_score, previous_token_score, repeated_random_tokens
 from gptviz.hooks import capture
 from gptviz.tokenizers import get_tokenizer
-from gptviz.train import Trainer, TrainConfig
+from gptviz.train import TrainConfig, Trainer
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "06_induction_heads.ipynb"
 
@@ -51,11 +51,32 @@ def test_the_lessons_settings_grow_an_induction_head():
     data = RepeatedSequences(V, p["MIN_LEN"], p["MAX_LEN"])
     names = get_tokenizer("char", text="".join(chr(0x4E00 + 7 * i) for i in range(V)))
     torch.manual_seed(p["SEED"])
-    model = GPT(GPTConfig(vocab_size=V, block_size=T, n_layer=2, n_head=p["N_HEAD"], n_embd=p["N_EMBD"], mlp=False,
-                          layer_norm=False, tie_embeddings=False, init_std=0.07))
-    config = TrainConfig(batch_size=32, max_steps=p["STEPS"], lr=p["LR"], min_lr=p["LR"] / 10, warmup_steps=50,
-                         weight_decay=0.0, eval_interval=10**6, eval_batches=1, snapshot_interval=10**6,
-                         device="cpu", seed=p["SEED"])
+    model = GPT(
+        GPTConfig(
+            vocab_size=V,
+            block_size=T,
+            n_layer=2,
+            n_head=p["N_HEAD"],
+            n_embd=p["N_EMBD"],
+            mlp=False,
+            layer_norm=False,
+            tie_embeddings=False,
+            init_std=0.07,
+        )
+    )
+    config = TrainConfig(
+        batch_size=32,
+        max_steps=p["STEPS"],
+        lr=p["LR"],
+        min_lr=p["LR"] / 10,
+        warmup_steps=50,
+        weight_decay=0.0,
+        eval_interval=10**6,
+        eval_batches=1,
+        snapshot_interval=10**6,
+        device="cpu",
+        seed=p["SEED"],
+    )
     trainer = Trainer(model, names, data, data, config)
     trainer.train_steps(p["STEPS"])
 
@@ -66,7 +87,7 @@ def test_the_lessons_settings_grow_an_induction_head():
     pattern = cap.stack("blocks.*.attn.hook_pattern")[:, 0]  # (L, nh, T, T)
     induction, previous = induction_score(pattern, probe), previous_token_score(pattern)
     loss = torch.nn.functional.cross_entropy(logits, probe[1:], reduction="none")
-    first, second = loss[:T // 2 - 1].mean().item(), loss[T // 2:].mean().item()
+    first, second = loss[: T // 2 - 1].mean().item(), loss[T // 2 :].mean().item()
     assert induction[1].max() > 0.5, induction
     assert induction[1].max() > 2 * induction[0].max(), induction  # it lives in the second layer
     assert previous[0].max() > 0.3, previous  # with a partner below

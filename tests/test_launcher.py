@@ -12,8 +12,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from urllib.parse import urlparse
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -32,6 +32,7 @@ def _flag(cmd: list[str], name: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------- the command
+
 
 def test_command_binds_localhost_is_offline_and_opens_the_tour(tmp_path):
     cmd = launcher.lab_command(tmp_path, 8899, overrides_dir=tmp_path, allow_root=False)
@@ -60,8 +61,10 @@ def test_token_is_required_and_travels_in_the_environment_not_argv(tmp_path):
     assert env["JUPYTER_TOKEN"] == "s3cret-token" and env["PATH"] == "/bin"
     with pytest.raises(ValueError, match="non-empty token"):
         launcher.lab_env("")
-    assert launcher.lab_url(8899, "abc", "01_attention.ipynb") == \
-        "http://127.0.0.1:8899/lab/tree/01_attention.ipynb?token=abc"
+    assert (
+        launcher.lab_url(8899, "abc", "01_attention.ipynb")
+        == "http://127.0.0.1:8899/lab/tree/01_attention.ipynb?token=abc"
+    )
 
 
 def test_allow_root_follows_the_effective_user(tmp_path, monkeypatch):
@@ -120,6 +123,7 @@ def test_cli_unknown_notebook_is_a_clear_error(capsys):
 
 # ------------------------------------------------------------------------------------------- a real start
 
+
 def _get(url: str) -> tuple[int, dict, bytes]:
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
@@ -136,9 +140,14 @@ def _get(url: str) -> tuple[int, dict, bytes]:
 def isolated_jupyter_env(tmp_path: Path) -> dict[str, str]:
     """Jupyter's config/data/runtime/settings/workspaces dirs in tmp_path, so a test never sees a user's."""
     env = dict(os.environ)
-    for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-                     ("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
-                     ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("IPYTHONDIR", "ipython")]:
+    for var, sub in [
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("JUPYTER_DATA_DIR", "data"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+        ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
+        ("IPYTHONDIR", "ipython"),
+    ]:
         (tmp_path / sub).mkdir(parents=True, exist_ok=True)
         env[var] = str(tmp_path / sub)
     env.pop("JUPYTER_TOKEN", None)
@@ -150,9 +159,14 @@ def test_gptviz_lab_really_starts_behind_its_token(tmp_path):
     port = launcher.free_port(None)
     out, err = open(tmp_path / "stdout.txt", "wb"), open(tmp_path / "stderr.txt", "wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "gptviz", "lab", "--no-browser", "--port", str(port)],
-                            cwd=tmp_path, env=isolated_jupyter_env(tmp_path), stdout=out, stderr=err,
-                            start_new_session=True)  # its own process group, stopped as one below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gptviz", "lab", "--no-browser", "--port", str(port)],
+        cwd=tmp_path,
+        env=isolated_jupyter_env(tmp_path),
+        stdout=out,
+        stderr=err,
+        start_new_session=True,
+    )  # its own process group, stopped as one below
 
     def logs() -> str:
         return (tmp_path / "stdout.txt").read_text() + (tmp_path / "stderr.txt").read_text()[-4000:]
@@ -190,8 +204,9 @@ def test_gptviz_lab_really_starts_behind_its_token(tmp_path):
         assert "00_tour.ipynb" in names and "01_attention.ipynb" in names
         code, headers, _ = _get(f"http://127.0.0.1:{port}/?token={token}")
         assert code in (301, 302) and urlparse(headers["Location"]).path.endswith("/lab/tree/00_tour.ipynb")
-        code, _, body = _get(f"http://127.0.0.1:{port}/lab/api/settings/"
-                             f"@jupyterlab/notebook-extension:tracker?token={token}")
+        code, _, body = _get(
+            f"http://127.0.0.1:{port}/lab/api/settings/@jupyterlab/notebook-extension:tracker?token={token}"
+        )
         assert code == 200
         assert json.loads(body)["schema"]["properties"]["windowingMode"]["default"] == "none"
         print(f"gptviz lab: start -> /api/status 200 in {started:.1f} s")

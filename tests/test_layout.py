@@ -37,7 +37,7 @@ def resolve(importer: str, node: ast.ImportFrom) -> str:
         return node.module or ""
     is_package = MODULES[importer].name == "__init__.py"
     base = importer.split(".")
-    base = base[:len(base) - node.level + (1 if is_package else 0)]
+    base = base[: len(base) - node.level + (1 if is_package else 0)]
     return ".".join(base + ([node.module] if node.module else []))
 
 
@@ -78,12 +78,18 @@ def test_the_graph_sees_lazy_and_relative_imports():
 
 
 def test_the_library_never_imports_commands():
-    offending = [where(importer, line, text) for importer, edges in GRAPH.items() for target, line, text in edges
-                 if in_package(target, "gptviz.commands") and not in_package(importer, "gptviz.commands")
-                 and importer not in ENTRY_POINTS]
-    assert not offending, ("library modules import gptviz.commands (command-line code belongs there, and the "
-                           "library must work without it; move the shared code into the library instead):\n  "
-                           + "\n  ".join(offending))
+    offending = [
+        where(importer, line, text)
+        for importer, edges in GRAPH.items()
+        for target, line, text in edges
+        if in_package(target, "gptviz.commands")
+        and not in_package(importer, "gptviz.commands")
+        and importer not in ENTRY_POINTS
+    ]
+    assert not offending, (
+        "library modules import gptviz.commands (command-line code belongs there, and the "
+        "library must work without it; move the shared code into the library instead):\n  " + "\n  ".join(offending)
+    )
 
 
 def find_cycles() -> list[list[str]]:
@@ -122,17 +128,22 @@ def find_cycles() -> list[list[str]]:
 def describe(component: list[str]) -> str:
     """The imports that tie a cycle together, one per line with file and line number."""
     members = set(component)
-    lines = [where(importer, line, text) + f"  -> {target}" for importer in component
-             for target, line, text in GRAPH[importer] if target in members]
+    lines = [
+        where(importer, line, text) + f"  -> {target}"
+        for importer in component
+        for target, line, text in GRAPH[importer]
+        if target in members
+    ]
     return "cycle among " + ", ".join(component) + ":\n    " + "\n    ".join(lines)
 
 
 def test_no_import_cycle_even_through_lazy_imports():
     cycles = find_cycles()
-    assert not cycles, ("gptviz modules import each other in a circle (a function-level import still counts: it "
-                        "only hides the circle until that function runs). Break it by moving the shared code down "
-                        "to a module both can import, or by passing the value in:\n  "
-                        + "\n  ".join(describe(c) for c in cycles))
+    assert not cycles, (
+        "gptviz modules import each other in a circle (a function-level import still counts: it "
+        "only hides the circle until that function runs). Break it by moving the shared code down "
+        "to a module both can import, or by passing the value in:\n  " + "\n  ".join(describe(c) for c in cycles)
+    )
 
 
 def test_plots_never_run_the_model():
@@ -142,19 +153,30 @@ def test_plots_never_run_the_model():
             continue
         source = MODULES[importer].read_text(encoding="utf-8")
         for node in ast.walk(ast.parse(source)):
-            if isinstance(node, ast.ImportFrom) and resolve(importer, node) == "gptviz.model" \
-                    and any(a.name == "GPT" for a in node.names):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and resolve(importer, node) == "gptviz.model"
+                and any(a.name == "GPT" for a in node.names)
+            ):
                 offending.append(where(importer, node.lineno, ast.get_source_segment(source, node) or ""))
         offending += [where(importer, line, text) for target, line, text in edges if in_package(target, "gptviz.hooks")]
-    assert not offending, ("plots draw records; they never run the model (no gptviz.model.GPT, no gptviz.hooks). "
-                           "Record in gptviz.records (or the module that owns the computation) and pass the record "
-                           "in:\n  " + "\n  ".join(offending))
+    assert not offending, (
+        "plots draw records; they never run the model (no gptviz.model.GPT, no gptviz.hooks). "
+        "Record in gptviz.records (or the module that owns the computation) and pass the record "
+        "in:\n  " + "\n  ".join(offending)
+    )
 
 
 @pytest.mark.parametrize("view", ["gptviz.plots", "gptviz.widgets"])
 def test_domain_code_never_imports_views(view):
     allowed = ("gptviz.plots", "gptviz.widgets", "gptviz.commands")
-    offending = [where(importer, line, text) for importer, edges in GRAPH.items() for target, line, text in edges
-                 if in_package(target, view) and not any(in_package(importer, a) for a in allowed)]
-    assert not offending, (f"library modules import {view}; data flows text -> ids -> model -> record -> plot -> "
-                           "widget, so return a record and let the caller draw it:\n  " + "\n  ".join(offending))
+    offending = [
+        where(importer, line, text)
+        for importer, edges in GRAPH.items()
+        for target, line, text in edges
+        if in_package(target, view) and not any(in_package(importer, a) for a in allowed)
+    ]
+    assert not offending, (
+        f"library modules import {view}; data flows text -> ids -> model -> record -> plot -> "
+        "widget, so return a record and let the caller draw it:\n  " + "\n  ".join(offending)
+    )

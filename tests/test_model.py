@@ -27,8 +27,16 @@ def test_logits_shape_and_loss(tiny_model):
 @pytest.mark.parametrize("bias", [True, False])
 def test_config_variants_run_and_train(pos_encoding, activation, bias):
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16, pos_encoding=pos_encoding,
-                    activation=activation, bias=bias)
+    cfg = GPTConfig(
+        vocab_size=50,
+        block_size=16,
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        pos_encoding=pos_encoding,
+        activation=activation,
+        bias=bias,
+    )
     model = GPT(cfg)
     x = ids(2, 16, 50)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -70,15 +78,25 @@ def test_toy_model_options_no_layer_norm_untied_head_and_init_scale(tmp_path):
     """The induction lesson's model: no LayerNorm, an LM head of its own, a wider init; it saves and loads."""
     from gptviz import checkpoint, get_tokenizer
 
-    cfg = GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=8, mlp=False, layer_norm=False,
-                    tie_embeddings=False, init_std=0.1)
+    cfg = GPTConfig(
+        vocab_size=20,
+        block_size=8,
+        n_layer=2,
+        n_head=2,
+        n_embd=8,
+        mlp=False,
+        layer_norm=False,
+        tie_embeddings=False,
+        init_std=0.1,
+    )
     torch.manual_seed(0)
     m = GPT(cfg).eval()
     assert not any(isinstance(x, torch.nn.LayerNorm) for x in m.modules())
     assert m.lm_head.weight is not m.wte.weight
     assert 0.07 < m.wte.weight.std().item() < 0.13 and 0.07 < m.lm_head.weight.std().item() < 0.13
-    assert m.hook_names == GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=8,
-                                         mlp=False)).hook_names  # same hook points, LayerNorm or not
+    assert (
+        m.hook_names == GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=8, mlp=False)).hook_names
+    )  # same hook points, LayerNorm or not
     x = ids(2, 8, 20)
     tok = get_tokenizer("char", text="abcdefghijklmnopqrst")
     path = checkpoint.save(tmp_path / "toy", m, tok)
@@ -118,7 +136,7 @@ def test_kv_cache_matches_full_forward(tiny_model):
         full = tiny_model(x)
         cache = tiny_model.new_kv_cache(2)
         parts = [tiny_model(x[:, :7], cache), tiny_model(x[:, 7:12], cache)]
-        parts += [tiny_model(x[:, t:t + 1], cache) for t in range(12, 20)]
+        parts += [tiny_model(x[:, t : t + 1], cache) for t in range(12, 20)]
     assert cache.pos == 20
     assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
 
@@ -138,30 +156,36 @@ def test_kv_cache_with_explicit_path(tiny_model):
     assert pattern[0, :, 0, 9].abs().max() == 0  # position 8 cannot see position 9
 
 
-@pytest.mark.parametrize("bad, message", [
-    (torch.zeros(5, dtype=torch.long), r"shape \(B, T\)"),
-    (torch.zeros(1, 5), r"integer tensor"),
-    (torch.zeros(1, 0, dtype=torch.long), "empty"),
-    (torch.zeros(1, 33, dtype=torch.long), "longer than block_size=32"),
-    (torch.full((1, 3), 97), "outside the vocabulary"),
-    (torch.full((1, 3), -1), "outside the vocabulary"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.zeros(5, dtype=torch.long), r"shape \(B, T\)"),
+        (torch.zeros(1, 5), r"integer tensor"),
+        (torch.zeros(1, 0, dtype=torch.long), "empty"),
+        (torch.zeros(1, 33, dtype=torch.long), "longer than block_size=32"),
+        (torch.full((1, 3), 97), "outside the vocabulary"),
+        (torch.full((1, 3), -1), "outside the vocabulary"),
+    ],
+)
 def test_bad_input_gets_a_clear_error(tiny_model, bad, message):
     with pytest.raises(ValueError, match=message):
         tiny_model(bad)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(n_embd=30, n_head=4), "divisible"),
-    (dict(pos_encoding="alibi"), "pos_encoding must be one of"),
-    (dict(n_head=4, n_kv_head=3), "multiple of n_kv_head"),
-    (dict(pos_encoding="rotary", rotary_dim=5), "rotary_dim must be even"),
-    (dict(norm="batchnorm"), "norm must be one of"),
-    (dict(activation="swish"), "activation must be one of"),
-    (dict(n_layer=0), "positive integer"),
-    (dict(dropout=1.0), "dropout"),
-    (dict(init_std=0.0), "init_std must be in"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_embd=30, n_head=4), "divisible"),
+        (dict(pos_encoding="alibi"), "pos_encoding must be one of"),
+        (dict(n_head=4, n_kv_head=3), "multiple of n_kv_head"),
+        (dict(pos_encoding="rotary", rotary_dim=5), "rotary_dim must be even"),
+        (dict(norm="batchnorm"), "norm must be one of"),
+        (dict(activation="swish"), "activation must be one of"),
+        (dict(n_layer=0), "positive integer"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(init_std=0.0), "init_std must be in"),
+    ],
+)
 def test_bad_config_gets_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig(**kwargs)

@@ -15,8 +15,9 @@ LENGTHS = (1, 7, 30)
 CONFIGS = {
     "learned": dict(),
     "sinusoidal": dict(pos_encoding="sinusoidal"),
-    "rotary-gqa": dict(pos_encoding="rotary", norm="rmsnorm", mlp_gated=True, activation="silu", n_kv_head=2,
-                       bias=False),
+    "rotary-gqa": dict(
+        pos_encoding="rotary", norm="rmsnorm", mlp_gated=True, activation="silu", n_kv_head=2, bias=False
+    ),
     "neox": dict(pos_encoding="rotary", rotary_dim=4, parallel_residual=True, activation="gelu_exact"),
 }
 
@@ -51,10 +52,10 @@ def test_forward_and_patterns_of_real_tokens_equal_each_row_alone(model):
         n = len(row)
         with torch.no_grad(), capture(model, "blocks.*.attn.hook_pattern") as cap:
             alone = model(torch.tensor([row]))
-        assert (batch[b, T - n:] - alone[0]).abs().max() <= 1e-5
+        assert (batch[b, T - n :] - alone[0]).abs().max() <= 1e-5
         att = cap.stack("blocks.*.attn.hook_pattern")[:, 0]  # (L, nh, n, n)
-        assert (together[:, b, :, T - n:, T - n:] - att).abs().max() <= 1e-6
-        assert together[:, b, :, T - n:, : T - n].abs().sum() == 0  # real queries never look at padding
+        assert (together[:, b, :, T - n :, T - n :] - att).abs().max() <= 1e-6
+        assert together[:, b, :, T - n :, : T - n].abs().sum() == 0  # real queries never look at padding
 
 
 def test_fast_and_explicit_paths_agree_on_a_padded_batch(model):
@@ -87,7 +88,7 @@ def test_greedy_and_beams_equal_each_row_alone(model):
         out = gptviz.generate(model, ids, 8, attention_mask=mask, **kw)
         for b, row in enumerate(rows):
             alone = gptviz.generate(model, torch.tensor([row]), 8, **kw)
-            assert out[b, T:].tolist() == alone[0, len(row):].tolist(), (kw, b)
+            assert out[b, T:].tolist() == alone[0, len(row) :].tolist(), (kw, b)
 
 
 def test_step_records_of_a_padded_prompt_equal_the_prompt_alone(model):

@@ -66,7 +66,7 @@ def test_rope_angles_are_the_models_own_tables(rotary):
     a = rope_angles(rotary, 48)
     assert a.shape == (48, rd // 2)
     np.testing.assert_allclose(np.cos(a), rotary.rope_cos[:, : rd // 2].numpy(), atol=1e-5)
-    np.testing.assert_allclose(np.sin(a), rotary.rope_sin[:, rd // 2:].numpy(), atol=1e-5)  # cat(angles, angles)
+    np.testing.assert_allclose(np.sin(a), rotary.rope_sin[:, rd // 2 :].numpy(), atol=1e-5)  # cat(angles, angles)
     f = rope_frequencies(64)
     assert f[0] == 1.0 and f[-1] == pytest.approx(10000 ** (-62 / 64))
     assert rope_wavelengths(64)[0] == pytest.approx(2 * math.pi)
@@ -77,7 +77,7 @@ def test_rope_scores_of_a_vector_with_itself_at_distance_0_are_its_squared_norm(
     s = rope_relative_scores(16, max_distance=40, n_random=8, seed=3)
     x = np.random.default_rng(3).standard_normal((8, 16))
     assert s.ones[0] == pytest.approx(16.0)
-    np.testing.assert_allclose(s.random[:, 0], (x ** 2).sum(1), rtol=1e-12)
+    np.testing.assert_allclose(s.random[:, 0], (x**2).sum(1), rtol=1e-12)
     assert s.ones_fraction[0] == 1.0 and np.all(s.ones_fraction <= 1 + 1e-12)  # never above |x|²
     assert s.ones.shape == (41,) and s.random.shape == (8, 41)
 
@@ -94,7 +94,7 @@ def test_rope_relative_scores_equal_the_models_rotation_at_any_offset(rd, theta)
     turned = apply_rotary(x[None, :, None, :].expand(1, -1, 200, -1), cos, sin)[0]  # (1+n, 200, rd)
     expected = np.vstack([s.ones, s.random])  # (1+n, D+1)
     for m in (0, 7, 150):
-        direct = (turned[:, m + np.arange(D + 1)] * turned[:, m:m + 1]).sum(-1).numpy()  # query at m+Δ, key at m
+        direct = (turned[:, m + np.arange(D + 1)] * turned[:, m : m + 1]).sum(-1).numpy()  # query at m+Δ, key at m
         np.testing.assert_allclose(direct, expected, atol=2e-3 * rd, err_msg=f"offset m={m}")
 
 
@@ -158,9 +158,9 @@ def test_position_scores_of_grouped_query_models_equal_layer0_scores_without_tok
     with torch.no_grad():
         out = block.attn.c_attn(block.ln_1(model.wpe.weight[:T]))
     for h in range(nh):
-        q = out[:, h * hs:(h + 1) * hs]
+        q = out[:, h * hs : (h + 1) * hs]
         g = h // (nh // nkv)
-        k = out[:, nh * hs + g * hs: nh * hs + (g + 1) * hs]
+        k = out[:, nh * hs + g * hs : nh * hs + (g + 1) * hs]
         torch.testing.assert_close(scores[1, h][lower], (q @ k.T / math.sqrt(hs))[lower], atol=1e-5, rtol=1e-5)
 
 

@@ -1,6 +1,5 @@
 """The README's ten-line API example runs as written, from the repository root."""
 
-import os
 import re
 import runpy
 from pathlib import Path

@@ -7,10 +7,19 @@ import pytest
 import torch
 
 from gptviz import GPT, GPTConfig
-from gptviz.hooks import capture, hook_points
 from gptviz.commands.sample import cli
-from gptviz.sampling import (StepRecord, apply_no_repeat_ngram, apply_repetition_penalty, apply_temperature,
-                             apply_top_k, apply_top_p, generate, generate_steps, sample_next_token)
+from gptviz.hooks import capture, hook_points
+from gptviz.sampling import (
+    StepRecord,
+    apply_no_repeat_ngram,
+    apply_repetition_penalty,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    generate,
+    generate_steps,
+    sample_next_token,
+)
 
 tp = pytest.importorskip("transformers.generation.logits_process")
 
@@ -35,7 +44,7 @@ def naive_greedy(model, idx, n):
     """nanoGPT's loop: re-read the last block_size tokens at every step, no cache."""
     with torch.no_grad():
         for _ in range(n):
-            logits = model(idx[:, -model.config.block_size:])[:, -1]
+            logits = model(idx[:, -model.config.block_size :])[:, -1]
             idx = torch.cat([idx, logits.argmax(-1, keepdim=True)], dim=1)
     return idx
 
@@ -93,8 +102,9 @@ def test_repetition_penalty_matches_transformers(logits, seqs):
         ours = apply_repetition_penalty(logits, seqs, penalty)
         assert torch.equal(ours, tp.RepetitionPenaltyLogitsProcessor(penalty)(seqs, logits.clone())), penalty
     spread = torch.randint(0, 50, (4, 12), generator=torch.Generator().manual_seed(3))  # most ids seen once
-    assert torch.equal(apply_repetition_penalty(logits, spread, 1.5),
-                       tp.RepetitionPenaltyLogitsProcessor(1.5)(spread, logits.clone()))
+    assert torch.equal(
+        apply_repetition_penalty(logits, spread, 1.5), tp.RepetitionPenaltyLogitsProcessor(1.5)(spread, logits.clone())
+    )
     x = torch.tensor([[2.0, -2.0, 1.0, 3.0]])
     assert apply_repetition_penalty(x, torch.tensor([[0, 1, 0]]), 2.0).tolist() == [[1.0, -4.0, 1.0, 3.0]]
     assert apply_repetition_penalty(x, torch.tensor([[3, 2]]), 2.0).tolist() == [[2.0, -2.0, 0.5, 1.5]]
@@ -189,8 +199,8 @@ def test_eos_stops_and_pads_finished_rows():
     eos = int(free[0, 6 + 3])  # the token row 0 writes at its fourth step
     out = generate(model, x, 15, eos_token_id=eos)
     first = (out[0, 6:] == eos).nonzero()[0, 0].item()
-    assert first <= 3 and (out[0, 6 + first:] == eos).all()  # finished, then padded with eos
-    assert torch.equal(out[:, :6 + first + 1], free[:, :6 + first + 1])
+    assert first <= 3 and (out[0, 6 + first :] == eos).all()  # finished, then padded with eos
+    assert torch.equal(out[:, : 6 + first + 1], free[:, : 6 + first + 1])
     hits = (out[1, 6:] == eos).nonzero()
     assert out.shape[1] == 21 if len(hits) == 0 else 6 + hits[0, 0].item() + 1 <= out.shape[1]
     single = generate(model, x[:1], 15, eos_token_id=eos)
@@ -199,29 +209,32 @@ def test_eos_stops_and_pads_finished_rows():
     assert len(records) == first + 1 and records[-1].token_id == eos
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda m: generate(m, torch.zeros(1, 0, dtype=torch.long)), "prompt is empty"),
-    (lambda m: generate(m, [[]]), "prompt is empty"),
-    (lambda m: generate(m, [[1, 2, 61]]), "61 is outside the vocabulary"),
-    (lambda m: generate(m, [[1, -1]]), "outside the vocabulary"),
-    (lambda m: generate(m, torch.ones(1, 3)), "integer dtype"),
-    (lambda m: generate(m, [[1]], do_sample=True, temperature=-1.0), "temperature must be >= 0"),
-    (lambda m: generate(m, [[1]], do_sample=True, top_p=0.0), "top_p must be in"),
-    (lambda m: generate(m, [[1]], do_sample=True, top_p=1.5), "top_p must be in"),
-    (lambda m: generate(m, [[1]], do_sample=True, top_k=-2), "top_k must be"),
-    (lambda m: generate(m, [[1]], repetition_penalty=0.0), "repetition_penalty"),
-    (lambda m: generate(m, [[1]], no_repeat_ngram_size=-1), "no_repeat_ngram_size"),
-    (lambda m: generate(m, [[1]], eos_token_id=99), "eos_token_id"),
-    (lambda m: generate(m, [[1]], num_beams=2, num_return_sequences=3), "raise num_beams to at least 3"),
-    (lambda m: generate(m, [[1]], num_return_sequences=2), "greedy decoding gives the same sequence"),
-    (lambda m: generate(m, [[1]], num_beams=0), "num_beams must be"),
-    (lambda m: generate(m, [[1]], max_new_tokens=-1), "max_new_tokens"),
-    (lambda m: generate(m, [[1]], num_beams=2, early_stopping="sometimes"), "early_stopping"),
-    (lambda m: generate(m, [[1]], do_sample=True, seed="x"), "seed must be an integer"),
-    (lambda m: generate_steps(m, [[1, 2], [3, 4]]), "one sequence"),
-    (lambda m: generate_steps(m, "ROMEO"), "no tokenizer"),
-    (lambda m: generate_steps(m, [1], k=0), "k \\(candidates"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m: generate(m, torch.zeros(1, 0, dtype=torch.long)), "prompt is empty"),
+        (lambda m: generate(m, [[]]), "prompt is empty"),
+        (lambda m: generate(m, [[1, 2, 61]]), "61 is outside the vocabulary"),
+        (lambda m: generate(m, [[1, -1]]), "outside the vocabulary"),
+        (lambda m: generate(m, torch.ones(1, 3)), "integer dtype"),
+        (lambda m: generate(m, [[1]], do_sample=True, temperature=-1.0), "temperature must be >= 0"),
+        (lambda m: generate(m, [[1]], do_sample=True, top_p=0.0), "top_p must be in"),
+        (lambda m: generate(m, [[1]], do_sample=True, top_p=1.5), "top_p must be in"),
+        (lambda m: generate(m, [[1]], do_sample=True, top_k=-2), "top_k must be"),
+        (lambda m: generate(m, [[1]], repetition_penalty=0.0), "repetition_penalty"),
+        (lambda m: generate(m, [[1]], no_repeat_ngram_size=-1), "no_repeat_ngram_size"),
+        (lambda m: generate(m, [[1]], eos_token_id=99), "eos_token_id"),
+        (lambda m: generate(m, [[1]], num_beams=2, num_return_sequences=3), "raise num_beams to at least 3"),
+        (lambda m: generate(m, [[1]], num_return_sequences=2), "greedy decoding gives the same sequence"),
+        (lambda m: generate(m, [[1]], num_beams=0), "num_beams must be"),
+        (lambda m: generate(m, [[1]], max_new_tokens=-1), "max_new_tokens"),
+        (lambda m: generate(m, [[1]], num_beams=2, early_stopping="sometimes"), "early_stopping"),
+        (lambda m: generate(m, [[1]], do_sample=True, seed="x"), "seed must be an integer"),
+        (lambda m: generate_steps(m, [[1, 2], [3, 4]]), "one sequence"),
+        (lambda m: generate_steps(m, "ROMEO"), "no tokenizer"),
+        (lambda m: generate_steps(m, [1], k=0), "k \\(candidates"),
+    ],
+)
 def test_clear_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call(make_model())
@@ -242,8 +255,14 @@ def test_step_record_stages_and_probabilities():
     seq = x[0].tolist() + [r.token_id for r in records]
     for r in records:
         assert isinstance(r, StepRecord)
-        assert [s.name for s in r.stages] == ["raw", "repetition_penalty", "no_repeat_ngram", "temperature",
-                                              "top_k", "top_p"]
+        assert [s.name for s in r.stages] == [
+            "raw",
+            "repetition_penalty",
+            "no_repeat_ngram",
+            "temperature",
+            "top_k",
+            "top_p",
+        ]
         assert all(torch.equal(s.ids, r.candidates) for s in r.stages) and r.candidates.shape == (10,)
         assert r.token_id in r.candidates.tolist()
         where = r.candidates.tolist().index(r.token_id)
@@ -255,7 +274,7 @@ def test_step_record_stages_and_probabilities():
             assert s.probs.device.type == "cpu" and (s.probs >= 0).all() and s.probs.sum() <= 1 + 1e-5
         # raw probabilities are the model's own softmax at that position (independent full forward)
         with torch.no_grad():
-            full = model(torch.tensor([seq[:r.position]]))[0, -1].softmax(-1)
+            full = model(torch.tensor([seq[: r.position]]))[0, -1].softmax(-1)
         assert torch.allclose(r.stages[0].probs, full[r.candidates], atol=1e-6)
 
 
@@ -288,7 +307,7 @@ def test_step_record_attention_rows():
         Tk = r.position - r.context_start
         assert r.attention.shape == (2, 4, Tk) and r.attention.device.type == "cpu"
         assert torch.allclose(r.attention.sum(-1), torch.ones(2, 4), atol=1e-5)
-        window = torch.tensor([seq[r.context_start:r.position]])
+        window = torch.tensor([seq[r.context_start : r.position]])
         with torch.no_grad(), capture(model, "blocks.*.attn.hook_pattern") as cap:
             model(window)
         expected = torch.stack([cap[f"blocks.{i}.attn.hook_pattern"][0, :, -1] for i in range(2)])
@@ -326,8 +345,20 @@ def test_cli_prints_generated_text(tmp_path, capsys):
     tok = CharTokenizer.from_text("ROMEO:\nJULIET: O Romeo, Romeo! wherefore art thou Romeo?\n")
     model = make_model(vocab_size=tok.vocab_size)
     checkpoint.save(tmp_path / "ckpt", model, tok)
-    argv = ["--checkpoint", str(tmp_path / "ckpt"), "--prompt", "ROMEO:", "--max-new-tokens", "30",
-            "--temperature", "0.8", "--top-k", "5", "--seed", "1"]
+    argv = [
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+        "--prompt",
+        "ROMEO:",
+        "--max-new-tokens",
+        "30",
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "5",
+        "--seed",
+        "1",
+    ]
     assert cli(argv) == 0
     first = capsys.readouterr().out
     assert first.startswith("ROMEO:") and len(first.rstrip("\n")) >= 30

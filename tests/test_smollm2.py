@@ -41,8 +41,9 @@ def smol(cache):
 @pytest.fixture(scope="module")
 def reference():
     path = pretrained.named_file("smollm2-135m")
-    hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32,
-                                                           attn_implementation="eager").eval()
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     return hf, tok
 
@@ -86,7 +87,7 @@ def test_chat_answer_is_paris_and_greedy_ids_match(smol, reference):
     ours = model.generate(ids, max_new_tokens=10, eos_token_id=tok.eos_id)
     theirs = hf.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=tok.eos_id, pad_token_id=tok.eos_id)
     assert torch.equal(ours, theirs)
-    answer = tok.decode(ours[0, ids.shape[1]:])
+    answer = tok.decode(ours[0, ids.shape[1] :])
     assert "Paris" in answer, answer
 
 
@@ -99,8 +100,11 @@ def test_second_load_comes_from_the_cache(smol, cache):
 
 
 def test_a_missing_package_or_a_typo_says_what_to_do(monkeypatch):
-    monkeypatch.setitem(pretrained.NAMED, "smollm2-135m",
-                        pretrained.NamedModel("no_such_package_xyz", "x.gguf", "pip install it", "test"))
+    monkeypatch.setitem(
+        pretrained.NAMED,
+        "smollm2-135m",
+        pretrained.NamedModel("no_such_package_xyz", "x.gguf", "pip install it", "test"),
+    )
     with pytest.raises(FileNotFoundError, match="not installed. Install it with: pip install it"):
         gptviz.load("smollm2-135m")
     with pytest.raises(FileNotFoundError, match="Did you mean 'smollm2-135m'"):

@@ -14,16 +14,29 @@ from gptviz.presets import build_trainer, load_preset, resume_trainer
 from gptviz.train import TrainConfig, TrainingDiverged, configure_optimizer, lr_at
 
 PRESETS = Path(__file__).resolve().parents[1] / "lab" / "configs"
-TEXT = ("ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"
-        "JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?\nDeny thy father and refuse thy name.\n\n") * 30
+TEXT = (
+    "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n\n"
+    "JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?\nDeny thy father and refuse thy name.\n\n"
+) * 30
 MODEL = {"block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 16}
 
 
 def make_trainer(tmp_path, model=None, **train):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
-    fields = dict(corpus=str(corpus), batch_size=4, max_steps=20, lr=3e-3, min_lr=3e-4, warmup_steps=2,
-                  eval_interval=0, eval_batches=2, snapshot_interval=0, device="cpu", seed=3)
+    fields = dict(
+        corpus=str(corpus),
+        batch_size=4,
+        max_steps=20,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=2,
+        eval_interval=0,
+        eval_batches=2,
+        snapshot_interval=0,
+        device="cpu",
+        seed=3,
+    )
     return build_trainer(dict(model or MODEL), TrainConfig(**{**fields, **train}))
 
 
@@ -162,8 +175,20 @@ def test_cli_trains_resumes_and_records_the_command(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     out = tmp_path / "run"
-    argv = ["--config", "tiny", "--corpus", str(corpus), "--max_steps", "4", "--train.eval_interval", "2",
-            "--model.n_embd", "16", "--out", str(out)]
+    argv = [
+        "--config",
+        "tiny",
+        "--corpus",
+        str(corpus),
+        "--max_steps",
+        "4",
+        "--train.eval_interval",
+        "2",
+        "--model.n_embd",
+        "16",
+        "--out",
+        str(out),
+    ]
     assert cli(argv) == 0
     printed = capsys.readouterr().out
     assert "val loss" in printed and str(out) in printed
@@ -208,8 +233,16 @@ def test_presets_are_valid(preset):
 
 
 def test_time_budget_stops_and_anneals_by_the_clock(tmp_path):
-    t = make_trainer(tmp_path, max_steps=100_000, max_minutes=0.03, eval_interval=1000, warmup_steps=1,
-                     out_dir=str(tmp_path / "ck"), keep_optimizer_state=False, final_weights_dtype="float16")
+    t = make_trainer(
+        tmp_path,
+        max_steps=100_000,
+        max_minutes=0.03,
+        eval_interval=1000,
+        warmup_steps=1,
+        out_dir=str(tmp_path / "ck"),
+        keep_optimizer_state=False,
+        final_weights_dtype="float16",
+    )
     stats = t.run()
     assert t.done and 1 < len(stats) < 100_000 and t.time_fraction >= 1.0
     info = read_config(tmp_path / "ck")  # the final checkpoint: weights only, stored as float16

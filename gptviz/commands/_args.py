@@ -34,8 +34,11 @@ def field_help(cls: type) -> dict[str, str]:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):  # e.g. a class defined in an interactive session
         return {}
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
     class_def = ast.parse(source).body[0]
     helps = {}
     for node in class_def.body:
@@ -57,6 +60,7 @@ def value_parser(tp) -> Callable[[str], object]:
     base = next((a for a in args if a is not type(None)), tp) if optional else tp
 
     if typing.get_origin(base) is list:
+
         def parse(text: str):
             if optional and text.lower() in NONE_WORDS:
                 return None
@@ -80,8 +84,7 @@ def value_parser(tp) -> Callable[[str], object]:
     return parse
 
 
-def add_config_fields(parser: argparse.ArgumentParser, section: str, cls: type,
-                      short: Container[str] = ()) -> None:
+def add_config_fields(parser: argparse.ArgumentParser, section: str, cls: type, short: Container[str] = ()) -> None:
     """A group "SECTION fields" with --SECTION.FIELD for every field of dataclass `cls` (plus --FIELD for the
     names in `short`); each parses to dest "SECTION.FIELD" and is absent from the result unless given."""
     group = parser.add_argument_group(f"{section} fields")
@@ -89,12 +92,17 @@ def add_config_fields(parser: argparse.ArgumentParser, section: str, cls: type,
     for f in fields(cls):
         parse = value_parser(hints[f.name])
         flags = [f"--{section}.{f.name}"] + ([f"--{f.name}"] if f.name in short else [])
-        group.add_argument(*flags, dest=f"{section}.{f.name}", type=parse, default=argparse.SUPPRESS,
-                           metavar=parse.__name__.upper(),
-                           help=helps.get(f.name, "").replace("%", "%%"))  # argparse formats help with %
+        group.add_argument(
+            *flags,
+            dest=f"{section}.{f.name}",
+            type=parse,
+            default=argparse.SUPPRESS,
+            metavar=parse.__name__.upper(),
+            help=helps.get(f.name, "").replace("%", "%%"),
+        )  # argparse formats help with %
 
 
 def given(args: dict, section: str) -> dict[str, object]:
     """The fields of `section` the user typed, by field name: {"train.lr": 0.001, ...} -> {"lr": 0.001}."""
     prefix = section + "."
-    return {k[len(prefix):]: v for k, v in args.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in args.items() if k.startswith(prefix)}

@@ -28,11 +28,14 @@ from ._args import add_config_fields, given
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gptviz finetune", allow_abbrev=False,
-                                description="Fine-tune a checkpoint from a preset (a "
-                                "classifier, or more language-model training on new text). Every field can be "
-                                "changed with --FIELD (or --finetune.FIELD / --train.FIELD). The last line printed "
-                                "is one JSON object with the results.")
+    p = argparse.ArgumentParser(
+        prog="gptviz finetune",
+        allow_abbrev=False,
+        description="Fine-tune a checkpoint from a preset (a "
+        "classifier, or more language-model training on new text). Every field can be "
+        "changed with --FIELD (or --finetune.FIELD / --train.FIELD). The last line printed "
+        "is one JSON object with the results.",
+    )
     p.add_argument("--config", required=True, help="preset name or path, e.g. lab/configs/finetune-genre.json")
     p.add_argument("--out", metavar="DIR", help="output folder (default: train.out_dir, else runs/<preset>)")
     for section, cls in (("finetune", FinetuneConfig), ("train", TrainConfig)):
@@ -60,24 +63,37 @@ def cli(argv: list[str]) -> int:
         return 2
     trainable, total = count_parameters(job.model)
     if isinstance(job, ClassifierJob):
-        print(f"classify {config.data}: {len(job.train_set)} train / {len(job.test_set)} test examples, labels "
-              f"{job.labels}, held-out groups: {', '.join(sorted({e.group for e in job.test_examples}))}", flush=True)
+        print(
+            f"classify {config.data}: {len(job.train_set)} train / {len(job.test_set)} test examples, labels "
+            f"{job.labels}, held-out groups: {', '.join(sorted({e.group for e in job.test_examples}))}",
+            flush=True,
+        )
         base = job.baselines()
-        print(f"baselines on the same split: majority ({base['majority_label']}) {base['majority_baseline']:.3f}, "
-              f"bag-of-words {base['bow_baseline']:.3f}", flush=True)
+        print(
+            f"baselines on the same split: majority ({base['majority_label']}) {base['majority_baseline']:.3f}, "
+            f"bag-of-words {base['bow_baseline']:.3f}",
+            flush=True,
+        )
     else:
-        print(f"lm {job.corpus.name}: {len(job.trainer.train_data):,} train / {len(job.trainer.val_data):,} val "
-              f"tokens (held out: {', '.join(job.corpus.val_docs)}); val loss before {job.loss_before['val']:.4f}",
-              flush=True)
-    print(f"model {config.init}: mode {config.mode}, {trainable:,} of {total:,} parameters train; "
-          f"{train_config.max_steps} steps of {train_config.batch_size}", flush=True)
+        print(
+            f"lm {job.corpus.name}: {len(job.trainer.train_data):,} train / {len(job.trainer.val_data):,} val "
+            f"tokens (held out: {', '.join(job.corpus.val_docs)}); val loss before {job.loss_before['val']:.4f}",
+            flush=True,
+        )
+    print(
+        f"model {config.init}: mode {config.mode}, {trainable:,} of {total:,} parameters train; "
+        f"{train_config.max_steps} steps of {train_config.batch_size}",
+        flush=True,
+    )
 
     def log(trainer, s) -> None:
         every = train_config.log_interval
         if s.val_loss is not None or s.step == 1 or (every and s.step % every == 0):
             val = f" val {s.val_loss:.4f}" if s.val_loss is not None else ""
-            print(f"step {s.step:>5}/{train_config.max_steps}: loss {s.loss:.4f}{val} lr {s.lr:.2e} "
-                  f"{s.elapsed:.0f} s", flush=True)
+            print(
+                f"step {s.step:>5}/{train_config.max_steps}: loss {s.loss:.4f}{val} lr {s.lr:.2e} {s.elapsed:.0f} s",
+                flush=True,
+            )
 
     job.trainer.on_step = log
     t0 = time.perf_counter()
@@ -89,7 +105,8 @@ def cli(argv: list[str]) -> int:
     seconds = time.perf_counter() - t0
     summary = job.summary()
     path = job.save(train_config.out_dir)
-    summary.update(checkpoint=str(path), train_seconds=round(seconds, 1), command=command,
-                   interrupted=job.trainer.interrupted)
+    summary.update(
+        checkpoint=str(path), train_seconds=round(seconds, 1), command=command, interrupted=job.trainer.interrupted
+    )
     print(json.dumps(summary))
     return 130 if job.trainer.interrupted else 0

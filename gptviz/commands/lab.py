@@ -17,18 +17,36 @@ import secrets
 import sys
 from pathlib import Path
 
-from ..launcher import (DEFAULT_NOTEBOOK, DEFAULT_PORT, HOST, check_notebook, find_notebooks_dir, free_port,
-                        lab_command, lab_env, lab_url, settings_dir)
+from ..launcher import (
+    DEFAULT_NOTEBOOK,
+    DEFAULT_PORT,
+    HOST,
+    check_notebook,
+    find_notebooks_dir,
+    free_port,
+    lab_command,
+    lab_env,
+    lab_url,
+    settings_dir,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gptviz lab", description="Open JupyterLab on the gptviz lessons "
-                                "(localhost only, random token, offline).")
-    p.add_argument("--port", type=int, default=None,
-                   help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, or a free one if that is taken)")
+    p = argparse.ArgumentParser(
+        prog="gptviz lab", description="Open JupyterLab on the gptviz lessons (localhost only, random token, offline)."
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"port on 127.0.0.1 (default {DEFAULT_PORT}, or a free one if that is taken)",
+    )
     p.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
-    p.add_argument("--notebook", default=DEFAULT_NOTEBOOK,
-                   help=f"the notebook to open, relative to notebooks/ (default {DEFAULT_NOTEBOOK})")
+    p.add_argument(
+        "--notebook",
+        default=DEFAULT_NOTEBOOK,
+        help=f"the notebook to open, relative to notebooks/ (default {DEFAULT_NOTEBOOK})",
+    )
     p.add_argument("--notebooks-dir", default=None, help="the lessons folder (default: the checkout's notebooks/)")
     p.add_argument("--print-command", action="store_true", help="print the Jupyter command and exit")
     return p
@@ -50,14 +68,20 @@ def cli(argv: list[str]) -> int:
     try:
         import jupyterlab  # noqa: F401
     except ImportError:
-        print("gptviz lab: JupyterLab is not installed in this Python "
-              f"({sys.executable}). Install the lab with `make install` (or `pip install -e .`).", file=sys.stderr)
+        print(
+            "gptviz lab: JupyterLab is not installed in this Python "
+            f"({sys.executable}). Install the lab with `make install` (or `pip install -e .`).",
+            file=sys.stderr,
+        )
         return 2
 
     if args.port is not None:
         if free_port(args.port) != args.port:
-            print(f"gptviz lab: port {args.port} on {HOST} is in use. Pick another with --port, or leave --port "
-                  "out to get a free one.", file=sys.stderr)
+            print(
+                f"gptviz lab: port {args.port} on {HOST} is in use. Pick another with --port, or leave --port "
+                "out to get a free one.",
+                file=sys.stderr,
+            )
             return 2
         port = args.port
     else:
@@ -69,10 +93,15 @@ def cli(argv: list[str]) -> int:
         return 0
     token = secrets.token_urlsafe(24)
     if overrides is None:
-        print(f"gptviz lab: no lab/jupyter/overrides.json beside {nb_dir}; using JupyterLab's default settings",
-              file=sys.stderr)
-    print(f"gptviz lab: serving {nb_dir} on {HOST}:{port} (Ctrl-C to stop). Open:\n\n    "
-          f"{lab_url(port, token, notebook)}\n", flush=True)
+        print(
+            f"gptviz lab: no lab/jupyter/overrides.json beside {nb_dir}; using JupyterLab's default settings",
+            file=sys.stderr,
+        )
+    print(
+        f"gptviz lab: serving {nb_dir} on {HOST}:{port} (Ctrl-C to stop). Open:\n\n    "
+        f"{lab_url(port, token, notebook)}\n",
+        flush=True,
+    )
     env = lab_env(token)
     sys.stderr.flush()
     if os.name == "posix":

@@ -25,8 +25,12 @@ def cli(argv: list[str]) -> int:
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
     p.add_argument("--temperature", type=float, default=1.0, help="< 1 safer, > 1 wilder, 0 = greedy (default 1)")
     p.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely tokens")
-    p.add_argument("--top-p", type=float, default=None, help="sample only from the smallest set holding this "
-                                                           "much probability, e.g. 0.9")
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="sample only from the smallest set holding this much probability, e.g. 0.9",
+    )
     p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats, e.g. 1.2")
     p.add_argument("--no-repeat-ngram-size", type=int, default=0, help="never repeat an n-gram of this size")
     p.add_argument("--num-beams", type=int, default=1, help="> 1: beam search instead of sampling")
@@ -43,11 +47,21 @@ def cli(argv: list[str]) -> int:
         model, tokenizer = load(args.checkpoint, device=args.device)
         idx = torch.tensor([tokenizer.encode(args.prompt)], dtype=torch.long)
         beams = args.num_beams
-        out = generate(model, idx, args.max_new_tokens, do_sample=not args.greedy and beams == 1,
-                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                       repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-                       num_beams=max(beams, args.num_samples) if beams > 1 else 1,
-                       num_return_sequences=args.num_samples, eos_token_id=tokenizer.eos_id, seed=args.seed)
+        out = generate(
+            model,
+            idx,
+            args.max_new_tokens,
+            do_sample=not args.greedy and beams == 1,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            repetition_penalty=args.repetition_penalty,
+            no_repeat_ngram_size=args.no_repeat_ngram_size,
+            num_beams=max(beams, args.num_samples) if beams > 1 else 1,
+            num_return_sequences=args.num_samples,
+            eos_token_id=tokenizer.eos_id,
+            seed=args.seed,
+        )
     except (ValueError, OSError, RuntimeError) as e:
         print(f"gptviz sample: error: {e}", file=sys.stderr)
         return 2

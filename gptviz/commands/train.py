@@ -22,14 +22,17 @@ import torch
 from .. import checkpoint
 from ..config import GPTConfig
 from ..presets import build_trainer, load_preset, resume_trainer
-from ..train import StepStats, Trainer, TrainConfig, TrainingDiverged
+from ..train import StepStats, TrainConfig, Trainer, TrainingDiverged
 from ._args import add_config_fields, given
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gptviz train", description="Train a GPT from a preset. Every field of "
-                                "the preset can be changed with --model.FIELD / --train.FIELD (or --FIELD when "
-                                "the name is unambiguous).")
+    p = argparse.ArgumentParser(
+        prog="gptviz train",
+        description="Train a GPT from a preset. Every field of "
+        "the preset can be changed with --model.FIELD / --train.FIELD (or --FIELD when "
+        "the name is unambiguous).",
+    )
     p.add_argument("--config", help="preset name or path, e.g. lab/configs/shakespeare-char.json")
     p.add_argument("--resume", metavar="DIR", help="continue the run saved in checkpoint folder DIR")
     p.add_argument("--out", metavar="DIR", help="checkpoint folder (default: runs/<preset>, or DIR of --resume)")
@@ -48,8 +51,10 @@ def cli(argv: list[str]) -> int:
     try:
         if args.get("resume"):
             if model_over:
-                raise ValueError(f"the model cannot change when resuming (got {sorted(model_over)}); "
-                                 "start a new run with --config instead")
+                raise ValueError(
+                    f"the model cannot change when resuming (got {sorted(model_over)}); "
+                    "start a new run with --config instead"
+                )
             train_over["out_dir"] = args.get("out") or train_over.get("out_dir") or args["resume"]
             trainer = resume_trainer(args["resume"], train_over, progress=sys.stdout.isatty())
             trainer.meta["commands"] = [*trainer.meta.get("commands", []), command]
@@ -61,8 +66,12 @@ def cli(argv: list[str]) -> int:
             if args.get("out"):
                 train_fields["out_dir"] = args["out"]
             train_fields["out_dir"] = train_fields["out_dir"] or f"runs/{Path(args['config']).stem}"
-            trainer = build_trainer({**model_fields, **model_over}, TrainConfig.from_dict(train_fields),
-                                    progress=sys.stdout.isatty(), meta={"commands": [command]})
+            trainer = build_trainer(
+                {**model_fields, **model_over},
+                TrainConfig.from_dict(train_fields),
+                progress=sys.stdout.isatty(),
+                meta={"commands": [command]},
+            )
     except (ValueError, FileNotFoundError, checkpoint.CheckpointError) as e:
         print(f"gptviz train: error: {e}", file=sys.stderr)
         return 2
@@ -87,8 +96,10 @@ def cli(argv: list[str]) -> int:
         trainer.close()
     if trainer.is_main:
         val = trainer.evals[-1]["val_loss"] if trainer.evals else float("nan")
-        print(f"done: step {trainer.step}, val loss {val:.4f}, {trainer.elapsed / 60:.1f} min; "
-              f"checkpoint: {trainer.last_checkpoint}")
+        print(
+            f"done: step {trainer.step}, val loss {val:.4f}, {trainer.elapsed / 60:.1f} min; "
+            f"checkpoint: {trainer.last_checkpoint}"
+        )
     return 0
 
 
@@ -96,21 +107,31 @@ def print_header(trainer: Trainer) -> None:
     """What is about to run: the model's size, the data, the step budget and the machine."""
     c, m, held = trainer.config, trainer.raw_model, trainer.meta.get("held_out")
     budget = f" or {c.max_minutes:g} min" if c.max_minutes else ""
-    print(f"model: {m.num_parameters() / 1e6:.2f}M parameters, {m.config.n_layer} layers, {m.config.n_head} heads, "
-          f"n_embd {m.config.n_embd}, block {m.config.block_size}, vocab {m.config.vocab_size}\n"
-          f"data: {c.corpus} ({c.tokenizer}), {len(trainer.train_data):,} train tokens, "
-          f"{len(trainer.val_data):,} val tokens" + (f", held out: {', '.join(held)}" if held else "")
-          + f"\nrun: step {trainer.step} to {c.max_steps}{budget}, {c.batch_size}x{trainer.block_size} tokens x "
-          f"{c.grad_accum_steps} accum x {trainer.dist.world_size} ranks, device {trainer.device}, "
-          f"torch threads {torch.get_num_threads()}, out {c.out_dir}", flush=True)
+    print(
+        f"model: {m.num_parameters() / 1e6:.2f}M parameters, {m.config.n_layer} layers, {m.config.n_head} heads, "
+        f"n_embd {m.config.n_embd}, block {m.config.block_size}, vocab {m.config.vocab_size}\n"
+        f"data: {c.corpus} ({c.tokenizer}), {len(trainer.train_data):,} train tokens, "
+        f"{len(trainer.val_data):,} val tokens"
+        + (f", held out: {', '.join(held)}" if held else "")
+        + f"\nrun: step {trainer.step} to {c.max_steps}{budget}, {c.batch_size}x{trainer.block_size} tokens x "
+        f"{c.grad_accum_steps} accum x {trainer.dist.world_size} ranks, device {trainer.device}, "
+        f"torch threads {torch.get_num_threads()}, out {c.out_dir}",
+        flush=True,
+    )
 
 
 def log_line(trainer: Trainer, s: StepStats) -> None:
     """The Trainer's on_step callback when stdout is not a terminal (no progress bar): evals, every log_interval."""
     c = trainer.config
     if s.val_loss is not None:
-        print(f"step {s.step:>6}/{c.max_steps}: eval train {s.train_eval_loss:.4f} val {s.val_loss:.4f} "
-              f"(best {trainer.best_val_loss:.4f})", flush=True)
+        print(
+            f"step {s.step:>6}/{c.max_steps}: eval train {s.train_eval_loss:.4f} val {s.val_loss:.4f} "
+            f"(best {trainer.best_val_loss:.4f})",
+            flush=True,
+        )
     if c.log_interval and (s.step % c.log_interval == 0 or s.step == 1):
-        print(f"step {s.step:>6}/{c.max_steps}: loss {s.loss:.4f} lr {s.lr:.2e} |g| {s.grad_norm:.2f} "
-              f"{s.tokens_per_s:,.0f} tok/s {s.elapsed / 60:.1f} min", flush=True)
+        print(
+            f"step {s.step:>6}/{c.max_steps}: loss {s.loss:.4f} lr {s.lr:.2e} |g| {s.grad_norm:.2f} "
+            f"{s.tokens_per_s:,.0f} tok/s {s.elapsed / 60:.1f} min",
+            flush=True,
+        )

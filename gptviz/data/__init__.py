@@ -27,8 +27,17 @@ from .labelled import Example, load_labelled_csv, shakespeare_genre_passages, sp
 from .shakespeare import GENRES, Play, clean_play_markdown, shakespeare_plays
 
 __all__ = [
-    "GENRES", "Play", "clean_play_markdown", "shakespeare_plays",
-    "SHAKESPEARE_VAL_PLAYS", "Corpus", "load_corpus",
-    "TokenDataset", "RepeatedSequences",
-    "Example", "shakespeare_genre_passages", "load_labelled_csv", "split_by_group",
+    "GENRES",
+    "Play",
+    "clean_play_markdown",
+    "shakespeare_plays",
+    "SHAKESPEARE_VAL_PLAYS",
+    "Corpus",
+    "load_corpus",
+    "TokenDataset",
+    "RepeatedSequences",
+    "Example",
+    "shakespeare_genre_passages",
+    "load_labelled_csv",
+    "split_by_group",
 ]

@@ -28,8 +28,11 @@ class TokenDataset:
         arr = tokens if isinstance(tokens, np.memmap) else np.asarray(tokens)  # keep a memmap on disk
         if arr.ndim != 1:
             raise ValueError(f"TokenDataset expects a 1-D sequence of token ids, got shape {arr.shape}.")
-        if not np.issubdtype(arr.dtype, np.unsignedinteger) and arr.size and (
-                not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0):
+        if (
+            not np.issubdtype(arr.dtype, np.unsignedinteger)
+            and arr.size
+            and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0)
+        ):
             raise ValueError("TokenDataset expects non-negative integer token ids (from tokenizer.encode).")
         if vocab_size is None:
             vocab_size = int(arr.max()) + 1 if arr.size else 0
@@ -40,7 +43,7 @@ class TokenDataset:
         self.vocab_size = int(vocab_size)
 
     @classmethod
-    def from_text(cls, text: str, tokenizer: Any) -> "TokenDataset":
+    def from_text(cls, text: str, tokenizer: Any) -> TokenDataset:
         return cls(np.asarray(tokenizer.encode(text), dtype=np.int64), vocab_size=tokenizer.vocab_size)
 
     def __len__(self) -> int:
@@ -65,7 +68,7 @@ class TokenDataset:
         return bin_path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mmap: bool = True) -> "TokenDataset":
+    def load(cls, path: str | os.PathLike, mmap: bool = True) -> TokenDataset:
         """Read what ``save`` wrote; with ``mmap`` the ids stay on disk and are paged in as batches need them."""
         bin_path, meta_path = cls._paths(path)
         for p in (bin_path, meta_path):
@@ -90,8 +93,9 @@ class TokenDataset:
             arr = np.fromfile(bin_path, dtype=dtype, count=length)
         return cls(arr, vocab_size=int(meta["vocab_size"]))
 
-    def get_batch(self, batch_size: int, block_size: int, generator: torch.Generator,
-                  device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(
+        self, batch_size: int, block_size: int, generator: torch.Generator, device: str | torch.device = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Random windows: ``x`` (B, T) int64 and ``y`` (B, T) = ``x`` shifted left by one token.
 
         Start positions come from ``generator`` only, so the same seed (or a restored ``generator.get_state()``)
@@ -112,8 +116,10 @@ class TokenDataset:
         device = torch.device(device)
         if device.type == "cuda":
             # Page-locked memory lets the copy overlap with the GPU's work on the previous batch.
-            return (x.contiguous().pin_memory().to(device, non_blocking=True),
-                    y.contiguous().pin_memory().to(device, non_blocking=True))
+            return (
+                x.contiguous().pin_memory().to(device, non_blocking=True),
+                y.contiguous().pin_memory().to(device, non_blocking=True),
+            )
         return x.contiguous().to(device), y.contiguous().to(device)
 
 
@@ -148,8 +154,9 @@ class RepeatedSequences:
         """A fixed sample row of 64 ids (what a dashboard shows as "the data")."""
         return self.rows(1, 64)[0].numpy()
 
-    def get_batch(self, batch_size: int, block_size: int, generator: torch.Generator,
-                  device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(
+        self, batch_size: int, block_size: int, generator: torch.Generator, device: str | torch.device = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like `TokenDataset.get_batch`: ``x`` (B, T) and ``y`` (B, T) = ``x`` shifted left by one."""
         if int(batch_size) < 1 or int(block_size) < 1:
             raise ValueError(f"batch_size and block_size must be >= 1 (got {batch_size}, {block_size}).")

@@ -96,8 +96,9 @@ def _split_text_at_end(text: str, val_fraction: float, where: str) -> tuple[str,
     return train, val
 
 
-def load_corpus(name_or_path: str | os.PathLike, val_fraction: float = _DEFAULT_VAL_FRACTION,
-                val_docs: list[str] | None = None) -> Corpus:
+def load_corpus(
+    name_or_path: str | os.PathLike, val_fraction: float = _DEFAULT_VAL_FRACTION, val_docs: list[str] | None = None
+) -> Corpus:
     """A corpus split into train and validation text.
 
     - ``"shakespeare"``: split by play; by default ``SHAKESPEARE_VAL_PLAYS`` (~10%). With ``val_docs`` those
@@ -119,13 +120,18 @@ def load_corpus(name_or_path: str | os.PathLike, val_fraction: float = _DEFAULT_
         held = set(val_docs)
         train = [p for p in plays if p.name not in held]
         val = [p for p in plays if p.name in held]
-        return Corpus("shakespeare", _join([p.text for p in train]), _join([p.text for p in val]),
-                      [p.name for p in train], [p.name for p in val])
+        return Corpus(
+            "shakespeare",
+            _join([p.text for p in train]),
+            _join([p.text for p in val]),
+            [p.name for p in train],
+            [p.name for p in val],
+        )
 
     path = Path(name_or_path).expanduser()
     if not path.exists():
         raise FileNotFoundError(
-            f"No corpus at {str(path)!r}. load_corpus accepts \"shakespeare\" (built in), a UTF-8 text file, "
+            f'No corpus at {str(path)!r}. load_corpus accepts "shakespeare" (built in), a UTF-8 text file, '
             "or a folder of .txt/.md files. Check the path (relative paths start from the notebook's folder: "
             f"{Path.cwd()})."
         )
@@ -150,7 +156,7 @@ def load_corpus(name_or_path: str | os.PathLike, val_fraction: float = _DEFAULT_
 
     if val_docs is not None:
         raise ValueError(
-            f"val_docs applies to \"shakespeare\" and to folders; {path} is a single file, split at its end "
+            f'val_docs applies to "shakespeare" and to folders; {path} is a single file, split at its end '
             "by val_fraction. Omit val_docs."
         )
     text = _read_text_file(path)

@@ -46,8 +46,11 @@ def _speech_units(text: str, limit: int) -> list[str]:
     return units
 
 
-def shakespeare_genre_passages(genres: tuple[str, ...] | list[str] = ("comedies", "histories", "tragedies"),
-                               passage_chars: int = 400, max_per_play: int | None = None) -> list[Example]:
+def shakespeare_genre_passages(
+    genres: tuple[str, ...] | list[str] = ("comedies", "histories", "tragedies"),
+    passage_chars: int = 400,
+    max_per_play: int | None = None,
+) -> list[Example]:
     """Passages of consecutive speeches (up to ~``passage_chars`` each) labelled by the play's genre.
 
     Passages shorter than a quarter of ``passage_chars`` are dropped (too little to classify). With
@@ -85,8 +88,9 @@ def shakespeare_genre_passages(genres: tuple[str, ...] | list[str] = ("comedies"
     return out
 
 
-def split_by_group(examples: list[Example], test_groups: list[str] | None = None, test_fraction: float = 0.25,
-                   seed: int = 0) -> tuple[list[Example], list[Example]]:
+def split_by_group(
+    examples: list[Example], test_groups: list[str] | None = None, test_fraction: float = 0.25, seed: int = 0
+) -> tuple[list[Example], list[Example]]:
     """(train, test) with no group on both sides.
 
     Without ``test_groups``, groups are held out per label (a group's label is its most common one): about

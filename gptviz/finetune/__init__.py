@@ -21,17 +21,63 @@ LR schedule and eval batches (`train`), checkpoint files (`checkpoint`), passage
 
 from __future__ import annotations
 
-from .classifier import (CLASSIFIER_JSON, CLASSIFIER_WEIGHTS, POOLINGS, ClassifierEval, GPTClassifier,
-                         LabelledDataset, baselines, encode_for, encode_lenient, evaluate_classifier, explain,
-                         load_classifier, save_classifier)
+from .classifier import (
+    CLASSIFIER_JSON,
+    CLASSIFIER_WEIGHTS,
+    POOLINGS,
+    ClassifierEval,
+    GPTClassifier,
+    LabelledDataset,
+    baselines,
+    encode_for,
+    encode_lenient,
+    evaluate_classifier,
+    explain,
+    load_classifier,
+    save_classifier,
+)
 from .diff import CheckpointDiff, checkpoint_diff
-from .jobs import (MODES, TASKS, ClassifierJob, FinetuneConfig, LMJob, build_job, count_parameters, genre_corpus,
-                   labelled_split, load_base, load_finetune_preset, prepare_gpt)
+from .jobs import (
+    MODES,
+    TASKS,
+    ClassifierJob,
+    FinetuneConfig,
+    LMJob,
+    build_job,
+    count_parameters,
+    genre_corpus,
+    labelled_split,
+    load_base,
+    load_finetune_preset,
+    prepare_gpt,
+)
 
 __all__ = [
-    "CLASSIFIER_JSON", "CLASSIFIER_WEIGHTS", "POOLINGS", "ClassifierEval", "GPTClassifier", "LabelledDataset",
-    "baselines", "encode_for", "encode_lenient", "evaluate_classifier", "explain", "load_classifier",
-    "save_classifier", "CheckpointDiff", "checkpoint_diff", "MODES", "TASKS", "ClassifierJob", "FinetuneConfig",
-    "LMJob", "build_job", "count_parameters", "genre_corpus", "labelled_split", "load_base",
-    "load_finetune_preset", "prepare_gpt",
+    "CLASSIFIER_JSON",
+    "CLASSIFIER_WEIGHTS",
+    "POOLINGS",
+    "ClassifierEval",
+    "GPTClassifier",
+    "LabelledDataset",
+    "baselines",
+    "encode_for",
+    "encode_lenient",
+    "evaluate_classifier",
+    "explain",
+    "load_classifier",
+    "save_classifier",
+    "CheckpointDiff",
+    "checkpoint_diff",
+    "MODES",
+    "TASKS",
+    "ClassifierJob",
+    "FinetuneConfig",
+    "LMJob",
+    "build_job",
+    "count_parameters",
+    "genre_corpus",
+    "labelled_split",
+    "load_base",
+    "load_finetune_preset",
+    "prepare_gpt",
 ]

@@ -52,13 +52,22 @@ CLASSIFIER_JSON, CLASSIFIER_WEIGHTS = "classifier.json", "classifier.safetensors
 class GPTClassifier(nn.Module):
     """A GPT trunk + a linear head: ids (B, T), right-padded with -1, -> class logits (B, K)."""
 
-    def __init__(self, gpt: GPT, n_classes: int | None = None, pooling: str = "last", labels: list[str] | None = None,
-                 max_windows: int = 1, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        gpt: GPT,
+        n_classes: int | None = None,
+        pooling: str = "last",
+        labels: list[str] | None = None,
+        max_windows: int = 1,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         labels = [str(x) for x in labels] if labels is not None else [str(i) for i in range(n_classes or 0)]
         if len(set(labels)) < 2:
-            raise ValueError(f"a classifier needs at least two different classes, got labels={labels!r}; "
-                             "check that the training data has more than one label")
+            raise ValueError(
+                f"a classifier needs at least two different classes, got labels={labels!r}; "
+                "check that the training data has more than one label"
+            )
         if n_classes is not None and n_classes != len(labels):
             raise ValueError(f"n_classes={n_classes} but {len(labels)} labels were given ({labels})")
         if len(set(labels)) != len(labels):
@@ -93,8 +102,10 @@ class GPTClassifier(nn.Module):
             raise ValueError("a row of the batch has no tokens (all padding); drop empty texts")
         bs = self.gpt.config.block_size
         if T > self.max_tokens:
-            raise ValueError(f"{T} tokens is longer than this classifier reads ({self.max_tokens} = max_windows "
-                             f"{self.max_windows} x block_size {bs}); truncate the ids (LabelledDataset does)")
+            raise ValueError(
+                f"{T} tokens is longer than this classifier reads ({self.max_tokens} = max_windows "
+                f"{self.max_windows} x block_size {bs}); truncate the ids (LabelledDataset does)"
+            )
         nw = -(-T // bs)  # windows per row
         if nw == 1:
             h = self.gpt.trunk(idx.clamp(min=0))  # (B, T, C)
@@ -119,8 +130,10 @@ class GPTClassifier(nn.Module):
         texts = [texts] if isinstance(texts, str) else list(texts)
         ids = [encode_for(self, tokenizer, t, where=f"text {i}") for i, t in enumerate(texts)]
         with evaluating(self):
-            out = [F.softmax(self(_pad(ids[i:i + batch_size]).to(self.device)).float(), -1).cpu()
-                   for i in range(0, len(ids), batch_size)]
+            out = [
+                F.softmax(self(_pad(ids[i : i + batch_size]).to(self.device)).float(), -1).cpu()
+                for i in range(0, len(ids), batch_size)
+            ]
         return torch.cat(out)
 
     def predict(self, tokenizer, texts: str | list[str]) -> list[str]:
@@ -142,8 +155,12 @@ def explain(model: GPTClassifier, tokenizer, text: str) -> dict:
     # (L, B*nw, nh, bs, bs) -> the last window's (L, nh, T, T)
     att = cap.stack("blocks.*.attn.hook_pattern")[:, -1, :, :T, :T].float()
     rows = att[:, :, T - 1] if model.pooling == "last" else att.mean(2)  # (L, nh, T)
-    return {"probs": F.softmax(logits[0].float(), -1).cpu(), "labels": list(model.labels),
-            "tokens": tokenizer.tokens(ids[start:]), "attention": rows}
+    return {
+        "probs": F.softmax(logits[0].float(), -1).cpu(),
+        "labels": list(model.labels),
+        "tokens": tokenizer.tokens(ids[start:]),
+        "attention": rows,
+    }
 
 
 def _pad(rows: list[list[int]]) -> torch.Tensor:
@@ -166,29 +183,36 @@ def encode_for(model: GPTClassifier, tokenizer, text: str, where: str = "the tex
     """Ids of one text for `model`: unknown characters dropped, the first max_tokens kept (both with a warning)."""
     ids, dropped = encode_lenient(tokenizer, text)
     if dropped:
-        warnings.warn(f"{where}: dropped characters the tokenizer does not know: {''.join(sorted(set(dropped)))!r}",
-                      stacklevel=3)
+        warnings.warn(
+            f"{where}: dropped characters the tokenizer does not know: {''.join(sorted(set(dropped)))!r}", stacklevel=3
+        )
     if not ids:
         raise ValueError(f"{where} has no tokens to classify (empty, or only unknown characters); type some text")
     if len(ids) > model.max_tokens:
-        warnings.warn(f"{where} has {len(ids)} tokens; the classifier reads the first {model.max_tokens} "
-                      f"(max_windows {model.max_windows} x block_size {model.config.block_size})", stacklevel=3)
-    return ids[:model.max_tokens]
+        warnings.warn(
+            f"{where} has {len(ids)} tokens; the classifier reads the first {model.max_tokens} "
+            f"(max_windows {model.max_windows} x block_size {model.config.block_size})",
+            stacklevel=3,
+        )
+    return ids[: model.max_tokens]
 
 
 # ---- labelled data ---------------------------------------------------------------------------------------------
 class LabelledDataset:
     """Tokenised examples and their label indices; `get_batch` draws random examples as the Trainer asks."""
 
-    def __init__(self, examples: list[data.Example], tokenizer, labels: list[str], max_tokens: int,
-                 name: str = "train") -> None:
+    def __init__(
+        self, examples: list[data.Example], tokenizer, labels: list[str], max_tokens: int, name: str = "train"
+    ) -> None:
         if not examples:
             raise ValueError(f"the {name} set is empty; give labelled examples (text, label)")
         index = {label: i for i, label in enumerate(labels)}
         unknown = sorted({e.label for e in examples} - set(index))
         if unknown:
-            raise ValueError(f"{name} labels {unknown} are not among the classifier's labels {labels}; "
-                             "every label needs training examples (split by group keeps each label on both sides)")
+            raise ValueError(
+                f"{name} labels {unknown} are not among the classifier's labels {labels}; "
+                "every label needs training examples (split by group keeps each label on both sides)"
+            )
         self.examples, self.labels, self.name = list(examples), list(labels), name
         self.ids, dropped, cut = [], set(), 0
         for i, e in enumerate(self.examples):
@@ -199,12 +223,17 @@ class LabelledDataset:
             cut += len(ids) > max_tokens
             self.ids.append(ids[:max_tokens])
         if dropped:
-            warnings.warn(f"{name} set: dropped characters the tokenizer does not know: {''.join(sorted(dropped))!r}",
-                          stacklevel=2)
+            warnings.warn(
+                f"{name} set: dropped characters the tokenizer does not know: {''.join(sorted(dropped))!r}",
+                stacklevel=2,
+            )
         if cut:
-            warnings.warn(f"{cut} of {len(self.ids)} {name} texts are longer than the classifier reads "
-                          f"({max_tokens} tokens); kept the first {max_tokens} tokens of each. Use shorter passages "
-                          "(passage_chars) or more windows (max_windows)", stacklevel=2)
+            warnings.warn(
+                f"{cut} of {len(self.ids)} {name} texts are longer than the classifier reads "
+                f"({max_tokens} tokens); kept the first {max_tokens} tokens of each. Use shorter passages "
+                "(passage_chars) or more windows (max_windows)",
+                stacklevel=2,
+            )
         self.y = torch.tensor([index[e.label] for e in self.examples])  # (N,)
 
     def __len__(self) -> int:
@@ -218,8 +247,9 @@ class LabelledDataset:
         """x (B, T) right-padded with -1 to the longest of these examples, y (B,)."""
         return _pad([self.ids[i] for i in index]).to(device), self.y[index].to(device)
 
-    def get_batch(self, batch_size: int, block_size: int, generator: torch.Generator,
-                  device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(
+        self, batch_size: int, block_size: int, generator: torch.Generator, device: str | torch.device = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Random examples (with replacement) drawn with `generator`. `block_size` is unused: the text length
         was fixed when the set was built (max_windows x the model's block_size)."""
         return self.collate(torch.randint(0, len(self), (batch_size,), generator=generator).tolist(), device)
@@ -239,16 +269,17 @@ class ClassifierEval:
 
 
 @torch.no_grad()
-def evaluate_classifier(model: GPTClassifier, dataset: LabelledDataset, batch_size: int = 64,
-                        index: list[int] | None = None) -> ClassifierEval:
+def evaluate_classifier(
+    model: GPTClassifier, dataset: LabelledDataset, batch_size: int = 64, index: list[int] | None = None
+) -> ClassifierEval:
     """Accuracy and confusion matrix on every example (or `index`); batches of similar length, eval mode."""
     index = list(range(len(dataset))) if index is None else list(index)
     order = sorted(index, key=lambda i: len(dataset.ids[i]))  # less padding
     probs = torch.zeros(len(dataset), len(model.labels))
     with evaluating(model):
         for s in range(0, len(order), batch_size):
-            x, _ = dataset.collate(order[s:s + batch_size], model.device)
-            probs[order[s:s + batch_size]] = F.softmax(model(x).float(), -1).cpu()
+            x, _ = dataset.collate(order[s : s + batch_size], model.device)
+            probs[order[s : s + batch_size]] = F.softmax(model(x).float(), -1).cpu()
     probs, y, K = probs[index], dataset.y[index], len(model.labels)
     pred = probs.argmax(-1)
     confusion = torch.bincount(y * K + pred, minlength=K * K).view(K, K)  # (K, K) row = true, column = predicted
@@ -275,8 +306,9 @@ def baselines(train: list[data.Example], test: list[data.Example]) -> dict:
 
 
 # ---- saving and loading a classifier -------------------------------------------------------------------------
-def save_classifier(model: GPTClassifier, tokenizer, path: str | os.PathLike,
-                    training: checkpoint.TrainingState | None = None) -> Path:
+def save_classifier(
+    model: GPTClassifier, tokenizer, path: str | os.PathLike, training: checkpoint.TrainingState | None = None
+) -> Path:
     """Write one folder: a gptviz checkpoint of the GPT (config.json, model.safetensors, tokenizer.json), plus
     classifier.json (labels, pooling, LoRA settings) and classifier.safetensors (head and adapters).
 
@@ -290,12 +322,23 @@ def save_classifier(model: GPTClassifier, tokenizer, path: str | os.PathLike,
     if len(merged) > 1:
         raise ValueError("some LoRA layers are merged and some not; call merge_lora or unmerge_lora first")
     first = next(iter(layers.values()), None)
-    info = {"format": "gptviz-classifier", "version": 1, "labels": model.labels, "pooling": model.pooling,
-            "max_windows": model.max_windows, "head_dropout": model.dropout.p,
-            "lora": None if first is None else {"rank": first.rank, "alpha": first.alpha, "merged": first.merged,
-                                                "layers": sorted(layers)}}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-               if k.startswith("head.") or ".lora_" in k}
+    info = {
+        "format": "gptviz-classifier",
+        "version": 1,
+        "labels": model.labels,
+        "pooling": model.pooling,
+        "max_windows": model.max_windows,
+        "head_dropout": model.dropout.p,
+        "lora": None
+        if first is None
+        else {"rank": first.rank, "alpha": first.alpha, "merged": first.merged, "layers": sorted(layers)},
+    }
+    tensors = {
+        k: v.detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if k.startswith("head.") or ".lora_" in k
+    }
+
     def write_head(folder: Path) -> None:
         save_file(tensors, str(folder / CLASSIFIER_WEIGHTS))
         (folder / CLASSIFIER_JSON).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
@@ -310,29 +353,40 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device | None =
     path = Path(path)
     if not (path / CLASSIFIER_JSON).is_file():
         checkpoint.read_config(path)  # says what is wrong when it is not a checkpoint at all
-        raise checkpoint.CheckpointError(f"{path} is a language-model checkpoint without a classifier head "
-                                         f"({CLASSIFIER_JSON} is missing); fine-tune one first: "
-                                         "gptviz finetune --config finetune-genre")
+        raise checkpoint.CheckpointError(
+            f"{path} is a language-model checkpoint without a classifier head "
+            f"({CLASSIFIER_JSON} is missing); fine-tune one first: "
+            "gptviz finetune --config finetune-genre"
+        )
     try:
         info = json.loads((path / CLASSIFIER_JSON).read_text(encoding="utf-8"))
         labels, lora = info["labels"], info["lora"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise checkpoint.CheckpointError(f"{path / CLASSIFIER_JSON} is damaged ({e}); save the classifier again") \
-            from None
+        raise checkpoint.CheckpointError(
+            f"{path / CLASSIFIER_JSON} is damaged ({e}); save the classifier again"
+        ) from None
     gpt, tokenizer = checkpoint.load(path)
     if lora:
         targets = tuple(sorted({name.split(".", 2)[2] for name in lora["layers"]}))
         add_lora(gpt, lora["rank"], lora["alpha"], targets)
         for layer in lora_layers(gpt).values():
             layer.merged = lora["merged"]
-    model = GPTClassifier(gpt, pooling=info["pooling"], labels=labels, max_windows=info.get("max_windows", 1),
-                          dropout=info.get("head_dropout", 0.0))
+    model = GPTClassifier(
+        gpt,
+        pooling=info["pooling"],
+        labels=labels,
+        max_windows=info.get("max_windows", 1),
+        dropout=info.get("head_dropout", 0.0),
+    )
     tensors = load_file(str(path / CLASSIFIER_WEIGHTS))
     expected = {k: v for k, v in model.state_dict().items() if k.startswith("head.") or ".lora_" in k}
-    wrong = sorted(set(expected) ^ set(tensors)) + [k for k in expected if k in tensors
-                                                    and tensors[k].shape != expected[k].shape]
+    wrong = sorted(set(expected) ^ set(tensors)) + [
+        k for k in expected if k in tensors and tensors[k].shape != expected[k].shape
+    ]
     if wrong:
-        raise checkpoint.CheckpointError(f"{path / CLASSIFIER_WEIGHTS} does not match {CLASSIFIER_JSON} "
-                                         f"(keys or shapes: {wrong[:4]}); the files come from different saves")
+        raise checkpoint.CheckpointError(
+            f"{path / CLASSIFIER_WEIGHTS} does not match {CLASSIFIER_JSON} "
+            f"(keys or shapes: {wrong[:4]}); the files come from different saves"
+        )
     model.load_state_dict(tensors, strict=False)
     return model.to(device or "cpu").eval(), tokenizer

@@ -40,8 +40,9 @@ class CheckpointDiff:
 
 
 @torch.no_grad()
-def checkpoint_diff(model_before: nn.Module, model_after: nn.Module, tokenizer, text: str,
-                    k: int = 10) -> CheckpointDiff:
+def checkpoint_diff(
+    model_before: nn.Module, model_after: nn.Module, tokenizer, text: str, k: int = 10
+) -> CheckpointDiff:
     """Run `text` through both models (GPTs, or classifiers' trunks) and say what changed."""
     before_gpt, after_gpt = (getattr(m, "gpt", m) for m in (model_before, model_after))
     if (before_gpt.config.n_layer, before_gpt.config.n_head) != (after_gpt.config.n_layer, after_gpt.config.n_head):

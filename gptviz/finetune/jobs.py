@@ -41,9 +41,16 @@ from ..lora import add_lora, lora_layers, remove_lora
 from ..model import GPT
 from ..paths import repo_root
 from ..presets import read_preset
-from ..train import Trainer, TrainConfig
-from .classifier import (POOLINGS, ClassifierEval, GPTClassifier, LabelledDataset, baselines, evaluate_classifier,
-                         save_classifier)
+from ..train import TrainConfig, Trainer
+from .classifier import (
+    POOLINGS,
+    ClassifierEval,
+    GPTClassifier,
+    LabelledDataset,
+    baselines,
+    evaluate_classifier,
+    save_classifier,
+)
 from .diff import CheckpointDiff, checkpoint_diff
 
 TASKS = ("classify", "lm")
@@ -51,8 +58,15 @@ MODES = ("head", "last_n", "full", "lora")
 
 
 # ---- what trains ---------------------------------------------------------------------------------------------
-def prepare_gpt(gpt: GPT, mode: str, n_layers: int = 2, freeze_embeddings: bool = False, lora_rank: int = 8,
-                lora_alpha: float = 16.0, lora_mlp: bool = False) -> None:
+def prepare_gpt(
+    gpt: GPT,
+    mode: str,
+    n_layers: int = 2,
+    freeze_embeddings: bool = False,
+    lora_rank: int = 8,
+    lora_alpha: float = 16.0,
+    lora_mlp: bool = False,
+) -> None:
     """Set requires_grad for `mode` (and add LoRA adapters for "lora"). Call it before building the Trainer."""
     L = gpt.config.n_layer
     if mode not in MODES:
@@ -61,7 +75,7 @@ def prepare_gpt(gpt: GPT, mode: str, n_layers: int = 2, freeze_embeddings: bool 
         raise ValueError(f"n_layers={n_layers!r}: last_n trains the top n blocks, 1 <= n <= {L} for this model")
     gpt.requires_grad_(mode == "full")
     if mode == "last_n":
-        for block in gpt.blocks[L - n_layers:]:
+        for block in gpt.blocks[L - n_layers :]:
             block.requires_grad_(True)
         gpt.ln_f.requires_grad_(True)
     elif mode == "full" and freeze_embeddings:  # wte is also the LM head (tied): it stays as it is too
@@ -69,7 +83,7 @@ def prepare_gpt(gpt: GPT, mode: str, n_layers: int = 2, freeze_embeddings: bool 
         if hasattr(gpt, "wpe"):
             gpt.wpe.requires_grad_(False)
     elif mode == "lora":
-        add_lora(gpt, lora_rank, lora_alpha, ("attn.c_attn", "mlp.c_fc", "mlp.c_proj")[:3 if lora_mlp else 1])
+        add_lora(gpt, lora_rank, lora_alpha, ("attn.c_attn", "mlp.c_fc", "mlp.c_proj")[: 3 if lora_mlp else 1])
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -133,16 +147,20 @@ def load_base(init: str, device: str | None = None):
 
         gpt, tok = GPT.from_pretrained(init), get_tokenizer("gpt2")
         if gpt.config.vocab_size < tok.vocab_size:
-            raise ValueError(f"{init} has vocab_size {gpt.config.vocab_size}, but GPT-2's tokenizer needs "
-                             f"{tok.vocab_size} ids; Hugging Face folders are paired with GPT-2's tokenizer")
+            raise ValueError(
+                f"{init} has vocab_size {gpt.config.vocab_size}, but GPT-2's tokenizer needs "
+                f"{tok.vocab_size} ids; Hugging Face folders are paired with GPT-2's tokenizer"
+            )
         return gpt.to(device or "cpu"), tok
-    raise FileNotFoundError(f"nothing to fine-tune at {init!r}: give a gptviz checkpoint folder (the lab's is "
-                            "lab/models/shakespeare-char; make it with `gptviz train --config shakespeare-char`) or "
-                            "a Hugging Face GPT-2 folder")
+    raise FileNotFoundError(
+        f"nothing to fine-tune at {init!r}: give a gptviz checkpoint folder (the lab's is "
+        "lab/models/shakespeare-char; make it with `gptviz train --config shakespeare-char`) or "
+        "a Hugging Face GPT-2 folder"
+    )
 
 
 def _genres(spec: str) -> tuple[str, ...] | None:
-    """"shakespeare:comedies,tragedies" -> ("comedies", "tragedies"); "shakespeare" -> all; a path -> None."""
+    """ "shakespeare:comedies,tragedies" -> ("comedies", "tragedies"); "shakespeare" -> all; a path -> None."""
     s = spec.strip().lower()
     if s == "shakespeare":
         return data.GENRES
@@ -151,8 +169,10 @@ def _genres(spec: str) -> tuple[str, ...] | None:
     genres = tuple(g.strip() for g in s.split(":", 1)[1].split(",") if g.strip())
     unknown = [g for g in genres if g not in data.GENRES]
     if unknown or not genres:
-        raise ValueError(f"data={spec!r}: unknown genres {unknown}; choose from {', '.join(data.GENRES)}, "
-                         "e.g. shakespeare:comedies,histories,tragedies")
+        raise ValueError(
+            f"data={spec!r}: unknown genres {unknown}; choose from {', '.join(data.GENRES)}, "
+            "e.g. shakespeare:comedies,histories,tragedies"
+        )
     return genres
 
 
@@ -166,8 +186,13 @@ def genre_corpus(genres: tuple[str, ...], val_plays: list[str] | None = None) ->
     if bad or not val_plays or len(set(val_plays)) >= len(names):
         raise ValueError(f"val_plays {list(val_plays)}: need one or more (not all) of these plays: {', '.join(names)}")
     train, val = [p for p in plays if p.name not in val_plays], [p for p in plays if p.name in val_plays]
-    return data.Corpus("shakespeare:" + ",".join(genres), "\n".join(p.text for p in train),  # a blank line between
-                       "\n".join(p.text for p in val), [p.name for p in train], [p.name for p in val])  # plays
+    return data.Corpus(
+        "shakespeare:" + ",".join(genres),
+        "\n".join(p.text for p in train),  # a blank line between
+        "\n".join(p.text for p in val),
+        [p.name for p in train],
+        [p.name for p in val],
+    )  # plays
 
 
 def labelled_split(config: FinetuneConfig) -> tuple[list[data.Example], list[data.Example]]:
@@ -194,9 +219,16 @@ class _Job:
 class ClassifierJob(_Job):
     """A GPTClassifier, its train/test sets, and the Trainer that fits it."""
 
-    def __init__(self, gpt: GPT, tokenizer, train: list[data.Example], test: list[data.Example],
-                 config: FinetuneConfig | None = None, train_config: TrainConfig | None = None,
-                 meta: dict | None = None) -> None:
+    def __init__(
+        self,
+        gpt: GPT,
+        tokenizer,
+        train: list[data.Example],
+        test: list[data.Example],
+        config: FinetuneConfig | None = None,
+        train_config: TrainConfig | None = None,
+        meta: dict | None = None,
+    ) -> None:
         config = config or FinetuneConfig()
         train_config = train_config or TrainConfig()
         if config.task != "classify":
@@ -205,21 +237,37 @@ class ClassifierJob(_Job):
             raise ValueError("a classifier needs labelled train and test examples; both sets must be non-empty")
         labels = sorted({e.label for e in train})
         if len(labels) < 2:
-            raise ValueError(f"the training examples have only the label(s) {labels}; a classifier needs at least "
-                             "two different classes")
+            raise ValueError(
+                f"the training examples have only the label(s) {labels}; a classifier needs at least "
+                "two different classes"
+            )
         torch.manual_seed(train_config.seed)  # head and adapter initialisation
-        prepare_gpt(gpt, config.mode, config.n_layers, config.freeze_embeddings, config.lora_rank,
-                    config.lora_alpha, config.lora_mlp)
-        self.model = GPTClassifier(gpt, pooling=config.pooling, labels=labels, max_windows=config.max_windows,
-                                   dropout=config.head_dropout)
+        prepare_gpt(
+            gpt,
+            config.mode,
+            config.n_layers,
+            config.freeze_embeddings,
+            config.lora_rank,
+            config.lora_alpha,
+            config.lora_mlp,
+        )
+        self.model = GPTClassifier(
+            gpt, pooling=config.pooling, labels=labels, max_windows=config.max_windows, dropout=config.head_dropout
+        )
         self.config, self.tokenizer, self.train_examples, self.test_examples = config, tokenizer, train, test
         self.train_set = LabelledDataset(train, tokenizer, labels, self.model.max_tokens, "train")
         self.test_set = LabelledDataset(test, tokenizer, labels, self.model.max_tokens, "test")
         # The Trainer's snapshots and checkpoints assume a language model: off; `save` writes the folder.
         tc = replace(train_config, snapshot_interval=0, out_dir=None, corpus=config.data, tokenizer=tokenizer.kind)
         self.out_dir = train_config.out_dir
-        self.trainer = Trainer(self.model, tokenizer, self.train_set, self.test_set, tc,
-                               meta={"finetune": config.to_dict(), **(meta or {})})
+        self.trainer = Trainer(
+            self.model,
+            tokenizer,
+            self.train_set,
+            self.test_set,
+            tc,
+            meta={"finetune": config.to_dict(), **(meta or {})},
+        )
         self._baselines: dict | None = None
 
     @property
@@ -247,17 +295,33 @@ class ClassifierJob(_Job):
     def summary(self, evaluation: ClassifierEval | None = None) -> dict:
         ev = evaluation or self.evaluate()
         trainable, total = count_parameters(self.model)
-        return {"task": "classify", **ev.to_dict(), **self.baselines(), "n_train": len(self.train_set),
-                "n_test": len(self.test_set), "test_groups": sorted({e.group for e in self.test_examples}),
-                "mode": self.config.mode, "trainable_params": trainable, "total_params": total,
-                "steps": self.trainer.step}
+        return {
+            "task": "classify",
+            **ev.to_dict(),
+            **self.baselines(),
+            "n_train": len(self.train_set),
+            "n_test": len(self.test_set),
+            "test_groups": sorted({e.group for e in self.test_examples}),
+            "mode": self.config.mode,
+            "trainable_params": trainable,
+            "total_params": total,
+            "steps": self.trainer.step,
+        }
 
 
 class LMJob(_Job):
     """Next-token training of a GPT on new text, with the model before it kept for `diff`."""
 
-    def __init__(self, gpt: GPT, tokenizer, corpus: data.Corpus, config: FinetuneConfig | None = None,
-                 train_config: TrainConfig | None = None, meta: dict | None = None, keep_before: bool = True) -> None:
+    def __init__(
+        self,
+        gpt: GPT,
+        tokenizer,
+        corpus: data.Corpus,
+        config: FinetuneConfig | None = None,
+        train_config: TrainConfig | None = None,
+        meta: dict | None = None,
+        keep_before: bool = True,
+    ) -> None:
         config = config or FinetuneConfig(task="lm")
         train_config = train_config or TrainConfig()
         if config.task != "lm":
@@ -265,8 +329,15 @@ class LMJob(_Job):
         self.config, self.tokenizer, self.corpus = config, tokenizer, corpus
         self.before = copy.deepcopy(gpt).eval() if keep_before else None
         torch.manual_seed(train_config.seed)
-        prepare_gpt(gpt, config.mode, config.n_layers, config.freeze_embeddings, config.lora_rank,
-                    config.lora_alpha, config.lora_mlp)
+        prepare_gpt(
+            gpt,
+            config.mode,
+            config.n_layers,
+            config.freeze_embeddings,
+            config.lora_rank,
+            config.lora_alpha,
+            config.lora_mlp,
+        )
         self.model = gpt
         try:
             sets = [data.TokenDataset.from_text(t, tokenizer) for t in (corpus.train_text, corpus.val_text)]
@@ -274,9 +345,14 @@ class LMJob(_Job):
             raise ValueError(f"the base model's tokenizer cannot encode the new text ({e})") from None
         tc = replace(train_config, out_dir=None, corpus=corpus.name, tokenizer=tokenizer.kind)
         self.out_dir = train_config.out_dir
-        self.trainer = Trainer(gpt, tokenizer, sets[0], sets[1], tc,
-                               meta={"finetune": config.to_dict(), "corpus": corpus.name,
-                                     "held_out": corpus.val_docs, **(meta or {})})
+        self.trainer = Trainer(
+            gpt,
+            tokenizer,
+            sets[0],
+            sets[1],
+            tc,
+            meta={"finetune": config.to_dict(), "corpus": corpus.name, "held_out": corpus.val_docs, **(meta or {})},
+        )
         self.loss_before = self.trainer.evaluate()  # {"train", "val"} on the Trainer's fixed eval batches
 
     def evaluate(self) -> dict[str, float]:
@@ -302,17 +378,25 @@ class LMJob(_Job):
         if not target:
             raise ValueError("no folder to save to: pass a path or set train.out_dir")
         gpt = remove_lora(copy.deepcopy(self.model)) if lora_layers(self.model) else self.model
-        return checkpoint.save(target, gpt, self.tokenizer, self.trainer.training_state(False),
-                               include_optimizer=False)
+        return checkpoint.save(target, gpt, self.tokenizer, self.trainer.training_state(False), include_optimizer=False)
 
     def summary(self, after: dict | None = None) -> dict:
         after = after or self.evaluate()
         trainable, total = count_parameters(self.model)
-        out = {"task": "lm", "val_loss_before": self.loss_before["val"], "val_loss_after": after["val"],
-               "train_loss_before": self.loss_before["train"], "train_loss_after": after["train"],
-               "n_train_tokens": len(self.trainer.train_data), "n_val_tokens": len(self.trainer.val_data),
-               "held_out": self.corpus.val_docs, "mode": self.config.mode, "trainable_params": trainable,
-               "total_params": total, "steps": self.trainer.step}
+        out = {
+            "task": "lm",
+            "val_loss_before": self.loss_before["val"],
+            "val_loss_after": after["val"],
+            "train_loss_before": self.loss_before["train"],
+            "train_loss_after": after["train"],
+            "n_train_tokens": len(self.trainer.train_data),
+            "n_val_tokens": len(self.trainer.val_data),
+            "held_out": self.corpus.val_docs,
+            "mode": self.config.mode,
+            "trainable_params": trainable,
+            "total_params": total,
+            "steps": self.trainer.step,
+        }
         if self.before is not None:
             out["most_changed_heads"] = [list(h) for h in self.diff().top_heads(3)]
         return out
@@ -335,6 +419,8 @@ def load_finetune_preset(name_or_path: str | os.PathLike) -> tuple[FinetuneConfi
     path, preset = read_preset(name_or_path)
     unknown = sorted(set(preset) - {"finetune", "train", "description"})
     if unknown or "finetune" not in preset:
-        raise ValueError(f"{path}: a fine-tuning preset has 'finetune' and 'train' (and 'description'); "
-                         f"unknown keys {unknown}" + ("" if "finetune" in preset else ", 'finetune' missing"))
+        raise ValueError(
+            f"{path}: a fine-tuning preset has 'finetune' and 'train' (and 'description'); "
+            f"unknown keys {unknown}" + ("" if "finetune" in preset else ", 'finetune' missing")
+        )
     return FinetuneConfig.from_dict(preset["finetune"]), TrainConfig.from_dict(preset.get("train", {}))

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
-import torch
 from plotly.subplots import make_subplots
 
 from ..records import head_change
-from .style import (COLOURBAR_PX, METRIC_SCALE, TEMPLATE, WIDTH, as_numpy, subtitle, ticks, title_px, window_note,
-                    window_start)
-
+from .style import (
+    COLOURBAR_PX,
+    METRIC_SCALE,
+    TEMPLATE,
+    WIDTH,
+    as_numpy,
+    subtitle,
+    ticks,
+    title_px,
+    window_note,
+    window_start,
+)
 
 DIFF_MARGIN = dict(l=70, r=16, b=84)
 DIFF_HEADS_PX, DIFF_PX = 240, 300  # the heads' map: width; both parts: height
@@ -30,8 +38,10 @@ def checkpoint_diff(before, after, max_tokens: int = 64, width: int = WIDTH, cha
     if change is None:
         change = head_change(before, after)  # also checks that both records hold the same prompt
     elif before.ids.tolist() != after.ids.tolist() or tuple(change.shape) != tuple(after.attention.shape[:2]):
-        raise ValueError(f"change (shape {tuple(change.shape)}) must be head_change(before, after) of these two "
-                         f"records: the same prompt, expected (L, nh) = {tuple(after.attention.shape[:2])}")
+        raise ValueError(
+            f"change (shape {tuple(change.shape)}) must be head_change(before, after) of these two "
+            f"records: the same prompt, expected (L, nh) = {tuple(after.attention.shape[:2])}"
+        )
     change = as_numpy(change)  # (L, nh)
     T = after.T
     start = window_start(T, max_tokens)
@@ -49,30 +59,81 @@ def checkpoint_diff(before, after, max_tokens: int = 64, width: int = WIDTH, cha
     if pw - x2 < 200:
         raise ValueError(f"checkpoint_diff needs a width of at least {x2 + 200 + m['l'] + m['r']} px, got {width}")
     fig = make_subplots(1, 2)
-    fig.add_trace(go.Heatmap(name="change", z=change, colorscale=METRIC_SCALE, zmin=0,
-                             colorbar=dict(x=(DIFF_HEADS_PX + 10) / pw, xanchor="left", thickness=10, len=1, y=1,
-                                           yanchor="top", ypad=0),
-                             hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>"), 1, 1)
+    fig.add_trace(
+        go.Heatmap(
+            name="change",
+            z=change,
+            colorscale=METRIC_SCALE,
+            zmin=0,
+            colorbar=dict(x=(DIFF_HEADS_PX + 10) / pw, xanchor="left", thickness=10, len=1, y=1, yanchor="top", ypad=0),
+            hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>",
+        ),
+        1,
+        1,
+    )
     for name, y, colour in (("before", before_of_top[start:], "#9aa3b2"), ("after", top_after[start:], "#2166ac")):
-        fig.add_trace(go.Bar(name=name, x=pos, y=y, marker_color=colour, text=names, textposition="none",
-                             hovertemplate=f"{name}: p(%{{text}}) = %{{y:.3f}}<extra></extra>"), 1, 2)
+        fig.add_trace(
+            go.Bar(
+                name=name,
+                x=pos,
+                y=y,
+                marker_color=colour,
+                text=names,
+                textposition="none",
+                hovertemplate=f"{name}: p(%{{text}}) = %{{y:.3f}}<extra></extra>",
+            ),
+            1,
+            2,
+        )
     L, nh = change.shape
-    fig.update_xaxes(title_text="head (nh)", showgrid=False, dtick=1 if nh <= 16 else None,
-                     domain=[0, DIFF_HEADS_PX / pw], row=1, col=1)
-    fig.update_yaxes(title_text="layer (L)", autorange="reversed", showgrid=False, dtick=1 if L <= 16 else None,
-                     row=1, col=1)
-    fig.update_xaxes(title_text="position (T)", domain=[x2 / pw, 1],
-                     **ticks(after.tokens[start:], start, length_px=pw - x2), row=1, col=2)
+    fig.update_xaxes(
+        title_text="head (nh)",
+        showgrid=False,
+        dtick=1 if nh <= 16 else None,
+        domain=[0, DIFF_HEADS_PX / pw],
+        row=1,
+        col=1,
+    )
+    fig.update_yaxes(
+        title_text="layer (L)", autorange="reversed", showgrid=False, dtick=1 if L <= 16 else None, row=1, col=1
+    )
+    fig.update_xaxes(
+        title_text="position (T)",
+        domain=[x2 / pw, 1],
+        **ticks(after.tokens[start:], start, length_px=pw - x2),
+        row=1,
+        col=2,
+    )
     fig.update_yaxes(title_text="probability", range=[0, 1], row=1, col=2)
     # each part's caption above it, left-aligned; the legend at the bars' top right, on the caption's line
     for axis, text in (("x", "mean |Δ attention| per head"), ("x2", "probability of the new top next token")):
-        fig.add_annotation(text=text, xref=f"{axis} domain", yref="paper", x=0, y=1, yshift=6, showarrow=False,
-                           xanchor="left", yanchor="bottom", font_size=12)
+        fig.add_annotation(
+            text=text,
+            xref=f"{axis} domain",
+            yref="paper",
+            x=0,
+            y=1,
+            yshift=6,
+            showarrow=False,
+            xanchor="left",
+            yanchor="bottom",
+            font_size=12,
+        )
     l, h = np.unravel_index(np.nanargmax(change), change.shape)
-    title = subtitle("Checkpoint diff on the same prompt", f"most changed: layer {l}, head {h}",
-                     window_note(start, T), max_px=width - 24)
+    title = subtitle(
+        "Checkpoint diff on the same prompt",
+        f"most changed: layer {l}, head {h}",
+        window_note(start, T),
+        max_px=width - 24,
+    )
     top = title_px(title) + 36
-    fig.update_layout(template=TEMPLATE, width=width, height=top + DIFF_PX + m["b"], margin=dict(m, t=top),
-                      barmode="group", title=title, legend=dict(orientation="h", x=1, xanchor="right", y=1,
-                                                                yanchor="bottom", font_size=11))
+    fig.update_layout(
+        template=TEMPLATE,
+        width=width,
+        height=top + DIFF_PX + m["b"],
+        margin=dict(m, t=top),
+        barmode="group",
+        title=title,
+        legend=dict(orientation="h", x=1, xanchor="right", y=1, yanchor="bottom", font_size=11),
+    )
     return fig

@@ -13,21 +13,32 @@ import plotly.graph_objects as go
 
 from .style import CHOSEN, FILTERED, STAGE_COLOURS, TEMPLATE, as_numpy, short, subtitle, ticks
 
-STAGE_LABELS = {"raw": "raw", "repetition_penalty": "after repetition penalty",
-                "no_repeat_ngram": "after no-repeat-n-gram", "min_new_tokens": "after min-new-tokens (no eos yet)",
-                "temperature": "after temperature",
-                "top_k": "after top-k", "top_p": "after top-p"}
+STAGE_LABELS = {
+    "raw": "raw",
+    "repetition_penalty": "after repetition penalty",
+    "no_repeat_ngram": "after no-repeat-n-gram",
+    "min_new_tokens": "after min-new-tokens (no eos yet)",
+    "temperature": "after temperature",
+    "top_k": "after top-k",
+    "top_p": "after top-p",
+}
 
 
 def step_title(step, forced: bool = False) -> str:
     """What happened at a step; `forced`: the token was picked by a fork, not by the sampler."""
     token = repr(short(step.token, 16)) if step.token is not None else f"id {step.token_id}"
-    how = (f"forked here: you chose {token} (the sampler gave it p = {step.prob:.3f}, raw p = {step.raw_prob:.3f})"
-           if forced else
-           f"chose {token}, p = {step.prob:.3f} (raw p = {step.raw_prob:.3f})")
-    return subtitle(f"Step {step.step} (position {step.position}): {how}", f"entropy {step.entropy:.2f} nats",
-                    "bars: each candidate's probability after every stage", "hatched grey = removed by that stage",
-                    "orange outline = chosen")
+    how = (
+        f"forked here: you chose {token} (the sampler gave it p = {step.prob:.3f}, raw p = {step.raw_prob:.3f})"
+        if forced
+        else f"chose {token}, p = {step.prob:.3f} (raw p = {step.raw_prob:.3f})"
+    )
+    return subtitle(
+        f"Step {step.step} (position {step.position}): {how}",
+        f"entropy {step.entropy:.2f} nats",
+        "bars: each candidate's probability after every stage",
+        "hatched grey = removed by that stage",
+        "orange outline = chosen",
+    )
 
 
 def add_candidates(fig: go.Figure, step, row=None, col=None) -> None:
@@ -41,18 +52,36 @@ def add_candidates(fig: go.Figure, step, row=None, col=None) -> None:
         p = as_numpy(stage.probs)
         cut = (p <= 0) & (prev > 0) if prev is not None else np.zeros(len(p), dtype=bool)
         label = STAGE_LABELS.get(stage.name, stage.name)
-        fig.add_trace(go.Bar(
-            name=f"{label} ({stage.kept} kept)", x=list(range(len(ids))), y=np.where(cut, prev, p) if
-            prev is not None else p, customdata=ids, text=names, textposition="none",
-            hovertext=[f"removed (was {q:.3f})" if c else f"p = {v:.3f}" for c, q, v in
-                       zip(cut, prev if prev is not None else p, p)],
-            marker=dict(color=[FILTERED if c else STAGE_COLOURS[n % len(STAGE_COLOURS)] for c in cut],
-                        pattern=dict(shape=["/" if c else "" for c in cut], fgcolor="#9aa3b2"),
-                        line=dict(color=CHOSEN, width=[3 if i == step.token_id else 0 for i in ids])),
-            hovertemplate=f"{label}: %{{text}} %{{hovertext}}<extra>click to fork</extra>"), row=row, col=col)
+        fig.add_trace(
+            go.Bar(
+                name=f"{label} ({stage.kept} kept)",
+                x=list(range(len(ids))),
+                y=np.where(cut, prev, p) if prev is not None else p,
+                customdata=ids,
+                text=names,
+                textposition="none",
+                hovertext=[
+                    f"removed (was {q:.3f})" if c else f"p = {v:.3f}"
+                    for c, q, v in zip(cut, prev if prev is not None else p, p)
+                ],
+                marker=dict(
+                    color=[FILTERED if c else STAGE_COLOURS[n % len(STAGE_COLOURS)] for c in cut],
+                    pattern=dict(shape=["/" if c else "" for c in cut], fgcolor="#9aa3b2"),
+                    line=dict(color=CHOSEN, width=[3 if i == step.token_id else 0 for i in ids]),
+                ),
+                hovertemplate=f"{label}: %{{text}} %{{hovertext}}<extra>click to fork</extra>",
+            ),
+            row=row,
+            col=col,
+        )
         prev = p
-    fig.update_xaxes(title_text="candidate next token (k)", tickvals=list(range(len(ids))), row=row, col=col,
-                     ticktext=[f"<b>{short(t)}</b>" if i == step.token_id else short(t) for i, t in zip(ids, names)])
+    fig.update_xaxes(
+        title_text="candidate next token (k)",
+        tickvals=list(range(len(ids))),
+        row=row,
+        col=col,
+        ticktext=[f"<b>{short(t)}</b>" if i == step.token_id else short(t) for i, t in zip(ids, names)],
+    )
     fig.update_yaxes(title_text="probability", range=[0, 1.02], row=row, col=col)
 
 
@@ -60,8 +89,14 @@ def step_candidates(step) -> go.Figure:
     """Candidate probabilities at one step, per sampling stage (raw, penalties, temperature, top-k, top-p)."""
     fig = go.Figure()
     add_candidates(fig, step)
-    fig.update_layout(template=TEMPLATE, height=420, barmode="group", plot_bgcolor="white", title=step_title(step),
-                      legend=dict(orientation="h", y=-0.3))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=420,
+        barmode="group",
+        plot_bgcolor="white",
+        title=step_title(step),
+        legend=dict(orientation="h", y=-0.3),
+    )
     return fig
 
 
@@ -81,17 +116,38 @@ def row_title(step, layer: int, head: int | None) -> str:
     return f"where the model looked to choose it (layer {layer}, {who})"
 
 
-def add_attention_row(fig: go.Figure, step, layer: int, head: int | None, tokens: list[str] | None,
-                      row=None, col=None, length_px: float | None = None) -> None:
+def add_attention_row(
+    fig: go.Figure,
+    step,
+    layer: int,
+    head: int | None,
+    tokens: list[str] | None,
+    row=None,
+    col=None,
+    length_px: float | None = None,
+) -> None:
     """Bars (trace "attention row") of the new token's attention over context positions; `length_px`, the
     x axis's length in pixels where known, sizes the token labels."""
     y = row_values(step, layer, head)
     x = np.arange(step.context_start, step.context_start + len(y))
-    text = list(tokens[step.context_start: step.context_start + len(y)]) if tokens else [str(i) for i in x]
-    fig.add_trace(go.Bar(name="attention row", x=x, y=y, text=text, textposition="none", marker_color="#2171b5",
-                         hovertemplate="%{x} %{text}: %{y:.3f}<extra></extra>", showlegend=False), row=row, col=col)
-    fig.update_xaxes(title_text="context position (Tk)", **ticks(text, step.context_start, 50, length_px),
-                     row=row, col=col)
+    text = list(tokens[step.context_start : step.context_start + len(y)]) if tokens else [str(i) for i in x]
+    fig.add_trace(
+        go.Bar(
+            name="attention row",
+            x=x,
+            y=y,
+            text=text,
+            textposition="none",
+            marker_color="#2171b5",
+            hovertemplate="%{x} %{text}: %{y:.3f}<extra></extra>",
+            showlegend=False,
+        ),
+        row=row,
+        col=col,
+    )
+    fig.update_xaxes(
+        title_text="context position (Tk)", **ticks(text, step.context_start, 50, length_px), row=row, col=col
+    )
     fig.update_yaxes(title_text="attention", rangemode="tozero", row=row, col=col)
 
 
@@ -101,6 +157,7 @@ def attention_row(step, layer: int, head: int | None = None, tokens: list[str] |
     `tokens` are the display strings of the whole sequence (prompt + generated), indexed by position."""
     fig = go.Figure()
     add_attention_row(fig, step, layer, head, tokens)
-    fig.update_layout(template=TEMPLATE, height=300, plot_bgcolor="white",
-                      title=f"Step {step.step}: {row_title(step, layer, head)}")
+    fig.update_layout(
+        template=TEMPLATE, height=300, plot_bgcolor="white", title=f"Step {step.step}: {row_title(step, layer, head)}"
+    )
     return fig

@@ -19,17 +19,45 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..model import sinusoidal_encoding
-from ..positions import (RopeHeadScores, RopeScores, position_matrix, rope_angles, rope_score_matrix,
-                         rope_settings, rope_wavelengths, score_spread)
-from .style import (COLOURBAR_PX, DIVERGING_SCALE, MAX_TOKENS, METRIC_SCALE, TEMPLATE, WIDTH, add_masked_background,
-                    as_numpy, square_layout, square_size, subtitle, title_px)
+from ..positions import (
+    RopeHeadScores,
+    RopeScores,
+    position_matrix,
+    rope_angles,
+    rope_score_matrix,
+    rope_settings,
+    rope_wavelengths,
+    score_spread,
+)
+from .style import (
+    COLOURBAR_PX,
+    DIVERGING_SCALE,
+    MAX_TOKENS,
+    METRIC_SCALE,
+    TEMPLATE,
+    WIDTH,
+    add_masked_background,
+    as_numpy,
+    square_layout,
+    square_size,
+    subtitle,
+    title_px,
+)
 
 
 # ---- the sinusoidal formula -------------------------------------------------------------------------------
 def _pe_heatmap(z: np.ndarray, title: str, xtitle: str, ytitle: str, zmax: float) -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=z, zmin=-zmax, zmax=zmax, zmid=0, colorscale=DIVERGING_SCALE,
-                               hovertemplate=f"{ytitle} %{{y}}, {xtitle} %{{x}}: %{{z:.3f}}<extra></extra>",
-                               colorbar=dict(thickness=12)))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            zmin=-zmax,
+            zmax=zmax,
+            zmid=0,
+            colorscale=DIVERGING_SCALE,
+            hovertemplate=f"{ytitle} %{{y}}, {xtitle} %{{x}}: %{{z:.3f}}<extra></extra>",
+            colorbar=dict(thickness=12),
+        )
+    )
     fig.update_xaxes(title_text=xtitle, showgrid=False, zeroline=False)
     fig.update_yaxes(title_text=ytitle, showgrid=False, zeroline=False, autorange="reversed")
     fig.update_layout(template=TEMPLATE, height=480, title=title)
@@ -39,10 +67,17 @@ def _pe_heatmap(z: np.ndarray, title: str, xtitle: str, ytitle: str, zmax: float
 def sinusoidal_heatmap(T: int = 64, C: int = 128) -> go.Figure:
     """The seed's sinusoidal encoding PE (T x C): fast waves in low dimensions, slow ones in high."""
     pe = sinusoidal_encoding(T, C).numpy()
-    return _pe_heatmap(pe, subtitle(f"Sinusoidal positional encoding (T={T} × C={C})",
-                                    "PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(same)",
-                                    "low dimensions oscillate fast, high ones slowly"),
-                       "dimension (C)", "position (T)", 1.0)
+    return _pe_heatmap(
+        pe,
+        subtitle(
+            f"Sinusoidal positional encoding (T={T} × C={C})",
+            "PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(same)",
+            "low dimensions oscillate fast, high ones slowly",
+        ),
+        "dimension (C)",
+        "position (T)",
+        1.0,
+    )
 
 
 def wavelength(dim: int, C: int) -> float:
@@ -61,16 +96,38 @@ def sine_waves(T: int = 64, C: int = 128, dims: list[int] | tuple[int, ...] = (0
         colour = TEMPLATE.layout.colorway[n % 6]
         fn = np.sin if d % 2 == 0 else np.cos
         lam = wavelength(d, C)
-        fig.add_trace(go.Scatter(x=smooth, y=fn(2 * math.pi * smooth / lam), mode="lines", hoverinfo="skip",
-                                 line=dict(color=colour, width=1, dash="dot"), showlegend=False))
-        fig.add_trace(go.Scatter(x=np.arange(T), y=pe[:, d], mode="markers", marker=dict(color=colour, size=5),
-                                 name=f"dim {d}: {'sin' if d % 2 == 0 else 'cos'}, wavelength {lam:.1f}",
-                                 hovertemplate=f"dim {d}, position %{{x}}: %{{y:.3f}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=smooth,
+                y=fn(2 * math.pi * smooth / lam),
+                mode="lines",
+                hoverinfo="skip",
+                line=dict(color=colour, width=1, dash="dot"),
+                showlegend=False,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=np.arange(T),
+                y=pe[:, d],
+                mode="markers",
+                marker=dict(color=colour, size=5),
+                name=f"dim {d}: {'sin' if d % 2 == 0 else 'cos'}, wavelength {lam:.1f}",
+                hovertemplate=f"dim {d}, position %{{x}}: %{{y:.3f}}<extra></extra>",
+            )
+        )
     fig.update_xaxes(title_text="position (T)")
     fig.update_yaxes(title_text="PE value", range=[-1.1, 1.1])
-    fig.update_layout(template=TEMPLATE, height=380, plot_bgcolor="white", legend=dict(orientation="h", y=-0.25),
-                      title=subtitle("Sinusoidal encoding, one dimension at a time",
-                                     "dots: the values a position gets; dotted: the underlying wave"))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=380,
+        plot_bgcolor="white",
+        legend=dict(orientation="h", y=-0.25),
+        title=subtitle(
+            "Sinusoidal encoding, one dimension at a time",
+            "dots: the values a position gets; dotted: the underlying wave",
+        ),
+    )
     return fig
 
 
@@ -78,27 +135,45 @@ def sine_waves(T: int = 64, C: int = 128, dims: list[int] | tuple[int, ...] = (0
 def learned_position_heatmap(model, max_positions: int = MAX_TOKENS) -> go.Figure:
     """The model's learned position embeddings wpe (block_size x C), first max_positions rows."""
     if model.config.pos_encoding != "learned":
-        raise ValueError(f"this model's positions are {model.config.pos_encoding!r}, not learned; "
-                         "use sinusoidal_heatmap for the fixed encoding")
+        raise ValueError(
+            f"this model's positions are {model.config.pos_encoding!r}, not learned; "
+            "use sinusoidal_heatmap for the fixed encoding"
+        )
     full = position_matrix(model)
     m = full[:max_positions]
     note = f"showing first {len(m)} of {len(full)} positions" if len(m) < len(full) else ""
-    return _pe_heatmap(m, subtitle(f"Learned position embeddings (T={len(full)} × C={m.shape[1]})",
-                                   "one row per position, added to the token embedding", note),
-                       "dimension (C)", "position (T)", float(np.abs(m).max()) or 1.0)
+    return _pe_heatmap(
+        m,
+        subtitle(
+            f"Learned position embeddings (T={len(full)} × C={m.shape[1]})",
+            "one row per position, added to the token embedding",
+            note,
+        ),
+        "dimension (C)",
+        "position (T)",
+        float(np.abs(m).max()) or 1.0,
+    )
 
 
-def position_similarity(source, T: int | None = None, max_positions: int = MAX_TOKENS,
-                        width: int | None = None) -> go.Figure:
+def position_similarity(
+    source, T: int | None = None, max_positions: int = MAX_TOKENS, width: int | None = None
+) -> go.Figure:
     """Cosine similarity between every pair of position vectors (T x T): a square heatmap with its colour bar
     beside it, in a figure `width` px wide (default: as wide as they need)."""
     m = position_matrix(source, T)[:max_positions]
     unit = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
     side, width = square_size(width, left=70)
-    fig = _pe_heatmap(unit @ unit.T, subtitle(f"Cosine similarity of position vectors (T={len(m)})",
-                                              "a wide red band along the diagonal = nearby positions look alike",
-                                              max_px=width - 24),
-                      "position (T)", "position (T)", 1.0)
+    fig = _pe_heatmap(
+        unit @ unit.T,
+        subtitle(
+            f"Cosine similarity of position vectors (T={len(m)})",
+            "a wide red band along the diagonal = nearby positions look alike",
+            max_px=width - 24,
+        ),
+        "position (T)",
+        "position (T)",
+        1.0,
+    )
     fig.update_xaxes(constrain="domain")
     fig.update_yaxes(scaleanchor="x", constrain="domain")
     square_layout(fig, side, width, bottom=60, left=70)
@@ -119,8 +194,10 @@ def position_score_contribution(scores, layer: int = 0, head: int = 0, width: in
     colour bar beside it, in a figure `width` px wide.
     """
     if isinstance(scores, torch.nn.Module):  # the old signature took the model: say what to pass instead
-        raise TypeError("position_score_contribution draws scores and no longer runs the model's layers: pass "
-                        "gptviz.positions.position_scores(model, T) (the model-taking version used T=64)")
+        raise TypeError(
+            "position_score_contribution draws scores and no longer runs the model's layers: pass "
+            "gptviz.positions.position_scores(model, T) (the model-taking version used T=64)"
+        )
     s = scores  # (L, nh, T, T)
     L, nh = s.shape[:2]
     if not (0 <= layer < L and 0 <= head < nh):
@@ -132,34 +209,69 @@ def position_score_contribution(scores, layer: int = 0, head: int = 0, width: in
     pw = width - m["l"] - m["r"]
     side = min(SCORES_SIDE_PX, pw - COLOURBAR_PX - 60 - 160 - COLOURBAR_PX)  # the spread 160 px at least
     if side < 200:
-        raise ValueError(f"position_score_contribution needs a width of at least {width - side + 200} px, "
-                         f"got {width}")
+        raise ValueError(f"position_score_contribution needs a width of at least {width - side + 200} px, got {width}")
     x2 = side + COLOURBAR_PX + 60
-    title = subtitle("How much do positions alone shape attention scores?",
-                     "score = (ln_1(p_i)W_Q)·(ln_1(p_j)W_K)/√hs with only position vectors in the residual stream",
-                     "exact for layer 0, a probe for deeper layers", max_px=width - 24)
+    title = subtitle(
+        "How much do positions alone shape attention scores?",
+        "score = (ln_1(p_i)W_Q)·(ln_1(p_j)W_K)/√hs with only position vectors in the residual stream",
+        "exact for layer 0, a probe for deeper layers",
+        max_px=width - 24,
+    )
     top = title_px(title) + 36  # and the subplot titles
     fig = make_subplots(1, 2)
-    fig.add_trace(go.Heatmap(name="scores", z=z, zmin=-zmax, zmax=zmax, zmid=0, colorscale=DIVERGING_SCALE,
-                             hoverongaps=False, colorbar=dict(x=(side + 10) / pw, thickness=10, title="q·k/√hs"),
-                             hovertemplate="query %{y} → key %{x}: %{z:.2f}<extra></extra>"), 1, 1)
+    fig.add_trace(
+        go.Heatmap(
+            name="scores",
+            z=z,
+            zmin=-zmax,
+            zmax=zmax,
+            zmid=0,
+            colorscale=DIVERGING_SCALE,
+            hoverongaps=False,
+            colorbar=dict(x=(side + 10) / pw, thickness=10, title="q·k/√hs"),
+            hovertemplate="query %{y} → key %{x}: %{z:.2f}<extra></extra>",
+        ),
+        1,
+        1,
+    )
     add_masked_background(fig, 1, 1)
-    fig.add_trace(go.Heatmap(name="spread", z=score_spread(s), colorscale=METRIC_SCALE, zmin=0,
-                             colorbar=dict(x=(pw - COLOURBAR_PX + 10) / pw, thickness=10, title="logits"),
-                             hovertemplate="layer %{y}, head %{x}: spread %{z:.2f}<extra></extra>"), 1, 2)
+    fig.add_trace(
+        go.Heatmap(
+            name="spread",
+            z=score_spread(s),
+            colorscale=METRIC_SCALE,
+            zmin=0,
+            colorbar=dict(x=(pw - COLOURBAR_PX + 10) / pw, thickness=10, title="logits"),
+            hovertemplate="layer %{y}, head %{x}: spread %{z:.2f}<extra></extra>",
+        ),
+        1,
+        2,
+    )
     fig.update_traces(colorbar=dict(xanchor="left", y=1, yanchor="top", len=1, ypad=0))
-    fig.update_xaxes(title_text="key position (Tk)", showgrid=False, zeroline=False, domain=[0, side / pw],
-                     row=1, col=1)
+    fig.update_xaxes(
+        title_text="key position (Tk)", showgrid=False, zeroline=False, domain=[0, side / pw], row=1, col=1
+    )
     fig.update_yaxes(title_text="query position (T)", autorange="reversed", showgrid=False, row=1, col=1)
-    fig.update_xaxes(title_text="head (nh)", showgrid=False, dtick=1, row=1, col=2,
-                     domain=[x2 / pw, (pw - COLOURBAR_PX) / pw])
+    fig.update_xaxes(
+        title_text="head (nh)", showgrid=False, dtick=1, row=1, col=2, domain=[x2 / pw, (pw - COLOURBAR_PX) / pw]
+    )
     fig.update_yaxes(title_text="layer (L)", autorange="reversed", showgrid=False, dtick=1, row=1, col=2)
-    for axis, text in (("x", f"layer {layer}, head {head}: score from position alone"),
-                       ("x2", "spread of position scores per head")):
-        fig.add_annotation(text=text, xref=f"{axis} domain", yref="paper", x=0.5, y=1, yshift=6, showarrow=False,
-                           yanchor="bottom", font_size=12)
-    fig.update_layout(template=TEMPLATE, title=title, width=width, height=top + side + m["b"],
-                      margin=dict(m, t=top))
+    for axis, text in (
+        ("x", f"layer {layer}, head {head}: score from position alone"),
+        ("x2", "spread of position scores per head"),
+    ):
+        fig.add_annotation(
+            text=text,
+            xref=f"{axis} domain",
+            yref="paper",
+            x=0.5,
+            y=1,
+            yshift=6,
+            showarrow=False,
+            yanchor="bottom",
+            font_size=12,
+        )
+    fig.update_layout(template=TEMPLATE, title=title, width=width, height=top + side + m["b"], margin=dict(m, t=top))
     return fig
 
 
@@ -180,19 +292,31 @@ def rope_angle_heatmap(source, T: int = 64, theta: float | None = None, value: s
     wrapped = np.mod(a, 2 * math.pi)
     lam = rope_wavelengths(rd, theta)
     custom = np.stack([wrapped, np.cos(a), np.broadcast_to(lam, a.shape)], axis=-1)  # (T, rd/2, 3)
-    hover = ("position %{y}, pair %{x} (dims %{x} and %{x}+" + str(rd // 2) + "): angle %{customdata[0]:.2f} rad "
-             "(mod 2π), cos %{customdata[1]:.3f}, a full turn every %{customdata[2]:.3g} positions<extra></extra>")
-    title = subtitle(f"RoPE rotation angles (T={T} × rd/2={rd // 2}, θ={theta:g})",
-                     "pair i (dims i and i + rd/2) of q and k turns by t / θ^(2i/rd) at position t",
-                     f"a full turn every {lam[0]:.1f} positions for pair 0, {lam[-1]:.3g} for the last")
+    hover = (
+        "position %{y}, pair %{x} (dims %{x} and %{x}+" + str(rd // 2) + "): angle %{customdata[0]:.2f} rad "
+        "(mod 2π), cos %{customdata[1]:.3f}, a full turn every %{customdata[2]:.3g} positions<extra></extra>"
+    )
+    title = subtitle(
+        f"RoPE rotation angles (T={T} × rd/2={rd // 2}, θ={theta:g})",
+        "pair i (dims i and i + rd/2) of q and k turns by t / θ^(2i/rd) at position t",
+        f"a full turn every {lam[0]:.1f} positions for pair 0, {lam[-1]:.3g} for the last",
+    )
     if value == "cos":
         fig = _pe_heatmap(np.cos(a), title, "dimension pair i", "position (T)", 1.0)
         fig.update_traces(colorbar_title="cos")
     else:
         fig = _pe_heatmap(wrapped, title, "dimension pair i", "position (T)", 1.0)
-        fig.update_traces(zmin=0, zmax=2 * math.pi, zmid=None, colorscale="Twilight",
-                          colorbar=dict(title="angle", tickvals=[0, math.pi / 2, math.pi, 3 * math.pi / 2, 2 * math.pi],
-                                        ticktext=["0", "π/2", "π", "3π/2", "2π"]))
+        fig.update_traces(
+            zmin=0,
+            zmax=2 * math.pi,
+            zmid=None,
+            colorscale="Twilight",
+            colorbar=dict(
+                title="angle",
+                tickvals=[0, math.pi / 2, math.pi, 3 * math.pi / 2, 2 * math.pi],
+                ticktext=["0", "π/2", "π", "3π/2", "2π"],
+            ),
+        )
     fig.update_traces(customdata=custom, hovertemplate=hover)
     return fig
 
@@ -205,13 +329,21 @@ def rope_score_heatmap(source, T: int = 64, theta: float | None = None, width: i
     z = rope_score_matrix(rd, T, theta)
     z[np.triu_indices(T, 1)] = np.nan  # keys after the query: masked, as in attention
     side, width = square_size(width, left=70)
-    fig = _pe_heatmap(z, subtitle(f"RoPE: q·k of the same vector at every pair of positions ({_rope_name(rd, theta)})",
-                                  "x = all ones, q = x turned at the query's position, k = x turned at the key's",
-                                  "each diagonal is one colour: only the distance query − key matters",
-                                  max_px=width - 24),
-                      "key position (Tk)", "query position (T)", 1.0)
-    fig.update_traces(hoverongaps=False, colorbar_title="q·k / |x|²",
-                      hovertemplate="query %{y} → key %{x}: %{z:.3f}<extra></extra>")
+    fig = _pe_heatmap(
+        z,
+        subtitle(
+            f"RoPE: q·k of the same vector at every pair of positions ({_rope_name(rd, theta)})",
+            "x = all ones, q = x turned at the query's position, k = x turned at the key's",
+            "each diagonal is one colour: only the distance query − key matters",
+            max_px=width - 24,
+        ),
+        "key position (Tk)",
+        "query position (T)",
+        1.0,
+    )
+    fig.update_traces(
+        hoverongaps=False, colorbar_title="q·k / |x|²", hovertemplate="query %{y} → key %{x}: %{z:.3f}<extra></extra>"
+    )
     add_masked_background(fig)
     fig.update_xaxes(constrain="domain")
     fig.update_yaxes(scaleanchor="x", constrain="domain")
@@ -219,8 +351,9 @@ def rope_score_heatmap(source, T: int = 64, theta: float | None = None, width: i
     return fig
 
 
-def rope_distance_scores(scores: RopeScores | list[RopeScores] | tuple[RopeScores, ...], log_x: bool = True,
-                         width: int | None = None) -> go.Figure:
+def rope_distance_scores(
+    scores: RopeScores | list[RopeScores] | tuple[RopeScores, ...], log_x: bool = True, width: int | None = None
+) -> go.Figure:
     """q·k of the same vector Δ positions apart, as a fraction of |x|² (1 at Δ = 0), one panel per `RopeScores`
     (`gptviz.positions.rope_relative_scores`; e.g. θ = 10000 beside θ = 100000): the all-ones vector, the
     random vectors' average, and the band where the middle 80 % of them lie. A marker shows where the ones
@@ -229,8 +362,13 @@ def rope_distance_scores(scores: RopeScores | list[RopeScores] | tuple[RopeScore
     if not records:
         raise ValueError("give at least one RopeScores (gptviz.positions.rope_relative_scores)")
     n = len(records)
-    fig = make_subplots(1, n, shared_yaxes=True, horizontal_spacing=0.06 if n > 1 else 0.0,
-                        subplot_titles=[_rope_name(r.rotary_dim, r.theta) for r in records])
+    fig = make_subplots(
+        1,
+        n,
+        shared_yaxes=True,
+        horizontal_spacing=0.06 if n > 1 else 0.0,
+        subplot_titles=[_rope_name(r.rotary_dim, r.theta) for r in records],
+    )
     blue, orange = TEMPLATE.layout.colorway[0], TEMPLATE.layout.colorway[1]
     low = 0.0
     for col, r in enumerate(records, start=1):
@@ -239,38 +377,111 @@ def rope_distance_scores(scores: RopeScores | list[RopeScores] | tuple[RopeScore
         p10, p90 = np.percentile(rnd, [10, 90], axis=0)
         low = min(low, float(p10.min()), float(ones.min()))
         first = col == 1
-        fig.add_trace(go.Scatter(x=d, y=p90, mode="lines", line=dict(width=0), hoverinfo="skip", showlegend=False,
-                                 legendgroup="band"), 1, col)
-        fig.add_trace(go.Scatter(x=d, y=p10, mode="lines", line=dict(width=0), fill="tonexty",
-                                 fillcolor="rgba(230, 85, 13, 0.15)", hoverinfo="skip", legendgroup="band",
-                                 name=f"middle 80 % of {len(r.random)} random vectors", showlegend=first), 1, col)
-        fig.add_trace(go.Scatter(x=d, y=ones, mode="lines", line=dict(color=blue, width=2), name="all-ones vector",
-                                 legendgroup="ones", showlegend=first,
-                                 hovertemplate="Δ=%{x}: ones %{y:.3f}<extra></extra>"), 1, col)
-        fig.add_trace(go.Scatter(x=d, y=rnd.mean(0), mode="lines", line=dict(color=orange, width=1.5, dash="dot"),
-                                 name="random vectors, average", legendgroup="mean", showlegend=first,
-                                 hovertemplate="Δ=%{x}: average %{y:.3f}<extra></extra>"), 1, col)
+        fig.add_trace(
+            go.Scatter(
+                x=d, y=p90, mode="lines", line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup="band"
+            ),
+            1,
+            col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=d,
+                y=p10,
+                mode="lines",
+                line=dict(width=0),
+                fill="tonexty",
+                fillcolor="rgba(230, 85, 13, 0.15)",
+                hoverinfo="skip",
+                legendgroup="band",
+                name=f"middle 80 % of {len(r.random)} random vectors",
+                showlegend=first,
+            ),
+            1,
+            col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=d,
+                y=ones,
+                mode="lines",
+                line=dict(color=blue, width=2),
+                name="all-ones vector",
+                legendgroup="ones",
+                showlegend=first,
+                hovertemplate="Δ=%{x}: ones %{y:.3f}<extra></extra>",
+            ),
+            1,
+            col,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=d,
+                y=rnd.mean(0),
+                mode="lines",
+                line=dict(color=orange, width=1.5, dash="dot"),
+                name="random vectors, average",
+                legendgroup="mean",
+                showlegend=first,
+                hovertemplate="Δ=%{x}: average %{y:.3f}<extra></extra>",
+            ),
+            1,
+            col,
+        )
         half = r.first_below(0.5)
         if half is not None:
             y = float(r.ones_fraction[half])
-            fig.add_trace(go.Scatter(x=[half], y=[y], mode="markers", showlegend=False,
-                                     marker=dict(color=blue, size=9, symbol="circle-open", line_width=2),
-                                     hovertemplate="first below ½: Δ=%{x}, %{y:.3f}<extra></extra>"), 1, col)
+            fig.add_trace(
+                go.Scatter(
+                    x=[half],
+                    y=[y],
+                    mode="markers",
+                    showlegend=False,
+                    marker=dict(color=blue, size=9, symbol="circle-open", line_width=2),
+                    hovertemplate="first below ½: Δ=%{x}, %{y:.3f}<extra></extra>",
+                ),
+                1,
+                col,
+            )
             # a log axis places annotations in log10 units; the label sits above the curve, clear of its ripples
-            fig.add_annotation(x=math.log10(half) if log_x else half, y=y, text=f"below ½ at Δ={half}",
-                               showarrow=True, arrowhead=0, arrowcolor=blue, ax=-30, ay=-95, font_color=blue,
-                               bgcolor="rgba(255,255,255,0.9)", row=1, col=col)
+            fig.add_annotation(
+                x=math.log10(half) if log_x else half,
+                y=y,
+                text=f"below ½ at Δ={half}",
+                showarrow=True,
+                arrowhead=0,
+                arrowcolor=blue,
+                ax=-30,
+                ay=-95,
+                font_color=blue,
+                bgcolor="rgba(255,255,255,0.9)",
+                row=1,
+                col=col,
+            )
         fig.add_hline(y=0, line=dict(color="#9aa0a6", width=1), row=1, col=col)
-        fig.update_xaxes(type="log" if log_x else "linear", title_text="distance Δ = query − key (positions)",
-                         showgrid=True, row=1, col=col)
+        fig.update_xaxes(
+            type="log" if log_x else "linear",
+            title_text="distance Δ = query − key (positions)",
+            showgrid=True,
+            row=1,
+            col=col,
+        )
     fig.update_yaxes(range=[low - 0.05, 1.05], row=1, col=1, title_text="q·k / |x|²")
-    title = subtitle("RoPE: q·k of the same vector Δ positions apart",
-                     "each pair adds |x_pair|²·cos(Δ·θ^(-2i/rd)): all in step at Δ=0, drifting apart as Δ grows",
-                     "decays on average, with ripples; any one vector wanders around the average",
-                     max_px=(width or WIDTH) - 24)
+    title = subtitle(
+        "RoPE: q·k of the same vector Δ positions apart",
+        "each pair adds |x_pair|²·cos(Δ·θ^(-2i/rd)): all in step at Δ=0, drifting apart as Δ grows",
+        "decays on average, with ripples; any one vector wanders around the average",
+        max_px=(width or WIDTH) - 24,
+    )
     top = title_px(title) + 30  # and the subplot titles
-    fig.update_layout(template=TEMPLATE, title=title, height=top + 340 + 90, width=width,
-                      margin=dict(t=top, b=90), legend=dict(orientation="h", y=-0.2, x=0))
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title,
+        height=top + 340 + 90,
+        width=width,
+        margin=dict(t=top, b=90),
+        legend=dict(orientation="h", y=-0.2, x=0),
+    )
     return fig
 
 
@@ -281,20 +492,45 @@ def rope_head_distance(scores: RopeHeadScores, width: int | None = None) -> go.F
     blue = TEMPLATE.layout.colorway[0]
     fig = go.Figure()
     for row, t in enumerate(r.token_ids):
-        fig.add_trace(go.Scatter(x=r.distance, y=r.scores[row], mode="lines", line=dict(color="#b8bcc4", width=0.8),
-                                 name=f"token {t}", showlegend=row == 0, legendgroup="tokens",
-                                 hovertemplate=f"token {t}, Δ=%{{x}}: %{{y:.2f}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=r.distance,
+                y=r.scores[row],
+                mode="lines",
+                line=dict(color="#b8bcc4", width=0.8),
+                name=f"token {t}",
+                showlegend=row == 0,
+                legendgroup="tokens",
+                hovertemplate=f"token {t}, Δ=%{{x}}: %{{y:.2f}}<extra></extra>",
+            )
+        )
     if r.scores.shape[0] > 1:
         fig.data[0].name = f"one token each ({len(r.token_ids)} tokens)"
-    fig.add_trace(go.Scatter(x=r.distance, y=r.scores.mean(0), mode="lines", line=dict(color=blue, width=2.5),
-                             name="average over tokens", hovertemplate="Δ=%{x}: average %{y:.2f}<extra></extra>"))
+    fig.add_trace(
+        go.Scatter(
+            x=r.distance,
+            y=r.scores.mean(0),
+            mode="lines",
+            line=dict(color=blue, width=2.5),
+            name="average over tokens",
+            hovertemplate="Δ=%{x}: average %{y:.2f}<extra></extra>",
+        )
+    )
     fig.update_xaxes(title_text="distance Δ = query − key (positions)")
     fig.update_yaxes(title_text="q·k/√hs (logits)", zeroline=True, zerolinecolor="#9aa0a6")
     kv = f" (reads key/value head {r.kv_head})" if r.kv_head != r.head else ""
-    title = subtitle(f"Layer {r.layer}, head {r.head}{kv}: score of a token for the same token Δ back",
-                     "the head's q of the token at position Δ against its k of the token at position 0, "
-                     "turned by the model's RoPE",
-                     "exact for layer 0, a probe for deeper layers", max_px=(width or WIDTH) - 24)
-    fig.update_layout(template=TEMPLATE, title=title, height=title_px(title) + 30 + 360 + 90, width=width,
-                      margin=dict(t=title_px(title) + 30, b=90), legend=dict(orientation="h", y=-0.2, x=0))
+    title = subtitle(
+        f"Layer {r.layer}, head {r.head}{kv}: score of a token for the same token Δ back",
+        "the head's q of the token at position Δ against its k of the token at position 0, turned by the model's RoPE",
+        "exact for layer 0, a probe for deeper layers",
+        max_px=(width or WIDTH) - 24,
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title,
+        height=title_px(title) + 30 + 360 + 90,
+        width=width,
+        margin=dict(t=title_px(title) + 30, b=90),
+        legend=dict(orientation="h", y=-0.2, x=0),
+    )
     return fig

@@ -18,16 +18,26 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import torch
 
-FONT = ('"Noto Sans", "DejaVu Sans", "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", Arial, sans-serif')
+FONT = '"Noto Sans", "DejaVu Sans", "Noto Sans CJK SC", "PingFang SC", "Microsoft YaHei", Arial, sans-serif'
 TEMPLATE = go.layout.Template(pio.templates["plotly_white"])
 TEMPLATE.layout.update(
-    font=dict(family=FONT, size=12, color="#1f2430"), title=dict(x=0.01, xanchor="left", font=dict(size=15)),
-    margin=dict(l=70, r=30, t=90, b=60), hoverlabel=dict(font_family=FONT), plot_bgcolor="white",
-    colorway=["#2166ac", "#e6550d", "#31a354", "#756bb1", "#636363", "#d6616b"])
+    font=dict(family=FONT, size=12, color="#1f2430"),
+    title=dict(x=0.01, xanchor="left", font=dict(size=15)),
+    margin=dict(l=70, r=30, t=90, b=60),
+    hoverlabel=dict(font_family=FONT),
+    plot_bgcolor="white",
+    colorway=["#2166ac", "#e6550d", "#31a354", "#756bb1", "#636363", "#d6616b"],
+)
 MASKED_NOTE = "grey = masked (a token cannot see later tokens)"
 # Attention and probabilities: 0..1 with the low end stretched, so the many small weights stay visible.
-ATTENTION_SCALE = [[0.0, "#ffffff"], [0.02, "#eef4fb"], [0.08, "#c6dbef"], [0.2, "#6baed6"],
-                   [0.45, "#2171b5"], [1.0, "#08306b"]]
+ATTENTION_SCALE = [
+    [0.0, "#ffffff"],
+    [0.02, "#eef4fb"],
+    [0.08, "#c6dbef"],
+    [0.2, "#6baed6"],
+    [0.45, "#2171b5"],
+    [1.0, "#08306b"],
+]
 METRIC_SCALE = "Viridis"
 DIVERGING_SCALE = "RdBu_r"  # blue negative, white 0, red positive
 STAGE_COLOURS = ["#9ecae1", "#4292c6", "#2171b5", "#08519c", "#6a51a3", "#54278f", "#3f007d"]
@@ -103,8 +113,10 @@ def title_px(title: str) -> int:
 
 def colourbar_beside(fig: go.Figure, x: float, y: tuple[float, float], **kw) -> None:
     """Put the heatmaps' colour bar at paper `x` (a heatmap's right edge plus a gap), as tall as the domain `y`."""
-    fig.update_traces(colorbar=dict(x=x, xanchor="left", y=y[1], yanchor="top", len=y[1] - y[0], ypad=0, **kw),
-                      selector=dict(type="heatmap"))
+    fig.update_traces(
+        colorbar=dict(x=x, xanchor="left", y=y[1], yanchor="top", len=y[1] - y[0], ypad=0, **kw),
+        selector=dict(type="heatmap"),
+    )
 
 
 def square_size(width: int | None, left: int = 88) -> tuple[int, int]:
@@ -123,12 +135,25 @@ def square_layout(fig: go.Figure, side: int, width: int, bottom: int, left: int 
     beside it; width past the colour bar stays empty on the right. Set the title first: its lines decide the
     top margin."""
     top = title_px(fig.layout.title.text or "") + 24
-    fig.update_layout(width=width, height=top + side + bottom,
-                      margin=dict(l=left, r=width - left - side, t=top, b=bottom))
+    fig.update_layout(
+        width=width, height=top + side + bottom, margin=dict(l=left, r=width - left - side, t=top, b=bottom)
+    )
     colourbar_beside(fig, 1 + 10 / side, (0, 1))
 
 
 def add_masked_background(fig: go.Figure, row=None, col=None) -> None:
     """Grey behind a heatmap's subplot, so NaN cells (masked: a token cannot see later ones) read as grey."""
-    fig.add_shape(type="rect", xref="x domain", yref="y domain", x0=0, x1=1, y0=0, y1=1, fillcolor=MASKED,
-                  line_width=0, layer="below", row=row, col=col)
+    fig.add_shape(
+        type="rect",
+        xref="x domain",
+        yref="y domain",
+        x0=0,
+        x1=1,
+        y0=0,
+        y1=1,
+        fillcolor=MASKED,
+        line_width=0,
+        layer="below",
+        row=row,
+        col=col,
+    )

@@ -29,20 +29,50 @@ def add_loss_curves(fig: go.Figure, stats, vocab_size: int | None = None, row=No
     steps = [s.step for s in stats]
     val = [s for s in stats if s.val_loss is not None]
     where = dict(row=row, col=col) if row else {}
-    fig.add_trace(go.Scatter(name="train loss", x=steps, y=[s.loss for s in stats], mode="lines",
-                             line=dict(color="#2166ac", width=2)), secondary_y=False, **where)
-    fig.add_trace(go.Scatter(name="val loss", x=[s.step for s in val], y=[s.val_loss for s in val],
-                             mode="lines+markers", line=dict(color="#e6550d", width=2)), secondary_y=False, **where)
-    fig.add_trace(go.Scatter(name="learning rate", x=steps, y=[s.lr for s in stats], mode="lines",
-                             line=dict(color="#9aa3b2", dash="dot")), secondary_y=True, **where)
+    fig.add_trace(
+        go.Scatter(
+            name="train loss", x=steps, y=[s.loss for s in stats], mode="lines", line=dict(color="#2166ac", width=2)
+        ),
+        secondary_y=False,
+        **where,
+    )
+    fig.add_trace(
+        go.Scatter(
+            name="val loss",
+            x=[s.step for s in val],
+            y=[s.val_loss for s in val],
+            mode="lines+markers",
+            line=dict(color="#e6550d", width=2),
+        ),
+        secondary_y=False,
+        **where,
+    )
+    fig.add_trace(
+        go.Scatter(
+            name="learning rate", x=steps, y=[s.lr for s in stats], mode="lines", line=dict(color="#9aa3b2", dash="dot")
+        ),
+        secondary_y=True,
+        **where,
+    )
     if vocab_size:
-        fig.add_hline(y=math.log(vocab_size), line=dict(color="#9aa3b2", dash="dash", width=1),
-                      annotation_text=f"uniform guess ln V = {math.log(vocab_size):.2f}",
-                      annotation_position="top right", **where)
+        fig.add_hline(
+            y=math.log(vocab_size),
+            line=dict(color="#9aa3b2", dash="dash", width=1),
+            annotation_text=f"uniform guess ln V = {math.log(vocab_size):.2f}",
+            annotation_position="top right",
+            **where,
+        )
     fig.update_xaxes(title_text="step", **where)
     fig.update_yaxes(title_text="cross-entropy loss (nats)", secondary_y=False, **where)
-    fig.update_yaxes(title_text="learning rate", secondary_y=True, showgrid=False, tickformat=".1~e",
-                     rangemode="tozero", nticks=5, **where)
+    fig.update_yaxes(
+        title_text="learning rate",
+        secondary_y=True,
+        showgrid=False,
+        tickformat=".1~e",
+        rangemode="tozero",
+        nticks=5,
+        **where,
+    )
 
 
 def loss_curves(stats, vocab_size: int | None = None) -> go.Figure:
@@ -50,6 +80,11 @@ def loss_curves(stats, vocab_size: int | None = None) -> go.Figure:
     stats = list(stats)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     add_loss_curves(fig, stats, vocab_size)
-    fig.update_layout(template=TEMPLATE, height=380, plot_bgcolor="white", title=loss_title(stats),
-                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    fig.update_layout(
+        template=TEMPLATE,
+        height=380,
+        plot_bgcolor="white",
+        title=loss_title(stats),
+        legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"),
+    )
     return fig

@@ -33,9 +33,14 @@ from __future__ import annotations
 
 import importlib
 
-_PANELS = {"AttentionExplorer": "attention", "PositionalEncodingExplorer": "positions",
-           "GenerationExplorer": "generation", "TrainingDashboard": "training", "LogitLensPanel": "logit_lens",
-           "FinetunePanel": "finetune"}
+_PANELS = {
+    "AttentionExplorer": "attention",
+    "PositionalEncodingExplorer": "positions",
+    "GenerationExplorer": "generation",
+    "TrainingDashboard": "training",
+    "LogitLensPanel": "logit_lens",
+    "FinetunePanel": "finetune",
+}
 
 __all__ = list(_PANELS)
 

@@ -50,8 +50,11 @@ def packed(a) -> dict:
     As nested JSON lists a 2-D array is ~4x bigger and NaN (a masked cell) is not valid JSON; float32 bytes keep
     NaN, and the figure widget sends them as a binary buffer (`_figure.to_state`). plotly.js decodes them."""
     a = np.ascontiguousarray(a, dtype="<f4")
-    return {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode("ascii"),
-            "shape": f"{a.shape[0]}, {a.shape[1]}"}
+    return {
+        "dtype": "f4",
+        "bdata": base64.b64encode(a.tobytes()).decode("ascii"),
+        "shape": f"{a.shape[0]}, {a.shape[1]}",
+    }
 
 
 def unpack(z) -> np.ndarray:
@@ -99,10 +102,14 @@ class Panel(W.VBox):
         self.details = W.Output(layout=W.Layout(max_height="200px", overflow="auto"))
         self.last_error: BaseException | None = None
         self.last_update_s = 0.0  # wall time of the last callback, figure update included (server side)
-        head = W.HTML(f"<b style='font-size:15px'>{html.escape(self.title)}</b>"
-                      f"<div style='{CSS_STATUS}'>{html.escape(caption)}</div>")
-        super().__init__([head, *controls, self.status, self.error, self.plot, *extra, self.details],
-                         layout=W.Layout(width="100%", max_width=f"{PANEL_WIDTH}px"))
+        head = W.HTML(
+            f"<b style='font-size:15px'>{html.escape(self.title)}</b>"
+            f"<div style='{CSS_STATUS}'>{html.escape(caption)}</div>"
+        )
+        super().__init__(
+            [head, *controls, self.status, self.error, self.plot, *extra, self.details],
+            layout=W.Layout(width="100%", max_width=f"{PANEL_WIDTH}px"),
+        )
 
     # ---- callbacks -----------------------------------------------------------------------------------
     def guarded(self, fn):
@@ -189,8 +196,16 @@ class ChunkedTraining:
     buttons it has are the panel's; this only runs the loop.
     """
 
-    def __init__(self, panel: Panel, trainer: Callable, chunk: Callable[[], int], after_chunk: Callable[[], None],
-                 buttons: Callable[[bool], None], describe: Callable[[str], None], name: str = "gptviz-training"):
+    def __init__(
+        self,
+        panel: Panel,
+        trainer: Callable,
+        chunk: Callable[[], int],
+        after_chunk: Callable[[], None],
+        buttons: Callable[[bool], None],
+        describe: Callable[[str], None],
+        name: str = "gptviz-training",
+    ):
         self.panel, self.trainer, self.chunk, self.name = panel, trainer, chunk, name
         self.after_chunk, self.buttons, self.describe = after_chunk, buttons, describe
         self.target: int | None = None  # the step the current run (or the stopped one) aims for
@@ -271,10 +286,18 @@ def _strip_tags(s: str) -> str:
     return re.sub(r"<[^>]+>", "", s)
 
 
-def slider(description: str, value, lo, hi, step=1, width: str = "300px", style: dict | None = None,
-           **kw) -> W.Widget:
+def slider(description: str, value, lo, hi, step=1, width: str = "300px", style: dict | None = None, **kw) -> W.Widget:
     """A labelled slider that only reports when released (continuous_update=False); the label takes the
     room it needs unless `style` says otherwise (e.g. {"description_width": "120px"} to line sliders up)."""
     cls = W.FloatSlider if isinstance(step, float) or isinstance(value, float) else W.IntSlider
-    return cls(value=value, min=lo, max=hi, step=step, description=description, continuous_update=False,
-               style=style or {"description_width": "initial"}, layout=W.Layout(width=width), **kw)
+    return cls(
+        value=value,
+        min=lo,
+        max=hi,
+        step=step,
+        description=description,
+        continuous_update=False,
+        style=style or {"description_width": "initial"},
+        layout=W.Layout(width=width),
+        **kw,
+    )

@@ -13,8 +13,9 @@ customdata, dispatched to `on_click` callbacks with the signature plotly's Figur
 back after each render, 10+ MB messages over Jupyter's websocket limit, and clicks stopped arriving.
 
 plotly.js itself is the installed plotly package's bundle (offline), sent once per kernel by one
-`PlotlyLibrary` widget that is never displayed, not once per figure (plotly's FigureWidget carries ~5 MB each). What this module leaves to others: what a
-figure shows (`gptviz.plots`, the panels) and static export (`gptviz.export`, plain figures).
+`PlotlyLibrary` widget that is never displayed, not once per figure (plotly's FigureWidget carries ~5 MB each).
+What this module leaves to others: what a figure shows (`gptviz.plots`, the panels) and static export
+(`gptviz.export`, plain figures).
 """
 
 from __future__ import annotations
@@ -38,18 +39,27 @@ ESM = (Path(__file__).resolve().parents[1] / "static" / "plotly_figure.js").read
 CONFIG = {"displaylogo": False, "showLink": False}  # the browser never reaches plotly's servers anyway
 
 # plotly.js typed-array dtypes; int64 is not among them (it is narrowed to int32 or sent as float64)
-_DTYPES = {"int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4", "uint32": "u4",
-           "float32": "f4", "float64": "f8"}
+_DTYPES = {
+    "int8": "i1",
+    "uint8": "u1",
+    "int16": "i2",
+    "uint16": "u2",
+    "int32": "i4",
+    "uint32": "u4",
+    "float32": "f4",
+    "float64": "f8",
+}
 
 
 # ---- the figure's JSON as widget state ------------------------------------------------------------------------
+
 
 def typed_array(a: np.ndarray) -> dict | list:
     """A numeric numpy array as plotly.js's typed-array spec, its bytes a binary buffer of the message; other
     arrays (strings, objects, booleans, empty ones) as plain lists."""
     if a.dtype.kind in "iu" and a.size and a.dtype.itemsize == 8:
         lo, hi = int(a.min()), int(a.max())
-        a = a.astype("int32") if -2**31 <= lo and hi < 2**31 else a.astype("float64")
+        a = a.astype("int32") if -(2**31) <= lo and hi < 2**31 else a.astype("float64")
     dtype = _DTYPES.get(str(a.dtype))
     if dtype is None or a.size == 0 or a.ndim > 3:
         return to_state(a.tolist())
@@ -83,6 +93,7 @@ def to_state(obj):
 
 # ---- plotly.js, once per kernel ----------------------------------------------------------------------------
 
+
 class PlotlyLibrary(anywidget.AnyWidget):
     """plotly.js from the installed plotly package, as the state of one widget that is never displayed: the
     first figure the page draws runs it, and every PlotlyFigure of that plotly version draws with it."""
@@ -102,6 +113,7 @@ class PlotlyLibrary(anywidget.AnyWidget):
 
 
 # ---- the figure --------------------------------------------------------------------------------------------
+
 
 class LiveFigure(go.Figure):
     """The go.Figure a PlotlyFigure shows. Edit it inside `batch_update()`: when the outermost batch ends the
@@ -181,8 +193,14 @@ class PlotlyFigure(anywidget.AnyWidget):
         self._commit_lock = threading.Lock()  # a training thread and a slider may both update the figure
         self.last_js_error: str | None = None  # what plotly.js said when it could not draw the state
         data, layout = self._snapshot()  # the first state the browser gets is the figure, not an empty one
-        super().__init__(_plotly_version=get_plotlyjs_version(), _fig_config={**CONFIG, **(config or {})},
-                         _fig_data=data, _fig_layout=layout, _fig_base=1, **kwargs)
+        super().__init__(
+            _plotly_version=get_plotlyjs_version(),
+            _fig_config={**CONFIG, **(config or {})},
+            _fig_data=data,
+            _fig_layout=layout,
+            _fig_base=1,
+            **kwargs,
+        )
         self.on_msg(lambda _, content, buffers: self.receive(content))
 
     @property
@@ -200,8 +218,10 @@ class PlotlyFigure(anywidget.AnyWidget):
             self._commit()
 
     def _snapshot(self) -> tuple[list, dict]:
-        return ([to_state(trace.to_plotly_json()) for trace in self._figure.data],
-                to_state(self._figure.layout.to_plotly_json()))
+        return (
+            [to_state(trace.to_plotly_json()) for trace in self._figure.data],
+            to_state(self._figure.layout.to_plotly_json()),
+        )
 
     def _commit(self) -> None:
         data, layout = self._snapshot()
@@ -251,8 +271,13 @@ class PlotlyFigure(anywidget.AnyWidget):
         device = InputDeviceState(**{k: state.get(k) for k in ("ctrl", "alt", "shift", "meta", "button", "buttons")})
         for index, pts in by_trace.items():
             trace = self._figure.data[index]
-            chosen = Points(point_inds=[p.get("point") for p in pts], xs=[p.get("x") for p in pts],
-                            ys=[p.get("y") for p in pts], trace_name=trace.name, trace_index=index)
+            chosen = Points(
+                point_inds=[p.get("point") for p in pts],
+                xs=[p.get("x") for p in pts],
+                ys=[p.get("y") for p in pts],
+                trace_name=trace.name,
+                trace_index=index,
+            )
             for which, callback in list(self._clicks):
                 if which is None or index in which:
                     callback(trace, chosen, device)

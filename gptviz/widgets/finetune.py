@@ -38,46 +38,106 @@ MODES = {"head": "head only", "last_n": "top n layers", "full": "all weights", "
 # ---- figures (pure: job state in, Figure out) -----------------------------------------------------------------
 def classifier_figure(stats, accuracy: list[tuple[int, float]], base: dict, ev) -> go.Figure:
     """Loss (left), held-out accuracy against the baselines (middle), confusion matrix (right)."""
-    fig = make_subplots(1, 3, column_widths=[0.34, 0.3, 0.36], horizontal_spacing=0.09, subplot_titles=[
-        "loss", "held-out accuracy", "confusion (rows: true)"])
+    fig = make_subplots(
+        1,
+        3,
+        column_widths=[0.34, 0.3, 0.36],
+        horizontal_spacing=0.09,
+        subplot_titles=["loss", "held-out accuracy", "confusion (rows: true)"],
+    )
     _add_loss(fig, stats)
-    fig.add_trace(go.Scatter(name="accuracy", x=[s for s, _ in accuracy], y=[a for _, a in accuracy],
-                             mode="lines+markers", line=dict(color="#31a354")), 1, 2)
+    fig.add_trace(
+        go.Scatter(
+            name="accuracy",
+            x=[s for s, _ in accuracy],
+            y=[a for _, a in accuracy],
+            mode="lines+markers",
+            line=dict(color="#31a354"),
+        ),
+        1,
+        2,
+    )
     # labels at opposite ends of their lines: the two baselines are often equal on a small test set
-    for name, key, dash, where in (("majority", "majority_baseline", "dot", "bottom left"),
-                                   ("bag of words", "bow_baseline", "dash", "bottom right")):
+    for name, key, dash, where in (
+        ("majority", "majority_baseline", "dot", "bottom left"),
+        ("bag of words", "bow_baseline", "dash", "bottom right"),
+    ):
         if base.get(key) is not None:
-            fig.add_hline(y=base[key], line=dict(color="#9aa3b2", dash=dash), annotation_text=f"{name} "
-                          f"{base[key]:.2f}", annotation_position=where, annotation_font_size=11, row=1, col=2)
+            fig.add_hline(
+                y=base[key],
+                line=dict(color="#9aa3b2", dash=dash),
+                annotation_text=f"{name} {base[key]:.2f}",
+                annotation_position=where,
+                annotation_font_size=11,
+                row=1,
+                col=2,
+            )
     labels = ev.labels if ev is not None else []
     z = ev.confusion.numpy().astype(float) if ev is not None else np.zeros((0, 0))
-    fig.add_trace(go.Heatmap(name="confusion", z=z, x=labels, y=labels, colorscale="Blues", showscale=False,
-                             text=z.astype(int).astype(str), texttemplate="%{text}",
-                             hovertemplate="true %{y}, predicted %{x}: %{z:.0f}<extra></extra>"), 1, 3)
+    fig.add_trace(
+        go.Heatmap(
+            name="confusion",
+            z=z,
+            x=labels,
+            y=labels,
+            colorscale="Blues",
+            showscale=False,
+            text=z.astype(int).astype(str),
+            texttemplate="%{text}",
+            hovertemplate="true %{y}, predicted %{x}: %{z:.0f}<extra></extra>",
+        ),
+        1,
+        3,
+    )
     fig.update_yaxes(range=[0, 1], title_text="accuracy", row=1, col=2)
     fig.update_xaxes(title_text="step", row=1, col=2)
     fig.update_xaxes(title_text="predicted", row=1, col=3)
     fig.update_yaxes(autorange="reversed", row=1, col=3)
     last = f"step {accuracy[-1][0]}: accuracy {accuracy[-1][1]:.3f}" if accuracy else "not evaluated yet"
-    fig.update_layout(template=plots.TEMPLATE, height=420, title=f"Classifier fine-tuning · {last}",
-                      legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(
+        template=plots.TEMPLATE,
+        height=420,
+        title=f"Classifier fine-tuning · {last}",
+        legend=dict(orientation="h", y=-0.2),
+    )
     return fig
 
 
 def lm_figure(stats, val_before: float, change) -> go.Figure:
     """Loss with the val loss before fine-tuning (left), mean |Δ attention| per head on the probe (right)."""
-    fig = make_subplots(1, 2, column_widths=[0.6, 0.4], horizontal_spacing=0.12,
-                        subplot_titles=["loss", "how much each head changed (probe text)"])
+    fig = make_subplots(
+        1,
+        2,
+        column_widths=[0.6, 0.4],
+        horizontal_spacing=0.12,
+        subplot_titles=["loss", "how much each head changed (probe text)"],
+    )
     _add_loss(fig, stats)
-    fig.add_hline(y=val_before, line=dict(color="#e6550d", dash="dot"), annotation_text=f"val before "
-                  f"{val_before:.3f}", annotation_position="top right", row=1, col=1)
-    fig.add_trace(go.Heatmap(name="change", z=change.numpy(), colorscale=plots.METRIC_SCALE, zmin=0,
-                             colorbar=dict(thickness=10), hovertemplate="layer %{y}, head %{x}: %{z:.4f}"
-                             "<extra></extra>"), 1, 2)
+    fig.add_hline(
+        y=val_before,
+        line=dict(color="#e6550d", dash="dot"),
+        annotation_text=f"val before {val_before:.3f}",
+        annotation_position="top right",
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Heatmap(
+            name="change",
+            z=change.numpy(),
+            colorscale=plots.METRIC_SCALE,
+            zmin=0,
+            colorbar=dict(thickness=10),
+            hovertemplate="layer %{y}, head %{x}: %{z:.4f}<extra></extra>",
+        ),
+        1,
+        2,
+    )
     fig.update_xaxes(title_text="head (nh)", dtick=1, showgrid=False, row=1, col=2)
     fig.update_yaxes(title_text="layer (L)", autorange="reversed", dtick=1, showgrid=False, row=1, col=2)
-    fig.update_layout(template=plots.TEMPLATE, height=420, title="Language-model fine-tuning",
-                      legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(
+        template=plots.TEMPLATE, height=420, title="Language-model fine-tuning", legend=dict(orientation="h", y=-0.2)
+    )
     return fig
 
 
@@ -85,31 +145,79 @@ def prediction_figure(explained: dict) -> go.Figure:
     """Class probabilities (left) and the pooled token's attention, one row per layer and head (right)."""
     att = explained["attention"]  # (L, nh, T)
     L, nh, T = att.shape
-    fig = make_subplots(1, 2, column_widths=[0.25, 0.75], horizontal_spacing=0.12,
-                        subplot_titles=["class probabilities", "attention of the pooled token"])
+    fig = make_subplots(
+        1,
+        2,
+        column_widths=[0.25, 0.75],
+        horizontal_spacing=0.12,
+        subplot_titles=["class probabilities", "attention of the pooled token"],
+    )
     p = explained["probs"].numpy()
-    fig.add_trace(go.Bar(name="p", x=explained["labels"], y=p, marker_color=["#e6550d" if i == p.argmax()
-                         else "#9aa3b2" for i in range(len(p))], hovertemplate="%{x}: %{y:.3f}<extra></extra>"), 1, 1)
+    fig.add_trace(
+        go.Bar(
+            name="p",
+            x=explained["labels"],
+            y=p,
+            marker_color=["#e6550d" if i == p.argmax() else "#9aa3b2" for i in range(len(p))],
+            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+        ),
+        1,
+        1,
+    )
     rows = [f"L{l} H{h}" for l in range(L) for h in range(nh)]
-    fig.add_trace(go.Heatmap(name="attention", z=att.reshape(L * nh, T).numpy(), x=list(range(T)), y=rows,
-                             colorscale=plots.ATTENTION_SCALE, zmin=0, zmax=1, colorbar=dict(thickness=10),
-                             customdata=[explained["tokens"]] * (L * nh),
-                             hovertemplate="%{y} → %{x} %{customdata}: %{z:.3f}<extra></extra>"), 1, 2)
+    fig.add_trace(
+        go.Heatmap(
+            name="attention",
+            z=att.reshape(L * nh, T).numpy(),
+            x=list(range(T)),
+            y=rows,
+            colorscale=plots.ATTENTION_SCALE,
+            zmin=0,
+            zmax=1,
+            colorbar=dict(thickness=10),
+            customdata=[explained["tokens"]] * (L * nh),
+            hovertemplate="%{y} → %{x} %{customdata}: %{z:.3f}<extra></extra>",
+        ),
+        1,
+        2,
+    )
     fig.update_yaxes(range=[0, 1], row=1, col=1)
     fig.update_xaxes(title_text="position (T)", **plots.ticks(explained["tokens"]), row=1, col=2)
     fig.update_yaxes(autorange="reversed", row=1, col=2)
     best = explained["labels"][int(p.argmax())]
-    fig.update_layout(template=plots.TEMPLATE, height=max(360, 120 + 14 * L * nh), showlegend=False,
-                      title=f"Your text: {best} ({p.max():.2f})")
+    fig.update_layout(
+        template=plots.TEMPLATE,
+        height=max(360, 120 + 14 * L * nh),
+        showlegend=False,
+        title=f"Your text: {best} ({p.max():.2f})",
+    )
     return fig
 
 
 def _add_loss(fig: go.Figure, stats) -> None:
     val = [s for s in stats if s.val_loss is not None]
-    fig.add_trace(go.Scatter(name="train loss", x=[s.step for s in stats], y=[s.loss for s in stats],
-                             mode="lines", line=dict(color="#2166ac")), 1, 1)
-    fig.add_trace(go.Scatter(name="val loss", x=[s.step for s in val], y=[s.val_loss for s in val],
-                             mode="lines+markers", line=dict(color="#e6550d")), 1, 1)
+    fig.add_trace(
+        go.Scatter(
+            name="train loss",
+            x=[s.step for s in stats],
+            y=[s.loss for s in stats],
+            mode="lines",
+            line=dict(color="#2166ac"),
+        ),
+        1,
+        1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            name="val loss",
+            x=[s.step for s in val],
+            y=[s.val_loss for s in val],
+            mode="lines+markers",
+            line=dict(color="#e6550d"),
+        ),
+        1,
+        1,
+    )
     fig.update_xaxes(title_text="step", row=1, col=1)
 
 
@@ -119,51 +227,106 @@ class FinetunePanel(TrainingPanel):
     title = "Fine-tuning"
     input_errors = INPUT_ERRORS + (TrainingDiverged,)
 
-    def __init__(self, gpt, tokenizer, train=None, test=None, corpus=None, config: ft.FinetuneConfig | None = None,
-                 train_config: TrainConfig | None = None, text: str = "", chunk: int = 10, live_examples: int = 128):
+    def __init__(
+        self,
+        gpt,
+        tokenizer,
+        train=None,
+        test=None,
+        corpus=None,
+        config: ft.FinetuneConfig | None = None,
+        train_config: TrainConfig | None = None,
+        text: str = "",
+        chunk: int = 10,
+        live_examples: int = 128,
+    ):
         """`train`/`test`: labelled Examples for "classify"; `corpus`: a data.Corpus for "lm". What is not
         given comes from `config.data` when that task is chosen (Shakespeare genres / comedies by default)."""
         self.base, self.tokenizer = gpt, tokenizer  # never trained: each job starts from a copy
         self.config = config or ft.FinetuneConfig(max_per_play=100, max_windows=4)
-        self.train_config = train_config or TrainConfig(batch_size=16, lr=5e-4, min_lr=5e-5, warmup_steps=10,
-                                                        weight_decay=0.01, eval_interval=20, eval_batches=2,
-                                                        snapshot_interval=0, max_steps=200)
+        self.train_config = train_config or TrainConfig(
+            batch_size=16,
+            lr=5e-4,
+            min_lr=5e-5,
+            warmup_steps=10,
+            weight_decay=0.01,
+            eval_interval=20,
+            eval_batches=2,
+            snapshot_interval=0,
+            max_steps=200,
+        )
         self._data = {"classify": (train, test) if train is not None else None, "lm": corpus}
         self.live_examples, self.job = live_examples, None
         self._draw = threading.Lock()  # the training thread and a control's callback may redraw at once
-        self.loop = ChunkedTraining(self, lambda: self.job.trainer, lambda: self.chunk.value, self._after_chunk,
-                                    self._buttons, self._describe, name="gptviz-finetune")
+        self.loop = ChunkedTraining(
+            self,
+            lambda: self.job.trainer,
+            lambda: self.chunk.value,
+            self._after_chunk,
+            self._buttons,
+            self._describe,
+            name="gptviz-finetune",
+        )
         self.accuracy: list[tuple[int, float]] = []  # (step, accuracy on the live subset)
         self.last_eval = None
         st, c = {"description_width": "initial"}, self.config
         self.task = W.ToggleButtons(options=[("classify", "classify"), ("language model", "lm")], value=c.task)
-        self.mode = W.Dropdown(options=[(v, k) for k, v in MODES.items()], value=c.mode, description="train",
-                               style=st, layout=W.Layout(width="200px"))
+        self.mode = W.Dropdown(
+            options=[(v, k) for k, v in MODES.items()],
+            value=c.mode,
+            description="train",
+            style=st,
+            layout=W.Layout(width="200px"),
+        )
         L = gpt.config.n_layer
         self.n_layers = slider("top n layers", min(c.n_layers, L), 1, L, width="220px")
-        self.freeze_embeddings = W.Checkbox(value=c.freeze_embeddings, description="freeze embeddings", indent=False,
-                                            layout=W.Layout(width="160px"))
+        self.freeze_embeddings = W.Checkbox(
+            value=c.freeze_embeddings, description="freeze embeddings", indent=False, layout=W.Layout(width="160px")
+        )
         self.lora_rank = slider("LoRA rank", c.lora_rank, 1, 64, width="220px")
-        self.pooling = W.Dropdown(options=["mean", "last"], value=c.pooling, description="pooling", style=st,
-                                  layout=W.Layout(width="160px"))
-        self.steps = W.BoundedIntText(value=self.train_config.max_steps, min=1, max=10**6, description="steps",
-                                      style=st, layout=W.Layout(width="150px"))
-        self.chunk = W.BoundedIntText(value=chunk, min=1, max=10**5, description="chunk", style=st,
-                                      layout=W.Layout(width="120px"))
+        self.pooling = W.Dropdown(
+            options=["mean", "last"], value=c.pooling, description="pooling", style=st, layout=W.Layout(width="160px")
+        )
+        self.steps = W.BoundedIntText(
+            value=self.train_config.max_steps,
+            min=1,
+            max=10**6,
+            description="steps",
+            style=st,
+            layout=W.Layout(width="150px"),
+        )
+        self.chunk = W.BoundedIntText(
+            value=chunk, min=1, max=10**5, description="chunk", style=st, layout=W.Layout(width="120px")
+        )
         self.start_button = W.Button(description="Start", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.eval_button = W.Button(description="Evaluate all", icon="check")
         self.view = W.ToggleButtons(options=[("training", "training"), ("your text", "text")], value="training")
-        self.text = W.Textarea(value=text, placeholder="type a text to classify (or to compare before/after)",
-                               continuous_update=False, rows=2, layout=W.Layout(width="95%"))
+        self.text = W.Textarea(
+            value=text,
+            placeholder="type a text to classify (or to compare before/after)",
+            continuous_update=False,
+            rows=2,
+            layout=W.Layout(width="95%"),
+        )
         self.prediction = W.HTML()
-        caption = ("Pick a task and what trains (each choice starts again from the base model), then Start. Type a "
-                   "text below to see what the fine-tuned model makes of it.")
+        caption = (
+            "Pick a task and what trains (each choice starts again from the base model), then Start. Type a "
+            "text below to see what the fine-tuned model makes of it."
+        )
         self._build_job()
-        super().__init__([W.HBox([self.task, self.mode, self.pooling]),
-                          W.HBox([self.n_layers, self.freeze_embeddings, self.lora_rank]),
-                          W.HBox([self.steps, self.chunk, self.start_button, self.stop_button, self.eval_button]),
-                          self.text, self.prediction, self.view], self._figure(), caption)
+        super().__init__(
+            [
+                W.HBox([self.task, self.mode, self.pooling]),
+                W.HBox([self.n_layers, self.freeze_embeddings, self.lora_rank]),
+                W.HBox([self.steps, self.chunk, self.start_button, self.stop_button, self.eval_button]),
+                self.text,
+                self.prediction,
+                self.view,
+            ],
+            self._figure(),
+            caption,
+        )
         for w in (self.task, self.mode, self.n_layers, self.freeze_embeddings, self.lora_rank, self.pooling):
             w.observe(self.guarded(self._on_choice), names="value")
         self.text.observe(self.guarded(self._on_text), names="value")
@@ -176,10 +339,17 @@ class FinetunePanel(TrainingPanel):
 
     # ---- jobs ----------------------------------------------------------------------------------------------
     def _choices(self) -> ft.FinetuneConfig:
-        return ft.FinetuneConfig.from_dict({**self.config.to_dict(), "task": self.task.value, "mode": self.mode.value,
-                                            "n_layers": self.n_layers.value, "pooling": self.pooling.value,
-                                            "freeze_embeddings": self.freeze_embeddings.value,
-                                            "lora_rank": self.lora_rank.value})
+        return ft.FinetuneConfig.from_dict(
+            {
+                **self.config.to_dict(),
+                "task": self.task.value,
+                "mode": self.mode.value,
+                "n_layers": self.n_layers.value,
+                "pooling": self.pooling.value,
+                "freeze_embeddings": self.freeze_embeddings.value,
+                "lora_rank": self.lora_rank.value,
+            }
+        )
 
     def _build_job(self) -> None:
         config = self._choices()
@@ -256,11 +426,13 @@ class FinetunePanel(TrainingPanel):
                 if isinstance(job, ft.ClassifierJob):
                     explained = ft.explain(job.model, self.tokenizer, text)
                     self.prediction.value = " · ".join(
-                        f"<b>{html.escape(l)}</b> {p:.3f}" for l, p in zip(explained["labels"], explained["probs"]))
+                        f"<b>{html.escape(l)}</b> {p:.3f}" for l, p in zip(explained["labels"], explained["probs"])
+                    )
                     return prediction_figure(explained)
                 diff = job.diff(text)
                 self.prediction.value = "most changed heads (layer, head): " + ", ".join(
-                    f"({l}, {h}) {c:.3f}" for l, h, c in diff.top_heads(3))
+                    f"({l}, {h}) {c:.3f}" for l, h, c in diff.top_heads(3)
+                )
                 return plots.checkpoint_diff(diff.before, diff.after, width=FIGURE_WIDTH, change=diff.head_change)
         self.prediction.value = ""
         if isinstance(job, ft.ClassifierJob):
@@ -274,8 +446,12 @@ class FinetunePanel(TrainingPanel):
 
     def _show_controls(self) -> None:
         mode, task = self.mode.value, self.task.value
-        for w, on in ((self.n_layers, mode == "last_n"), (self.freeze_embeddings, mode == "full"),
-                      (self.lora_rank, mode == "lora"), (self.pooling, task == "classify")):
+        for w, on in (
+            (self.n_layers, mode == "last_n"),
+            (self.freeze_embeddings, mode == "full"),
+            (self.lora_rank, mode == "lora"),
+            (self.pooling, task == "classify"),
+        ):
             w.layout.display = "" if on else "none"
 
     def _buttons(self, running: bool) -> None:

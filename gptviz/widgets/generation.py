@@ -52,8 +52,9 @@ STEP_MARGIN = dict(l=70, r=20, t=78, b=64)
 CANDIDATES_PX, ROW_GAP_PX, ROW_PX = 250, 116, 170
 
 
-def step_figure(step, layer: int, head: int | None, tokens: list[str] | None, forced: bool = False,
-                width: int = FIGURE_WIDTH) -> go.Figure:
+def step_figure(
+    step, layer: int, head: int | None, tokens: list[str] | None, forced: bool = False, width: int = FIGURE_WIDTH
+) -> go.Figure:
     """The panel's view of one step: candidates per stage (top), the attention row (bottom, if recorded)."""
     rows = 2 if step.attention is not None else 1
     ph = CANDIDATES_PX + (ROW_GAP_PX + ROW_PX if rows == 2 else 60)  # one row: room for the legend under it
@@ -62,14 +63,31 @@ def step_figure(step, layer: int, head: int | None, tokens: list[str] | None, fo
     fig.update_yaxes(domain=[1 - CANDIDATES_PX / ph, 1], row=1, col=1)
     legend_y = 1 - (CANDIDATES_PX + 52) / ph  # under the candidates' axis title
     if rows == 2:
-        plots.add_attention_row(fig, step, layer, head, tokens, 2, 1,
-                                length_px=width - STEP_MARGIN["l"] - STEP_MARGIN["r"])
+        plots.add_attention_row(
+            fig, step, layer, head, tokens, 2, 1, length_px=width - STEP_MARGIN["l"] - STEP_MARGIN["r"]
+        )
         fig.update_yaxes(domain=[0, ROW_PX / ph], row=2, col=1)
-        fig.add_annotation(text=plots.row_title(step, layer, head), xref="paper", yref="paper", x=0,
-                           y=ROW_PX / ph, yshift=10, xanchor="left", yanchor="bottom", showarrow=False, font_size=13)
-    fig.update_layout(template=plots.TEMPLATE, width=width, height=ph + STEP_MARGIN["t"] + STEP_MARGIN["b"],
-                      margin=STEP_MARGIN, barmode="group", title=plots.step_title(step, forced),
-                      legend=dict(orientation="h", x=0, y=legend_y, yanchor="top", font_size=11))
+        fig.add_annotation(
+            text=plots.row_title(step, layer, head),
+            xref="paper",
+            yref="paper",
+            x=0,
+            y=ROW_PX / ph,
+            yshift=10,
+            xanchor="left",
+            yanchor="bottom",
+            showarrow=False,
+            font_size=13,
+        )
+    fig.update_layout(
+        template=plots.TEMPLATE,
+        width=width,
+        height=ph + STEP_MARGIN["t"] + STEP_MARGIN["b"],
+        margin=STEP_MARGIN,
+        barmode="group",
+        title=plots.step_title(step, forced),
+        legend=dict(orientation="h", x=0, y=legend_y, yanchor="top", font_size=11),
+    )
     return fig
 
 
@@ -113,8 +131,7 @@ def _knob_problem(name: str, value, vocab_size: int) -> str | None:
     kind = numbers.Integral if whole else numbers.Real
     if isinstance(value, kind) and not isinstance(value, bool) and lo <= value <= hi:  # NaN fails this too
         return None
-    return (f"{name} must be {'an integer' if whole else 'a number'} from {lo} to {hi} ({KNOBS[name][4]}), "
-            f"got {value!r}")
+    return f"{name} must be {'an integer' if whole else 'a number'} from {lo} to {hi} ({KNOBS[name][4]}), got {value!r}"
 
 
 def check_knobs(vocab_size: int, **knobs) -> dict:
@@ -135,17 +152,39 @@ class GenerationExplorer(Panel):
 
     title = "Generation explorer"
 
-    def __init__(self, model, tokenizer, prompt: str = "ROMEO:", max_new_tokens: int = 40, k: int = 10,
-                 generate_now: bool = True, *, do_sample: bool = True, temperature: float = 1.0,
-                 top_k: int | None = 50, top_p: float = 1.0, repetition_penalty: float = 1.0,
-                 no_repeat_ngram_size: int = 0, num_beams: int = 1, seed: int = 0):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompt: str = "ROMEO:",
+        max_new_tokens: int = 40,
+        k: int = 10,
+        generate_now: bool = True,
+        *,
+        do_sample: bool = True,
+        temperature: float = 1.0,
+        top_k: int | None = 50,
+        top_p: float = 1.0,
+        repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
+        num_beams: int = 1,
+        seed: int = 0,
+    ):
         """The keyword arguments set the controls (the same names, meanings and defaults as `sampling.generate`,
         which are transformers': top_k=50 when sampling); a value outside its control's range (`KNOBS`) raises
         ValueError, before anything is built. top_k is capped at the vocabulary of a small (char) model."""
-        knobs = check_knobs(model.config.vocab_size, do_sample=do_sample, temperature=temperature, top_k=top_k,
-                            top_p=top_p, repetition_penalty=repetition_penalty,
-                            no_repeat_ngram_size=no_repeat_ngram_size, num_beams=num_beams, seed=seed,
-                            max_new_tokens=max_new_tokens)
+        knobs = check_knobs(
+            model.config.vocab_size,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            num_beams=num_beams,
+            seed=seed,
+            max_new_tokens=max_new_tokens,
+        )
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"GenerationExplorer: k (candidates shown per step) must be an integer >= 1, got {k!r}")
         self.model, self.tokenizer, self.k = model, tokenizer, k
@@ -156,38 +195,77 @@ class GenerationExplorer(Panel):
             label, step = KNOBS[name][0], KNOBS[name][3]
             return slider(label, knobs[name], *knob_range(name, V), step, width="100%", style=st)
 
-        self.prompt = W.Textarea(value=prompt, description="prompt", rows=2, layout=W.Layout(width="98%"),
-                                 style={"description_width": "initial"})
-        self.sample = W.Checkbox(value=do_sample, description="sample (off = greedy)", indent=False,
-                                 layout=W.Layout(width="auto", margin="0 0 0 12px"))
+        self.prompt = W.Textarea(
+            value=prompt,
+            description="prompt",
+            rows=2,
+            layout=W.Layout(width="98%"),
+            style={"description_width": "initial"},
+        )
+        self.sample = W.Checkbox(
+            value=do_sample,
+            description="sample (off = greedy)",
+            indent=False,
+            layout=W.Layout(width="auto", margin="0 0 0 12px"),
+        )
         self.temperature, self.top_k, self.top_p = knob("temperature"), knob("top_k"), knob("top_p")
         self.repetition_penalty, self.no_repeat_ngram = knob("repetition_penalty"), knob("no_repeat_ngram_size")
         self.beams, self.max_new_tokens = knob("num_beams"), knob("max_new_tokens")
-        self.seed = W.IntText(value=seed, description="seed", style={"description_width": "initial"},
-                              layout=W.Layout(width="130px"))
-        self.generate_button = W.Button(description="Generate", button_style="primary", icon="play",
-                                        layout=W.Layout(width="auto", flex="1 1 auto"))
+        self.seed = W.IntText(
+            value=seed, description="seed", style={"description_width": "initial"}, layout=W.Layout(width="130px")
+        )
+        self.generate_button = W.Button(
+            description="Generate", button_style="primary", icon="play", layout=W.Layout(width="auto", flex="1 1 auto")
+        )
         self.step = slider("step", 0, 0, 0, width="100%", style={"description_width": "40px"})
         self.layer = slider("layer", L - 1, 0, L - 1, width="100%", style={"description_width": "45px"})
-        self.head = W.Dropdown(options=[("mean of heads", -1)] + [(f"head {h}", h) for h in range(nh)], value=-1,
-                               description="head", style={"description_width": "45px"}, layout=W.Layout(width="100%"))
-        self.branch = W.Dropdown(options=[], description="active branch", style={"description_width": "initial"},
-                                 layout=W.Layout(width="360px"))
+        self.head = W.Dropdown(
+            options=[("mean of heads", -1)] + [(f"head {h}", h) for h in range(nh)],
+            value=-1,
+            description="head",
+            style={"description_width": "45px"},
+            layout=W.Layout(width="100%"),
+        )
+        self.branch = W.Dropdown(
+            options=[],
+            description="active branch",
+            style={"description_width": "initial"},
+            layout=W.Layout(width="360px"),
+        )
         self.branches_html = W.HTML()
         self.branches: list[Branch] = []
         self.knob_note = ""
         # fixed columns (the figure below is fixed-width too): labels, tracks and read-outs line up
-        knobs_grid = W.GridBox([self.sample, self.temperature, self.top_k,
-                                self.top_p, self.repetition_penalty, self.no_repeat_ngram,
-                                self.beams, self.max_new_tokens,
-                                W.HBox([self.seed, self.generate_button], layout=W.Layout(grid_gap="10px"))],
-                               layout=W.Layout(grid_template_columns="300px 300px 300px", grid_gap="2px 20px"))
-        view = W.GridBox([self.step, self.layer, self.head], layout=W.Layout(
-            grid_template_columns="440px 260px 200px", grid_gap="2px 20px", width="940px", margin="6px 0 0 0",
-            padding="6px 0 0 0", border_top="1px solid #e3e5ea"))
+        knobs_grid = W.GridBox(
+            [
+                self.sample,
+                self.temperature,
+                self.top_k,
+                self.top_p,
+                self.repetition_penalty,
+                self.no_repeat_ngram,
+                self.beams,
+                self.max_new_tokens,
+                W.HBox([self.seed, self.generate_button], layout=W.Layout(grid_gap="10px")),
+            ],
+            layout=W.Layout(grid_template_columns="300px 300px 300px", grid_gap="2px 20px"),
+        )
+        view = W.GridBox(
+            [self.step, self.layer, self.head],
+            layout=W.Layout(
+                grid_template_columns="440px 260px 200px",
+                grid_gap="2px 20px",
+                width="940px",
+                margin="6px 0 0 0",
+                padding="6px 0 0 0",
+                border_top="1px solid #e3e5ea",
+            ),
+        )
         controls = [self.prompt, knobs_grid, view]
-        caption = ("Each step shows the next-token candidates before and after every decoding stage, and where the "
-                   "model looked. Click any candidate bar to fork: generation continues from that token.")
+        caption = (
+            "Each step shows the next-token candidates before and after every decoding stage, and where the "
+            "model looked. Click any candidate bar to fork: generation continues from that token."
+        )
         super().__init__(controls, message_figure("Press Generate"), caption, [self.branch, self.branches_html])
         self.generate_button.on_click(self.guarded(lambda _: self.run()))
         self.plot.on_click(self.guarded(self._click_candidate))  # the candidate bars: a click forks there
@@ -200,16 +278,25 @@ class GenerationExplorer(Panel):
 
     # ---- generation ----------------------------------------------------------------------------------
     def knobs(self) -> dict:
-        return dict(do_sample=self.sample.value, temperature=self.temperature.value, top_k=self.top_k.value or None,
-                    top_p=self.top_p.value, repetition_penalty=self.repetition_penalty.value,
-                    no_repeat_ngram_size=self.no_repeat_ngram.value, seed=self.seed.value,
-                    eos_token_id=getattr(self.tokenizer, "eos_id", None))
+        return dict(
+            do_sample=self.sample.value,
+            temperature=self.temperature.value,
+            top_k=self.top_k.value or None,
+            top_p=self.top_p.value,
+            repetition_penalty=self.repetition_penalty.value,
+            no_repeat_ngram_size=self.no_repeat_ngram.value,
+            seed=self.seed.value,
+            eos_token_id=getattr(self.tokenizer, "eos_id", None),
+        )
 
     def _steps(self, ids: list[int], n: int, first: int) -> list:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            steps = list(generate_steps(self.model, ids, n, k=self.k, record_attention=True,
-                                        tokenizer=self.tokenizer, **self.knobs()))
+            steps = list(
+                generate_steps(
+                    self.model, ids, n, k=self.k, record_attention=True, tokenizer=self.tokenizer, **self.knobs()
+                )
+            )
         self.knob_note = " ".join(str(w.message) for w in caught)
         return [replace(s, step=first + i) for i, s in enumerate(steps)]
 
@@ -230,17 +317,29 @@ class GenerationExplorer(Panel):
         knobs = self.knobs()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            out = generate(self.model, torch.tensor([ids]), self.max_new_tokens.value, num_beams=self.beams.value,
-                           **knobs)[0].tolist()
+            out = generate(
+                self.model, torch.tensor([ids]), self.max_new_tokens.value, num_beams=self.beams.value, **knobs
+            )[0].tolist()
         self.branches = []
         self.step.disabled = True
         self.branch.options = []
-        text = self.tokenizer.decode(out[len(ids):])
-        self.branches_html.value = _cards_html([(f"beam search, {self.beams.value} beams: best sequence",
-                                                 html.escape(self.tokenizer.decode(ids)), html.escape(text))])
-        replace_figure(self.figure, message_figure(
-            f"Beam search keeps {self.beams.value} hypotheses at every step, so there is no single step "
-            "timeline.<br>The best final sequence is shown below; set beams = 1 to scrub steps and fork."))
+        text = self.tokenizer.decode(out[len(ids) :])
+        self.branches_html.value = _cards_html(
+            [
+                (
+                    f"beam search, {self.beams.value} beams: best sequence",
+                    html.escape(self.tokenizer.decode(ids)),
+                    html.escape(text),
+                )
+            ]
+        )
+        replace_figure(
+            self.figure,
+            message_figure(
+                f"Beam search keeps {self.beams.value} hypotheses at every step, so there is no single step "
+                "timeline.<br>The best final sequence is shown below; set beams = 1 to scrub steps and fork."
+            ),
+        )
         self.set_status(" ".join(str(w.message) for w in caught))
 
     def fork(self, step: int, token_id: int, branch: int | None = None) -> int:
@@ -253,15 +352,23 @@ class GenerationExplorer(Panel):
         if token_id not in cand:
             raise ValueError(f"token id {token_id} is not one of step {step}'s candidates {cand}")
         j = cand.index(token_id)
-        forced = replace(old, token_id=token_id, token=self.tokenizer.tokens([token_id])[0],
-                         prob=float(old.stages[-1].probs[j]), raw_prob=float(old.stages[0].probs[j]))
-        prefix = b.ids[:len(b.prompt_ids) + step] + [token_id]
+        forced = replace(
+            old,
+            token_id=token_id,
+            token=self.tokenizer.tokens([token_id])[0],
+            prob=float(old.stages[-1].probs[j]),
+            raw_prob=float(old.stages[0].probs[j]),
+        )
+        prefix = b.ids[: len(b.prompt_ids) + step] + [token_id]
         t0 = time.perf_counter()
         rest = self._steps(prefix, len(b.steps) - step - 1, step + 1) if step + 1 < len(b.steps) else []
         self.branches.append(Branch(b.prompt_ids, b.steps[:step] + [forced] + rest, self.active, step))
         new = len(self.branches) - 1
-        self._after_change(new, f"branch {new}: forked at step {step} with {forced.token!r} instead of "
-                                f"{old.token!r} ({time.perf_counter() - t0:.2f} s)")
+        self._after_change(
+            new,
+            f"branch {new}: forked at step {step} with {forced.token!r} instead of "
+            f"{old.token!r} ({time.perf_counter() - t0:.2f} s)",
+        )
         return new
 
     # ---- display -------------------------------------------------------------------------------------
@@ -311,8 +418,9 @@ class GenerationExplorer(Panel):
         t = min(self.step.value, len(b.steps) - 1)
         s = b.steps[t]
         head = None if self.head.value < 0 else self.head.value
-        replace_figure(self.figure, step_figure(s, self.layer.value, head, self.tokenizer.tokens(b.ids),
-                                                forced=t == b.fork_step))
+        replace_figure(
+            self.figure, step_figure(s, self.layer.value, head, self.tokenizer.tokens(b.ids), forced=t == b.fork_step)
+        )
         self.branches_html.value = self._branches_html()
 
     def _click_candidate(self, trace, points, state) -> None:
@@ -330,8 +438,9 @@ class GenerationExplorer(Panel):
                 if i == self.active and j == self.step.value:
                     style += "text-decoration:underline 2px #2166ac;"
                 piece = html.escape(piece)
-                spans.append(f"<span style='{style}' title='step {j}: p={s.prob:.3f}'>{piece}</span>" if style
-                             else piece)
+                spans.append(
+                    f"<span style='{style}' title='step {j}: p={s.prob:.3f}'>{piece}</span>" if style else piece
+                )
             head = self._branch_label(i) + (" · active" if i == self.active else "")
             cards.append((head, html.escape(self.tokenizer.decode(b.prompt_ids)), "".join(spans)))
         return _cards_html(cards, self.active)
@@ -349,7 +458,7 @@ def _pieces(tokenizer, ids: list[int], start: int) -> list[str]:
         if text.endswith("\ufffd") and n < len(ids):
             out.append("")
             continue
-        out.append(text[len(done):] if text.startswith(done) else text)
+        out.append(text[len(done) :] if text.startswith(done) else text)
         done = text
     return out
 
@@ -359,8 +468,10 @@ def _cards_html(cards: list[tuple[str, str, str]], active: int | None = None) ->
     items = []
     for i, (head, prompt, body) in enumerate(cards):
         border = "#2166ac" if i == active else "#d4d6db"
-        items.append(f"<div style='flex:1 1 280px;max-width:460px;border:1px solid {border};border-radius:6px;"
-                     f"padding:6px 8px;font-size:13px;line-height:1.45'><div style='font-weight:600;margin-bottom:4px'>"
-                     f"{html.escape(head)}</div><div style='white-space:pre-wrap;font-family:monospace'>"
-                     f"<span style='color:#8a90a0'>{prompt}</span>{body}</div></div>")
+        items.append(
+            f"<div style='flex:1 1 280px;max-width:460px;border:1px solid {border};border-radius:6px;"
+            f"padding:6px 8px;font-size:13px;line-height:1.45'><div style='font-weight:600;margin-bottom:4px'>"
+            f"{html.escape(head)}</div><div style='white-space:pre-wrap;font-family:monospace'>"
+            f"<span style='color:#8a90a0'>{prompt}</span>{body}</div></div>"
+        )
     return f"<div style='display:flex;flex-wrap:wrap;gap:8px'>{''.join(items)}</div>"

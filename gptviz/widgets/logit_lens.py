@@ -20,21 +20,32 @@ class LogitLensPanel(Panel):
 
     title = "Logit lens"
 
-    def __init__(self, model, tokenizer, text: str = "The quick brown fox jumps over the lazy dog",
-                 max_positions: int = 32, record=None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        text: str = "The quick brown fox jumps over the lazy dog",
+        max_positions: int = 32,
+        record=None,
+    ):
         """`record`: a `gptviz.lens.logit_lens_record` of `text` already made (the panel then runs nothing)."""
         self.model, self.tokenizer = model, tokenizer
         self.lens = self._run(text) if record is None else record
         st = {"description_width": "initial"}
-        self.text = W.Textarea(value=text, description="text", continuous_update=False, rows=2,
-                               layout=W.Layout(width="95%"), style=st)
-        self.colour = W.ToggleButtons(options=[("top token's probability", "top"),
-                                               ("true next token's probability", "next")], value="top",
-                                      style={"button_width": "210px"})
+        self.text = W.Textarea(
+            value=text, description="text", continuous_update=False, rows=2, layout=W.Layout(width="95%"), style=st
+        )
+        self.colour = W.ToggleButtons(
+            options=[("top token's probability", "top"), ("true next token's probability", "next")],
+            value="top",
+            style={"button_width": "210px"},
+        )
         self.positions = slider("positions shown", max_positions, 4, 64, width="320px")
-        caption = ("Rows: the residual stream after the embeddings and after each block, read out through ln_f "
-                   "and the LM head. Text in a cell: the top next token there; the last row is the model's "
-                   "real prediction.")
+        caption = (
+            "Rows: the residual stream after the embeddings and after each block, read out through ln_f "
+            "and the LM head. Text in a cell: the top next token there; the last row is the model's "
+            "real prediction."
+        )
         super().__init__([self.text, W.HBox([self.colour, self.positions])], self._figure(), caption)
         self.text.observe(self.guarded(self._on_text), names="value")
         for w in (self.colour, self.positions):
@@ -61,5 +72,7 @@ class LogitLensPanel(Panel):
     def _describe(self) -> None:
         T = len(self.lens.tokens)
         start = plots.window_start(T, self.positions.value)
-        self.set_status(f"{T} tokens · {len(self.lens.layers)} read-outs (embed + L={len(self.lens.layers) - 1} "
-                        "blocks)" + (f" · showing the last {T - start} positions" if start else ""))
+        self.set_status(
+            f"{T} tokens · {len(self.lens.layers)} read-outs (embed + L={len(self.lens.layers) - 1} "
+            "blocks)" + (f" · showing the last {T - start} positions" if start else "")
+        )

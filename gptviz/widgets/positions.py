@@ -22,9 +22,16 @@ from ..model import sinusoidal_encoding
 from ..positions import position_scores, rope_head_scores, rope_relative_scores
 from ._base import FIGURE_WIDTH, Panel, replace_figure, slider
 
-VIEWS = {"sinusoidal": "sinusoidal PE", "waves": "sine waves", "learned": "learned PE",
-         "similarity": "similarity", "scores": "score contribution", "rotary": "RoPE angles",
-         "rotary_scores": "RoPE q·k vs Δ", "rotary_head": "head q·k vs Δ"}
+VIEWS = {
+    "sinusoidal": "sinusoidal PE",
+    "waves": "sine waves",
+    "learned": "learned PE",
+    "similarity": "similarity",
+    "scores": "score contribution",
+    "rotary": "RoPE angles",
+    "rotary_scores": "RoPE q·k vs Δ",
+    "rotary_head": "head q·k vs Δ",
+}
 ROTARY_VIEWS = ("rotary", "rotary_scores", "rotary_head")
 
 
@@ -45,9 +52,11 @@ class PositionalEncodingExplorer(Panel):
         views = ["sinusoidal", "waves"] + (["learned"] if kind == "learned" else []) + ["rotary", "rotary_scores"]
         views += ["similarity"] + (["scores"] if kind in ("learned", "sinusoidal") else [])
         views += ["rotary_head"] if kind == "rotary" else []
-        self.view = W.ToggleButtons(options=[(VIEWS[v], v) for v in views],
-                                    value="rotary" if kind == "rotary" else views[0],
-                                    style={"button_width": "130px"})
+        self.view = W.ToggleButtons(
+            options=[(VIEWS[v], v) for v in views],
+            value="rotary" if kind == "rotary" else views[0],
+            style={"button_width": "130px"},
+        )
         self.T = slider("positions T", min(T, t_max), 2, t_max, width="320px")
         self.C = slider("width C", C, 2, 1024, step=2, width="320px", disabled=model is not None)
         self.dim = slider("dimension d", 0, 0, C - 2, step=2, width="320px")
@@ -57,27 +66,62 @@ class PositionalEncodingExplorer(Panel):
         rotary = kind == "rotary"
         rd, theta = (model.config.rotary_size, model.config.rope_theta) if rotary else (64, 10000.0)
         self.rd = slider("rotary dim rd", rd, 2, max(256, rd), step=2, width="320px", disabled=rotary)
-        self.theta = W.FloatLogSlider(value=theta, base=10, min=2, max=6.5, step=0.05, description="theta θ",
-                                      readout_format=".3g", continuous_update=False, disabled=rotary,
-                                      style={"description_width": "initial"}, layout=W.Layout(width="320px"))
-        self.distance = slider("max distance Δ", min(1024, t_max - 1) if rotary else 1024, 16, 16384, step=16,
-                               width="320px")
+        self.theta = W.FloatLogSlider(
+            value=theta,
+            base=10,
+            min=2,
+            max=6.5,
+            step=0.05,
+            description="theta θ",
+            readout_format=".3g",
+            continuous_update=False,
+            disabled=rotary,
+            style={"description_width": "initial"},
+            layout=W.Layout(width="320px"),
+        )
+        self.distance = slider(
+            "max distance Δ", min(1024, t_max - 1) if rotary else 1024, 16, 16384, step=16, width="320px"
+        )
         self.log_x = W.Checkbox(value=True, description="log Δ axis", indent=False, layout=W.Layout(width="120px"))
         self._scores = None  # (T, tensor (L, nh, T, T)) cached position scores
         self._head = None  # ((layer, head, D), RopeHeadScores) cached head scores of a rotary model
-        about = ("Positions enter a GPT as vectors added to the token embeddings. Sinusoidal: a fixed formula, "
-                 "a different wavelength per dimension pair. Learned: a trained table (GPT-2). Rotary (RoPE: "
-                 "Llama, SmolLM2): no vector is added; each pair of q's and k's dims is turned by an angle that "
-                 "grows with the position, so q·k depends only on how far apart two tokens are.")
+        about = (
+            "Positions enter a GPT as vectors added to the token embeddings. Sinusoidal: a fixed formula, "
+            "a different wavelength per dimension pair. Learned: a trained table (GPT-2). Rotary (RoPE: "
+            "Llama, SmolLM2): no vector is added; each pair of q's and k's dims is turned by an angle that "
+            "grows with the position, so q·k depends only on how far apart two tokens are."
+        )
         if model is not None and kind == "none":
             about += " This model has no position vectors: order reaches it only through the causal mask."
         if rotary:
-            about += (f" This model uses RoPE: it turns {rd} of each head's {model.config.head_size} dims with "
-                      f"θ={theta:g} (the rotary views show its own settings).")
-        super().__init__([self.view, W.HBox([self.T, self.C]), W.HBox([self.dim]), W.HBox([self.rd, self.theta]),
-                          W.HBox([self.distance, self.log_x]), W.HBox([self.layer, self.head])], self._build(), about)
-        for w in (self.view, self.T, self.C, self.dim, self.layer, self.head, self.rd, self.theta, self.distance,
-                  self.log_x):
+            about += (
+                f" This model uses RoPE: it turns {rd} of each head's {model.config.head_size} dims with "
+                f"θ={theta:g} (the rotary views show its own settings)."
+            )
+        super().__init__(
+            [
+                self.view,
+                W.HBox([self.T, self.C]),
+                W.HBox([self.dim]),
+                W.HBox([self.rd, self.theta]),
+                W.HBox([self.distance, self.log_x]),
+                W.HBox([self.layer, self.head]),
+            ],
+            self._build(),
+            about,
+        )
+        for w in (
+            self.view,
+            self.T,
+            self.C,
+            self.dim,
+            self.layer,
+            self.head,
+            self.rd,
+            self.theta,
+            self.distance,
+            self.log_x,
+        ):
             w.observe(self.guarded(self._refresh), names="value")
         self._show_controls()
 
@@ -98,15 +142,15 @@ class PositionalEncodingExplorer(Panel):
             return plots.learned_position_heatmap(self.model, max_positions=min(T, plots.MAX_TOKENS))
         if v == "similarity":
             src = self._source()
-            return plots.position_similarity(src if src is not None else sinusoidal_encoding(T, C), T,
-                                             width=FIGURE_WIDTH)
+            return plots.position_similarity(
+                src if src is not None else sinusoidal_encoding(T, C), T, width=FIGURE_WIDTH
+            )
         if v in ROTARY_VIEWS:
             return self._build_rotary(v, T)
         T = min(T, plots.MAX_TOKENS)  # L * nh * T^2 scores: keep them (and the heatmap) small
         if self._scores is None or self._scores[0] != T:
             self._scores = (T, position_scores(self.model, T))
-        return plots.position_score_contribution(self._scores[1], self.layer.value, self.head.value,
-                                                 width=FIGURE_WIDTH)
+        return plots.position_score_contribution(self._scores[1], self.layer.value, self.head.value, width=FIGURE_WIDTH)
 
     def _rope(self):
         """What the RoPE formula views draw: the rotary model itself (its own rd and θ), else (rd, θ) from the
@@ -120,8 +164,9 @@ class PositionalEncodingExplorer(Panel):
         if v == "rotary":
             return plots.rope_angle_heatmap(source, T, theta)
         if v == "rotary_scores":
-            return plots.rope_distance_scores(rope_relative_scores(source, self.distance.value, theta),
-                                              log_x=self.log_x.value, width=FIGURE_WIDTH)
+            return plots.rope_distance_scores(
+                rope_relative_scores(source, self.distance.value, theta), log_x=self.log_x.value, width=FIGURE_WIDTH
+            )
         key = (self.layer.value, self.head.value, self.distance.value)
         if self._head is None or self._head[0] != key:
             self._head = (key, rope_head_scores(self.model, self.distance.value, self.layer.value, self.head.value))
@@ -135,28 +180,41 @@ class PositionalEncodingExplorer(Panel):
 
     def _show_controls(self) -> None:
         v = self.view.value
-        shown = {self.C: v in ("sinusoidal", "waves") or (v == "similarity" and self._source() is None),
-                 self.dim: v == "waves", self.layer: v in ("scores", "rotary_head"),
-                 self.head: v in ("scores", "rotary_head"), self.T: v not in ("rotary_scores", "rotary_head"),
-                 self.rd: v in ("rotary", "rotary_scores"), self.theta: v in ("rotary", "rotary_scores"),
-                 self.distance: v in ("rotary_scores", "rotary_head"), self.log_x: v == "rotary_scores"}
+        shown = {
+            self.C: v in ("sinusoidal", "waves") or (v == "similarity" and self._source() is None),
+            self.dim: v == "waves",
+            self.layer: v in ("scores", "rotary_head"),
+            self.head: v in ("scores", "rotary_head"),
+            self.T: v not in ("rotary_scores", "rotary_head"),
+            self.rd: v in ("rotary", "rotary_scores"),
+            self.theta: v in ("rotary", "rotary_scores"),
+            self.distance: v in ("rotary_scores", "rotary_head"),
+            self.log_x: v == "rotary_scores",
+        }
         for w, on in shown.items():
             w.layout.display = "" if on else "none"
-        notes = {"sinusoidal": "PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(pos / 10000^(2i/C))",
-                 "waves": f"dimensions {self.dim.value} (sin) and {self.dim.value + 1} (cos): same wavelength, "
-                          "a quarter period apart",
-                 "learned": "one trained vector per position; look for smooth stripes (nearby positions alike)",
-                 "similarity": "cosine similarity of every pair of position vectors",
-                 "scores": "position-only attention score of one head (left) and every head's spread (right)",
-                 "rotary": "pair i (dims i and i + rd/2) of q and k turns by t / θ^(2i/rd) at position t: the "
-                           "first pairs spin fast (nearby positions differ), the last ones barely move",
-                 "rotary_head": "the head's q·k/√hs of a token for the same token Δ back, for 32 tokens spread "
-                                "over the vocabulary (max distance cropped to the block size)"}
+        notes = {
+            "sinusoidal": "PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(pos / 10000^(2i/C))",
+            "waves": f"dimensions {self.dim.value} (sin) and {self.dim.value + 1} (cos): same wavelength, "
+            "a quarter period apart",
+            "learned": "one trained vector per position; look for smooth stripes (nearby positions alike)",
+            "similarity": "cosine similarity of every pair of position vectors",
+            "scores": "position-only attention score of one head (left) and every head's spread (right)",
+            "rotary": "pair i (dims i and i + rd/2) of q and k turns by t / θ^(2i/rd) at position t: the "
+            "first pairs spin fast (nearby positions differ), the last ones barely move",
+            "rotary_head": "the head's q·k/√hs of a token for the same token Δ back, for 32 tokens spread "
+            "over the vocabulary (max distance cropped to the block size)",
+        }
         if v == "rotary_scores":
             source, theta = self._rope()
             half = rope_relative_scores(source, self.distance.value, theta, n_random=1).first_below(0.5)
-            notes[v] = ("q·k of the same vector Δ apart, as a fraction of |x|²: the all-ones vector first falls "
-                        + (f"below ½ at Δ={half}" if half is not None else "not below ½ within this distance")
-                        + ("; raise θ and it decays more slowly" if theta is not None else
-                           f" with this model's θ={self.theta.value:g}"))
+            notes[v] = (
+                "q·k of the same vector Δ apart, as a fraction of |x|²: the all-ones vector first falls "
+                + (f"below ½ at Δ={half}" if half is not None else "not below ½ within this distance")
+                + (
+                    "; raise θ and it decays more slowly"
+                    if theta is not None
+                    else f" with this model's θ={self.theta.value:g}"
+                )
+            )
         self.set_status(notes[v])

@@ -27,7 +27,6 @@ from ..sampling import generate
 from ..train import TrainingDiverged
 from ._base import FIGURE_WIDTH, INPUT_ERRORS, ChunkedTraining, TrainingPanel, replace_figure, slider
 
-
 # The figure in pixels (the widget cannot measure its container, see `_base.FIGURE_WIDTH`): the loss curves take
 # what the snapshot's square heatmap and its colour bar leave, with room between them for the learning-rate
 # labels and the heatmap's query labels; the legend sits under the loss curves' axis title.
@@ -37,8 +36,9 @@ GAP_PX = 150  # between the loss curves and the heatmap
 CAPTION_PX = 44  # above the heatmap: its two-line caption
 
 
-def dashboard_figure(stats, snapshot, layer: int, head: int, vocab_size: int | None = None,
-                     width: int = FIGURE_WIDTH) -> go.Figure:
+def dashboard_figure(
+    stats, snapshot, layer: int, head: int, vocab_size: int | None = None, width: int = FIGURE_WIDTH
+) -> go.Figure:
     """Loss curves (left) and one snapshot's attention on the probe prompt (right), `width` px wide."""
     stats = list(stats)
     pw = width - MARGIN["l"] - MARGIN["r"]
@@ -56,21 +56,47 @@ def dashboard_figure(stats, snapshot, layer: int, head: int, vocab_size: int | N
         start = plots.window_start(r.T, 64)  # thumbnails of the probe stay readable beside the curves
         plots.add_attention(fig, r, layer, head, start=start, row=1, col=2, max_ticks=24)
         plots.colourbar_beside(fig, (pw - plots.COLOURBAR_PX + 10) / pw, (0, 1))
-        caption = (f"attention at step {snapshot.step}: layer {layer}, head {head}<br><sup>"
-                   f"{plots.metric_text(snapshot.metrics, layer, head, ' · ')}</sup>")
+        caption = (
+            f"attention at step {snapshot.step}: layer {layer}, head {head}<br><sup>"
+            f"{plots.metric_text(snapshot.metrics, layer, head, ' · ')}</sup>"
+        )
         # right-aligned over the heatmap and its colour bar: the scores line is wider than the heatmap
-        fig.add_annotation(text=caption, xref="paper", yref="paper", x=1, xanchor="right", y=1, yanchor="bottom",
-                           yshift=6, showarrow=False, font_size=13, align="right")
+        fig.add_annotation(
+            text=caption,
+            xref="paper",
+            yref="paper",
+            x=1,
+            xanchor="right",
+            y=1,
+            yanchor="bottom",
+            yshift=6,
+            showarrow=False,
+            font_size=13,
+            align="right",
+        )
     else:
         fig.update_xaxes(visible=False, row=1, col=2)
         fig.update_yaxes(visible=False, row=1, col=2)
-        fig.add_annotation(text="attention snapshots appear here<br>(TrainConfig.snapshot_interval)",
-                           xref="paper", yref="paper", x=(hm_x + (pw - plots.COLOURBAR_PX) / pw) / 2, y=0.5,
-                           xanchor="center", showarrow=False, font_size=13)  # paper: an empty subplot has no domain
+        fig.add_annotation(
+            text="attention snapshots appear here<br>(TrainConfig.snapshot_interval)",
+            xref="paper",
+            yref="paper",
+            x=(hm_x + (pw - plots.COLOURBAR_PX) / pw) / 2,
+            y=0.5,
+            xanchor="center",
+            showarrow=False,
+            font_size=13,
+        )  # paper: an empty subplot has no domain
     title = plots.loss_title(stats)
     top = plots.title_px(title) + CAPTION_PX
-    fig.update_layout(template=plots.TEMPLATE, width=width, height=top + hm + MARGIN["b"], margin=dict(MARGIN, t=top),
-                      title=title, legend=dict(orientation="h", x=0, y=-70 / hm, yanchor="top"))
+    fig.update_layout(
+        template=plots.TEMPLATE,
+        width=width,
+        height=top + hm + MARGIN["b"],
+        margin=dict(MARGIN, t=top),
+        title=title,
+        legend=dict(orientation="h", x=0, y=-70 / hm, yanchor="top"),
+    )
     return fig
 
 
@@ -80,37 +106,72 @@ class TrainingDashboard(TrainingPanel):
     title = "Training dashboard"
     input_errors = INPUT_ERRORS + (TrainingDiverged,)  # its message says what to do
 
-    def __init__(self, trainer, chunk: int = 10, sample_every: int = 5, sample_prompt: str | None = None,
-                 sample_tokens: int = 120, checkpoint_path: str | None = None):
+    def __init__(
+        self,
+        trainer,
+        chunk: int = 10,
+        sample_every: int = 5,
+        sample_prompt: str | None = None,
+        sample_tokens: int = 120,
+        checkpoint_path: str | None = None,
+    ):
         self.trainer, self.sample_every, self.sample_tokens = trainer, sample_every, sample_tokens
         self._draw = threading.Lock()  # the training thread and a slider callback may redraw at once
         self._save_to: str | None = None  # a save requested while running happens between chunks
         self._chunks = 0
-        self.loop = ChunkedTraining(self, lambda: self.trainer, lambda: self.chunk.value, self._after_chunk,
-                                    self._buttons, self._describe, name="gptviz-training")
+        self.loop = ChunkedTraining(
+            self,
+            lambda: self.trainer,
+            lambda: self.chunk.value,
+            self._after_chunk,
+            self._buttons,
+            self._describe,
+            name="gptviz-training",
+        )
         self._quiet = False
         self.sample_prompt = sample_prompt or self._default_prompt()
         c, mc = trainer.config, trainer.raw_model.config
         st = {"description_width": "initial"}
-        self.steps = W.BoundedIntText(value=max(1, c.max_steps - trainer.step), min=1, max=10**7,
-                                      description="steps to run", style=st, layout=W.Layout(width="190px"))
-        self.chunk = W.BoundedIntText(value=chunk, min=1, max=10**5, description="chunk", style=st,
-                                      layout=W.Layout(width="130px"))
+        self.steps = W.BoundedIntText(
+            value=max(1, c.max_steps - trainer.step),
+            min=1,
+            max=10**7,
+            description="steps to run",
+            style=st,
+            layout=W.Layout(width="190px"),
+        )
+        self.chunk = W.BoundedIntText(
+            value=chunk, min=1, max=10**5, description="chunk", style=st, layout=W.Layout(width="130px")
+        )
         self.start_button = W.Button(description="Start", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.resume_button = W.Button(description="Resume", icon="forward", disabled=True)
-        self.path = W.Text(value=checkpoint_path or c.out_dir or "", placeholder="checkpoint folder",
-                           description="save to", style=st, layout=W.Layout(width="320px"))
+        self.path = W.Text(
+            value=checkpoint_path or c.out_dir or "",
+            placeholder="checkpoint folder",
+            description="save to",
+            style=st,
+            layout=W.Layout(width="320px"),
+        )
         self.save_button = W.Button(description="Save checkpoint", icon="save")
         self.snapshot = slider("snapshot", 0, 0, max(0, len(trainer.snapshots) - 1), width="420px")
         self.layer = slider("layer", 0, 0, mc.n_layer - 1, width="220px")
         self.head = slider("head", 0, 0, mc.n_head - 1, width="220px")
         self.sample_html = W.HTML()
-        caption = ("Start trains in chunks on a background thread; Stop returns after the current step; Resume "
-                   "finishes the stopped run. Scrub the snapshot slider to see attention change during training.")
-        super().__init__([W.HBox([self.steps, self.chunk, self.start_button, self.stop_button, self.resume_button]),
-                          W.HBox([self.path, self.save_button]), W.HBox([self.snapshot, self.layer, self.head])],
-                         self._figure(), caption, [self.sample_html])
+        caption = (
+            "Start trains in chunks on a background thread; Stop returns after the current step; Resume "
+            "finishes the stopped run. Scrub the snapshot slider to see attention change during training."
+        )
+        super().__init__(
+            [
+                W.HBox([self.steps, self.chunk, self.start_button, self.stop_button, self.resume_button]),
+                W.HBox([self.path, self.save_button]),
+                W.HBox([self.snapshot, self.layer, self.head]),
+            ],
+            self._figure(),
+            caption,
+            [self.sample_html],
+        )
         self.start_button.on_click(self.guarded(lambda _: self.start()))
         self.stop_button.on_click(self.guarded(lambda _: self.stop()))
         self.resume_button.on_click(self.guarded(lambda _: self.resume()))
@@ -162,12 +223,21 @@ class TrainingDashboard(TrainingPanel):
     def _refresh_sample(self) -> None:
         tok = self.trainer.tokenizer
         ids = tok.encode(self.sample_prompt)
-        out = generate(self.trainer.raw_model, torch.tensor([ids]), self.sample_tokens, do_sample=True,
-                       temperature=0.8, top_k=min(40, tok.vocab_size), seed=self.trainer.step)[0].tolist()
-        self.sample_html.value = (f"<div style='font-size:13px'><b>Sample at step {self.trainer.step}</b> "
-                                  "(temperature 0.8, top-k 40)<pre style='white-space:pre-wrap;margin:4px 0'>"
-                                  f"<span style='color:#8a90a0'>{html.escape(self.sample_prompt)}</span>"
-                                  f"{html.escape(tok.decode(out[len(ids):]))}</pre></div>")
+        out = generate(
+            self.trainer.raw_model,
+            torch.tensor([ids]),
+            self.sample_tokens,
+            do_sample=True,
+            temperature=0.8,
+            top_k=min(40, tok.vocab_size),
+            seed=self.trainer.step,
+        )[0].tolist()
+        self.sample_html.value = (
+            f"<div style='font-size:13px'><b>Sample at step {self.trainer.step}</b> "
+            "(temperature 0.8, top-k 40)<pre style='white-space:pre-wrap;margin:4px 0'>"
+            f"<span style='color:#8a90a0'>{html.escape(self.sample_prompt)}</span>"
+            f"{html.escape(tok.decode(out[len(ids) :]))}</pre></div>"
+        )
 
     # ---- display -------------------------------------------------------------------------------------
     def export_items(self) -> list:
@@ -176,8 +246,9 @@ class TrainingDashboard(TrainingPanel):
     def _figure(self) -> go.Figure:
         snaps = self.trainer.snapshots
         snap = snaps[min(self.snapshot.value, len(snaps) - 1)] if snaps else None
-        return dashboard_figure(self.trainer.history, snap, self.layer.value, self.head.value,
-                                self.trainer.raw_model.config.vocab_size)
+        return dashboard_figure(
+            self.trainer.history, snap, self.layer.value, self.head.value, self.trainer.raw_model.config.vocab_size
+        )
 
     def _redraw(self, change=None) -> None:
         if not self._quiet:
