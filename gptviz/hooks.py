@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fnmatch
+import inspect
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
@@ -25,7 +26,12 @@ DEFAULT_CAPTURE_BUDGET_MB = 512.0
 
 
 class HookPoint(nn.Module):
-    """Identity at a named site of the forward pass. `name` is its dotted path in the model."""
+    """Identity at a named site of the forward pass. `name` is its public name (TransformerLens's where it has one).
+
+    Listeners are called as TransformerLens calls them, `fn(activation, hook=point)`, so `def fn(x, hook)` and
+    `def fn(x, *, hook)` both work. Returning None keeps the activation; returning a tensor replaces it and must
+    have the same shape (a different one is refused here, with this hook's name, not one block later).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -38,8 +44,15 @@ class HookPoint(nn.Module):
         if not self.fns:
             return x
         for fn in self.fns:
-            out = fn(x, self)
+            out = fn(x, hook=self)
             if out is not None:
+                if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+                    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                    raise HookShapeError(
+                        f"the hook function {getattr(fn, '__name__', fn)!r} at {self.name} returned "
+                        f"{got}, but the activation there is {tuple(x.shape)}; return a tensor of "
+                        "the same shape, or None to keep the activation"
+                    )
                 x = out
         return x
 
@@ -50,6 +63,13 @@ class HookPoint(nn.Module):
     def active(self) -> bool:
         return bool(self.fns)
 
+    def layer(self) -> int:
+        """The block this hook point sits in (TransformerLens's `hook.layer()`); ValueError outside blocks."""
+        parts = self.name.split(".")
+        if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit():
+            return int(parts[1])
+        raise ValueError(f"{self.name} is not inside a block, so it has no layer")
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
 
@@ -59,6 +79,19 @@ class HookNameError(KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0])
+
+
+class HookShapeError(ValueError):
+    """A hook function returned a tensor whose shape differs from the activation it replaces."""
+
+
+# Names that changed to TransformerLens's spelling (2026-12): an old name is an error that names the new one.
+RENAMED = {
+    "hook_tok_emb": "hook_embed",
+    "hook_pos_emb": "hook_pos_embed",
+    "hook_scores": "hook_attn_scores",
+    "hook_final_ln": "ln_final.hook_normalized",
+}
 
 
 class CaptureBudgetError(MemoryError):
@@ -100,6 +133,13 @@ def resolve_names(model: nn.Module, names: str | Iterable[str]) -> list[str]:
 
 
 def _unknown_hook_message(name: str, valid: list[str]) -> str:
+    head, _, leaf = name.rpartition(".")
+    if leaf in RENAMED:
+        new = f"{head}.{RENAMED[leaf]}" if head else RENAMED[leaf]
+        return (
+            f"hook {name!r} was renamed {new!r} (TransformerLens's spelling); the shapes of q/k/v/z hooks are "
+            "now (B, T, nh, hs) as in TransformerLens. gptviz.hook_names(model) lists every name."
+        )
     close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)
     if not close:  # fall back to names sharing the last component, e.g. "hook_pattern"
         tail = name.rsplit(".", 1)[-1]
@@ -109,6 +149,18 @@ def _unknown_hook_message(name: str, valid: list[str]) -> str:
         f"unknown hook name {name!r}.{hint} Patterns like 'blocks.*.attn.hook_pattern' work too; "
         f"gptviz.hook_names(model) lists all {len(valid)} names."
     )
+
+
+def _as_listener(fn: Callable) -> Callable:
+    """`fn` as HookPoint calls listeners, `fn(x, hook=point)`. A function whose second parameter has another name
+    (`lambda x, h: ...`, gptviz's older habit) is wrapped to receive the point positionally."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature: call them positionally
+        return lambda x, hook: fn(x, hook)
+    if "hook" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return fn
+    return lambda x, hook: fn(x, hook)
 
 
 @contextlib.contextmanager
@@ -160,7 +212,7 @@ class Capture:
         if name not in self._store:
             raise HookNameError(
                 f"hook {name!r} was requested but never fired inside the capture block "
-                "(did the model run? a 'none' positional encoding has no hook_pos_emb)"
+                "(did the model run? a 'none' or rotary positional encoding has no hook_pos_embed)"
             )
         return self._store[name]
 
@@ -288,8 +340,9 @@ def hooks(model: nn.Module, fns: dict[str, HookFn]) -> Iterator[None]:
     for key, fn in fns.items():
         if not callable(fn):
             raise TypeError(f"the hook for {key!r} must be a function fn(tensor, hook), got {type(fn).__name__}")
+        listener = _as_listener(fn)
         for name in resolve_names(model, key):
-            attach.setdefault(name, []).append(fn)
+            attach.setdefault(name, []).append(listener)
     with _attached(model, attach):
         yield
 

@@ -140,6 +140,15 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
             module.train()
 
 
+def _public_name(module_path: str) -> str:
+    """A hook point's module path -> its public name: TransformerLens spells the norms ln1, ln2, ln_final."""
+    return (
+        module_path.replace(".ln_1.", ".ln1.").replace(".ln_2.", ".ln2.").replace("ln_f.", "ln_final.", 1)
+        if "ln_" in module_path
+        else module_path
+    )
+
+
 def causal_mask(T: int, past: int, device: torch.device) -> torch.Tensor:
     """(T, past + T) booleans, True where query past + i may look at key j (j <= past + i)."""
     return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past)
@@ -157,21 +166,52 @@ def _shortcut_children(root: nn.Module) -> None:
                 module.__dict__[name] = child
 
 
+class LayerNorm(nn.Module):
+    """LayerNorm with TransformerLens's hook points: `hook_scale` (B, T, 1), `hook_normalized` (B, T, C).
+
+    With nobody listening it is `F.layer_norm` (nn.LayerNorm's numbers exactly); with a listener the explicit
+    formula runs, so the scale exists to be read or replaced. Parameters are nn.LayerNorm's (weight, bias).
+    """
+
+    def __init__(self, dim: int, eps: float, bias: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+        self.eps = eps
+        self.hook_scale = HookPoint()  # (B, T, 1) sqrt(var + eps)
+        self.hook_normalized = HookPoint()  # (B, T, C) after the affine map
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.hook_scale.fns or self.hook_normalized.fns):
+            return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # (B, T, 1)
+        y = x / scale * self.weight
+        return self.hook_normalized(y + self.bias if self.bias is not None else y)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}, bias={self.bias is not None}"
+
+
 class RMSNorm(nn.Module):
     """x / sqrt(mean(x^2) + eps) * weight: LayerNorm without the mean and the bias (Llama, Qwen2).
 
     Computed in float32 and cast back, as transformers does, so bf16 models normalise the same way.
+    Hook points as LayerNorm's: `hook_scale` (B, T, 1), `hook_normalized` (B, T, C).
     """
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
+        self.hook_scale = HookPoint()  # (B, T, 1) sqrt(mean(x^2) + eps), in float32
+        self.hook_normalized = HookPoint()  # (B, T, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        scale = self.hook_scale(torch.sqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)) if self.hook_scale.fns else None
+        h = h / scale if scale is not None else h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.hook_normalized(self.weight * h.to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
@@ -182,14 +222,15 @@ def _norm(config: GPTConfig) -> nn.Module:
         return nn.Identity()
     if config.norm == "rmsnorm":
         return RMSNorm(config.n_embd, config.layer_norm_epsilon)
-    return nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
+    return LayerNorm(config.n_embd, config.layer_norm_epsilon, bias=config.bias)
 
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention, softmax(QK^T / sqrt(hs)) V, with grouped-query heads and RoPE when asked.
 
-    Fast path: `scaled_dot_product_attention` (flash on GPU). When someone listens to `hook_scores` or
+    Fast path: `scaled_dot_product_attention` (flash on GPU). When someone listens to `hook_attn_scores` or
     `hook_pattern`, this layer runs the explicit path instead, so the attention map exists to be recorded.
+    Hook shapes are TransformerLens's: q/k/v/z (B, T, heads, hs), the hooks see views (no copy on the fast path).
     With grouped-query attention query head h reads key/value head h // (nh / nkv), as in transformers.
     """
 
@@ -204,15 +245,16 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.dropout = config.dropout
-        self.hook_q = HookPoint()  # (B, nh, T, hs)
-        self.hook_k = HookPoint()  # (B, nkv, T, hs) new positions only
-        self.hook_v = HookPoint()  # (B, nkv, T, hs) new positions only
+        self.hook_q = HookPoint()  # (B, T, nh, hs)
+        self.hook_k = HookPoint()  # (B, T, nkv, hs) new positions only
+        self.hook_v = HookPoint()  # (B, T, nkv, hs) new positions only
         if config.pos_encoding == "rotary":
-            self.hook_rot_q = HookPoint()  # (B, nh, T, hs) after RoPE
-            self.hook_rot_k = HookPoint()  # (B, nkv, T, hs) after RoPE, new positions only
-        self.hook_scores = HookPoint()  # (B, nh, T, Tk) masked (-inf), pre-softmax
+            self.hook_rot_q = HookPoint()  # (B, T, nh, hs) after RoPE
+            self.hook_rot_k = HookPoint()  # (B, T, nkv, hs) after RoPE, new positions only
+        self.hook_attn_scores = HookPoint()  # (B, nh, T, Tk) masked (-inf), pre-softmax
         self.hook_pattern = HookPoint()  # (B, nh, T, Tk) post-softmax, pre-dropout
-        self.hook_z = HookPoint()  # (B, nh, T, hs) attention-weighted values, before c_proj
+        self.hook_z = HookPoint()  # (B, T, nh, hs) attention-weighted values, before c_proj
+        self.hook_result = HookPoint()  # (B, T, nh, C) each head's output; computed only when someone listens
 
     def forward(
         self,
@@ -225,23 +267,23 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.size()
         nh, nkv, hs = self.n_head, self.n_kv_head, self.head_size
         q, k, v = self.c_attn(x).split((self.q_size, self.kv_size, self.kv_size), dim=2)
-        q = self.hook_q(q.view(B, T, nh, hs).transpose(1, 2))  # (B, nh, T, hs)
-        k = self.hook_k(k.view(B, T, nkv, hs).transpose(1, 2))  # (B, nkv, T, hs)
-        v = self.hook_v(v.view(B, T, nkv, hs).transpose(1, 2))  # (B, nkv, T, hs)
+        q = self.hook_q(q.view(B, T, nh, hs)).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.hook_k(k.view(B, T, nkv, hs)).transpose(1, 2)  # (B, nkv, T, hs)
+        v = self.hook_v(v.view(B, T, nkv, hs)).transpose(1, 2)  # (B, nkv, T, hs)
         if rope is not None:  # cos, sin: (T, rd), or (B, 1, T, rd) when padding shifts each row's positions
-            q = self.hook_rot_q(apply_rotary(q, *rope))  # (B, nh, T, hs)
-            k = self.hook_rot_k(apply_rotary(k, *rope))  # (B, nkv, T, hs)
+            q = self.hook_rot_q(apply_rotary(q, *rope).transpose(1, 2)).transpose(1, 2)  # (B, nh, T, hs)
+            k = self.hook_rot_k(apply_rotary(k, *rope).transpose(1, 2)).transpose(1, 2)  # (B, nkv, T, hs)
         past = 0
         if kv_cache is not None:
             past = kv_cache.pos
             k, v = kv_cache.update(self.layer, k, v)  # (B, nkv, Tk, hs)
 
-        if self.hook_scores.fns or self.hook_pattern.fns:
+        if self.hook_attn_scores.fns or self.hook_pattern.fns:
             if nkv != nh:  # every query head gets its group's key/value head
                 k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)  # (B, nh, Tk, hs)
             scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hs))  # (B, nh, T, Tk)
             allowed = causal_mask(T, past, q.device) if mask is None else mask  # (T, Tk) or (B, 1, T, Tk)
-            scores = self.hook_scores(scores.masked_fill(~allowed, float("-inf")))
+            scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
             pattern = self.hook_pattern(F.softmax(scores, dim=-1))  # (B, nh, T, Tk)
             z = (self.attn_dropout(pattern) if self.training and self.dropout else pattern) @ v  # (B, nh, T, hs)
         else:
@@ -257,8 +299,13 @@ class CausalSelfAttention(nn.Module):
                 z = F.scaled_dot_product_attention(
                     q, k, v, attn_mask=causal_mask(T, past, q.device), dropout_p=p, enable_gqa=gqa
                 )
-        z = self.hook_z(z)  # (B, nh, T, hs)
-        y = self.c_proj(z.transpose(1, 2).reshape(B, T, self.q_size))  # heads side by side again
+        z = self.hook_z(z.transpose(1, 2))  # (B, T, nh, hs)
+        if self.hook_result.fns:  # per-head outputs z_h W_O[h], summed below: the same y, one head at a time
+            W_O = self.c_proj.weight.view(C, nh, hs)  # (C, nh, hs)
+            result = self.hook_result(torch.einsum("btnh,cnh->btnc", z, W_O))  # (B, T, nh, C)
+            y = result.sum(2) + self.c_proj.bias if self.c_proj.bias is not None else result.sum(2)
+        else:
+            y = self.c_proj(z.reshape(B, T, self.q_size))  # heads side by side again
         return self.resid_dropout(y) if self.training and self.dropout else y
 
 
@@ -309,12 +356,14 @@ class Block(nn.Module):
         self.hook_resid_pre = HookPoint()  # (B, T, C)
         self.ln_1 = _norm(config)
         self.attn = CausalSelfAttention(config, layer)
+        self.hook_attn_out = HookPoint()  # (B, T, C) what attention adds to the residual stream
         if not self.parallel:
             self.hook_resid_mid = HookPoint()  # (B, T, C) after attention (a parallel block has no middle)
         self.mlp: MLP | None = None
         if config.mlp:
             self.ln_2 = _norm(config)
             self.mlp = MLP(config)
+            self.hook_mlp_out = HookPoint()  # (B, T, C) what the MLP adds
         self.hook_resid_post = HookPoint()  # (B, T, C) after the MLP
 
     def forward(
@@ -326,10 +375,11 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         x = self.hook_resid_pre(x)
         if self.parallel:  # both branches read the same x (GPT-NeoX's use_parallel_residual)
-            return self.hook_resid_post(x + self.attn(self.ln_1(x), kv_cache, rope, mask) + self.mlp(self.ln_2(x)))
-        x = self.hook_resid_mid(x + self.attn(self.ln_1(x), kv_cache, rope, mask))
+            attn = self.hook_attn_out(self.attn(self.ln_1(x), kv_cache, rope, mask))
+            return self.hook_resid_post(x + attn + self.hook_mlp_out(self.mlp(self.ln_2(x))))
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln_1(x), kv_cache, rope, mask)))
         if self.mlp is not None:
-            x = x + self.mlp(self.ln_2(x))
+            x = x + self.hook_mlp_out(self.mlp(self.ln_2(x)))
         return self.hook_resid_post(x)
 
 
@@ -346,7 +396,7 @@ class GPT(nn.Module):
         self.config = config
         # Modules are declared in forward order, so hook points are listed (and fire) in that order.
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.hook_tok_emb = HookPoint()  # (B, T, C)
+        self.hook_embed = HookPoint()  # (B, T, C) token embeddings
         if config.pos_encoding == "learned":
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
         elif config.pos_encoding == "sinusoidal":
@@ -355,11 +405,10 @@ class GPT(nn.Module):
             cos, sin = rotary_tables(config.block_size, config.rotary_size, config.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, rd)
             self.register_buffer("rope_sin", sin, persistent=False)  # (block_size, rd)
-        self.hook_pos_emb = HookPoint()  # (T, C)
+        self.hook_pos_embed = HookPoint()  # (B, T, C) position embeddings (learned or sinusoidal)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
         self.ln_f = _norm(config)
-        self.hook_final_ln = HookPoint()  # (B, T, C)
         if config.tie_embeddings:
             # created on the meta device: its weight is replaced by the embedding's at once (weight tying, as
             # in GPT-2), so a real (V, C) matrix would only be a temporary (150 MB at GPT-2 size)
@@ -368,7 +417,8 @@ class GPT(nn.Module):
         else:
             self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.hook_logits = HookPoint()  # (B, T, V)
-        self.hook_dict = hook_points(self)  # forward order; capture() looks names up here
+        # forward order, under TransformerLens's names (ln_1 -> ln1, ln_f -> ln_final); capture() looks them up here
+        self.hook_dict = {_public_name(name): point for name, point in hook_points(self).items()}
         for name, point in self.hook_dict.items():
             point.name = name
         self.apply(self._init_weights)
@@ -427,15 +477,16 @@ class GPT(nn.Module):
         pos, mask = None, None
         if attention_mask is not None:
             pos, mask = self._padding(attention_mask, B, T, past, idx.device)
-        if self.hook_tok_emb.fns:
+        if self.hook_embed.fns:
             self._past_len = past  # read by capture's memory-budget check
-        x = self.hook_tok_emb(self.wte(idx))  # (B, T, C)
+        x = self.hook_embed(self.wte(idx))  # (B, T, C)
         kind = self.config.pos_encoding
         if kind == "learned":
             where = torch.arange(past, past + T, device=idx.device) if pos is None else pos  # (T,) or (B, T)
-            x = x + self.hook_pos_emb(self.wpe(where))  # (T, C) broadcast over B, or (B, T, C)
+            x = x + self.hook_pos_embed(self.wpe(where).expand(B, T, -1))  # (B, T, C), a view
         elif kind == "sinusoidal":
-            x = x + self.hook_pos_emb((self.pe[past : past + T] if pos is None else self.pe[pos]).to(x.dtype))
+            pe = (self.pe[past : past + T] if pos is None else self.pe[pos]).to(x.dtype)  # (T, C) or (B, T, C)
+            x = x + self.hook_pos_embed(pe.expand(B, T, -1))  # (B, T, C), a view
         rope = None
         if kind == "rotary":  # float32 tables, used in the model's dtype as transformers does
             if pos is None:
@@ -451,7 +502,7 @@ class GPT(nn.Module):
             x = block(x, kv_cache, rope, mask)
         if kv_cache is not None:
             kv_cache.advance(T)
-        return self.hook_final_ln(self.ln_f(x))  # (B, T, C)
+        return self.ln_f(x)  # (B, T, C); ln_final.hook_normalized sees it
 
     def _padding(
         self, attention_mask: torch.Tensor, B: int, T: int, past: int, device: torch.device
@@ -540,19 +591,20 @@ class GPT(nn.Module):
         c = self.config
         B, T, Tk, C, nh, nkv, hs = batch_size, seq_len, past_len + seq_len, c.n_embd, c.n_head, c.kv_heads, c.head_size
         by_leaf = {
-            "hook_pos_emb": (T, C),
+            "hook_scale": (B, T, 1),
             "hook_logits": (B, T, c.vocab_size),
             "hook_pre": (B, T, c.mlp_width),
             "hook_pre_linear": (B, T, c.mlp_width),
             "hook_post": (B, T, c.mlp_width),
-            "hook_scores": (B, nh, T, Tk),
+            "hook_attn_scores": (B, nh, T, Tk),
             "hook_pattern": (B, nh, T, Tk),
-            "hook_q": (B, nh, T, hs),
-            "hook_rot_q": (B, nh, T, hs),
-            "hook_z": (B, nh, T, hs),
-            "hook_k": (B, nkv, T, hs),
-            "hook_rot_k": (B, nkv, T, hs),
-            "hook_v": (B, nkv, T, hs),
+            "hook_q": (B, T, nh, hs),
+            "hook_rot_q": (B, T, nh, hs),
+            "hook_z": (B, T, nh, hs),
+            "hook_result": (B, T, nh, C),
+            "hook_k": (B, T, nkv, hs),
+            "hook_rot_k": (B, T, nkv, hs),
+            "hook_v": (B, T, nkv, hs),
         }
         return {name: by_leaf.get(name.rsplit(".", 1)[-1], (B, T, C)) for name in hook_points(self)}
 

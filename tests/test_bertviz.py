@@ -77,7 +77,7 @@ def test_record_tokens_can_be_overridden_and_half_precision_becomes_float32():
 def test_capture_mapping_in_layer_order_ignoring_other_hooks():
     att = causal_attention(11, 2, NH)  # 11 layers, batch of 2
     cap = {f"blocks.{i}.attn.hook_pattern": att[i] for i in (10, 2, 0)}  # unordered; "10" sorts after "2"
-    cap["blocks.0.attn.hook_scores"] = torch.zeros(2, NH, T, T)
+    cap["blocks.0.attn.hook_attn_scores"] = torch.zeros(2, NH, T, T)
     cap["hook_logits"] = torch.zeros(2, T, 97)
     layers, tokens = gb.to_bertviz(cap, tokens=TOKENS)
     check_bertviz_shape(layers, tokens, n_layers=3)

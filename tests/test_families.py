@@ -155,11 +155,11 @@ def test_rotary_hooks_exist_and_fire(family):
     with capture(ours, ["blocks.0.attn.hook_q", "blocks.0.attn.hook_rot_q", "blocks.0.attn.hook_rot_k"]) as cap:
         ours(ids(T=8, B=1))
     c = ours.config
-    assert cap["blocks.0.attn.hook_rot_q"].shape == (1, c.n_head, 8, c.head_size)
-    assert cap["blocks.0.attn.hook_rot_k"].shape == (1, c.kv_heads, 8, c.head_size)
+    assert cap["blocks.0.attn.hook_rot_q"].shape == (1, 8, c.n_head, c.head_size)  # TransformerLens's layout
+    assert cap["blocks.0.attn.hook_rot_k"].shape == (1, 8, c.kv_heads, c.head_size)
     # position 0 is not turned at all; later positions are
     q, rq = cap["blocks.0.attn.hook_q"], cap["blocks.0.attn.hook_rot_q"]
-    assert torch.allclose(q[:, :, 0], rq[:, :, 0]) and not torch.allclose(q[:, :, 5], rq[:, :, 5])
+    assert torch.allclose(q[:, 0], rq[:, 0]) and not torch.allclose(q[:, 5], rq[:, 5])
     shapes = ours.hook_shapes(1, 8)
     assert all(tuple(cap[n].shape) == shapes[n] for n in cap)
 

@@ -9,24 +9,32 @@ from gptviz.hooks import estimate_capture_bytes, hook_points
 
 BLOCK_HOOKS = [
     "hook_resid_pre",
+    "ln1.hook_scale",
+    "ln1.hook_normalized",
     "attn.hook_q",
     "attn.hook_k",
     "attn.hook_v",
-    "attn.hook_scores",
+    "attn.hook_attn_scores",
     "attn.hook_pattern",
     "attn.hook_z",
+    "attn.hook_result",
+    "hook_attn_out",
     "hook_resid_mid",
+    "ln2.hook_scale",
+    "ln2.hook_normalized",
     "mlp.hook_pre",
     "mlp.hook_post",
+    "hook_mlp_out",
     "hook_resid_post",
 ]
 
 
 def test_hook_names_are_pinned(tiny_model):
-    expected = ["hook_tok_emb", "hook_pos_emb"]
+    """TransformerLens's names, in forward order; hook_logits is gptviz's own."""
+    expected = ["hook_embed", "hook_pos_embed"]
     for layer in range(2):
         expected += [f"blocks.{layer}.{h}" for h in BLOCK_HOOKS]
-    expected += ["hook_final_ln", "hook_logits"]
+    expected += ["ln_final.hook_scale", "ln_final.hook_normalized", "hook_logits"]
     assert gptviz.hook_names(tiny_model) == expected
 
 
@@ -47,24 +55,19 @@ def test_family_hook_names_are_pinned():
             bias=False,
         )
     )
-    assert [n.removeprefix("blocks.0.") for n in gptviz.hook_names(llama)] == [
-        "hook_tok_emb",
-        "hook_pos_emb",
-        "hook_resid_pre",
-        "attn.hook_q",
-        "attn.hook_k",
+    block = [h for h in BLOCK_HOOKS if h != "attn.hook_v"]
+    block[block.index("attn.hook_k") + 1 : block.index("attn.hook_k") + 1] = [
         "attn.hook_v",
         "attn.hook_rot_q",
         "attn.hook_rot_k",
-        "attn.hook_scores",
-        "attn.hook_pattern",
-        "attn.hook_z",
-        "hook_resid_mid",
-        "mlp.hook_pre",
-        "mlp.hook_pre_linear",
-        "mlp.hook_post",
-        "hook_resid_post",
-        "hook_final_ln",
+    ]
+    block.insert(block.index("mlp.hook_post"), "mlp.hook_pre_linear")
+    assert [n.removeprefix("blocks.0.") for n in gptviz.hook_names(llama)] == [
+        "hook_embed",
+        "hook_pos_embed",
+        *block,
+        "ln_final.hook_scale",
+        "ln_final.hook_normalized",
         "hook_logits",
     ]
     neox = GPT(
@@ -73,6 +76,69 @@ def test_family_hook_names_are_pinned():
         )
     )
     assert "blocks.0.hook_resid_mid" not in gptviz.hook_names(neox)
+
+
+def test_old_names_say_the_new_spelling(tiny_model):
+    for old, new in (
+        ("hook_tok_emb", "hook_embed"),
+        ("blocks.0.attn.hook_scores", "blocks.0.attn.hook_attn_scores"),
+        ("hook_final_ln", "ln_final.hook_normalized"),
+        ("hook_pos_emb", "hook_pos_embed"),
+    ):
+        with pytest.raises(HookNameError, match=f"renamed '{new}'"):
+            capture(tiny_model, old).__enter__()
+
+
+def test_hooks_are_called_as_transformer_lens_calls_them(tiny_model):
+    """fn(activation, hook=point): keyword-only `hook` works; hook.layer(); a wrong shape is refused by name."""
+    seen = []
+
+    def kw_only(z, *, hook):
+        seen.append((hook.name, hook.layer(), tuple(z.shape)))
+
+    with torch.no_grad(), hooks(tiny_model, {"blocks.1.attn.hook_z": kw_only}):
+        tiny_model(x())
+    assert seen == [("blocks.1.attn.hook_z", 1, (2, 10, 4, 8))]  # (B, T, nh, hs) as in TransformerLens
+    from gptviz.hooks import HookShapeError
+
+    with pytest.raises(HookShapeError, match=r"at blocks\.0\.attn\.hook_z returned \(2, 4, 10, 8\)"):
+        with torch.no_grad(), hooks(tiny_model, {"blocks.0.attn.hook_z": lambda z, hook: z.transpose(1, 2)}):
+            tiny_model(x())
+
+
+def test_head_ablation_uses_transformer_lens_layout(tiny_model):
+    """z[:, :, h] = 0 zeroes head h (it used to zero position h): the habit TransformerLens users bring."""
+    head = 1
+
+    def ablate(z, hook):
+        z = z.clone()
+        z[:, :, head] = 0
+        return z
+
+    with torch.no_grad():
+        with (
+            capture(tiny_model, "blocks.0.attn.hook_result") as cap,
+            hooks(tiny_model, {"blocks.0.attn.hook_z": ablate}),
+        ):
+            tiny_model(x())
+    result = cap["blocks.0.attn.hook_result"]  # (B, T, nh, C)
+    assert result[:, :, head].abs().sum() == 0 and result[:, :, 0].abs().sum() > 0
+
+
+def test_hook_result_sums_to_the_attention_output(tiny_model):
+    with torch.no_grad(), capture(tiny_model, ["blocks.0.attn.hook_result", "blocks.0.hook_attn_out"]) as cap:
+        tiny_model(x())
+    out = cap["blocks.0.attn.hook_result"].sum(2) + tiny_model.blocks[0].attn.c_proj.bias
+    assert torch.allclose(out, cap["blocks.0.hook_attn_out"], atol=1e-6)
+
+
+def test_layer_norm_hooks_match_the_fast_path(tiny_model):
+    with torch.no_grad():
+        fast = tiny_model(x())
+        with capture(tiny_model, ["blocks.*.ln1.hook_scale", "ln_final.hook_normalized"]) as cap:
+            explicit = tiny_model(x())
+    assert (fast - explicit).abs().max() <= 1e-5
+    assert cap["blocks.0.ln1.hook_scale"].shape == (2, 10, 1)
 
 
 def x():
@@ -91,15 +157,15 @@ def test_every_hook_fires_with_its_documented_shape(tiny_model):
 def test_capture_values_are_what_the_model_computes(tiny_model):
     with (
         torch.no_grad(),
-        capture(tiny_model, ["hook_logits", "blocks.*.attn.hook_pattern", "blocks.0.attn.hook_scores"]) as cap,
+        capture(tiny_model, ["hook_logits", "blocks.*.attn.hook_pattern", "blocks.0.attn.hook_attn_scores"]) as cap,
     ):
         logits = tiny_model(x())
     assert torch.equal(cap["hook_logits"], logits)
     pattern = cap["blocks.0.attn.hook_pattern"]
     assert torch.allclose(pattern.sum(-1), torch.ones(2, 4, 10), atol=1e-6)  # rows sum to 1
     assert torch.all(pattern.triu(1) == 0)  # causal: nothing above the diagonal
-    assert torch.allclose(torch.softmax(cap["blocks.0.attn.hook_scores"], -1), pattern)
-    assert torch.isinf(cap["blocks.0.attn.hook_scores"].triu(1)[..., 0, 1:]).all()  # masked with -inf
+    assert torch.allclose(torch.softmax(cap["blocks.0.attn.hook_attn_scores"], -1), pattern)
+    assert torch.isinf(cap["blocks.0.attn.hook_attn_scores"].triu(1)[..., 0, 1:]).all()  # masked with -inf
 
 
 def test_captured_tensors_are_detached_copies(tiny_model):
@@ -128,7 +194,7 @@ def test_nothing_stays_registered_even_on_exception(tiny_model):
 def test_ablating_a_head_changes_the_output_and_matches_manual_computation(tiny_model):
     def zero_head(z, hook):
         z = z.clone()
-        z[:, 1] = 0  # (B, nh, T, hs): silence head 1
+        z[:, :, 1] = 0  # (B, T, nh, hs): silence head 1
         return z
 
     with torch.no_grad():
@@ -184,10 +250,10 @@ def test_keep_all_records_every_call(tiny_model):
 
 def test_hook_that_never_fired_says_so():
     m = GPT(GPTConfig(vocab_size=97, block_size=32, n_layer=1, n_head=2, n_embd=16, pos_encoding="none"))
-    with torch.no_grad(), capture(m, "hook_pos_emb") as cap:
+    with torch.no_grad(), capture(m, "hook_pos_embed") as cap:
         m(x())
     with pytest.raises(KeyError, match="never fired"):
-        cap["hook_pos_emb"]
+        cap["hook_pos_embed"]
 
 
 def test_capture_budget_refuses_with_a_message_and_leaves_nothing_behind(tiny_model):

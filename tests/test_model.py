@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+import gptviz.model as gptviz_model
 from gptviz import GPT, GPTConfig, capture, sinusoidal_encoding
 
 
@@ -91,12 +92,14 @@ def test_toy_model_options_no_layer_norm_untied_head_and_init_scale(tmp_path):
     )
     torch.manual_seed(0)
     m = GPT(cfg).eval()
-    assert not any(isinstance(x, torch.nn.LayerNorm) for x in m.modules())
+    assert not any(isinstance(x, (gptviz_model.LayerNorm, gptviz_model.RMSNorm)) for x in m.modules())
     assert m.lm_head.weight is not m.wte.weight
     assert 0.07 < m.wte.weight.std().item() < 0.13 and 0.07 < m.lm_head.weight.std().item() < 0.13
-    assert (
-        m.hook_names == GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=8, mlp=False)).hook_names
-    )  # same hook points, LayerNorm or not
+    assert m.hook_names == [
+        n
+        for n in GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=8, mlp=False)).hook_names
+        if ".hook_scale" not in n and ".hook_normalized" not in n
+    ]  # the same hook points, less the norms' own
     x = ids(2, 8, 20)
     tok = get_tokenizer("char", text="abcdefghijklmnopqrst")
     path = checkpoint.save(tmp_path / "toy", m, tok)
@@ -125,7 +128,7 @@ def test_only_the_listened_layer_runs_explicitly(tiny_model, monkeypatch):
         tiny_model(ids())
         assert len(calls) == 2  # both layers fast
         calls.clear()
-        with capture(tiny_model, "blocks.1.attn.hook_scores"):
+        with capture(tiny_model, "blocks.1.attn.hook_attn_scores"):
             tiny_model(ids())
         assert len(calls) == 1  # layer 0 stays fast, layer 1 explicit
 

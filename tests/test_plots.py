@@ -226,7 +226,7 @@ def test_position_scores_equal_layer0_scores_without_tokens(model):
     def keep(x, hook):
         seen["s"] = x[0].detach()
 
-    with torch.no_grad(), hooks(model, {"hook_tok_emb": zero, "blocks.0.attn.hook_scores": keep}):
+    with torch.no_grad(), hooks(model, {"hook_embed": zero, "blocks.0.attn.hook_attn_scores": keep}):
         model(torch.zeros(1, T, dtype=torch.long))
     lower = torch.ones(T, T, dtype=torch.bool).tril()
     torch.testing.assert_close(scores[0][:, lower], seen["s"][:, lower], atol=1e-5, rtol=1e-5)
