@@ -288,6 +288,7 @@ class Bench:
                 peer_name=f"{hf_name}(use_cache=True, do_sample=False) sdpa",
                 notes=f"{how}; same tokens as HF: {same}",
             )
+            self.batched_generation(shape, ours, hf, n)
             if steps is None:
                 self.skip(f"generate with per-step records {tag}", steps_how)
                 continue
@@ -319,6 +320,45 @@ class Bench:
                 ours_name="gptviz generate_steps(k=10, record_attention=True)",
                 notes="both gptviz: ratio 0.8 = recording costs 20% of throughput",
             )
+
+    def batched_generation(self, shape: Shape, ours: GPT, hf, n: int, B: int = 8) -> None:
+        """B prompts of mixed lengths, left-padded with their attention mask, n new tokens: a course's batch."""
+        p = self.plan
+        g = torch.Generator().manual_seed(7)
+        lengths = torch.linspace(2, max(3, p.gen_prompt - 1), B).round().long().tolist()  # mixed, shortest first
+        T = max(lengths)
+        ids = torch.zeros(B, T, dtype=torch.long)
+        mask = torch.zeros(B, T, dtype=torch.long)
+        for row, length in enumerate(lengths):
+            ids[row, T - length :] = torch.randint(1, shape.vocab_size, (length,), generator=g)
+            mask[row, T - length :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+
+        def mine() -> torch.Tensor:
+            return ours.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+
+        def theirs() -> torch.Tensor:
+            return hf.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=0,
+            )
+
+        same = torch.equal(mine(), theirs())
+        self.compare(
+            f"generate greedy, batch of {B} left-padded prompts ({lengths[0]}..{T} tokens) {shape.label()} {n} tokens",
+            mine,
+            theirs,
+            B * n,
+            repeats=p.gen_repeats,
+            warmup=0,
+            peer_name=f"transformers {self.hf_version} generate(attention_mask=...) sdpa",
+            notes=f"same padding and mask on both sides; same tokens as HF: {same}",
+        )
 
     # -- 4. peak memory --------------------------------------------------------------------------------------
     def memory(self) -> None:
