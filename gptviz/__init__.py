@@ -23,6 +23,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "ForwardRecord": "records",
     "record_forward": "records",
+    "ActivationCache": "cache",
+    "act_name": "cache",
     "LogitLensRecord": "lens",
     "logit_lens_record": "lens",
     "position_scores": "positions",
@@ -37,6 +39,8 @@ _LAZY = {
     "load": "pretrained",
     "save": "checkpoint",
     "to_bertviz": "bertviz",
+    "to_transformer_lens": "transformer_lens",
+    "from_transformer_lens": "transformer_lens",
     "AttentionExplorer": "widgets",
     "PositionalEncodingExplorer": "widgets",
     "GenerationExplorer": "widgets",

@@ -90,7 +90,7 @@ RENAMED = {
     "hook_tok_emb": "hook_embed",
     "hook_pos_emb": "hook_pos_embed",
     "hook_scores": "hook_attn_scores",
-    "hook_final_ln": "ln_final.hook_normalized",
+    "hook_final_ln": "ln_final.hook_normalized",  # now before ln_final's weight and bias, as TransformerLens
 }
 
 
@@ -350,7 +350,15 @@ def hooks(model: nn.Module, fns: dict[str, HookFn]) -> Iterator[None]:
 def run_with_cache(
     model: nn.Module, idx: torch.Tensor, names: str | Iterable[str] = "*", **capture_kwargs: object
 ) -> tuple[torch.Tensor, Capture]:
-    """One forward pass that returns (logits, capture) — TransformerLens' habit, for those who have it."""
+    """One forward pass that returns (logits, capture) — TransformerLens' habit, for those who have it.
+
+    A model with its own `run_with_cache` (a GPT) answers with its ActivationCache (gptviz.cache), a Capture that
+    also reads short names and does the residual-stream analysis; any other module gets a plain Capture.
+    """
+    own = getattr(model, "run_with_cache", None)
+    if callable(own) and capture_kwargs.get("keep", "last") == "last":  # asked of the model: no import of gptviz.cache
+        kwargs = {k: v for k, v in capture_kwargs.items() if k not in ("keep", "to_cpu")}
+        return own(idx, names, device="cpu" if capture_kwargs.get("to_cpu") else None, **kwargs)
     with torch.no_grad(), capture(model, names, **capture_kwargs) as cap:  # type: ignore[arg-type]
         logits = model(idx)
     return logits, cap

@@ -24,6 +24,7 @@ from torch import nn
 from .config import ACTIVATIONS, POS_ENCODINGS, GPTConfig
 from .generation import GenerationConfig
 from .hooks import HookPoint, hook_points
+from .weights import AttentionWeights, MLPWeights, WeightViews
 
 __all__ = [
     "GPT",
@@ -179,15 +180,15 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
         self.eps = eps
         self.hook_scale = HookPoint()  # (B, T, 1) sqrt(var + eps)
-        self.hook_normalized = HookPoint()  # (B, T, C) after the affine map
+        self.hook_normalized = HookPoint()  # (B, T, C) (x - mean) / scale, before weight and bias (TransformerLens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.hook_scale.fns or self.hook_normalized.fns):
             return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # (B, T, 1)
-        y = x / scale * self.weight
-        return self.hook_normalized(y + self.bias if self.bias is not None else y)
+        y = self.hook_normalized(x / scale) * self.weight
+        return y + self.bias if self.bias is not None else y
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}, bias={self.bias is not None}"
@@ -205,13 +206,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
         self.hook_scale = HookPoint()  # (B, T, 1) sqrt(mean(x^2) + eps), in float32
-        self.hook_normalized = HookPoint()  # (B, T, C)
+        self.hook_normalized = HookPoint()  # (B, T, C) x / scale, before the weight (TransformerLens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.float()
         scale = self.hook_scale(torch.sqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)) if self.hook_scale.fns else None
         h = h / scale if scale is not None else h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.hook_normalized(self.weight * h.to(x.dtype))
+        return self.weight * self.hook_normalized(h.to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
@@ -225,7 +226,7 @@ def _norm(config: GPTConfig) -> nn.Module:
     return LayerNorm(config.n_embd, config.layer_norm_epsilon, bias=config.bias)
 
 
-class CausalSelfAttention(nn.Module):
+class CausalSelfAttention(AttentionWeights, nn.Module):
     """Multi-head causal self-attention, softmax(QK^T / sqrt(hs)) V, with grouped-query heads and RoPE when asked.
 
     Fast path: `scaled_dot_product_attention` (flash on GPU). When someone listens to `hook_attn_scores` or
@@ -318,7 +319,7 @@ _ACTIVATION_FNS = {
 }
 
 
-class MLP(nn.Module):
+class MLP(MLPWeights, nn.Module):
     """c_proj(act(c_fc(x))), or gated: c_proj(act(gate) * up) with [gate, up] = c_fc(x) (SwiGLU)."""
 
     def __init__(self, config: GPTConfig) -> None:
@@ -383,7 +384,7 @@ class Block(nn.Module):
         return self.hook_resid_post(x)
 
 
-class GPT(nn.Module):
+class GPT(WeightViews, nn.Module):
     """Token embeddings (+ learned or sinusoidal positions), L pre-norm blocks, final norm, LM head.
 
     GPT-2 by default: the LM head is tied to the token embedding. GPTConfig chooses the family's parts (RMSNorm,
@@ -675,6 +676,68 @@ class GPT(nn.Module):
         from . import hf
 
         return hf.write_pretrained(self.config, self.state_dict(), directory, **kwargs)
+
+    # ---- TransformerLens's calls (thin; the cache and its analysis are gptviz.cache's) -------------------------
+    def run_with_cache(
+        self,
+        input_ids: torch.Tensor,
+        names_filter=None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        return_cache_object: bool = True,
+        remove_batch_dim: bool = False,
+        device: str | torch.device | None = None,
+        budget_mb: float | None = 512.0,  # gptviz.hooks.DEFAULT_CAPTURE_BUDGET_MB
+    ):
+        """One forward pass (no grad) -> (logits (B, T, V), ActivationCache), as TransformerLens's run_with_cache.
+
+        `names_filter`: None (every hook point), a name or glob, a list of them, or a function name -> bool.
+        `device`: where the cache lives (default: the model's). `return_cache_object=False` gives a plain dict.
+        The capture's memory is checked against `budget_mb` before anything is stored (see gptviz.capture).
+        """
+        from .cache import ActivationCache, select_hooks
+        from .hooks import capture
+
+        names = select_hooks(self, names_filter)
+        to_cpu = device is not None and torch.device(device).type == "cpu"
+        with torch.no_grad(), capture(self, names, to_cpu=to_cpu, budget_mb=budget_mb) as cap:
+            logits = self(input_ids, attention_mask=attention_mask)
+        cache = ActivationCache.from_capture(cap, self)
+        if device is not None and not to_cpu:
+            cache.to(device)
+        if remove_batch_dim:
+            cache.remove_batch_dim()
+        return logits, (cache if return_cache_object else dict(cache.items()))
+
+    def run_with_hooks(
+        self,
+        input_ids: torch.Tensor,
+        fwd_hooks=(),
+        attention_mask: torch.Tensor | None = None,
+        reset_hooks_end: bool = True,
+    ) -> torch.Tensor:
+        """Logits (B, T, V) of one forward pass with `fwd_hooks` = [(name_or_filter, fn), ...] attached.
+
+        `name_or_filter`: a hook name, a glob, or a function name -> bool; `fn(activation, hook)` returns None or
+        a replacement of the same shape. Hooks on one point run in list order and are all removed afterwards.
+        """
+        if not reset_hooks_end:
+            raise ValueError(
+                "gptviz never leaves hooks attached after a call (hooks are global state on the model); to keep "
+                "them for several forward passes, run them inside `with gptviz.hooks(model, {name: fn}):`"
+            )
+        from contextlib import ExitStack
+
+        from .cache import select_hooks
+        from .hooks import hooks
+
+        with ExitStack() as stack:
+            for i, entry in enumerate(fwd_hooks):
+                if not isinstance(entry, (tuple, list)) or len(entry) != 2 or entry[0] is None:
+                    raise TypeError(f"fwd_hooks[{i}] must be a pair (hook name or filter function, fn), got {entry!r}")
+                where, fn = entry
+                stack.enter_context(hooks(self, dict.fromkeys(select_hooks(self, where), fn)))
+            return self(input_ids, attention_mask=attention_mask)
 
 
 def default_device() -> str:
