@@ -58,9 +58,15 @@ def hook_names(model: GPT) -> list[str]:
     return model.hook_names
 
 
+# modules used as namespaces, e.g. gptviz.patching.patch_resid(...), gptviz.plots.attention_heatmap(...)
+_SUBMODULES = ("patching", "plots", "heads", "hooks", "sampling", "tokenizers", "widgets", "bertviz", "hf")
+
+
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'gptviz' has no attribute {name!r}")
 
 

@@ -13,6 +13,7 @@
 | `training` | train/val loss and learning rate | `train.Trainer.history` |
 | `lens` | the logit lens | `lens.LogitLensRecord` |
 | `diff` | checkpoint diff, and `head_change`, its one definition | two `ForwardRecord`s of one prompt |
+| `patching` | activation patching (layers x positions, layers x heads), head ablation | `patching`'s tables |
 
 The records come from `gptviz.records`, `gptviz.sampling`, `gptviz.lens` (the logit lens runs the model there)
 and `gptviz.positions` (position scores from a model's layers). The only model a view takes is one whose position
@@ -57,6 +58,7 @@ from .generation import (
     step_title,
 )
 from .lens import logit_lens_figure
+from .patching import head_ablation_heatmap, head_patching_heatmap, patching_heatmap
 from .positions import (
     SCORES_MARGIN,
     SCORES_SIDE_PX,
@@ -181,4 +183,8 @@ __all__ = [
     "DIFF_PX",
     "head_change",
     "checkpoint_diff",
+    # patching
+    "patching_heatmap",
+    "head_patching_heatmap",
+    "head_ablation_heatmap",
 ]
