@@ -30,9 +30,9 @@ _LAZY = {
     "position_scores": "positions",
     "head_metrics": "heads",
     "generate": "sampling",
-    "generate_steps": "sampling",
-    "StepRecord": "sampling",
-    "Stage": "sampling",
+    "generate_steps": "steps",
+    "StepRecord": "steps",
+    "Stage": "steps",
     "get_tokenizer": "tokenizers",
     "load_tokenizer": "tokenizers",
     "load_corpus": "data",
@@ -59,7 +59,7 @@ def hook_names(model: GPT) -> list[str]:
 
 
 # modules used as namespaces, e.g. gptviz.patching.patch_resid(...), gptviz.plots.attention_heatmap(...)
-_SUBMODULES = ("patching", "plots", "heads", "hooks", "sampling", "tokenizers", "widgets", "bertviz", "hf")
+_SUBMODULES = ("patching", "plots", "heads", "hooks", "sampling", "steps", "tokenizers", "widgets", "bertviz", "hf")
 
 
 def __getattr__(name: str):

@@ -1,6 +1,7 @@
 """A GPT decoder in PyTorch with named hook points and a KV cache: GPT-2, and the Llama, Qwen2 and GPT-NeoX families.
 
-Read top to bottom in forward order: positional encodings, attention, MLP, block, GPT.
+Read top to bottom in forward order: attention, MLP, block, GPT (positional encodings, the KV cache and the
+norms are in `gptviz.layers`).
 Shape legend used everywhere in gptviz: B batch, T query positions, Tk key positions (past + T), C embedding
 width, nh heads, nkv key/value heads (nh unless grouped-query attention), hs head size, L layers, V vocabulary.
 
@@ -24,12 +25,15 @@ from torch import nn
 from .config import ACTIVATIONS, POS_ENCODINGS, GPTConfig
 from .generation import GenerationConfig
 from .hooks import HookPoint, hook_points
+from .layers import KVCache, LayerNorm, RMSNorm, apply_rotary, rotary_tables, sinusoidal_encoding
 from .weights import AttentionWeights, MLPWeights, WeightViews
 
 __all__ = [
     "GPT",
     "GPTConfig",
     "KVCache",
+    "LayerNorm",
+    "RMSNorm",
     "POS_ENCODINGS",
     "ACTIVATIONS",
     "sinusoidal_encoding",
@@ -39,93 +43,6 @@ __all__ = [
     "evaluating",
     "default_device",
 ]
-
-
-def sinusoidal_encoding(n_positions: int, dim: int) -> torch.Tensor:
-    """The seed's formula: PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d))."""
-    pos = torch.arange(n_positions, dtype=torch.float32)[:, None]  # (T, 1)
-    two_i = torch.arange(0, dim, 2, dtype=torch.float32)  # (C/2,)
-    angle = pos / (10000.0 ** (two_i / dim))  # (T, C/2)
-    pe = torch.zeros(n_positions, dim)
-    pe[:, 0::2] = torch.sin(angle)
-    pe[:, 1::2] = torch.cos(angle[:, : dim // 2])
-    return pe
-
-
-def rotary_tables(n_positions: int, rotary_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE's cos and sin, (T, rotary_dim) each: pair i turns by angle pos / theta^(2i / rotary_dim).
-
-    Laid out as two halves (cat(angles, angles)), the "rotate half" convention of GPT-NeoX, Llama and
-    transformers: dim j is paired with dim j + rotary_dim/2, not with its neighbour.
-    """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim))  # (rd/2,)
-    angle = torch.arange(n_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]  # (T, rd/2)
-    angle = torch.cat((angle, angle), dim=-1)  # (T, rd)
-    return angle.cos(), angle.sin()
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Turn the first cos.shape[-1] dims of x (B, h, T, hs) by the angles of its positions; the rest pass."""
-    rd = cos.shape[-1]
-    rot, rest = (x, None) if rd == x.shape[-1] else (x[..., :rd], x[..., rd:])
-    x1, x2 = rot[..., : rd // 2], rot[..., rd // 2 :]
-    turned = rot * cos + torch.cat((-x2, x1), dim=-1) * sin  # (B, h, T, rd)
-    return turned if rest is None else torch.cat((turned, rest), dim=-1)
-
-
-class KVCache:
-    """Keys and values of past positions for every layer, preallocated: (L, B, nkv, max_len, hs) each.
-
-    Each attention layer writes its new keys/values at [pos, pos + T); the model advances `pos` once per
-    forward. Keys are stored after RoPE (as transformers does), so a cached key never turns again.
-    Grouped-query models store only their nkv key/value heads. Beam search reorders the batch with `reorder`.
-    """
-
-    def __init__(
-        self,
-        n_layer: int,
-        batch_size: int,
-        n_head: int,
-        max_len: int,
-        head_size: int,
-        device: torch.device | str,
-        dtype: torch.dtype,
-    ) -> None:
-        shape = (n_layer, batch_size, n_head, max_len, head_size)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.max_len = max_len
-        self.pos = 0
-
-    @property
-    def batch_size(self) -> int:
-        return self.k.shape[1]
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store new (B, nkv, T, hs) keys/values; return all keys/values so far, (B, nkv, Tk, hs)."""
-        end = self.pos + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(
-                f"KV cache holds {self.max_len} positions; cannot add {k.shape[2]} at {self.pos}. "
-                "Crop the context (gptviz.sampling slides the window for you)."
-            )
-        self.k[layer, :, :, self.pos : end] = k
-        self.v[layer, :, :, self.pos : end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def advance(self, n: int) -> None:
-        self.pos += n
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep batch rows `index` (e.g. the beams that survived a beam-search step)."""
-        if torch.equal(index, torch.arange(self.batch_size, device=index.device)):
-            return  # beams kept their order: nothing to move
-        # only the filled part moves; the rest of the preallocated buffer is overwritten later anyway
-        self.k[:, :, :, : self.pos] = self.k[:, index, :, : self.pos]
-        self.v[:, :, :, : self.pos] = self.v[:, index, :, : self.pos]
-
-    def reset(self) -> None:
-        self.pos = 0
 
 
 @contextmanager
@@ -165,57 +82,6 @@ def _shortcut_children(root: nn.Module) -> None:
         for name, child in module._modules.items():
             if child is not None and not isinstance(module, (nn.ModuleList, nn.Sequential)):
                 module.__dict__[name] = child
-
-
-class LayerNorm(nn.Module):
-    """LayerNorm with TransformerLens's hook points: `hook_scale` (B, T, 1), `hook_normalized` (B, T, C).
-
-    With nobody listening it is `F.layer_norm` (nn.LayerNorm's numbers exactly); with a listener the explicit
-    formula runs, so the scale exists to be read or replaced. Parameters are nn.LayerNorm's (weight, bias).
-    """
-
-    def __init__(self, dim: int, eps: float, bias: bool = True) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
-        self.eps = eps
-        self.hook_scale = HookPoint()  # (B, T, 1) sqrt(var + eps)
-        self.hook_normalized = HookPoint()  # (B, T, C) (x - mean) / scale, before weight and bias (TransformerLens)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.hook_scale.fns or self.hook_normalized.fns):
-            return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
-        x = x - x.mean(-1, keepdim=True)
-        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # (B, T, 1)
-        y = self.hook_normalized(x / scale) * self.weight
-        return y + self.bias if self.bias is not None else y
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}, bias={self.bias is not None}"
-
-
-class RMSNorm(nn.Module):
-    """x / sqrt(mean(x^2) + eps) * weight: LayerNorm without the mean and the bias (Llama, Qwen2).
-
-    Computed in float32 and cast back, as transformers does, so bf16 models normalise the same way.
-    Hook points as LayerNorm's: `hook_scale` (B, T, 1), `hook_normalized` (B, T, C).
-    """
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-        self.hook_scale = HookPoint()  # (B, T, 1) sqrt(mean(x^2) + eps), in float32
-        self.hook_normalized = HookPoint()  # (B, T, C) x / scale, before the weight (TransformerLens)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        scale = self.hook_scale(torch.sqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)) if self.hook_scale.fns else None
-        h = h / scale if scale is not None else h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * self.hook_normalized(h.to(x.dtype))
-
-    def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
 def _norm(config: GPTConfig) -> nn.Module:

@@ -14,7 +14,7 @@ from gptviz.export import RawHTML, figure_to_html, figures_to_html
 from gptviz.lens import logit_lens_record
 from gptviz.positions import position_scores
 from gptviz.records import ForwardRecord, record_forward
-from gptviz.sampling import generate_steps
+from gptviz.steps import generate_steps
 from gptviz.tokenizers import get_tokenizer
 
 TEXT = "The quick brown fox jumps over the lazy dog. 人工智能科学家\n"

@@ -10,16 +10,15 @@ from gptviz import GPT, GPTConfig
 from gptviz.commands.sample import cli
 from gptviz.hooks import capture, hook_points
 from gptviz.sampling import (
-    StepRecord,
     apply_no_repeat_ngram,
     apply_repetition_penalty,
     apply_temperature,
     apply_top_k,
     apply_top_p,
     generate,
-    generate_steps,
     sample_next_token,
 )
+from gptviz.steps import StepRecord, generate_steps
 
 tp = pytest.importorskip("transformers.generation.logits_process")
 

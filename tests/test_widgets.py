@@ -15,7 +15,8 @@ from gptviz import GPT, GPTConfig, plots, sinusoidal_encoding
 from gptviz.data import TokenDataset
 from gptviz.positions import position_scores
 from gptviz.records import ForwardRecord
-from gptviz.sampling import generate, generate_steps
+from gptviz.sampling import generate
+from gptviz.steps import generate_steps
 from gptviz.tokenizers import get_tokenizer
 from gptviz.train import TrainConfig, Trainer
 from gptviz.widgets import (

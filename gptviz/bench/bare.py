@@ -16,7 +16,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from .. import model as _model
+from ..layers import LayerNorm, RMSNorm
 from ..model import GPT, MLP, Block, CausalSelfAttention, apply_rotary, causal_mask
 
 
@@ -106,11 +106,8 @@ def without_hooks(model: GPT) -> GPT:
     """A copy of `model` whose forward passes never touch a HookPoint (same modules, same weights)."""
     bare = copy.deepcopy(model)
     bare_fns = [(CausalSelfAttention, _bare_attention), (MLP, _bare_mlp), (Block, _bare_block)]
-    # the norms carry hook points too (hook_scale, hook_normalized) where model.py defines its own classes
-    for name, fn in (("LayerNorm", _bare_layernorm), ("RMSNorm", _bare_rmsnorm)):
-        cls = getattr(_model, name, None)
-        if isinstance(cls, type) and cls.__module__ == _model.__name__:
-            bare_fns.append((cls, fn))
+    # the norms carry hook points too (hook_scale, hook_normalized)
+    bare_fns += [(LayerNorm, _bare_layernorm), (RMSNorm, _bare_rmsnorm)]
     for mod in bare.modules():
         for cls, fn in bare_fns:
             if type(mod) is cls:

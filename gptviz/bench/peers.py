@@ -127,9 +127,9 @@ def gptviz_generate(model: GPT, prompt: torch.Tensor, n: int) -> tuple[Callable[
 
 def gptviz_steps(model: GPT, prompt: torch.Tensor, n: int) -> tuple[Callable | None, str]:
     try:
-        from ..sampling import generate_steps
+        from ..steps import generate_steps
     except ImportError as e:
-        return None, f"gptviz.sampling.generate_steps not available ({e})"
+        return None, f"gptviz.steps.generate_steps not available ({e})"
 
     def run(record_attention: bool) -> int:
         count = 0
@@ -137,7 +137,7 @@ def gptviz_steps(model: GPT, prompt: torch.Tensor, n: int) -> tuple[Callable | N
             count += 1
         return count
 
-    return run, "gptviz.sampling.generate_steps"
+    return run, "gptviz.steps.generate_steps"
 
 
 # ---- SmolLM2-135M-Instruct: a real Llama, gptviz.load's offline model (optional) ------------------------------

@@ -619,7 +619,7 @@ class Bench:
             )
 
         # generation with step records (top-k + the newest token's attention row) vs plain gptviz generation
-        from ..sampling import generate_steps
+        from ..steps import generate_steps
 
         def record() -> list[int]:
             return [r.token_id for r in generate_steps(ours, prompt, n, k=s.k, record_attention=True)]

@@ -9,7 +9,7 @@
 | `style` | nothing: template, colour scales, token ticks, titles, windowing, pixel layout | — |
 | `attention` | one head's map, all heads as thumbnails, what each head does | `records.ForwardRecord` |
 | `positions` | sinusoidal PE, waves, learned PE, similarity, position-only scores, RoPE | `positions` (see below) |
-| `generation` | one step's candidates per sampling stage, where the new token looked | `sampling.StepRecord` |
+| `generation` | one step's candidates per sampling stage, where the new token looked | `steps.StepRecord` |
 | `training` | train/val loss and learning rate | `train.Trainer.history` |
 | `lens` | the logit lens | `lens.LogitLensRecord` |
 | `diff` | checkpoint diff, and `head_change`, its one definition | two `ForwardRecord`s of one prompt |

@@ -1,6 +1,6 @@
 """Generation views: the candidates at one sampling step, stage by stage, and where the model looked.
 
-Reads a `gptviz.sampling.StepRecord` (candidates, their probabilities after each stage, the new token's
+Reads a `gptviz.steps.StepRecord` (candidates, their probabilities after each stage, the new token's
 attention row) and returns a Figure; `add_candidates` and `add_attention_row` put a view into a subplot for the
 generation panel (`gptviz.widgets.generation`). Sampling and recording the steps is `gptviz.sampling`'s job;
 colours and ticks come from `style`.

@@ -1,6 +1,6 @@
 """GenerationExplorer: generate step by step, scrub the timeline, fork at any candidate, compare branches.
 
-Generate runs `sampling.generate_steps` with the knobs (temperature, top-k, top-p, repetition penalty,
+Generate runs `steps.generate_steps` with the knobs (temperature, top-k, top-p, repetition penalty,
 no-repeat-n-gram, seed, sample/greedy; the constructor takes them under `generate`'s names and checks them
 against the controls' ranges, `KNOBS`) and keeps every StepRecord. The timeline slider shows one step: the
 candidates' probabilities after each stage (chosen outlined, filtered greyed) and where the last context token
@@ -28,7 +28,8 @@ from plotly.subplots import make_subplots
 from .. import plots
 from ..export import RawHTML
 from ..logits import DEFAULT_TOP_K
-from ..sampling import generate, generate_steps
+from ..sampling import generate
+from ..steps import generate_steps
 from ._base import FIGURE_WIDTH, Panel, replace_figure, slider
 
 
