@@ -52,3 +52,16 @@ def save_random_hf_gpt2(folder, vocab_size: int, n_positions: int, n_embd: int, 
                 p.add_(0.1 * torch.randn_like(p))
     model.save_pretrained(folder)
     return folder
+
+
+# The Llama family's parts (RMSNorm, RoPE, SwiGLU, no biases): tests add n_kv_head for grouped-query attention.
+LLAMA_PARTS = dict(pos_encoding="rotary", norm="rmsnorm", mlp_gated=True, activation="silu", bias=False)
+
+
+def tiny_llama(vocab_size: int, seed: int = 0):
+    """A tiny Llama-style GPT in eval mode: 2 layers, 4 query heads reading 2 key/value heads (0, 1 -> 0; 2, 3 -> 1)."""
+    from gptviz import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    config = GPTConfig(vocab_size=vocab_size, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, **LLAMA_PARTS)
+    return GPT(config).eval()

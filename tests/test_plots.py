@@ -8,6 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
+from conftest import tiny_llama
 
 from gptviz import GPT, GPTConfig, hooks, plots, sinusoidal_encoding
 from gptviz.export import RawHTML, figure_to_html, figures_to_html
@@ -428,22 +429,7 @@ def test_export_is_offline_and_standalone(tmp_path, record):
 @pytest.fixture(scope="module")
 def gqa_record(tok):
     """A tiny Llama-style model: 4 query heads reading 2 key/value heads (heads 0, 1 share kv head 0; 2, 3 kv 1)."""
-    torch.manual_seed(0)
-    model = GPT(
-        GPTConfig(
-            vocab_size=tok.vocab_size,
-            block_size=32,
-            n_layer=2,
-            n_head=4,
-            n_kv_head=2,
-            n_embd=32,
-            pos_encoding="rotary",
-            norm="rmsnorm",
-            mlp_gated=True,
-            activation="silu",
-            bias=False,
-        )
-    ).eval()
+    model = tiny_llama(tok.vocab_size)
     return record_forward(model, tok, "the fox jumps over the dog")
 
 

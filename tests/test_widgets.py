@@ -9,6 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
+from conftest import tiny_llama
 from plotly.offline import get_plotlyjs
 
 from gptviz import GPT, GPTConfig, plots, sinusoidal_encoding
@@ -735,22 +736,7 @@ def test_unexpected_errors_are_shown_not_swallowed(model, tok):
 @pytest.fixture(scope="module")
 def gqa_model(tok):
     """A tiny Llama-style model: 4 query heads reading 2 key/value heads (heads 0, 1 share kv head 0; 2, 3 kv 1)."""
-    torch.manual_seed(0)
-    return GPT(
-        GPTConfig(
-            vocab_size=tok.vocab_size,
-            block_size=32,
-            n_layer=2,
-            n_head=4,
-            n_kv_head=2,
-            n_embd=32,
-            pos_encoding="rotary",
-            norm="rmsnorm",
-            mlp_gated=True,
-            activation="silu",
-            bias=False,
-        )
-    ).eval()
+    return tiny_llama(tok.vocab_size)
 
 
 def kv_lines(fig) -> list:
