@@ -20,7 +20,11 @@ from ..sampling import generate
 def cli(argv: list[str]) -> int:
     """`gptviz sample`: print text generated from a checkpoint."""
     p = argparse.ArgumentParser(prog="gptviz sample", description="Generate text from a gptviz checkpoint.")
-    p.add_argument("--checkpoint", required=True, help="checkpoint folder (written by gptviz train / gptviz.save)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a gptviz checkpoint folder, a named offline model (smollm2-135m), a transformers folder or a hub id",
+    )
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate (default 200)")
     p.add_argument("--temperature", type=float, default=1.0, help="< 1 safer, > 1 wilder, 0 = greedy (default 1)")
@@ -41,7 +45,7 @@ def cli(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     # imported here: `gptviz sample --help` answers without loading safetensors and the tokenizer libraries
-    from ..checkpoint import load
+    from ..pretrained import load
 
     try:
         model, tokenizer = load(args.checkpoint, device=args.device)
