@@ -192,8 +192,8 @@ def _load(name_or_path: str | os.PathLike, device: str | torch.device | None) ->
             info = {}
         if isinstance(info, dict) and "model_type" in info and "format_version" not in info:
             return load_transformers(path, device=device)
-    if path.exists():
-        return checkpoint.load(path, device=device)
+    if path.exists() or (path.parent.is_dir() and any(path.parent.glob(f".{path.name}.old-*"))):
+        return checkpoint.load(path, device=device)  # (an interrupted save: checkpoint says how to restore it)
     if (key.count("/") == 1 and not key.startswith((".", "/", "~"))) or key in _HUB_GPT2:
         return load_transformers(key, device=device)  # a hub id: needs the internet the first time
     import difflib

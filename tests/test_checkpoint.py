@@ -241,3 +241,17 @@ def test_loading_skips_the_random_init_but_keeps_ties_and_tables(tmp_path):
         x = torch.tensor([[1, 2, 3, 4, 5]])
         with torch.no_grad():
             assert torch.equal(loaded(x), model(x)), extra
+
+
+def test_gptviz_load_points_at_an_interrupted_save_too(tmp_path, monkeypatch):
+    """gptviz.load (not only checkpoint.load) says how to restore a checkpoint a crash left as .<name>.old-*."""
+    import shutil
+
+    from gptviz.paths import model_path
+
+    shutil.copytree(model_path(), tmp_path / ".ckpt.old-1234abcd")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="rename that folder to ckpt"):
+        gptviz.load("ckpt")
+    with pytest.raises(FileNotFoundError, match="Did you mean 'smollm2-135m'"):
+        gptviz.load("smollm2-135")
