@@ -114,8 +114,13 @@ class _Window:
         attention_mask: torch.Tensor | None = None,
     ) -> None:
         self.model = model
-        # (B, T0) of the prompt, 1 = real token; new tokens are always real. None: nothing is padded.
-        self.mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()
+        # (B, total_len): the prompt's mask (1 = real token) then ones for every token to come, built once and
+        # sliced each step. None: nothing is padded.
+        self.mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            B, T0 = attention_mask.shape
+            self.mask = torch.ones(B, max(total_len, T0), dtype=torch.bool, device=attention_mask.device)
+            self.mask[:, :T0] = attention_mask.bool()
         self.block_size = model.config.block_size
         self.use_cache = use_cache
         self.cache_len = min(total_len, self.block_size)
@@ -141,9 +146,8 @@ class _Window:
             self.cache = None  # learned positions cannot slide in a cache: re-read the window from here on
             feed = seqs[:, self.context_start :]
         mask = None
-        if self.mask is not None:  # the prompt's padding, then ones for every generated token
-            new = torch.ones(seqs.size(0), n - self.mask.size(1), dtype=torch.bool, device=seqs.device)
-            mask = torch.cat([self.mask, new], dim=1)[:, self.context_start if self.cache is None else 0 :]
+        if self.mask is not None:  # the padding so far: the whole sequence with a cache, else the window
+            mask = self.mask[:, self.context_start if self.cache is None else 0 : n]
         was_training = model.training
         if was_training:
             model.eval()
