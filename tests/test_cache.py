@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import LLAMA_PARTS
 
 import gptviz
 from gptviz import GPT, GPTConfig, HookNameError
@@ -18,19 +19,7 @@ from gptviz.hooks import DEFAULT_CAPTURE_BUDGET_MB, Capture, hook_points
 
 CONFIGS = {
     "gpt2": dict(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=32),
-    "llama": dict(
-        vocab_size=50,
-        block_size=32,
-        n_layer=2,
-        n_head=4,
-        n_kv_head=2,
-        n_embd=32,
-        pos_encoding="rotary",
-        norm="rmsnorm",
-        mlp_gated=True,
-        activation="silu",
-        bias=False,
-    ),
+    "llama": dict(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_kv_head=2, n_embd=32, **LLAMA_PARTS),
     "neox": dict(  # parallel residual: attention and MLP read the same resid_pre
         vocab_size=50,
         block_size=32,

@@ -6,6 +6,7 @@ Rows are left-padded, as generation needs; the mask is transformers' (B, T) of 1
 
 import pytest
 import torch
+from conftest import LLAMA_PARTS
 
 import gptviz
 from gptviz import GPT, GPTConfig, capture
@@ -15,9 +16,7 @@ LENGTHS = (1, 7, 30)
 CONFIGS = {
     "learned": dict(),
     "sinusoidal": dict(pos_encoding="sinusoidal"),
-    "rotary-gqa": dict(
-        pos_encoding="rotary", norm="rmsnorm", mlp_gated=True, activation="silu", n_kv_head=2, bias=False
-    ),
+    "rotary-gqa": dict(**LLAMA_PARTS, n_kv_head=2),
     "neox": dict(pos_encoding="rotary", rotary_dim=4, parallel_residual=True, activation="gelu_exact"),
 }
 

@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import LLAMA_PARTS
 
 transformer_lens = pytest.importorskip(
     "transformer_lens",
@@ -35,17 +36,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 V = 61
 FAMILIES = {
     "gpt2": dict(),
-    "llama-gqa": dict(
-        n_kv_head=2,
-        pos_encoding="rotary",
-        norm="rmsnorm",
-        mlp_gated=True,
-        activation="silu",
-        bias=False,
-        n_inner=48,
-        tie_embeddings=False,
-        rope_theta=500.0,
-    ),
+    "llama-gqa": dict(**LLAMA_PARTS, n_kv_head=2, n_inner=48, tie_embeddings=False, rope_theta=500.0),
     "neox-parallel-partial-rotary": dict(
         pos_encoding="rotary", rotary_dim=4, parallel_residual=True, activation="gelu_exact", tie_embeddings=False
     ),

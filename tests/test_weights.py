@@ -5,6 +5,7 @@ No TransformerLens needed: every check is against gptviz's own parameters and ho
 
 import pytest
 import torch
+from conftest import LLAMA_PARTS
 
 import gptviz
 from gptviz import GPT, GPTConfig
@@ -12,16 +13,7 @@ from gptviz.weights import AttentionWeights, MLPWeights
 
 CONFIGS = {
     "gpt2": dict(),
-    "llama": dict(
-        n_kv_head=2,
-        pos_encoding="rotary",
-        norm="rmsnorm",
-        mlp_gated=True,
-        activation="silu",
-        bias=False,
-        n_inner=48,
-        tie_embeddings=False,
-    ),
+    "llama": dict(**LLAMA_PARTS, n_kv_head=2, n_inner=48, tie_embeddings=False),
     "qwen2-gated-biases": dict(n_kv_head=1, pos_encoding="rotary", norm="rmsnorm", mlp_gated=True, activation="silu"),
     "neox": dict(pos_encoding="rotary", rotary_dim=4, parallel_residual=True, activation="gelu_exact"),
     "toy": dict(mlp=False, layer_norm=False, tie_embeddings=False, pos_encoding="sinusoidal"),
