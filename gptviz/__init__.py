@@ -37,6 +37,7 @@ _LAZY = {
     "load_tokenizer": "tokenizers",
     "load_corpus": "data",
     "load": "pretrained",
+    "GptvizError": "errors",
     "save": "checkpoint",
     "to_bertviz": "bertviz",
     "to_transformer_lens": "transformer_lens",

@@ -28,6 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import CheckpointError, InputError, MissingFileError, NonFiniteError, PathExistsError, UsageError
 from .files import atomic_folder
 from .model import GPT, GPTConfig, default_device
 from .tokenizers import Tokenizer, tokenizer_from_dict
@@ -39,10 +40,6 @@ TOKENIZER_FILE = "tokenizer.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
 TIED = ("lm_head.weight", "wte.weight")  # (the alias, the tensor that is stored)
-
-
-class CheckpointError(ValueError):
-    """A folder that is not a usable gptviz checkpoint (damaged, mismatched, or of another kind)."""
 
 
 @dataclass
@@ -73,15 +70,23 @@ def save(
     `include_optimizer=False` for a small weights-only checkpoint, e.g. one to commit. `weights_dtype`
     (e.g. torch.float16) stores the weights smaller; `load` casts them back to the model's float32.
     `extra_files(folder)` writes more files into the same atomic write (e.g. a classifier head).
+    Nothing is written when the weights hold NaN or inf (NonFiniteError), or when `path` is a file or a folder
+    of other files (PathExistsError).
     """
     model = unwrap(model)
+    if not all(hasattr(tokenizer, a) for a in ("vocab_size", "kind", "save")):  # a Tokenizer, or one like it
+        raise UsageError(
+            f"gptviz.save(path, model, tokenizer) needs the model's gptviz tokenizer, got {type(tokenizer).__name__}; "
+            "a checkpoint keeps its tokenizer (gptviz.load returns both)"
+        )
     path = Path(path)
     if model.config.vocab_size < tokenizer.vocab_size:
-        raise ValueError(
+        raise CheckpointError(
             f"the tokenizer has {tokenizer.vocab_size} ids but the model only {model.config.vocab_size}; "
             "they do not belong together"
         )
     weights = _weights_to_store(model, weights_dtype)
+    _refuse_non_finite(weights, path)
     optimizer_tensors: dict[str, torch.Tensor] = {}
     optimizer_meta: dict | None = None
     if training is not None and include_optimizer and training.optimizer is not None:
@@ -139,7 +144,7 @@ def unwrap(model: torch.nn.Module) -> GPT:
             return model
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
         if inner is None:
-            raise TypeError(f"expected a gptviz GPT (or a DDP/compiled wrapper of one), got {type(model).__name__}")
+            raise UsageError(f"expected a gptviz GPT (or a DDP/compiled wrapper of one), got {type(model).__name__}")
         model = inner
 
 
@@ -150,6 +155,20 @@ def _weights_to_store(model: GPT, dtype: torch.dtype | None) -> dict[str, torch.
         del sd[alias]  # safetensors refuses tensors that share memory; the tie is restored by GPT() itself
     cast = (lambda v: v.to(dtype) if v.is_floating_point() else v) if dtype is not None else (lambda v: v)
     return {k: cast(v.detach().cpu()).contiguous() for k, v in sd.items()}
+
+
+def _refuse_non_finite(weights: dict[str, torch.Tensor], path: Path) -> None:
+    """NonFiniteError naming the parameters that hold NaN or inf: such weights are never written.
+
+    Checked after the cast to `weights_dtype`, so float16 storage that would overflow to inf is refused too.
+    """
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteError(
+            f"not saving {path}: the weights {bad[:4]}{' ...' if len(bad) > 4 else ''} hold NaN or inf (training "
+            "diverged, or an edit of the weights went wrong). A checkpoint of them could not be used; resume from "
+            "an earlier checkpoint with a lower learning rate"
+        )
 
 
 def _split_optimizer_state(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -178,9 +197,9 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def _refuse_non_checkpoint(target: Path) -> None:
     if target.is_file():
-        raise FileExistsError(f"{target} is a file; a checkpoint is a folder. Choose another path.")
+        raise PathExistsError(f"{target} is a file; a checkpoint is a folder. Choose another path.")
     if target.is_dir() and any(target.iterdir()) and not (target / CONFIG_FILE).is_file():
-        raise FileExistsError(
+        raise PathExistsError(
             f"{target} exists and is not a gptviz checkpoint (no {CONFIG_FILE}); refusing to "
             "replace it. Choose a new folder name."
         )
@@ -193,19 +212,19 @@ def read_config(path: str | os.PathLike) -> dict:
     if not path.is_dir():
         leftovers = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.is_dir() else []
         if leftovers:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no checkpoint at {path}, but a save was interrupted and left the previous "
                 f"one at {leftovers[-1]}; rename that folder to {path.name} to use it"
             )
         hint = f" (a file, not a folder: give the folder that holds {CONFIG_FILE})" if path.is_file() else ""
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"no checkpoint folder at {path}{hint}; a gptviz checkpoint is a folder with "
             f"{CONFIG_FILE}, {MODEL_FILE} and {TOKENIZER_FILE}, written by gptviz.save or "
             "`gptviz train --out DIR`"
         )
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} has no {CONFIG_FILE}, so it is not a complete gptviz checkpoint; "
             "use the folder written by `gptviz train --out DIR` or gptviz.save"
         )
@@ -247,12 +266,29 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> t
             f"{path}: the tokenizer has {tokenizer.vocab_size} ids but the model only "
             f"{config.vocab_size}; {TOKENIZER_FILE} belongs to another model"
         )
+    to_device(None, device)  # an unknown device name fails before the weights are read
     weights = _read_safetensors(path, MODEL_FILE, info)
     model = GPT.empty(config)  # _load_weights checks that every parameter is in the file
     _load_weights(model, weights, path)
-    if device == "auto":
-        device = default_device()
-    return model.to(device or "cpu").eval(), tokenizer
+    return to_device(model, device).eval(), tokenizer
+
+
+def to_device(model: GPT | None, device: str | torch.device | None) -> GPT | None:
+    """`model` moved to `device` (None: CPU, "auto": the best there is); InputError for a device torch lacks.
+
+    With `model=None` only the device is checked, so a loader can refuse a bad name before reading any file.
+    """
+    try:
+        where = torch.device(default_device() if device == "auto" else device or "cpu")
+    except (RuntimeError, TypeError) as e:
+        raise InputError(
+            f"device={device!r} is not a device torch knows ({e}); use 'cpu', 'cuda', 'mps' or 'auto'"
+        ) from e
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device={device!r} but torch sees no GPU here; use device='cpu' or device='auto'")
+    if where.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device={device!r} but this machine has no Apple GPU (MPS); use 'cpu' or 'auto'")
+    return None if model is None else model.to(where)
 
 
 def load_training_state(path: str | os.PathLike) -> TrainingState:
@@ -269,36 +305,44 @@ def load_training_state(path: str | os.PathLike) -> TrainingState:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path / OPTIMIZER_JSON} is damaged ({e}); resume from an earlier checkpoint") from None
     tensors = _read_safetensors(path, OPTIMIZER_FILE, info)
-    state: dict[int, dict] = {int(pid): dict(values) for pid, values in meta.get("scalars", {}).items()}
-    for name, value in tensors.items():
-        kind, rest = name.split(".", 1)
-        if kind == "rng":
-            training.rng[rest] = value
-        elif kind == "state":
-            pid, key = rest.split(".", 1)
-            state.setdefault(int(pid), {})[key] = value
-    training.optimizer = {"state": state, "param_groups": meta["param_groups"]}
-    training.scaler = meta.get("scaler")
+    try:
+        state: dict[int, dict] = {int(pid): dict(values) for pid, values in meta.get("scalars", {}).items()}
+        for name, value in tensors.items():
+            kind, rest = name.split(".", 1)
+            if kind == "rng":
+                training.rng[rest] = value
+            elif kind == "state":
+                pid, key = rest.split(".", 1)
+                state.setdefault(int(pid), {})[key] = value
+        training.optimizer = {"state": state, "param_groups": list(meta["param_groups"])}
+        training.scaler = meta.get("scaler")
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}'s optimizer files are damaged ({type(e).__name__}: {e}); resume from an earlier checkpoint, "
+            "or start a new run from its weights"
+        ) from e
+    if training.train_config is not None and not isinstance(training.train_config, dict):
+        raise CheckpointError(f"{path / CONFIG_FILE}: its 'train' entry is not a JSON object; the file is damaged")
     return training
 
 
 def _load_tokenizer(path: Path, info: dict) -> Tokenizer:
     file = path / TOKENIZER_FILE
     if not file.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} has no {TOKENIZER_FILE}; a checkpoint needs the tokenizer it was trained "
             "with. Copy it from the training run's folder"
         )
     try:
         return tokenizer_from_dict(json.loads(file.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{file} is damaged ({e}); use an earlier checkpoint") from None
+    except Exception as e:  # JSON, or the tokenizers library refusing a damaged vocabulary
+        raise CheckpointError(f"{file} is damaged ({type(e).__name__}: {e}); use an earlier checkpoint") from e
 
 
 def _read_safetensors(path: Path, name: str, info: dict) -> dict[str, torch.Tensor]:
     file = path / name
     if not file.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} has no {name}; the checkpoint is incomplete. Use an earlier checkpoint "
             "or the folder written by `gptviz train --out DIR`"
         )
@@ -311,8 +355,8 @@ def _read_safetensors(path: Path, name: str, info: dict) -> dict[str, torch.Tens
         )
     try:
         return load_file(str(file))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{file} is damaged and cannot be read ({e}); use an earlier checkpoint") from None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{file} is damaged and cannot be read ({e}); use an earlier checkpoint") from e
 
 
 def _load_weights(model: GPT, weights: dict[str, torch.Tensor], path: Path) -> None:

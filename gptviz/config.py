@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._config import DictConfig
+from .errors import ConfigError
 
 POS_ENCODINGS = ("learned", "sinusoidal", "rotary", "none")
 # "gelu" is GPT-2's tanh approximation (its "gelu_new"); "gelu_exact" is the erf form (GPT-NeoX, BERT).
@@ -55,7 +56,9 @@ class GPTConfig(DictConfig):
     parallel_residual: bool = False  # x + attn(ln_1(x)) + mlp(ln_2(x)) in one step (GPT-NeoX, Pythia)
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.check_field_types()  # numeric strings -> floats; ints, bools, strings strict (gptviz._config)
+        if problems:
+            raise ConfigError("invalid GPTConfig: " + "; ".join(problems))
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -86,7 +89,7 @@ class GPTConfig(DictConfig):
             problems.append(
                 f"rotary_dim must be even and at most the head size {self.head_size}, got {self.rotary_size}"
             )
-        if not isinstance(self.rope_theta, (int, float)) or self.rope_theta <= 1:
+        if self.rope_theta <= 1:
             problems.append(f"rope_theta must be a number above 1, got {self.rope_theta!r} (Llama: 10000)")
         if self.activation not in ACTIVATIONS:
             problems.append(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
@@ -94,12 +97,14 @@ class GPTConfig(DictConfig):
             problems.append(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.mlp_gated and not self.mlp:
             problems.append("mlp_gated=True needs mlp=True")
-        if not isinstance(self.init_std, (int, float)) or not 0.0 < self.init_std <= 1.0:
+        if not 0.0 < self.init_std <= 1.0:
             problems.append(f"init_std must be in (0, 1], got {self.init_std!r} (GPT-2 uses 0.02)")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 < self.layer_norm_epsilon < 1.0:
+            problems.append(f"layer_norm_epsilon must be in (0, 1), got {self.layer_norm_epsilon!r} (GPT-2 uses 1e-5)")
         if problems:
-            raise ValueError("invalid GPTConfig: " + "; ".join(problems))
+            raise ConfigError("invalid GPTConfig: " + "; ".join(problems))
 
     # ---- derived sizes: read these, never the Optional fields ----
     @property

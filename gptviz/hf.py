@@ -6,7 +6,11 @@ by name), its parameter names to gptviz's GPT-2 names (`wte`, `blocks.i.attn.c_a
 and back. The only reshuffles: GPT-2's Conv1D weights are stored (in, out) and are transposed; Llama/Qwen2's
 separate q/k/v (and gate/up) projections are stacked into one matmul; GPT-NeoX interleaves q, k, v per head.
 This module never imports `gptviz.model` (GPT.from_pretrained calls it) and knows nothing about tokenizers;
-`transformers` is imported only when a function that needs it runs.
+`transformers` is imported only when a function that needs it runs. It is the one place where gptviz calls
+transformers' (and safetensors') readers and writers for a model, so it is where their errors become gptviz's:
+a folder that is not a transformers model (a gptviz checkpoint: "use gptviz.load"), damaged or truncated weights,
+no internet for a hub id -> PretrainedError (an OSError) saying which and what to do, with the library's error
+as its `__cause__`.
 """
 
 from __future__ import annotations
@@ -16,16 +20,21 @@ from pathlib import Path
 import torch
 
 from .config import GPTConfig
+from .errors import (
+    CheckpointError,
+    MissingFileError,
+    NonFiniteError,
+    PathExistsError,
+    PretrainedError,
+    UnsupportedModelError,
+    UsageError,
+)
 
 FAMILIES = ("gpt2", "llama", "qwen2", "gpt_neox")
 # GPT-2's Conv1D layers store their weight transposed relative to nn.Linear.
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 _GPT2_ACTIVATIONS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
 _NEOX_ACTIVATIONS = {"gelu": "gelu_exact", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
-
-
-class UnsupportedModelError(ValueError):
-    """A checkpoint uses a setting gptviz does not implement; the message names it."""
 
 
 def _refuse(what: str, problems: list[str]) -> None:
@@ -421,30 +430,65 @@ def read_pretrained(name_or_dir: str | Path, **hf_kwargs) -> tuple[GPTConfig, di
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    if not isinstance(name_or_dir, (str, Path)):
+        raise UsageError(
+            f"expected a folder path or a hub id (a str), got {type(name_or_dir).__name__}: {name_or_dir!r}"
+        )
     path = Path(name_or_dir).expanduser()
     if (str(name_or_dir).startswith((".", "/", "~")) or path.exists()) and not path.is_dir():
-        raise FileNotFoundError(
-            f"no such folder: {path}; give a folder with config.json + model.safetensors "
-            "(from save_pretrained) or a hub id such as 'gpt2' when online"
+        raise MissingFileError(
+            f"no such folder: {path}{' (it is a file)' if path.is_file() else ''}; give a folder with config.json "
+            "+ model.safetensors (from save_pretrained) or a hub id such as 'gpt2' when online"
         )
+    if path.is_dir() and "gguf_file" not in hf_kwargs:  # a GGUF file carries its config inside
+        _check_folder(path)
     target = str(path) if path.is_dir() else str(name_or_dir)
     try:
         hf_config = AutoConfig.from_pretrained(target, **{k: v for k, v in hf_kwargs.items() if k != "torch_dtype"})
-    except (OSError, ValueError) as e:
-        raise OSError(
-            f"could not read a transformers config from {name_or_dir!r}: {e}\nOffline, pass a local "
+    except Exception as e:  # OSError offline, ValueError for an unknown model_type, JSON errors, ...
+        raise PretrainedError(
+            f"could not read a transformers config from {str(name_or_dir)!r}: {e}\nOffline, pass a local "
             "folder written by save_pretrained (config.json + model.safetensors); hub ids like 'gpt2' "
             "need internet the first time."
-        ) from None
+        ) from e
     config = config_from_hf(hf_config)  # refuses unsupported settings before loading any weight
     family = hf_config.model_type
     try:
         hf = AutoModelForCausalLM.from_pretrained(target, config=hf_config, **hf_kwargs)
-    except OSError as e:
-        raise OSError(f"could not load the weights of {name_or_dir!r}: {e}") from None
+    except Exception as e:  # safetensors' header errors on a truncated file, OSError for a missing one, ...
+        raise PretrainedError(
+            f"could not load the weights of {str(name_or_dir)!r} ({type(e).__name__}: {e}). The weights file is "
+            "damaged, truncated or missing: copy the folder again, or write it again with save_pretrained"
+        ) from e
     dtype = next(hf.parameters()).dtype
     weights = state_dict_from_hf(hf.state_dict(), config, family)
     return config, weights, dtype
+
+
+def _check_folder(path: Path) -> None:
+    """PretrainedError when a local folder is plainly not a transformers model (before transformers reads it)."""
+    import json
+
+    config = path / "config.json"
+    if not config.is_file():
+        raise PretrainedError(
+            f"{path} has no config.json, so it is not a transformers model folder; give the folder written by "
+            "save_pretrained (config.json + model.safetensors)"
+        )
+    try:
+        info = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PretrainedError(f"{config} is damaged (not valid JSON: {e}); copy the model folder again") from e
+    if isinstance(info, dict) and "format_version" in info and "model_type" not in info:
+        raise PretrainedError(
+            f"{path} is a gptviz checkpoint, not a transformers folder; use gptviz.load({str(path)!r}) for this "
+            "folder (GPT.from_pretrained reads what transformers' save_pretrained writes)"
+        )
+    if not isinstance(info, dict) or "model_type" not in info:
+        raise PretrainedError(
+            f"{config} has no model_type, so {path} is not a transformers model folder; give the folder written "
+            "by save_pretrained"
+        )
 
 
 def read_generation_config(name_or_dir: str | Path) -> dict:
@@ -474,7 +518,7 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> No
     missing, unexpected = model.load_state_dict(weights, strict=False)
     missing = [m for m in missing if not (tied and m == "lm_head.weight")]
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"weights do not match the model's layout: missing {missing[:5]}, unexpected "
             f"{unexpected[:5]}; was the config read from the same checkpoint?"
         )
@@ -491,6 +535,14 @@ def write_pretrained(
     from transformers import AutoModelForCausalLM
 
     family = family_of(config)  # refuses before anything is written
+    directory = Path(directory)
+    _check_target(directory)
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise NonFiniteError(
+            f"not saving {directory}: the weights {bad[:4]}{' ...' if len(bad) > 4 else ''} hold NaN or inf "
+            "(training diverged?); a model folder of them could not be used"
+        )
     hf_config = hf_config_for(config, eos_token_id=eos_token_id, bos_token_id=bos_token_id)
     hf = AutoModelForCausalLM.from_config(hf_config)
     sd = {k: v.detach().to("cpu", torch.float32) for k, v in state_dict.items()}
@@ -500,6 +552,27 @@ def write_pretrained(
     missing = [m for m in missing if not m.endswith(_SKIP) and not (config.tie_embeddings and m == "lm_head.weight")]
     if missing or unexpected:  # pragma: no cover - would be a mapping bug
         raise RuntimeError(f"internal mapping error: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    directory = Path(directory)
     hf.save_pretrained(directory)
     return directory
+
+
+def _check_target(directory: Path) -> None:
+    """PathExistsError where save_pretrained would write nothing (a file) or overwrite a gptviz checkpoint."""
+    if directory.exists() and not directory.is_dir():
+        raise PathExistsError(
+            f"{directory} is a file; save_pretrained writes a folder (config.json + model.safetensors). "
+            "Choose another path"
+        )
+    config = directory / "config.json"
+    if config.is_file():
+        import json
+
+        try:
+            info = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            info = None
+        if isinstance(info, dict) and "format_version" in info and "model_type" not in info:
+            raise PathExistsError(
+                f"{directory} holds a gptviz checkpoint; save_pretrained would overwrite its config.json and "
+                "weights. Choose another folder (or gptviz.save to replace the checkpoint)"
+            )

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from .errors import CaptureBudgetError, HookNameError, HookShapeError, InputError, UsageError
+
 HookFn = Callable[[torch.Tensor, "HookPoint"], "torch.Tensor | None"]
 
 DEFAULT_CAPTURE_BUDGET_MB = 512.0
@@ -30,7 +32,8 @@ class HookPoint(nn.Module):
 
     Listeners are called as TransformerLens calls them, `fn(activation, hook=point)`, so `def fn(x, hook)` and
     `def fn(x, *, hook)` both work. Returning None keeps the activation; returning a tensor replaces it and must
-    have the same shape (a different one is refused here, with this hook's name, not one block later).
+    have the same shape, dtype and device (anything else is refused here with HookShapeError naming this hook, not
+    one block later by LayerNorm).
     """
 
     def __init__(self) -> None:
@@ -46,15 +49,33 @@ class HookPoint(nn.Module):
         for fn in self.fns:
             out = fn(x, hook=self)
             if out is not None:
-                if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-                    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                    raise HookShapeError(
-                        f"the hook function {getattr(fn, '__name__', fn)!r} at {self.name} returned "
-                        f"{got}, but the activation there is {tuple(x.shape)}; return a tensor of "
-                        "the same shape, or None to keep the activation"
-                    )
+                if not (
+                    isinstance(out, torch.Tensor)
+                    and out.shape == x.shape
+                    and out.dtype == x.dtype
+                    and out.device == x.device
+                ):
+                    raise HookShapeError(self._wrong_return(fn, out, x))
                 x = out
         return x
+
+    def _wrong_return(self, fn: HookFn, out: object, x: torch.Tensor) -> str:
+        """What a listener returned instead of a tensor like `x`, and what to return instead."""
+        name = getattr(fn, "__name__", None) or repr(fn)
+        keep = "or None to keep the activation"
+        if not isinstance(out, torch.Tensor):
+            got = f"a value of type {type(out).__name__}, but the activation there is a tensor {tuple(x.shape)}"
+            fix = f"return a tensor (e.g. the activation, changed in place) {keep}"
+        elif out.shape != x.shape:
+            got = f"{tuple(out.shape)}, but the activation there is {tuple(x.shape)}"
+            fix = f"return a tensor of the same shape, {keep}"
+        elif out.dtype != x.dtype:
+            got = f"a {out.dtype} tensor, but the activation there is {x.dtype}"
+            fix = f"return out.to({x.dtype}), {keep}"
+        else:
+            got = f"a tensor on {out.device}, but the activation there is on {x.device}"
+            fix = f"return out.to({str(x.device)!r}), {keep}"
+        return f"the hook function {name!r} at {self.name} returned {got}; {fix}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - __call__ is used
         return self(x)
@@ -68,21 +89,10 @@ class HookPoint(nn.Module):
         parts = self.name.split(".")
         if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit():
             return int(parts[1])
-        raise ValueError(f"{self.name} is not inside a block, so it has no layer")
+        raise InputError(f"{self.name} is not inside a block, so it has no layer")
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}"
-
-
-class HookNameError(KeyError):
-    """An unknown hook name; the message lists the closest valid names."""
-
-    def __str__(self) -> str:  # KeyError would print the message in quotes
-        return str(self.args[0])
-
-
-class HookShapeError(ValueError):
-    """A hook function returned a tensor whose shape differs from the activation it replaces."""
 
 
 # Names that changed to TransformerLens's spelling (2026-12): an old name is an error that names the new one.
@@ -92,10 +102,6 @@ RENAMED = {
     "hook_scores": "hook_attn_scores",
     "hook_final_ln": "ln_final.hook_normalized",  # now before ln_final's weight and bias, as TransformerLens
 }
-
-
-class CaptureBudgetError(MemoryError):
-    """The requested capture would hold more memory than the budget allows."""
 
 
 def hook_points(model: nn.Module) -> dict[str, HookPoint]:
@@ -114,14 +120,14 @@ def resolve_names(model: nn.Module, names: str | Iterable[str]) -> list[str]:
     points = hook_points(model)
     wanted = [names] if isinstance(names, str) else list(names)
     if not wanted:
-        raise ValueError(
+        raise InputError(
             "no hook names given; pass a name such as 'blocks.0.attn.hook_pattern' or a "
             "pattern such as 'blocks.*.attn.hook_pattern' (see gptviz.hook_names(model))"
         )
     chosen: set[str] = set()
     for pattern in wanted:
         if not isinstance(pattern, str):
-            raise TypeError(f"hook names must be strings, got {type(pattern).__name__}: {pattern!r}")
+            raise UsageError(f"hook names must be strings, got {type(pattern).__name__}: {pattern!r}")
         if any(ch in pattern for ch in "*?["):
             hits = fnmatch.filter(points, pattern)
         else:
@@ -157,10 +163,15 @@ def _as_listener(fn: Callable) -> Callable:
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # builtins without a signature: call them positionally
-        return lambda x, hook: fn(x, hook)
-    if "hook" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        params = None
+    if params is not None and ("hook" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())):
         return fn
-    return lambda x, hook: fn(x, hook)
+
+    def positional(x: torch.Tensor, hook: HookPoint):
+        return fn(x, hook)
+
+    positional.__name__ = getattr(fn, "__name__", None) or repr(fn)  # errors name the user's function
+    return positional
 
 
 @contextlib.contextmanager
@@ -290,7 +301,11 @@ def capture(
     `budget_mb` (None = no limit) the forward raises CaptureBudgetError saying how much and how to narrow it.
     """
     if keep not in ("last", "all"):
-        raise ValueError(f"keep must be 'last' or 'all', got {keep!r}")
+        raise InputError(f"keep must be 'last' or 'all', got {keep!r}")
+    if budget_mb is not None and (
+        isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not 0 < budget_mb < float("inf")
+    ):
+        raise InputError(f"budget_mb must be a positive number of megabytes, or None for no limit; got {budget_mb!r}")
     resolved = resolve_names(model, names)
     cap = Capture(resolved, keep)
     fns: dict[str, list[HookFn]] = {}
@@ -336,10 +351,15 @@ def hooks(model: nn.Module, fns: dict[str, HookFn]) -> Iterator[None]:
     >>> with hooks(model, {"blocks.0.attn.hook_pattern": ablate_head}):
     ...     logits = model(idx)
     """
+    if not isinstance(fns, dict):
+        raise UsageError(
+            f"hooks(model, fns) takes a dict {{hook name or pattern: fn(tensor, hook)}}, got {type(fns).__name__}; "
+            "e.g. hooks(model, {'blocks.0.attn.hook_pattern': ablate})"
+        )
     attach: dict[str, list[HookFn]] = {}
     for key, fn in fns.items():
         if not callable(fn):
-            raise TypeError(f"the hook for {key!r} must be a function fn(tensor, hook), got {type(fn).__name__}")
+            raise UsageError(f"the hook for {key!r} must be a function fn(tensor, hook), got {type(fn).__name__}")
         listener = _as_listener(fn)
         for name in resolve_names(model, key):
             attach.setdefault(name, []).append(listener)

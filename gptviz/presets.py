@@ -24,6 +24,7 @@ import torch
 
 from . import checkpoint
 from .config import GPTConfig
+from .errors import ConfigError, GptvizError, MissingFileError
 from .model import GPT
 from .paths import preset_path
 from .train import TrainConfig, Trainer
@@ -31,16 +32,28 @@ from .train import TrainConfig, Trainer
 
 def read_preset(name_or_path: str | os.PathLike) -> tuple[Path, dict]:
     """(path, the preset's JSON object) for a preset name in lab/configs or a path; errors say what is wrong."""
-    path = preset_path(str(name_or_path))
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise ConfigError(f"a preset is a name in lab/configs or a path, got {type(name_or_path).__name__}")
+    if Path(name_or_path).is_dir():
+        raise ConfigError(f"{name_or_path} is a folder; a preset is one JSON file (e.g. lab/configs/tiny.json)")
     try:
-        preset = json.loads(Path(path).read_text(encoding="utf-8"))
+        path = preset_path(str(name_or_path))
+        text = Path(path).read_text(encoding="utf-8")
+    except GptvizError:
+        raise
+    except FileNotFoundError as e:
+        raise MissingFileError(str(e)) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{name_or_path} is not UTF-8 text ({e}); a preset is a JSON file") from e
+    try:
+        preset = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(
+        raise ConfigError(
             f'{path} is not valid JSON ({e}); a preset is {{"model": {{...}}, "train": {{...}}}} '
             '(fine-tuning: {"finetune": {...}, "train": {...}})'
         ) from None
     if not isinstance(preset, dict):
-        raise ValueError(
+        raise ConfigError(
             f"{path} holds a JSON {type(preset).__name__}; a preset is a JSON object "
             '{"model": {...}, "train": {...}}'
         )
@@ -52,12 +65,22 @@ def load_preset(name_or_path: str | os.PathLike) -> tuple[dict, TrainConfig]:
     path, preset = read_preset(name_or_path)
     unknown = sorted(set(preset) - {"model", "train", "description"})
     if unknown:
-        raise ValueError(f"{path}: unknown top-level keys {unknown}; a preset has 'model', 'train' (and 'description')")
+        raise ConfigError(
+            f"{path}: unknown top-level keys {unknown}; a preset has 'model', 'train' (and 'description')"
+        )
+    for section in ("model", "train"):
+        if not isinstance(preset.get(section, {}), dict):
+            raise ConfigError(f'{path}: "{section}" must be a JSON object of fields, got {preset[section]!r}')
     model = dict(preset.get("model", {}))
     bad = sorted(set(model) - {f.name for f in fields(GPTConfig)})
     if bad:
-        raise ValueError(f"{path}: unknown model fields {bad}; known: {[f.name for f in fields(GPTConfig)]}")
-    return model, TrainConfig.from_dict(preset.get("train", {}))
+        raise ConfigError(f"{path}: unknown model fields {bad}; known: {[f.name for f in fields(GPTConfig)]}")
+    try:
+        # every field's type now, so "n_layer": "4" is named here, not when the model is built after the corpus
+        GPTConfig.from_dict({"vocab_size": 256, **model})
+        return model, TrainConfig.from_dict(preset.get("train", {}))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
 
 
 def prepare_data(config: TrainConfig, tokenizer=None) -> tuple:
@@ -90,8 +113,9 @@ def build_trainer(model_config: GPTConfig | dict, config: TrainConfig, **trainer
     """Corpus -> tokenizer -> datasets -> a fresh GPT (seeded) -> Trainer. vocab_size comes from the tokenizer."""
     tokenizer, train_data, val_data, corpus = prepare_data(config)
     fields_ = model_config.to_dict() if isinstance(model_config, GPTConfig) else dict(model_config)
-    if "vocab_size" in fields_ and isinstance(model_config, dict) and fields_["vocab_size"] < tokenizer.vocab_size:
-        raise ValueError(
+    vocab = fields_.get("vocab_size")
+    if isinstance(model_config, dict) and isinstance(vocab, int) and vocab < tokenizer.vocab_size:
+        raise ConfigError(
             f"model.vocab_size={fields_['vocab_size']} is smaller than the tokenizer's "
             f"{tokenizer.vocab_size} ids; leave vocab_size out of the preset (it is set for you)"
         )
@@ -114,7 +138,7 @@ def resume_trainer(path: str | os.PathLike, overrides: dict | None = None, **tra
     """A Trainer that continues the run saved at `path`; `overrides` change train fields (e.g. max_steps)."""
     training = checkpoint.load_training_state(path)
     if training.train_config is None:
-        raise ValueError(f"{path} has no train config (it was not written by a Trainer); it cannot be resumed")
+        raise ConfigError(f"{path} has no train config (it was not written by a Trainer); it cannot be resumed")
     config = TrainConfig.from_dict({**training.train_config, **(overrides or {})})
     model, tokenizer = checkpoint.load(path)
     _, train_data, val_data, corpus = prepare_data(config, tokenizer)

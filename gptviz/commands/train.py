@@ -4,9 +4,9 @@
     gptviz train --resume runs/shakespeare-char [--max_steps 8000]
 
 Every field of the preset can be changed with --model.FIELD / --train.FIELD, or --FIELD when the name is in
-one section only. Exit status: 0 done, 1 the loss diverged, 2 bad input, 130 stopped by Ctrl-C (after saving
-a checkpoint to resume from). The run itself is `gptviz.presets` + `gptviz.train.Trainer`; this module only
-turns flags into configs and progress into lines.
+one section only. Exit status: 0 done, 1 the loss diverged, 2 bad input (one line on stderr; --debug shows the
+traceback), 130 stopped by Ctrl-C (after saving a checkpoint to resume from). The run itself is
+`gptviz.presets` + `gptviz.train.Trainer`; this module only turns flags into configs and progress into lines.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint
 from ..config import GPTConfig
+from ..errors import ConfigError
 from ..presets import build_trainer, load_preset, resume_trainer
 from ..train import StepStats, TrainConfig, Trainer, TrainingDiverged
-from ._args import add_config_fields, given
+from ._args import Parser, add_config_fields, given, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="gptviz train",
         description="Train a GPT from a preset. Every field of "
         "the preset can be changed with --model.FIELD / --train.FIELD (or --FIELD when "
@@ -45,36 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli(argv: list[str]) -> int:
     """`gptviz train --config PRESET [--model.FIELD X] [--train.FIELD X] [--resume DIR] [--out DIR]`."""
+    return run_command("gptviz train", argv, _train)
+
+
+def _train(argv: list[str]) -> int:
     args = vars(build_parser().parse_args(argv))
-    model_over, train_over = given(args, "model"), given(args, "train")
     command = "gptviz train " + shlex.join(argv)
-    try:
-        if args.get("resume"):
-            if model_over:
-                raise ValueError(
-                    f"the model cannot change when resuming (got {sorted(model_over)}); "
-                    "start a new run with --config instead"
-                )
-            train_over["out_dir"] = args.get("out") or train_over.get("out_dir") or args["resume"]
-            trainer = resume_trainer(args["resume"], train_over, progress=sys.stdout.isatty())
-            trainer.meta["commands"] = [*trainer.meta.get("commands", []), command]
-        else:
-            if not args.get("config"):
-                raise ValueError("give a preset with --config (e.g. --config shakespeare-char) or --resume DIR")
-            model_fields, config = load_preset(args["config"])
-            train_fields = {**config.to_dict(), **train_over}
-            if args.get("out"):
-                train_fields["out_dir"] = args["out"]
-            train_fields["out_dir"] = train_fields["out_dir"] or f"runs/{Path(args['config']).stem}"
-            trainer = build_trainer(
-                {**model_fields, **model_over},
-                TrainConfig.from_dict(train_fields),
-                progress=sys.stdout.isatty(),
-                meta={"commands": [command]},
-            )
-    except (ValueError, FileNotFoundError, checkpoint.CheckpointError) as e:
-        print(f"gptviz train: error: {e}", file=sys.stderr)
-        return 2
+    trainer = _make_trainer(args, command)  # a bad preset, flag value or corpus raises: run_command says it, exit 2
     trainer.meta["command"] = command
     if trainer.config.num_threads:
         torch.set_num_threads(trainer.config.num_threads)
@@ -101,6 +78,34 @@ def cli(argv: list[str]) -> int:
             f"checkpoint: {trainer.last_checkpoint}"
         )
     return 0
+
+
+def _make_trainer(args: dict, command: str) -> Trainer:
+    """A fresh Trainer from --config and the flags, or the run saved at --resume continued."""
+    model_over, train_over = given(args, "model"), given(args, "train")
+    if args.get("resume"):
+        if model_over:
+            raise ConfigError(
+                f"the model cannot change when resuming (got {sorted(model_over)}); "
+                "start a new run with --config instead"
+            )
+        train_over["out_dir"] = args.get("out") or train_over.get("out_dir") or args["resume"]
+        trainer = resume_trainer(args["resume"], train_over, progress=sys.stdout.isatty())
+        trainer.meta["commands"] = [*trainer.meta.get("commands", []), command]
+        return trainer
+    if not args.get("config"):
+        raise ConfigError("give a preset with --config (e.g. --config shakespeare-char) or --resume DIR")
+    model_fields, config = load_preset(args["config"])
+    train_fields = {**config.to_dict(), **train_over}
+    if args.get("out"):
+        train_fields["out_dir"] = args["out"]
+    train_fields["out_dir"] = train_fields["out_dir"] or f"runs/{Path(args['config']).stem}"
+    return build_trainer(
+        {**model_fields, **model_over},
+        TrainConfig.from_dict(train_fields),
+        progress=sys.stdout.isatty(),
+        meta={"commands": [command]},
+    )
 
 
 def print_header(trainer: Trainer) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InputError, MissingFileError
+
 
 class TokenDataset:
     """Token ids as one 1-D numpy array (uint16 when the vocabulary fits, else uint32)."""
@@ -27,13 +29,13 @@ class TokenDataset:
     def __init__(self, tokens: Any, vocab_size: int | None = None):
         arr = tokens if isinstance(tokens, np.memmap) else np.asarray(tokens)  # keep a memmap on disk
         if arr.ndim != 1:
-            raise ValueError(f"TokenDataset expects a 1-D sequence of token ids, got shape {arr.shape}.")
+            raise InputError(f"TokenDataset expects a 1-D sequence of token ids, got shape {arr.shape}.")
         if (
             not np.issubdtype(arr.dtype, np.unsignedinteger)
             and arr.size
             and (not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0)
         ):
-            raise ValueError("TokenDataset expects non-negative integer token ids (from tokenizer.encode).")
+            raise InputError("TokenDataset expects non-negative integer token ids (from tokenizer.encode).")
         if vocab_size is None:
             vocab_size = int(arr.max()) + 1 if arr.size else 0
         dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
@@ -73,7 +75,7 @@ class TokenDataset:
         bin_path, meta_path = cls._paths(path)
         for p in (bin_path, meta_path):
             if not p.is_file():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"No {p.suffix} file at {p}. TokenDataset.load expects the .bin + .json pair written by "
                     "TokenDataset.save(path); build it with TokenDataset.from_text(text, tokenizer).save(path)."
                 )
@@ -81,9 +83,9 @@ class TokenDataset:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             dtype, length = np.dtype(meta["dtype"]), int(meta["length"])
         except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{meta_path} is not a TokenDataset metadata file ({e}); re-save the dataset.") from None
+            raise InputError(f"{meta_path} is not a TokenDataset metadata file ({e}); re-save the dataset.") from None
         if bin_path.stat().st_size != length * dtype.itemsize:
-            raise ValueError(
+            raise InputError(
                 f"{bin_path} holds {bin_path.stat().st_size} bytes but {meta_path.name} says {length} tokens of "
                 f"{dtype.name}; the files do not belong together or a save was interrupted. Re-save the dataset."
             )
@@ -102,10 +104,10 @@ class TokenDataset:
         gives the same batches.
         """
         if int(batch_size) < 1 or int(block_size) < 1:
-            raise ValueError(f"batch_size and block_size must be >= 1 (got {batch_size}, {block_size}).")
+            raise InputError(f"batch_size and block_size must be >= 1 (got {batch_size}, {block_size}).")
         n = len(self)
         if n < block_size + 1:
-            raise ValueError(
+            raise InputError(
                 f"This dataset has {n} tokens, but one training window needs block_size + 1 = {block_size + 1} "
                 f"(block_size={block_size}). Use a smaller block_size (at most {max(n - 1, 0)}) or more text."
             )
@@ -134,9 +136,9 @@ class RepeatedSequences:
 
     def __init__(self, vocab_size: int, min_len: int = 3, max_len: int = 12):
         if not isinstance(vocab_size, int) or vocab_size < 2:
-            raise ValueError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
+            raise InputError(f"vocab_size must be an integer >= 2, got {vocab_size!r}")
         if not (isinstance(min_len, int) and isinstance(max_len, int) and 1 <= min_len <= max_len):
-            raise ValueError(f"need 1 <= min_len <= max_len, got min_len={min_len!r}, max_len={max_len!r}")
+            raise InputError(f"need 1 <= min_len <= max_len, got min_len={min_len!r}, max_len={max_len!r}")
         self.vocab_size, self.min_len, self.max_len = vocab_size, min_len, max_len
 
     def __repr__(self) -> str:
@@ -159,6 +161,6 @@ class RepeatedSequences:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like `TokenDataset.get_batch`: ``x`` (B, T) and ``y`` (B, T) = ``x`` shifted left by one."""
         if int(batch_size) < 1 or int(block_size) < 1:
-            raise ValueError(f"batch_size and block_size must be >= 1 (got {batch_size}, {block_size}).")
+            raise InputError(f"batch_size and block_size must be >= 1 (got {batch_size}, {block_size}).")
         batch = self.rows(batch_size, block_size + 1, generator)
         return batch[:, :-1].contiguous().to(device), batch[:, 1:].contiguous().to(device)

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import InputError, MissingFileError
 from .shakespeare import shakespeare_plays
 
 # Held out from training by default: one play from each of four genres, about 10% of the cleaned text
@@ -41,7 +42,7 @@ class Corpus:
 
 def _check_fraction(val_fraction: float) -> None:
     if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction={val_fraction!r} must be between 0 and 1 (e.g. 0.1 keeps 10% for validation).")
+        raise InputError(f"val_fraction={val_fraction!r} must be between 0 and 1 (e.g. 0.1 keeps 10% for validation).")
 
 
 def _pick_val_docs(names: list[str], sizes: list[int], val_fraction: float) -> list[str]:
@@ -57,10 +58,10 @@ def _pick_val_docs(names: list[str], sizes: list[int], val_fraction: float) -> l
 
 def _check_val_docs(val_docs: list[str], known: list[str], what: str) -> None:
     if isinstance(val_docs, str):
-        raise ValueError(f"val_docs must be a list of {what} names, e.g. [{val_docs!r}], not a single string.")
+        raise InputError(f"val_docs must be a list of {what} names, e.g. [{val_docs!r}], not a single string.")
     unknown = [d for d in val_docs if d not in known]
     if unknown or not val_docs or len(set(val_docs)) >= len(known):
-        raise ValueError(
+        raise InputError(
             f"val_docs {list(val_docs)!r}: unknown {what} names {unknown!r}; need at least one and fewer than all "
             f"{len(known)}. Known {what}s: {', '.join(known[:12])}{' ...' if len(known) > 12 else ''}."
         )
@@ -75,7 +76,7 @@ def _read_text_file(path: Path) -> str:
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ValueError(
+        raise InputError(
             f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02X} at position {e.start} cannot be decoded). "
             "Save the file as UTF-8 (in most editors: Save As -> Encoding: UTF-8) and try again."
         ) from None
@@ -89,7 +90,7 @@ def _split_text_at_end(text: str, val_fraction: float, where: str) -> tuple[str,
         cut = nl + 1
     train, val = text[:cut], text[cut:]
     if not train.strip() or not val.strip():
-        raise ValueError(
+        raise InputError(
             f"{where} is too short to split into train and validation text ({len(text)} characters, "
             f"val_fraction={val_fraction}). Use a longer text."
         )
@@ -130,7 +131,7 @@ def load_corpus(
 
     path = Path(name_or_path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f'No corpus at {str(path)!r}. load_corpus accepts "shakespeare" (built in), a UTF-8 text file, '
             "or a folder of .txt/.md files. Check the path (relative paths start from the notebook's folder: "
             f"{Path.cwd()})."
@@ -140,11 +141,11 @@ def load_corpus(
         texts = {p.relative_to(path).as_posix(): _read_text_file(p) for p in files}
         texts = {k: v for k, v in texts.items() if v.strip()}  # empty files add nothing
         if not texts:
-            raise ValueError(f"The folder {path} has no non-empty .txt or .md files; add some text files to it.")
+            raise InputError(f"The folder {path} has no non-empty .txt or .md files; add some text files to it.")
         names = list(texts)
         if len(names) == 1:
             if val_docs is not None:
-                raise ValueError(f"{path} holds one text file only; val_docs needs at least two. Omit val_docs.")
+                raise InputError(f"{path} holds one text file only; val_docs needs at least two. Omit val_docs.")
             train_text, val_text = _split_text_at_end(texts[names[0]], val_fraction, str(path / names[0]))
             return Corpus(path.name, train_text, val_text, names, names)
         if val_docs is None:
@@ -155,12 +156,12 @@ def load_corpus(
         return Corpus(path.name, _join([texts[n] for n in train]), _join([texts[n] for n in val]), train, val)
 
     if val_docs is not None:
-        raise ValueError(
+        raise InputError(
             f'val_docs applies to "shakespeare" and to folders; {path} is a single file, split at its end '
             "by val_fraction. Omit val_docs."
         )
     text = _read_text_file(path)
     if not text.strip():
-        raise ValueError(f"{path} is empty; put the training text in it (UTF-8).")
+        raise InputError(f"{path} is empty; put the training text in it (UTF-8).")
     train_text, val_text = _split_text_at_end(text, val_fraction, str(path))
     return Corpus(path.name, train_text, val_text, [path.name], [path.name])

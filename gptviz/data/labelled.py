@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError, MissingFileError
 from .corpus import _read_text_file
 from .shakespeare import GENRES, shakespeare_plays
 
@@ -60,14 +61,14 @@ def shakespeare_genre_passages(
         genres = (genres,)
     unknown = [g for g in genres if g not in GENRES]
     if unknown or len(set(genres)) < 2:
-        raise ValueError(
+        raise InputError(
             f"genres={tuple(genres)!r}: need at least two distinct genres from {', '.join(GENRES)}"
             f"{f'; unknown: {unknown}' if unknown else ''}."
         )
     if int(passage_chars) < 50:
-        raise ValueError(f"passage_chars={passage_chars} is too small to hold a speech; use 200..1000.")
+        raise InputError(f"passage_chars={passage_chars} is too small to hold a speech; use 200..1000.")
     if max_per_play is not None and int(max_per_play) < 1:
-        raise ValueError(f"max_per_play={max_per_play} must be >= 1, or None for all passages.")
+        raise InputError(f"max_per_play={max_per_play} must be >= 1, or None for all passages.")
     out: list[Example] = []
     for play in shakespeare_plays():
         if play.genre not in genres:
@@ -97,7 +98,7 @@ def split_by_group(
     ``test_fraction`` of each label's groups, at least one, chosen with ``random.Random(seed)``.
     """
     if not examples:
-        raise ValueError(
+        raise InputError(
             "split_by_group got no examples; build them with shakespeare_genre_passages or load_labelled_csv."
         )
     groups = sorted({e.group for e in examples})
@@ -106,14 +107,14 @@ def split_by_group(
             test_groups = [test_groups]
         unknown = sorted(set(test_groups) - set(groups))
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"test_groups {unknown!r} do not occur in the examples. Known groups: "
                 f"{', '.join(groups[:12])}{' ...' if len(groups) > 12 else ''}."
             )
         held = set(test_groups)
     else:
         if not 0.0 < float(test_fraction) < 1.0:
-            raise ValueError(f"test_fraction={test_fraction!r} must be between 0 and 1 (e.g. 0.25).")
+            raise InputError(f"test_fraction={test_fraction!r} must be between 0 and 1 (e.g. 0.25).")
         counts: dict[str, dict[str, int]] = {}
         for e in examples:
             counts.setdefault(e.group, {}).setdefault(e.label, 0)
@@ -124,7 +125,7 @@ def split_by_group(
             by_label.setdefault(label, []).append(g)
         too_few = {lab: gs for lab, gs in by_label.items() if len(gs) < 2}
         if too_few:
-            raise ValueError(
+            raise InputError(
                 f"Labels {sorted(too_few)!r} occur in only one group each ({too_few}); a group-aware split needs "
                 "at least two groups per label so that each label is in both train and test. Add data, or pass "
                 "test_groups=[...] yourself."
@@ -139,7 +140,7 @@ def split_by_group(
     train = [e for e in examples if e.group not in held]
     test = [e for e in examples if e.group in held]
     if not train or not test:
-        raise ValueError(f"The split left {'train' if not train else 'test'} empty; choose fewer test_groups.")
+        raise InputError(f"The split left {'train' if not train else 'test'} empty; choose fewer test_groups.")
     return train, test
 
 
@@ -147,7 +148,7 @@ def load_labelled_csv(path: str | os.PathLike) -> list[Example]:
     """Read a UTF-8 CSV with columns ``text,label`` and optionally ``group`` (otherwise each row is its own group)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No CSV file at {path}. Expected a UTF-8 .csv with a header row and columns text,label (optional group)."
         )
     raw = _read_text_file(path)
@@ -156,7 +157,7 @@ def load_labelled_csv(path: str | os.PathLike) -> list[Example]:
     reader.fieldnames = found
     missing = [c for c in ("text", "label") if c not in found]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{path}: missing column(s) {missing}; found columns {found}. Required: text, label "
             "(optional: group). The first row must be the header, e.g. text,label"
         )
@@ -170,14 +171,14 @@ def load_labelled_csv(path: str | os.PathLike) -> list[Example]:
         examples.append(Example(text=text, label=label, group=group))
     if blank_rows:
         shown = ", ".join(map(str, blank_rows[:10])) + (" ..." if len(blank_rows) > 10 else "")
-        raise ValueError(
+        raise InputError(
             f"{path}: {len(blank_rows)} row(s) have an empty text or label: rows {shown} (the header is row 1). "
             "Fill them in or delete those rows."
         )
     labels = sorted({e.label for e in examples})
     if len(labels) < 2:
         found_labels = f"only the label {labels[0]!r}" if labels else "no labels"
-        raise ValueError(
+        raise InputError(
             f"{path}: found {len(examples)} row(s) but {found_labels}; "
             "classification needs at least two different labels."
         )

