@@ -29,6 +29,7 @@ EXPECTED = [
     "05_finetuning.ipynb",
     "06_induction_heads.ipynb",
     "07_real_model.ipynb",
+    "08_attribution_and_neurons.ipynb",
 ]
 
 # Small settings, injected through each notebook's parameters cell.
@@ -49,6 +50,7 @@ SMALL = {
     "05_finetuning.ipynb": {"STEPS": 4, "CLS_STEPS": 2, "CHUNK": 2},
     "06_induction_heads.ipynb": {"STEPS": 30, "CHUNK": 10, "MAX_LEN": 12, "BLOCK_SIZE": 32, "N_EMBD": 32},
     "07_real_model.ipynb": {"NEW_TOKENS": 8, "RANDOM_LEN": 24},
+    "08_attribution_and_neurons.ipynb": {"CORPUS_TOKENS": 4096, "N_FACTORS": 4},
 }
 
 # What a notebook needs beyond the core, so a missing piece skips it with a reason instead of failing it.
@@ -68,6 +70,18 @@ NEEDS_MODULES = {
         "gptviz.widgets.attention",
         "gptviz.widgets.logit_lens",
     ],
+    "08_attribution_and_neurons.ipynb": [
+        "gptviz.attribution",
+        "gptviz.neurons",
+        "gptviz.embedding_map",
+        "gptviz.lens",
+        "gptviz.plots",
+        "gptviz.widgets.attribution",
+        "gptviz.widgets.neurons",
+        "gptviz.widgets.embeddings",
+        "gptviz.widgets.logit_lens",
+        "sklearn",
+    ],
 }
 # Packages from the index a notebook's model ships in (found without importing them), and how to get them.
 NEEDS_PACKAGES = {
@@ -83,6 +97,7 @@ NEEDS_DEFAULT_MODEL = {
     "03_train_from_scratch.ipynb",
     "04_generation_and_sampling.ipynb",
     "05_finetuning.ipynb",
+    "08_attribution_and_neurons.ipynb",
 }
 
 # Notebooks call gptviz; they never define a model or a training loop of their own.
@@ -170,7 +185,8 @@ def test_written_to_the_lab_rules(name):
     )
     for pattern in FORBIDDEN:
         assert not re.search(pattern, code), f"{name} defines model or training code ({pattern}); call gptviz"
-    compile(code.replace("\n%", "\n#"), name, "exec")  # every code cell is valid Python
+    # every code cell is valid Python (top-level `await`, as IPython runs it: `await dashboard.train(STEPS)`)
+    compile(code.replace("\n%", "\n#"), name, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
 
 def test_parameter_injection_replaces_values_and_keeps_comments():

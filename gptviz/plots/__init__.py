@@ -11,7 +11,11 @@
 | `positions` | sinusoidal PE, waves, learned PE, similarity, position-only scores, RoPE | `positions` (see below) |
 | `generation` | one step's candidates per sampling stage, where the new token looked | `steps.StepRecord` |
 | `training` | train/val loss and learning rate | `train.Trainer.history` |
-| `lens` | the logit lens | `lens.LogitLensRecord` |
+| `lens` | the logit lens, and each token's rank after every layer | `lens.LogitLensRecord` |
+| `tokens` | tokens coloured by any scalar (loss, entropy, attribution, a neuron, ...) | token strings + values |
+| `attribution` | one step's attribution as coloured tokens, every step as a matrix | `attribution.AttributionRecord` |
+| `neurons` | a neuron over a text, its top corpus contexts, NMF factors | `neurons`' records |
+| `embeddings` | token / position embeddings on their principal components | `embedding_map.EmbeddingMap` |
 | `diff` | checkpoint diff, and `head_change`, its one definition | two `ForwardRecord`s of one prompt |
 | `patching` | activation patching (layers x positions, layers x heads), head ablation | `patching`'s tables |
 
@@ -46,7 +50,9 @@ from .attention import (
     prepare_attention,
     selected_head_shape,
 )
+from .attribution import attribution_matrix, attribution_tokens
 from .diff import DIFF_HEADS_PX, DIFF_MARGIN, DIFF_PX, checkpoint_diff, head_change
+from .embeddings import embedding_map_figure
 from .generation import (
     STAGE_LABELS,
     add_attention_row,
@@ -57,7 +63,8 @@ from .generation import (
     step_candidates,
     step_title,
 )
-from .lens import logit_lens_figure
+from .lens import logit_lens_figure, rank_figure
+from .neurons import factor_tokens, factors_overview, neuron_tokens, top_activations_figure
 from .patching import head_ablation_heatmap, head_patching_heatmap, patching_heatmap
 from .positions import (
     SCORES_MARGIN,
@@ -101,6 +108,7 @@ from .style import (
     window_note,
     window_start,
 )
+from .tokens import token_colours
 from .training import add_loss_curves, loss_curves, loss_title
 
 __all__ = [
@@ -177,6 +185,16 @@ __all__ = [
     "loss_curves",
     # lens
     "logit_lens_figure",
+    "rank_figure",
+    # tokens, attribution, neurons, embeddings
+    "token_colours",
+    "attribution_tokens",
+    "attribution_matrix",
+    "neuron_tokens",
+    "top_activations_figure",
+    "factor_tokens",
+    "factors_overview",
+    "embedding_map_figure",
     # diff
     "DIFF_MARGIN",
     "DIFF_HEADS_PX",

@@ -70,3 +70,73 @@ def logit_lens_figure(lens: LogitLensRecord, colour: str = "top", max_positions:
         ),
     )
     return fig
+
+
+def rank_figure(lens: LogitLensRecord, max_positions: int = 48, start: int | None = None) -> go.Figure:
+    """ecco's rankings: the rank (1 = top guess) of the true next token (or of `lens.rank_token`) after every
+    layer (rows) at every position (columns); darker = better rank, log scale. Give the lens a prompt plus its
+    generation and the columns from the prompt's end on are the generation's steps. `start`: first position
+    shown (default: the last `max_positions`)."""
+    if lens.ranks is None:
+        raise ValueError("this lens record has no ranks; make it again with gptviz.lens.logit_lens_record")
+    T = len(lens.tokens)
+    start = window_start(T, max_positions) if start is None else max(0, min(start, T - 1))
+    end = min(T, start + max_positions)
+    ranks = as_numpy(lens.ranks)[:, start:end]  # (L+1, shown)
+    pos = np.arange(start, end)
+    if lens.rank_token is None:
+        target = [lens.tokens[p + 1] if p + 1 < T else "—" for p in pos]
+        what = "rank of the true next token"
+    else:
+        target = [f"id {lens.rank_token}"] * len(pos)
+        what = f"rank of token id {lens.rank_token} at every position"
+    text = [["" if np.isnan(r) else f"{int(r)}" for r in row] for row in ranks]
+    hover = np.array(
+        [
+            [
+                f"{lens.layers[l]} · position {p} {short(lens.tokens[p], 16)}<br>next {short(target[i], 16)!r}: rank "
+                + ("—" if np.isnan(ranks[l, i]) else f"{int(ranks[l, i])}")
+                for i, p in enumerate(pos)
+            ]
+            for l in range(len(lens.layers))
+        ],
+        dtype=object,
+    )
+    z = -np.log10(ranks)  # rank 1 -> 0 (the top), larger ranks more negative
+    worst = float(np.nanmax(np.log10(ranks))) if np.isfinite(ranks).any() else 1.0
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=pos,
+            y=list(range(len(lens.layers))),
+            text=text,
+            texttemplate="%{text}" if len(pos) <= 64 else None,
+            textfont=dict(size=10),
+            customdata=hover,
+            hovertemplate="%{customdata}<extra></extra>",
+            hoverongaps=False,
+            colorscale=[[0, "#ffffff"], [0.5, "#9ecae1"], [1, "#08306b"]],
+            zmin=-max(worst, 1.0),
+            zmax=0,
+            colorbar=dict(
+                thickness=12,
+                title="rank",
+                tickvals=[-k for k in range(int(max(worst, 1.0)) + 1)],
+                ticktext=[str(10**k) for k in range(int(max(worst, 1.0)) + 1)],
+            ),
+        )
+    )
+    fig.update_xaxes(title_text="input position (T)", showgrid=False, **ticks(lens.tokens[start:end], start, 64))
+    fig.update_yaxes(
+        title_text="read out after (L)", tickvals=list(range(len(lens.layers))), ticktext=lens.layers, showgrid=False
+    )
+    fig.update_layout(
+        template=TEMPLATE,
+        height=max(320, 110 + 34 * len(lens.layers)),
+        title=subtitle(
+            "Logit lens ranks: how soon each layer ranks the token first",
+            f"cell = {what} (1 = the layer's top guess)",
+            f"showing positions {start}-{end - 1} of {T}" if (start or end < T) else "",
+        ),
+    )
+    return fig

@@ -13,7 +13,10 @@ only clicks. (plotly's FigureWidget echoed whole figures back, 10+ MB messages t
 | `PositionalEncodingExplorer(model=None, T, C)` | `positions` | sinusoidal / learned positions, similarity, scores |
 | `GenerationExplorer(model, tokenizer, prompt)` | `generation` | step timeline, candidates per stage, forks |
 | `TrainingDashboard(trainer)` | `training` | Start/Stop/Resume, loss curves, samples, snapshots |
-| `LogitLensPanel(model, tokenizer, text)` | `logit_lens` | the top next token after every layer |
+| `LogitLensPanel(model, tokenizer, text)` | `logit_lens` | the top next token after every layer, or its rank |
+| `AttributionPanel(model, tokenizer, prompt)` | `attribution` | which tokens made each generated token |
+| `NeuronPanel(model, tokenizer, text, layer)` | `neurons` | a neuron over a text, its top contexts, NMF |
+| `EmbeddingMapPanel(model, tokenizer)` | `embeddings` | token / position embeddings on their PCs |
 | `FinetunePanel(gpt, tokenizer, train, test, ...)` | `finetune` | fine-tune in chunks, confusion, classify typed text |
 
 Every panel is an `ipywidgets.VBox` (a cell displays it), shows callback errors in its red error line, and
@@ -40,6 +43,9 @@ _PANELS = {
     "TrainingDashboard": "training",
     "LogitLensPanel": "logit_lens",
     "FinetunePanel": "finetune",
+    "AttributionPanel": "attribution",
+    "NeuronPanel": "neurons",
+    "EmbeddingMapPanel": "embeddings",
 }
 
 __all__ = list(_PANELS)

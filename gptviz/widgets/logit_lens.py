@@ -2,7 +2,9 @@
 
 Every block's output (and the embeddings) goes through the final LayerNorm and the LM head
 (`gptviz.lens.logit_lens_record`, one forward pass per text); the heatmap shows the top next token per layer and
-position. Colour: the top token's probability, or the probability of the token that really comes next.
+position. Colour: the top token's probability, or the probability of the token that really comes next; or the
+rank view (ecco's rankings): the rank of the true next token after every layer, 1 = the layer's top guess. Give
+it a prompt plus its generation and the columns past the prompt are the generation's steps.
 The model runs when the text changes; switching the colour or the window only redraws.
 """
 
@@ -16,7 +18,7 @@ from ._base import Panel, replace_figure, slider
 
 
 class LogitLensPanel(Panel):
-    """Text box + colour mode + window: the logit lens of a model on a text."""
+    """Text box + colour mode (probabilities or ranks) + window: the logit lens of a model on a text."""
 
     title = "Logit lens"
 
@@ -27,6 +29,7 @@ class LogitLensPanel(Panel):
         text: str = "The quick brown fox jumps over the lazy dog",
         max_positions: int = 32,
         record=None,
+        colour: str = "top",
     ):
         """`record`: a `gptviz.lens.logit_lens_record` of `text` already made (the panel then runs nothing)."""
         self.model, self.tokenizer = model, tokenizer
@@ -36,9 +39,13 @@ class LogitLensPanel(Panel):
             value=text, description="text", continuous_update=False, rows=2, layout=W.Layout(width="95%"), style=st
         )
         self.colour = W.ToggleButtons(
-            options=[("top token's probability", "top"), ("true next token's probability", "next")],
-            value="top",
-            style={"button_width": "210px"},
+            options=[
+                ("top token's probability", "top"),
+                ("true next token's probability", "next"),
+                ("true next token's rank", "rank"),
+            ],
+            value=colour,
+            style={"button_width": "200px"},
         )
         self.positions = slider("positions shown", max_positions, 4, 64, width="320px")
         caption = (
@@ -58,6 +65,8 @@ class LogitLensPanel(Panel):
         return logit_lens_record(self.model, self.tokenizer, self.tokenizer.encode(text))
 
     def _figure(self):
+        if self.colour.value == "rank":
+            return plots.rank_figure(self.lens, self.positions.value)
         return plots.logit_lens_figure(self.lens, self.colour.value, self.positions.value)
 
     def _on_text(self, change) -> None:
