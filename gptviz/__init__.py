@@ -48,6 +48,15 @@ _LAZY = {
     "TrainingDashboard": "widgets",
     "LogitLensPanel": "widgets",
     "FinetunePanel": "widgets",
+    "AttributionPanel": "widgets",
+    "NeuronPanel": "widgets",
+    "EmbeddingMapPanel": "widgets",
+    "attribute": "attribution",
+    "attribution_record": "attribution",
+    "AttributionRecord": "attribution",
+    "neuron_record": "neurons",
+    "top_activations": "neurons",
+    "mlp_factors": "neurons",
     "default_model": "paths",
     "model_path": "paths",
     "preset_path": "paths",
@@ -60,7 +69,20 @@ def hook_names(model: GPT) -> list[str]:
 
 
 # modules used as namespaces, e.g. gptviz.patching.patch_resid(...), gptviz.plots.attention_heatmap(...)
-_SUBMODULES = ("patching", "plots", "heads", "hooks", "sampling", "steps", "tokenizers", "widgets", "bertviz", "hf")
+_SUBMODULES = (
+    "attribution",
+    "neurons",
+    "patching",
+    "plots",
+    "heads",
+    "hooks",
+    "sampling",
+    "steps",
+    "tokenizers",
+    "widgets",
+    "bertviz",
+    "hf",
+)
 
 
 def __getattr__(name: str):
