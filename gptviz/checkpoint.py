@@ -10,7 +10,9 @@
         optimizer.json         ("rng.{name}"); the small rest (param_groups, scalar state, AMP scaler) as JSON
 
 `save` writes everything into a temporary folder beside the target, fsyncs it, then swaps it in with
-renames. Loading never unpickles: tensors come from safetensors, everything else from JSON.
+renames; the temporary folder of a save that was killed outright is removed by the next `save` or `load` of the
+same checkpoint, once its writer is gone (`gptviz.files`). Loading never unpickles: tensors come from
+safetensors, everything else from JSON.
 
 This module knows nothing about the training loop: `gptviz.train` decides what goes into `TrainingState`
 and how to restore it. Hugging Face folders are read and written by `gptviz.hf` (GPT.from_pretrained).
@@ -29,7 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, InputError, MissingFileError, NonFiniteError, PathExistsError, UsageError
-from .files import atomic_folder
+from .files import atomic_folder, remove_stale_temps
 from .model import GPT, GPTConfig, default_device
 from .tokenizers import Tokenizer, tokenizer_from_dict
 
@@ -253,8 +255,12 @@ def read_config(path: str | os.PathLike) -> dict:
 
 
 def load(path: str | os.PathLike, device: str | torch.device | None = None) -> tuple[GPT, Tokenizer]:
-    """(model in eval mode, tokenizer) from a checkpoint folder. `device`: None = CPU, "auto" = best there is."""
+    """(model in eval mode, tokenizer) from a checkpoint folder. `device`: None = CPU, "auto" = best there is.
+
+    Temporary folders that a killed save left beside it are removed on the way (`files.remove_stale_temps`).
+    """
     path = Path(path)
+    remove_stale_temps(path)  # never raises: a read-only checkpoint loads as before
     info = read_config(path)
     try:
         config = GPTConfig.from_dict(info["model"])

@@ -1,7 +1,9 @@
 """Writing files so that a reader never sees half of one: `write_atomic` for a file, `atomic_folder` for a
 folder (a checkpoint). An interrupted write (kernel interrupt, full disk) leaves the old file or folder as it
 was and no temporary behind; a process killed outright (kill -9, power loss) may leave a `.NAME.tmp-*` folder
-beside the target, but the target itself is always the old folder or the new one, whole.
+beside the target, but the target itself is always the old folder or the new one, whole. The next
+`atomic_folder` of the same target (and `gptviz.checkpoint.load`) removes such leftovers with
+`remove_stale_temps`, once no live process can be writing them (the rule is in its docstring).
 
 Replacing a folder is one atomic swap on Linux (renameat2 with RENAME_EXCHANGE, on the filesystems that have
 it); elsewhere it is two renames, and a crash between them leaves the old folder beside the target as
@@ -14,10 +16,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,7 +102,9 @@ def atomic_folder(target: str | os.PathLike, check: Callable[[Path], None] | Non
     if check is not None:
         check(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_stale_temps(target)
+    # The name says who writes it (host tag, pid), so a later save can tell a dead writer's leftover from a live one.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{_host_tag()}-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
         for f in tmp.iterdir():
@@ -120,3 +128,68 @@ def atomic_folder(target: str | os.PathLike, check: Callable[[Path], None] | Non
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# ---- leftovers of killed writers ----------------------------------------------------------------------------
+STALE_AFTER_S = 24 * 3600  # a temporary folder nobody touched for a day is abandoned, whoever wrote it
+# what atomic_folder names its temporaries after ".NAME.tmp-": "<host tag>-<pid>-<random>", or (before pids were
+# in the name) mkdtemp's 8 random characters; anything else beside the target is not ours and is never touched
+_OURS = re.compile(r"(?:(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-)?[a-z0-9_]{8}")
+
+
+def _host_tag() -> str:
+    """8 hex digits naming this machine, so a pid is only ever checked on the machine it belongs to."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there: leave it to the age rule
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists but belongs to someone else
+        return True
+    return True
+
+
+def _last_touched(folder: Path) -> float:
+    """The newest mtime of the folder and the files in it (a live writer keeps creating files there)."""
+    return max([folder.stat().st_mtime] + [f.stat().st_mtime for f in folder.iterdir()])
+
+
+def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
+    """Remove the `.NAME.tmp-*` folders that killed writes of `target` left beside it; returns those removed.
+
+    A temporary folder is stale when the process that wrote it is gone: its name carries this machine's tag and a
+    pid that no longer runs here (a reused pid keeps it, until the next rule). Any of them, from another machine
+    sharing the folder or from an older gptviz whose names had no pid, is also stale when nothing in it has
+    changed for `STALE_AFTER_S` (a day), far longer than any save takes. A live writer's folder is never
+    touched, and nothing else beside the target is (the `.NAME.old-*` folder a crash between two renames leaves
+    is the only copy of the previous checkpoint: gptviz.checkpoint's errors say how to restore it). Never raises:
+    a folder it cannot list or remove (read-only media) is left as it is.
+    """
+    target = Path(target)
+    prefix = f".{target.name}.tmp-"
+    try:
+        candidates = [p for p in target.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return []
+    removed = []
+    for folder in candidates:
+        match = _OURS.fullmatch(folder.name[len(prefix) :])
+        if match is None or folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            dead = match["pid"] is not None and match["host"] == _host_tag() and not _process_alive(int(match["pid"]))
+            stale = dead or time.time() - _last_touched(folder) > STALE_AFTER_S
+        except OSError:  # it vanished meanwhile (another cleaner), or cannot be read
+            continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                removed.append(folder)
+    return removed

@@ -18,10 +18,13 @@ With `max_minutes` the run stops on a wall-clock budget and the cosine follows t
 machine still finishes with a decayed LR (such runs are not bit-reproducible; step-only runs are, and resume
 exactly: the batch, dropout and optimizer states are all in the checkpoint).
 
-What this module leaves to others: assembling a Trainer from a preset or a checkpoint (`gptviz.presets`),
-batches (`gptviz.data`), text (`gptviz.tokenizers`), files (`gptviz.checkpoint`), the `gptviz train` command
-and its log lines (`gptviz.commands.train`); plots and widgets only read `Trainer.history` / `.snapshots` and
-the callbacks.
+This module is the loop: the Trainer's setup (device, AMP, DDP), the optimizer (`configure_optimizer`, `lr_at`)
+and the step (`Trainer._one_step`). What it leaves to others: the config and the records it fills
+(`gptviz.train_config`: TrainConfig, StepStats, Snapshot, all importable from here too), evaluation, snapshots and
+the NaN/inf checks (`gptviz.train_checks`), what a checkpoint holds and how a run resumes from it
+(`gptviz.train_resume`), assembling a Trainer from a preset or a checkpoint (`gptviz.presets`), batches
+(`gptviz.data`), text (`gptviz.tokenizers`), files (`gptviz.checkpoint`), the `gptviz train` command and its log
+lines (`gptviz.commands.train`); plots and widgets only read `Trainer.history` / `.snapshots` and the callbacks.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -39,120 +41,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
-from ._config import DictConfig
 from .data.batches import TokenDataset
-from .errors import CheckpointError, ConfigError, InputError, TrainingDiverged
-from .heads import head_metrics, repeated_random_tokens
-from .hooks import capture
-from .model import GPT, default_device, evaluating
-from .records import ForwardRecord, record_forward
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-TOKENIZERS = ("char", "gpt2", "bpe")
-
-
-@dataclass
-class TrainConfig(DictConfig):
-    # data
-    corpus: str = "shakespeare"  # "shakespeare" (38 plays, 4 held out), a UTF-8 text file, or a folder of .txt/.md
-    tokenizer: str = "char"  # "char" | "gpt2" (GPT-2's BPE) | "bpe" (byte-level BPE trained on the train text)
-    bpe_vocab_size: int = 2048  # ids of a trained "bpe" tokenizer
-    # optimisation
-    batch_size: int = 32  # sequences per micro-batch (per rank)
-    block_size: int | None = None  # training context length; None = the model's block_size
-    grad_accum_steps: int = 1  # micro-batches per optimizer step: tokens/step = batch * block * this * ranks
-    max_steps: int = 2000  # optimizer steps; the cosine reaches min_lr here
-    max_minutes: float | None = None  # wall-clock budget: stop there, cosine by elapsed time (not bit-reproducible)
-    lr: float = 1e-3  # peak learning rate, reached after warmup
-    min_lr: float = 1e-4  # floor of the cosine decay (lr / 10, as nanoGPT)
-    warmup_steps: int = 100  # linear warmup from ~0 to lr
-    weight_decay: float = 0.1  # AdamW decay of 2-D weights; biases and LayerNorm are not decayed
-    beta1: float = 0.9
-    beta2: float = 0.99  # 0.99 for small models / few tokens per step; GPT-2 scale uses 0.95
-    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 = off
-    # evaluation and telemetry
-    eval_interval: int = 250  # steps between train/val loss estimates (and at the last step); 0 = never
-    eval_batches: int = 20  # fixed batches per estimate
-    snapshot_interval: int = 250  # steps between attention snapshots + head metrics (and step 0); 0 = off
-    probe_text: str = "ROMEO:\nBut soft, what light through yonder window breaks?\n"  # the snapshots' prompt
-    # system
-    device: str = "auto"  # "auto" (cuda > mps > cpu) | "cpu" | "cuda" | "cuda:1" | "mps"
-    dtype: str = "auto"  # autocast: "auto" (bf16 on GPUs that have it, else fp16 + GradScaler; fp32 on CPU)
-    compile: bool = False  # torch.compile the model (a GPU speed-up; slow to start, little gain on CPU)
-    num_threads: int = 0  # CPU threads for torch (the CLI sets them); 0 = torch's default
-    seed: int = 1337  # model init, batches (seed + rank) and dropout; fixed eval batches use seed too
-    # output
-    out_dir: str | None = None  # checkpoint folder; None = keep nothing on disk
-    checkpoint_interval: int = 500  # steps between checkpoints (plus one at max_steps); 0 = only at the end
-    keep_optimizer_state: bool = True  # False: the final checkpoint holds weights only (a few MB, to commit)
-    final_weights_dtype: str | None = None  # "float16" / "bfloat16": the final checkpoint's weights, half size
-    log_interval: int = 50  # steps between the CLI's log lines
-
-    def __post_init__(self) -> None:
-        problems = self.check_field_types()  # numeric strings -> floats; ints, bools, strings strict (gptviz._config)
-        if problems:
-            raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
-        for name in ("batch_size", "grad_accum_steps", "max_steps", "eval_batches", "bpe_vocab_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in (
-            "warmup_steps",
-            "eval_interval",
-            "snapshot_interval",
-            "checkpoint_interval",
-            "log_interval",
-            "num_threads",
-        ):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                problems.append(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
-        if self.block_size is not None and (not isinstance(self.block_size, int) or self.block_size < 1):
-            problems.append(f"block_size must be a positive integer or None, got {self.block_size!r}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            problems.append(f"max_minutes must be > 0 or None, got {self.max_minutes!r}")
-        if not 0 <= self.min_lr <= self.lr:
-            problems.append(f"need 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
-        if self.tokenizer not in TOKENIZERS:
-            problems.append(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
-        if self.dtype not in DTYPES:
-            problems.append(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.final_weights_dtype not in (None, "float32", "float16", "bfloat16"):
-            problems.append(
-                f"final_weights_dtype must be None, 'float32', 'float16' or 'bfloat16', "
-                f"got {self.final_weights_dtype!r}"
-            )
-        if self.grad_clip < 0 or self.weight_decay < 0:
-            problems.append(
-                f"grad_clip and weight_decay must be >= 0, got grad_clip={self.grad_clip}, "
-                f"weight_decay={self.weight_decay}"
-            )
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                problems.append(f"{name} must be in [0, 1), got {getattr(self, name)!r} (AdamW: 0.9 and 0.99)")
-        if not self.device.strip():
-            problems.append("device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got an empty string")
-        if problems:
-            raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
-
-
-@dataclass
-class StepStats:
-    step: int  # optimizer steps done, this one included
-    loss: float  # mean training loss of this step's micro-batches (averaged over ranks)
-    lr: float
-    grad_norm: float  # global gradient norm before clipping
-    tokens_per_s: float  # this step's tokens (all ranks) / its wall time
-    elapsed: float  # seconds of training so far, resumed runs included
-    train_eval_loss: float | None = None  # estimates on fixed batches, at eval steps only
-    val_loss: float | None = None
-
-
-@dataclass
-class Snapshot:
-    step: int
-    record: ForwardRecord  # the probe text: attention (L, nh, T, T), top-k next tokens
-    metrics: dict[str, torch.Tensor]  # (L, nh) each: previous_token, first_token, entropy on the probe text;
-    # induction on a repeated random-token sequence (the standard induction-head probe)
+from .errors import CheckpointError as CheckpointError  # re-exported: `from gptviz.train import ...` keeps working
+from .errors import ConfigError, InputError, TrainingDiverged
+from .model import GPT, default_device
+from .train_checks import TrainerChecks
+from .train_config import DTYPES as DTYPES
+from .train_config import TOKENIZERS as TOKENIZERS
+from .train_config import Snapshot, StepStats, TrainConfig
+from .train_resume import TrainerCheckpoints
+from .train_resume import check_optimizer_state as check_optimizer_state
 
 
 def lr_at(step: int, config: TrainConfig, time_fraction: float = 0.0) -> float:
@@ -206,42 +104,16 @@ def _init_distributed(device: str) -> _Dist:
     return _Dist(rank, world, local, owns)
 
 
-def _check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """CheckpointError unless `state` (an optimizer state_dict) has the same parameters, of the same shapes.
-
-    torch's own load_state_dict checks only the number of parameters per group: a model of another width loads
-    without complaint and fails at the next step with a size mismatch deep in AdamW.
-    """
-    groups = state.get("param_groups") if isinstance(state, dict) else None
-    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
-        raise CheckpointError(
-            f"the checkpoint's optimizer state has {len(groups) if isinstance(groups, list) else 'no'} parameter "
-            f"groups, this model's optimizer {len(optimizer.param_groups)}; the checkpoint belongs to another model"
-        )
-    ours = [p for g in optimizer.param_groups for p in g["params"]]
-    theirs = [i for g in groups for i in g.get("params", [])]
-    if len(ours) != len(theirs):
-        raise CheckpointError(
-            f"the checkpoint's optimizer state covers {len(theirs)} parameters, this model has {len(ours)}; the "
-            "checkpoint was trained with another model (resume it with the model it was saved with)"
-        )
-    per_param = state.get("state", {})
-    for p, pid in zip(ours, theirs):
-        for key, value in (per_param.get(pid) or {}).items():
-            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
-                raise CheckpointError(
-                    f"the checkpoint's optimizer state holds {key} of shape {tuple(value.shape)} for a parameter of "
-                    f"shape {tuple(p.shape)} here; the checkpoint was trained with a model of another size "
-                    "(resume it with the model it was saved with, or start a new run from its weights)"
-                )
-
-
-class Trainer:
+class Trainer(TrainerChecks, TrainerCheckpoints):
     """Holds the model, optimizer, step counter and batch RNG, so `train_steps` chunks continue seamlessly.
 
     Callbacks, each called as fn(trainer, item) on rank 0: `on_step` (StepStats), `on_eval` (the StepStats
     that was evaluated), `on_snapshot` (Snapshot). `meta` is stored in checkpoints' state (command, corpus...).
     The Trainer seeds torch's global RNG (dropout) with `config.seed + rank`.
+
+    Defined here: setup, the loop and the step. Inherited: `evaluate`, snapshots and the NaN/inf checks
+    (`TrainerChecks`, gptviz.train_checks); `training_state`, `save_checkpoint`, `load_state` (`TrainerCheckpoints`,
+    gptviz.train_resume).
     """
 
     def __init__(
@@ -492,198 +364,6 @@ class Trainer:
             tokens_per_s=tokens / max(dt, 1e-9),
             elapsed=self.elapsed + dt,
         )
-
-    def _diverged_message(self, loss: float, norm: float, lr: float) -> str:
-        last = next((s for s in reversed(self.history)), None)
-        before = f" (it was {last.loss:.4f} at step {last.step})" if last else ""
-        return (
-            f"training diverged at step {self.step + 1}: the loss is {loss} and the gradient norm {norm}"
-            f"{before}. {self._where_to_resume()} {self._what_to_try(lr)}"
-        )
-
-    def _where_to_resume(self) -> str:
-        # Every checkpoint this Trainer wrote was checked finite before it was written (checkpoint.save refuses
-        # NaN/inf weights), so the last one is a good one to resume from.
-        if self.last_checkpoint:
-            return (
-                f"The last good checkpoint is {self.last_checkpoint} (its weights were checked finite when saved); "
-                f"resume from it with `gptviz train --resume {self.last_checkpoint}` and a lower --lr."
-            )
-        return "No checkpoint was saved yet."
-
-    def _what_to_try(self, lr: float) -> str:
-        c = self.config
-        return (
-            f"What to try: a lower lr (now {lr:.2e} at this step, peak {c.lr:.2e}), grad_clip=1.0 (now "
-            f"{c.grad_clip}), more warmup_steps (now {c.warmup_steps}), or dtype='float32'."
-        )
-
-    def _check_weights_finite(self, when: str) -> None:
-        """TrainingDiverged when a parameter holds NaN or inf (one device sync for all parameters)."""
-        params = [p for p in self.raw_model.parameters() if p.is_floating_point()]
-        if not params:
-            return
-        finite = torch.stack([torch.isfinite(p).all() for p in params]).all()
-        if bool(finite):
-            return
-        names = [n for n, p in self.raw_model.named_parameters() if p.is_floating_point() and not p.isfinite().all()]
-        lr = self.history[-1].lr if self.history else self.config.lr
-        raise TrainingDiverged(
-            f"training diverged {when}: the weights hold NaN or inf ({', '.join(names[:4])}"
-            f"{' ...' if len(names) > 4 else ''}) although the step's loss was finite: an update was too large. "
-            f"Nothing was saved from them. {self._where_to_resume()} {self._what_to_try(lr)}"
-        )
-
-    # ---- evaluation and telemetry -------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Mean loss on `eval_batches` fixed batches of the train and val data: {"train": ..., "val": ...}."""
-        model = self.fast_model  # not the DDP wrapper: evaluation needs no gradient sync
-        out = {}
-        with evaluating(model):
-            for i, (split, data) in enumerate((("train", self.train_data), ("val", self.val_data))):
-                g = torch.Generator().manual_seed(self.config.seed + 7919 * (i + 1))  # same batches every time
-                total = 0.0
-                for _ in range(self.config.eval_batches):
-                    x, y = data.get_batch(self.config.batch_size, self.block_size, g, self.device)
-                    with self._autocast():
-                        logits = model(x)  # (B, T, V)
-                    total += F.cross_entropy(logits.view(-1, logits.size(-1)).float(), y.view(-1)).item()
-                out[split] = total / self.config.eval_batches
-        return out
-
-    def _evaluate_into(self, stats: StepStats) -> None:
-        losses = self.evaluate()
-        if not all(math.isfinite(v) for v in losses.values()):
-            raise TrainingDiverged(
-                f"training diverged by step {self.step}: the evaluation loss is {losses['train']} (train) / "
-                f"{losses['val']} (val). {self._where_to_resume()} {self._what_to_try(stats.lr)}"
-            )
-        stats.train_eval_loss, stats.val_loss = losses["train"], losses["val"]
-        if self.best_val_loss is None or losses["val"] < self.best_val_loss:
-            self.best_val_loss = losses["val"]
-        self.evals.append({"step": self.step, "train_loss": losses["train"], "val_loss": losses["val"]})
-
-    def _snapshot(self) -> Snapshot:
-        """Attention on the probe text + head metrics, recorded in float32 with the plain model."""
-        model = self.raw_model
-        record = record_forward(model, self.tokenizer, self._probe_ids, k=5)
-        record.text = self.tokenizer.decode(self._probe_ids)
-        metrics = head_metrics(record.attention, record.ids)
-        n = max(2, min(32, (model.config.block_size - 1) // 2))
-        rr = repeated_random_tokens(model.config.vocab_size, n, seed=self.config.seed)  # (2n,)
-        with evaluating(model), torch.no_grad(), capture(model, "blocks.*.attn.hook_pattern", to_cpu=True) as cap:
-            model(rr[None].to(self.device))
-        pattern = cap.stack("blocks.*.attn.hook_pattern")[:, 0]  # (L, nh, 2n, 2n)
-        metrics["induction"] = head_metrics(pattern.float(), rr)["induction"]  # (L, nh)
-        snap = Snapshot(step=self.step, record=record, metrics=metrics)
-        self.snapshots.append(snap)
-        if self.on_snapshot is not None:
-            self.on_snapshot(self, snap)
-        return snap
-
-    # ---- checkpoints --------------------------------------------------------------------------------
-    def training_state(self, include_optimizer: bool = True) -> checkpoint.TrainingState:
-        """Everything `load_state` needs. Under DDP this is collective (RNG states are gathered from all ranks)."""
-        rng = {"batch": self.batch_generator.get_state(), "torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        gathered = {f"{k}.{r}": t for k, v in rng.items() for r, t in enumerate(self._gather(v))}
-        last = self.evals[-1] if self.evals else {}
-        state = {
-            **self.meta,
-            "step": self.step,
-            "tokens_seen": self.tokens_seen,
-            "wall_time": round(self.elapsed, 2),
-            "val_loss": last.get("val_loss"),
-            "train_loss": last.get("train_loss"),
-            "best_val_loss": self.best_val_loss,
-            "seed": self.config.seed,
-            "world_size": self.dist.world_size,
-            "device": str(self.device),
-            "amp_dtype": str(self.amp_dtype or torch.float32).replace("torch.", ""),
-            "torch_version": torch.__version__,
-            "evals": self.evals,
-        }
-        return checkpoint.TrainingState(
-            train_config=self.config.to_dict(),
-            state=state,
-            rng=gathered,
-            optimizer=self.optimizer.state_dict() if include_optimizer else None,
-            scaler=self.scaler.state_dict() if self.scaler is not None else None,
-        )
-
-    def _gather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        if self.dist.world_size == 1:
-            return [t]
-        import torch.distributed as dist
-
-        on = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
-        parts = [torch.empty_like(t, device=on) for _ in range(self.dist.world_size)]
-        dist.all_gather(parts, t.to(on))
-        return [p.cpu() for p in parts]
-
-    def save_checkpoint(
-        self,
-        path: str | os.PathLike | None = None,
-        include_optimizer: bool = True,
-        weights_dtype: torch.dtype | None = None,
-    ) -> Path:
-        """Write a checkpoint (default: config.out_dir). Under DDP call it on every rank; rank 0 writes."""
-        target = Path(path or self.config.out_dir or "")
-        if not str(target) or str(target) == ".":
-            raise ConfigError("no checkpoint folder: pass a path or set TrainConfig.out_dir")
-        self._check_weights_finite(f"at step {self.step}, before saving {target}")  # checkpoint.save checks too
-        training = self.training_state(include_optimizer)
-        if self.is_main:
-            checkpoint.save(
-                target,
-                self.raw_model,
-                self.tokenizer,
-                training,
-                include_optimizer=include_optimizer,
-                weights_dtype=weights_dtype,
-            )
-            self.last_checkpoint = target
-        return target
-
-    def load_state(self, training: checkpoint.TrainingState) -> None:
-        """Continue from a checkpoint's TrainingState: optimizer, step, RNG states, eval history."""
-        if training.optimizer is None:
-            raise CheckpointError(
-                "this checkpoint holds weights only (saved without optimizer state), so training "
-                "cannot resume exactly; start a new run from its weights (fine-tuning) instead"
-            )
-        _check_optimizer_state(self.optimizer, training.optimizer)
-        try:
-            self.optimizer.load_state_dict(training.optimizer)
-        except (ValueError, KeyError, TypeError, RuntimeError) as e:
-            raise CheckpointError(
-                f"the checkpoint's optimizer state does not fit this model ({e}); resume with the model the "
-                "checkpoint was trained with (gptviz train --resume DIR builds it for you), or start a new run "
-                "from its weights"
-            ) from e
-        if self.scaler is not None and training.scaler:
-            self.scaler.load_state_dict(training.scaler)
-        s = training.state
-        self.step, self.tokens_seen = int(s.get("step", 0)), int(s.get("tokens_seen", 0))
-        self.elapsed, self.best_val_loss = float(s.get("wall_time", 0.0)), s.get("best_val_loss")
-        budget = 60.0 * self.config.max_minutes if self.config.max_minutes else math.inf
-        self.time_fraction = self.elapsed / budget
-        self.evals = list(s.get("evals", []))
-        r = self.dist.rank
-        if f"batch.{r}" in training.rng and s.get("world_size", 1) == self.dist.world_size:
-            self.batch_generator.set_state(training.rng[f"batch.{r}"])
-            torch.set_rng_state(training.rng[f"torch.{r}"])
-            if self.device.type == "cuda" and f"cuda.{r}" in training.rng:
-                torch.cuda.set_rng_state(training.rng[f"cuda.{r}"], self.device)
-        else:
-            warnings.warn(
-                f"the checkpoint was saved with {s.get('world_size', 1)} processes, this run has "
-                f"{self.dist.world_size}; batches are reseeded, so the run is not an exact continuation",
-                stacklevel=2,
-            )
-            self.batch_generator.manual_seed(self.config.seed + 1_000_003 * self.step + r)
 
     def close(self) -> None:
         """Leave the process group if this Trainer joined it (torchrun runs)."""

@@ -1,13 +1,16 @@
 """Checkpoints: exact round trips, atomic replacement, and errors a student can act on."""
 
 import json
+import os
+import signal
+import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import gptviz
-from gptviz import GPT, GPTConfig
+from gptviz import GPT, GPTConfig, files
 from gptviz.checkpoint import (
     CheckpointError,
     TrainingState,
@@ -255,3 +258,48 @@ def test_gptviz_load_points_at_an_interrupted_save_too(tmp_path, monkeypatch):
         gptviz.load("ckpt")
     with pytest.raises(FileNotFoundError, match="Did you mean 'smollm2-135m'"):
         gptviz.load("smollm2-135")
+
+
+def _save_killed_midway(path, model, tok) -> None:
+    """Run save(path) in a forked child that SIGKILLs itself while the temporary folder is half-written."""
+
+    def die(folder):
+        (folder / "partial.bin").write_bytes(b"\0" * 64)
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9: no finally, no cleanup runs
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            save(path, model, tok, extra_files=die)
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked child")
+def test_a_killed_saves_temporary_folder_is_removed_by_the_next_save_or_load(tmp_path, model, tok):
+    path = save(tmp_path / "ckpt", model, tok)
+    _save_killed_midway(path, model, tok)
+    left = sorted(tmp_path.glob(".ckpt.tmp-*"))
+    assert len(left) == 1 and (left[0] / "partial.bin").is_file()  # what a kill -9 leaves behind
+    assert load(path)[0].config == model.config  # the old checkpoint is whole ...
+    assert not list(tmp_path.glob(".ckpt.tmp-*"))  # ... and loading it removed the dead writer's folder
+
+    _save_killed_midway(path, model, tok)
+    old = time.time() - files.STALE_AFTER_S - 60
+    live = tmp_path / f".ckpt.tmp-{files._host_tag()}-{os.getpid()}-abcd1234"  # this process, still writing
+    elsewhere = tmp_path / ".ckpt.tmp-0123abcd-1-abcd1234"  # pid 1 of another machine sharing the folder: fresh
+    abandoned = tmp_path / ".ckpt.tmp-0123abcd-2-abcd1234"  # ... and one nobody touched for a day
+    legacy = tmp_path / ".ckpt.tmp-k3j_9x2q"  # an older gptviz's name, no pid in it: a day old
+    not_ours = [tmp_path / ".ckpt.tmp-notes", tmp_path / ".ckpt.old-1234abcd", tmp_path / ".other.tmp-k3j_9x2q"]
+    for folder in (live, elsewhere, abandoned, legacy, *not_ours):
+        folder.mkdir()
+        (folder / "f").write_text("x")
+    for folder in (abandoned, legacy, not_ours[-1]):
+        os.utime(folder / "f", (old, old))
+        os.utime(folder, (old, old))
+    save(path, model, tok)
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name != "ckpt")
+    assert kept == sorted(p.name for p in (live, elsewhere, *not_ours)), kept
+    assert load(path)[0].config == model.config
