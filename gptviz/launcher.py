@@ -3,6 +3,7 @@
     gptviz lab                              # opens the browser on notebooks/00_tour.ipynb
     gptviz lab --port 8890 --no-browser     # prints the URL (with its token) instead
     gptviz lab --notebook 01_attention.ipynb
+    gptviz lab --app 04_generation_and_sampling   # the lesson as an app: outputs and widgets, no code
 
 What the launched server looks like:
 
@@ -13,7 +14,18 @@ What the launched server looks like:
 * nothing reaches the internet: news and update checks off, the extension manager read-only;
 * settings defaults from `lab/jupyter/overrides.json` (`--LabApp.app_settings_dir`): every cell stays in the
   DOM (`windowingMode: none`, so widgets below the fold render), light theme; a user's own settings still win;
+* the kernel talks to the server over IPC (Unix sockets in Jupyter's runtime dir, readable by this user only),
+  not TCP on localhost: no kernel port for another local user to connect to, and no "Kernel is running over
+  TCP without encryption" warning (`kernel_transport`). Two cases keep TCP on 127.0.0.1: Windows (no IPC
+  transport there) and a runtime dir whose path is so long that a socket path in it would pass the OS limit
+  (~104 bytes), where the kernel could not start at all;
 * `--allow-root` when running as root (containers, CI).
+
+App mode (`app_command`) serves the same lessons with Voila instead of JupyterLab: each notebook runs top to
+bottom in a fresh kernel and the page shows its outputs and live widgets without the code (for a projector).
+Same rules: 127.0.0.1, the token from JUPYTER_TOKEN (Voila's `auto_token` reads it), kernels over IPC, nothing
+fetched from the internet (MathJax is not used by the lessons; plotly and the widget managers are served
+locally).
 
 This module finds the lessons and builds the Jupyter command, its environment and URL; `lab_command(...)`
 is a pure function so tests can check the flags. The lessons live in notebooks/ and the server's behaviour
@@ -114,15 +126,15 @@ def lab_command(
     open_browser: bool = True,
     overrides_dir: str | os.PathLike | None = None,
     allow_root: bool | None = None,
+    transport: str = "tcp",
     python: str | None = None,
 ) -> list[str]:
     """The argv that starts JupyterLab for the lab. The token is not in it: pass `lab_env(token)` as env.
 
     `port` is used as is (port_retries=0), so the URL printed before the start is the one that serves.
-    `allow_root=None` means: add --allow-root when the effective user is root.
+    `allow_root=None` means: add --allow-root when the effective user is root. `transport`: how kernels talk
+    to the server, "tcp" (Jupyter's default, on 127.0.0.1) or "ipc" (see `kernel_transport`).
     """
-    if allow_root is None:
-        allow_root = hasattr(os, "geteuid") and os.geteuid() == 0
     cmd = [
         python or sys.executable,
         "-m",
@@ -140,9 +152,92 @@ def lab_command(
     ]
     if overrides_dir is not None:
         cmd.append(f"--LabApp.app_settings_dir={Path(overrides_dir).resolve()}")
+    cmd += _transport_flags(transport)
+    if allow_root is None:
+        allow_root = hasattr(os, "geteuid") and os.geteuid() == 0
     if allow_root:
         cmd.append("--allow-root")
     return cmd
+
+
+IPC_PATH_MAX = 100  # bytes: AF_UNIX socket paths hold 104 (macOS) to 108 (Linux), with the terminating NUL
+
+
+def kernel_transport(connection_dir: str | os.PathLike | None = None) -> str:
+    """The kernel transport: "ipc" where kernels can use Unix sockets in `connection_dir` (default: Jupyter's
+    runtime dir, as the server will see it from this environment), else "tcp". Each kernel's sockets are
+    named `<dir>/kernel-<uuid>-ipc-<n>`; a path past the OS limit would stop every kernel from starting."""
+    if os.name != "posix":
+        return "tcp"
+    if connection_dir is None:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        connection_dir = jupyter_runtime_dir()
+    longest = os.path.join(os.fspath(connection_dir), f"kernel-{'0' * 36}-ipc-99999")
+    return "ipc" if len(os.fsencode(longest)) <= IPC_PATH_MAX else "tcp"
+
+
+def _transport_flags(transport: str) -> list[str]:
+    if transport not in ("tcp", "ipc"):
+        raise ValueError(f"kernel transport must be 'tcp' or 'ipc', got {transport!r}")
+    return ["--KernelManager.transport=ipc"] if transport == "ipc" else []
+
+
+def app_command(
+    notebooks_dir: str | os.PathLike,
+    port: int,
+    *,
+    notebook: str | None = None,
+    template_dir: str | os.PathLike | None = None,
+    transport: str = "tcp",
+    python: str | None = None,
+) -> list[str]:
+    """The argv that serves the lessons as apps with Voila: `notebook` alone (opened at the server's root), or
+    with `notebook=None` the whole folder (a list of lessons, each at /voila/render/NAME). The token is not in
+    argv: pass `app_env(token, template_dir)` as env; Voila's auto_token takes the token from JUPYTER_TOKEN.
+    `template_dir`: lab/jupyter, whose voila/templates/gptviz is Voila's lab template without CDN links.
+    `transport`: as in `lab_command`; Voila keeps its kernels' connection files under the temp dir
+    (`kernel_transport(tempfile.gettempdir())` says whether IPC fits there)."""
+    root = Path(notebooks_dir).resolve()
+    target = root / notebook if notebook else root
+    template = ["--VoilaConfiguration.template=gptviz"] if template_dir is not None else []
+    return [
+        python or sys.executable,
+        "-m",
+        "voila",
+        str(target),
+        f"--Voila.ip={HOST}",
+        f"--Voila.port={int(port)}",
+        "--Voila.port_retries=0",
+        f"--Voila.root_dir={root}",
+        "--Voila.auto_token=True",  # with JUPYTER_TOKEN set, the token is ours; never an open server
+        # Voila would open its root URL without the token (a login page); `gptviz lab --app` opens the browser
+        "--Voila.open_browser=False",
+        "--VoilaConfiguration.strip_sources=True",  # outputs and widgets only
+        "--VoilaConfiguration.show_tracebacks=True",  # a teacher sees what failed, not just "error"
+        *template,
+        *_transport_flags(transport),
+    ]
+
+
+def app_template_dir(notebooks_dir: Path) -> Path | None:
+    """lab/jupyter beside notebooks/ when it holds the offline Voila template, else None."""
+    path = notebooks_dir.resolve().parent / "lab" / "jupyter"
+    return path if (path / "voila" / "templates" / "gptviz" / "index.html.j2").is_file() else None
+
+
+def app_env(token: str, template_dir: str | os.PathLike | None = None, base: dict[str, str] | None = None) -> dict:
+    """`lab_env`, plus `template_dir` first on JUPYTER_PATH so Voila finds the gptviz template there."""
+    env = lab_env(token, base)
+    if template_dir is not None:
+        first = str(Path(template_dir).resolve())
+        env["JUPYTER_PATH"] = os.pathsep.join(p for p in (first, env.get("JUPYTER_PATH")) if p)
+    return env
+
+
+def app_url(port: int, token: str) -> str:
+    """Where app mode serves: the one lesson at the root, or the list of lessons."""
+    return f"http://{HOST}:{port}/?token={token}"
 
 
 def lab_env(token: str, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -377,3 +377,62 @@ def test_finetune_panel_runs_chunks_and_classifies_typed_text(tok):
     p.text.value = "the cat sat"
     assert p.view.value == "text" and "most changed heads" in p.prediction.value
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in pristine.items())  # the base never trains
+
+
+# ---- lesson 05's pieces: one play split in two, per-token losses, one accuracy truth ---------------------------
+def test_play_corpus_holds_out_the_end_of_one_play_between_speeches():
+    corpus = ft.play_corpus("much-ado-about-nothing", 0.2)
+    whole = len(corpus.train_text) + len(corpus.val_text)
+    assert 0.18 < len(corpus.val_text) / whole < 0.22
+    assert corpus.train_text.endswith("\n\n") and not corpus.val_text.startswith("\n")  # cut after a speech
+    assert corpus.train_docs == corpus.val_docs == ["much-ado-about-nothing"]
+    config = ft.FinetuneConfig(task="lm", mode="last_n", data="shakespeare-play:much-ado-about-nothing")
+    assert ft.corpus_for(config).val_text == corpus.val_text
+    with pytest.raises(ValueError, match="did you mean much-ado-about-nothing"):
+        ft.play_corpus("much-ado")
+    with pytest.raises(ValueError, match="val_fraction"):
+        ft.FinetuneConfig(task="lm", mode="full", val_fraction=1.5)
+    preset, _ = ft.load_finetune_preset("finetune-lm-new-play")
+    assert preset.data == "shakespeare-play:much-ado-about-nothing"
+
+
+def test_token_losses_match_the_model_loss_and_cover_every_target(tok):
+    gpt = tiny_gpt(tok, block_size=16).eval()
+    text = LM_TEXT[:50]
+    losses = ft.token_losses(gpt, tok, text)
+    assert losses.shape == (49,)  # one loss per character after the first, across four windows of 16
+    ids = torch.tensor([tok.encode(text[:16])])
+    with torch.no_grad():
+        logits = gpt(ids)[0]
+    expected = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="none")
+    torch.testing.assert_close(losses[:15], expected)
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        ft.token_losses(gpt, tok, "a")
+
+
+def test_finetune_panel_title_and_status_give_the_same_accuracy(tok):
+    from gptviz.widgets.finetune import FinetunePanel
+
+    p = FinetunePanel(
+        tiny_gpt(tok),
+        tok,
+        TRAIN,
+        TEST,
+        config=ft.FinetuneConfig(mode="full"),
+        train_config=train_config(),
+        chunk=4,
+        live_examples=10,
+    )
+    seen = []
+    p.job.trainer.on_step = lambda t, s: seen.append((p.stop_button.disabled, p.status.value))
+    p.run(4)
+    assert all(off for off, _ in seen), "Stop cannot reach a kernel busy with this cell: it must be off"
+    assert "training in this cell" in seen[0][1] and "ready" not in seen[0][1]
+    assert not p.start_button.disabled and p.stop_button.disabled  # idle again
+    live = p.accuracy_text()
+    assert "on 10 of 40 test examples" in live and live in p.figure.layout.title.text and live in p.status.value
+    ev = p.evaluate_all()
+    every = p.accuracy_text()
+    assert every == f"step 4: accuracy {ev.accuracy:.3f} on all 40 test examples"
+    assert every in p.figure.layout.title.text and every in p.status.value
+    assert p.figure.data[3].name == "all test examples" and list(p.figure.data[3].y) == [ev.accuracy]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +49,11 @@ def test_command_binds_localhost_is_offline_and_opens_the_tour(tmp_path):
     assert _flag(cmd, "LabApp.extension_manager") == "readonly"
     assert _flag(cmd, "LabApp.app_settings_dir") == str(tmp_path.resolve())
     assert "--allow-root" not in cmd
+    assert _flag(cmd, "KernelManager.transport") is None  # Jupyter's default (TCP on 127.0.0.1) unless asked
+    ipc = launcher.lab_command(tmp_path, 8899, transport="ipc")
+    assert _flag(ipc, "KernelManager.transport") == "ipc"
+    with pytest.raises(ValueError, match="'tcp' or 'ipc'"):
+        launcher.lab_command(tmp_path, 8899, transport="udp")
     assert _flag(cmd, "ServerApp.open_browser") == "True"
     no_browser = launcher.lab_command(tmp_path, 8899, open_browser=False)
     assert _flag(no_browser, "ServerApp.open_browser") == "False"
@@ -65,6 +72,17 @@ def test_token_is_required_and_travels_in_the_environment_not_argv(tmp_path):
         launcher.lab_url(8899, "abc", "01_attention.ipynb")
         == "http://127.0.0.1:8899/lab/tree/01_attention.ipynb?token=abc"
     )
+
+
+def test_kernels_use_ipc_where_a_socket_path_fits(tmp_path):
+    """IPC (no TCP port, no "Kernel is running over TCP without encryption") unless the runtime dir is so long
+    that `<dir>/kernel-<uuid>-ipc-<n>` would pass the OS limit on socket paths, where no kernel could start."""
+    if os.name != "posix":
+        assert launcher.kernel_transport("/tmp") == "tcp"
+        return
+    assert launcher.kernel_transport("/tmp/gv") == "ipc"
+    assert launcher.kernel_transport("/tmp/" + "x" * 80) == "tcp"
+    assert launcher.kernel_transport() in ("ipc", "tcp")  # Jupyter's runtime dir of this environment
 
 
 def test_allow_root_follows_the_effective_user(tmp_path, monkeypatch):
@@ -137,6 +155,65 @@ def _get(url: str) -> tuple[int, dict, bytes]:
         return e.code, dict(e.headers), e.read()
 
 
+def _request(url: str, method: str = "GET", data: bytes | None = None, headers: dict | None = None):
+    """(status, headers, body) of one request, redirects not followed."""
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    try:
+        with urllib.request.build_opener(NoRedirect).open(req, timeout=60) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def _login_cookie(port: int, token: str) -> str:
+    """The session cookie the server sets when a browser opens the URL with the token."""
+    _, headers, _ = _request(f"http://127.0.0.1:{port}/lab?token={token}")
+    cookies = [v.split(";")[0] for k, v in headers.items() if k.lower() == "set-cookie"]
+    jar = urllib.request.HTTPCookieProcessor()
+    opener = urllib.request.build_opener(jar)
+    with opener.open(f"http://127.0.0.1:{port}/lab?token={token}", timeout=60):
+        pass
+    cookies = [f"{c.name}={c.value}" for c in jar.cookiejar] or cookies
+    assert any(c.startswith("username-") for c in cookies), cookies
+    return "; ".join(cookies)
+
+
+def _process_tree(pid: int, wait_for_kernel: bool = False) -> tuple[set[int], set[int]]:
+    """(every pid under `pid`, the kernels' pids); waits up to 60 s for a kernel when asked."""
+    psutil = pytest.importorskip("psutil")
+    deadline = time.monotonic() + 60
+    while True:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+        kernels = {p.pid for p in procs if "ipykernel" in " ".join(p.cmdline())}
+        if kernels or not wait_for_kernel or time.monotonic() > deadline:
+            return {p.pid for p in procs}, kernels
+        time.sleep(0.2)  # the kernel process is being spawned
+
+
+def _connection_info(pid: int) -> dict:
+    """A kernel's connection file (`-f FILE` on its command line), read once it is written."""
+    psutil = pytest.importorskip("psutil")
+    argv = psutil.Process(pid).cmdline()
+    path = Path(argv[argv.index("-f") + 1])
+    return json.loads(path.read_text())
+
+
+def _listening(pids: set[int]) -> list[tuple[int, str]]:
+    """(pid, address) of every listening TCP socket these processes own."""
+    psutil = pytest.importorskip("psutil")
+    return [
+        (c.pid, c.laddr.ip)
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+
+
 def isolated_jupyter_env(tmp_path: Path) -> dict[str, str]:
     """Jupyter's config/data/runtime/settings/workspaces dirs in tmp_path, so a test never sees a user's."""
     env = dict(os.environ)
@@ -158,11 +235,15 @@ def isolated_jupyter_env(tmp_path: Path) -> dict[str, str]:
 def test_gptviz_lab_really_starts_behind_its_token(tmp_path):
     port = launcher.free_port(None)
     out, err = open(tmp_path / "stdout.txt", "wb"), open(tmp_path / "stderr.txt", "wb")
+    env = isolated_jupyter_env(tmp_path)
+    # a short runtime dir, as a user's ~/.local/share/jupyter/runtime is: pytest's tmp_path is too long for IPC
+    runtime = tempfile.mkdtemp(prefix="gv-", dir="/tmp" if os.name == "posix" else None)
+    env["JUPYTER_RUNTIME_DIR"] = runtime
     t0 = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gptviz", "lab", "--no-browser", "--port", str(port)],
         cwd=tmp_path,
-        env=isolated_jupyter_env(tmp_path),
+        env=env,
         stdout=out,
         stderr=err,
         start_new_session=True,
@@ -209,7 +290,30 @@ def test_gptviz_lab_really_starts_behind_its_token(tmp_path):
         )
         assert code == 200
         assert json.loads(body)["schema"]["properties"]["windowingMode"]["default"] == "none"
-        print(f"gptviz lab: start -> /api/status 200 in {started:.1f} s")
+
+        # a kernel, started as the browser starts one: its channels are Unix sockets (IPC), and nothing of the
+        # server or the kernel listens beyond 127.0.0.1
+        code, _, body = _request(f"http://127.0.0.1:{port}/api/kernels?token={token}", "POST", b"{}")
+        assert code == 201, body
+        kernel_id = json.loads(body)["id"]
+        pids, kernels = _process_tree(proc.pid, wait_for_kernel=True)
+        assert kernels, "no kernel process started"
+        for pid in kernels:
+            info = _connection_info(pid)
+            if os.name == "posix":
+                assert info["transport"] == "ipc", info
+        listening = _listening(pids)
+        assert listening and all(ip == "127.0.0.1" for _, ip in listening), listening
+
+        # another origin is refused, even with the session cookie a browser would hold after logging in
+        cookie = _login_cookie(port, token)
+        api = f"http://127.0.0.1:{port}/api/kernels/{kernel_id}"
+        same = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"}
+        assert _request(api, headers=same)[0] == 200  # the lab's own page
+        assert _request(api, headers={"Cookie": cookie, "Origin": "http://evil.example"})[0] in (403, 404)
+        assert _request(api, headers={"Origin": f"http://127.0.0.1:{port}"})[0] == 403  # no cookie, no token
+        assert "Kernel is running over TCP" not in logs() or os.name != "posix"
+        print(f"gptviz lab: start -> /api/status 200 in {started:.1f} s; listening {listening}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -220,6 +324,7 @@ def test_gptviz_lab_really_starts_behind_its_token(tmp_path):
                 proc.wait(10)
         out.close()
         err.close()
+        shutil.rmtree(runtime, ignore_errors=True)
     assert proc.returncode is not None
     with socket.socket() as s:  # nothing listens there any more (TIME_WAIT connections may remain)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -36,7 +36,7 @@ from .classifier import (
     load_classifier,
     save_classifier,
 )
-from .diff import CheckpointDiff, checkpoint_diff
+from .diff import CheckpointDiff, checkpoint_diff, token_losses
 from .jobs import (
     MODES,
     TASKS,
@@ -44,11 +44,13 @@ from .jobs import (
     FinetuneConfig,
     LMJob,
     build_job,
+    corpus_for,
     count_parameters,
     genre_corpus,
     labelled_split,
     load_base,
     load_finetune_preset,
+    play_corpus,
     prepare_gpt,
 )
 
@@ -68,16 +70,19 @@ __all__ = [
     "save_classifier",
     "CheckpointDiff",
     "checkpoint_diff",
+    "token_losses",
     "MODES",
     "TASKS",
     "ClassifierJob",
     "FinetuneConfig",
     "LMJob",
     "build_job",
+    "corpus_for",
     "count_parameters",
     "genre_corpus",
     "labelled_split",
     "load_base",
     "load_finetune_preset",
+    "play_corpus",
     "prepare_gpt",
 ]

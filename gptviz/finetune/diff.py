@@ -3,6 +3,7 @@
     diff = checkpoint_diff(gpt_before, gpt_after, tokenizer, "ROMEO: But soft")
     diff.top_heads(3)                         # [(layer, head, change), ...]: whose attention moved most
     plots.checkpoint_diff(diff.before, diff.after)
+    token_losses(gpt_after, tokenizer, text)  # (T,): each token's loss, to see *where* a model improved
 
 Both models are recorded with `gptviz.records.record_forward` (eval mode, float32 attention). Drawing is
 `gptviz.plots`'s job; `LMJob.diff` in `finetune.jobs` calls this with the model it kept from before training.
@@ -54,3 +55,25 @@ def checkpoint_diff(
     with evaluating(before_gpt), evaluating(after_gpt):  # as the records were made: no dropout
         p, q = (F.softmax(g(idx.to(g.device))[0].float(), -1).cpu() for g in (before_gpt, after_gpt))  # (T, V)
     return CheckpointDiff(before, after, change, 0.5 * (p - q).abs().sum(-1))
+
+
+@torch.no_grad()
+def token_losses(model: nn.Module, tokenizer, text: str, max_tokens: int = 8192) -> torch.Tensor:
+    """The next-token loss (nats) of every token of `text` after the first: (T - 1,), at most `max_tokens`.
+
+    The text is read in windows of the model's block size, each window's first token as context only, so
+    every loss has at least one token of context. Compare two models' losses token by token (before and after
+    fine-tuning) to see which parts of a text they differ on."""
+    gpt = getattr(model, "gpt", model)
+    ids = torch.tensor(tokenizer.encode(text)[: max_tokens + 1])  # (T,)
+    if len(ids) < 2:
+        raise ValueError(f"token_losses needs a text of at least 2 tokens, got {len(ids)}")
+    block = gpt.config.block_size
+    device = next(gpt.parameters()).device
+    out = []
+    with evaluating(gpt):
+        for start in range(0, len(ids) - 1, block - 1):  # windows overlap by one token: each target once
+            window = ids[start : start + block].to(device)  # (t,)
+            logits = gpt(window[None])[0].float()  # (t, V)
+            out.append(F.cross_entropy(logits[:-1], window[1:], reduction="none").cpu())
+    return torch.cat(out)  # (T - 1,)

@@ -113,6 +113,7 @@ class FinetuneConfig(DictConfig):
     test_groups: list[str] | None = None  # classify: held-out groups by name instead of test_fraction
     split_seed: int = 0  # classify: which groups test_fraction picks
     val_plays: list[str] | None = None  # lm on shakespeare: held-out plays (default: the lab's held-out ones there)
+    val_fraction: float = 0.2  # lm on one play ("shakespeare-play:NAME"): the share at its end held out
 
     def __post_init__(self) -> None:
         problems = []
@@ -121,6 +122,8 @@ class FinetuneConfig(DictConfig):
                 problems.append(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.task == "lm" and self.mode == "head":
             problems.append("mode 'head' trains a classifier head; for task 'lm' use last_n, full or lora")
+        if not 0.0 < self.val_fraction < 1.0:
+            problems.append(f"val_fraction must be between 0 and 1 (e.g. 0.2), got {self.val_fraction!r}")
         if not 0.0 <= self.head_dropout < 1.0:
             problems.append(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
         for name in ("n_layers", "lora_rank", "max_windows", "passage_chars"):
@@ -193,6 +196,36 @@ def genre_corpus(genres: tuple[str, ...], val_plays: list[str] | None = None) ->
         [p.name for p in train],
         [p.name for p in val],
     )  # plays
+
+
+def play_corpus(name: str, val_fraction: float = 0.2) -> data.Corpus:
+    """One play as a Corpus: its first part to train on, the last `val_fraction` held out, cut between speeches.
+
+    Fine-tuning on the start of a play the base model never read, and measuring on its end, shows what
+    fine-tuning adds: the new play's names, turns of phrase and speakers (lesson 05)."""
+    plays = {p.name: p for p in data.shakespeare_plays()}
+    if name not in plays:
+        import difflib
+
+        close = [n for n in plays if name.lower() in n] or difflib.get_close_matches(name, list(plays), n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(close[:3])}?" if close else f"the plays are: {', '.join(sorted(plays))}"
+        raise ValueError(f"no play {name!r} in the Shakespeare corpus (names are file stems like 'hamlet'); {hint}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1 (e.g. 0.2), got {val_fraction!r}")
+    text = plays[name].text
+    cut = text.find("\n\n", int(len(text) * (1 - val_fraction)))  # the blank line after a speech
+    cut = len(text) - int(len(text) * val_fraction) if cut < 0 else cut + 2
+    return data.Corpus(f"shakespeare-play:{name}", text[:cut], text[cut:], [name], [name])
+
+
+def corpus_for(config: FinetuneConfig) -> data.Corpus:
+    """The LM corpus `config.data` names: "shakespeare:GENRE,..." (split by play), "shakespeare-play:NAME"
+    (one play, its end held out) or a text file / folder (`data.load_corpus`)."""
+    spec = config.data.strip()
+    if spec.lower().startswith("shakespeare-play:"):
+        return play_corpus(spec.split(":", 1)[1].strip(), config.val_fraction)
+    genres = _genres(spec)
+    return genre_corpus(genres, config.val_plays) if genres is not None else data.load_corpus(spec)
 
 
 def labelled_split(config: FinetuneConfig) -> tuple[list[data.Example], list[data.Example]]:
@@ -409,9 +442,7 @@ def build_job(config: FinetuneConfig, train_config: TrainConfig, meta: dict | No
     if config.task == "classify":
         train, test = labelled_split(config)
         return ClassifierJob(gpt, tokenizer, train, test, config, train_config, meta)
-    genres = _genres(config.data)
-    corpus = genre_corpus(genres, config.val_plays) if genres is not None else data.load_corpus(config.data)
-    return LMJob(gpt, tokenizer, corpus, config, train_config, meta)
+    return LMJob(gpt, tokenizer, corpus_for(config), config, train_config, meta)
 
 
 def load_finetune_preset(name_or_path: str | os.PathLike) -> tuple[FinetuneConfig, TrainConfig]:

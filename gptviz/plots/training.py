@@ -14,6 +14,8 @@ from plotly.subplots import make_subplots
 
 from .style import TEMPLATE, subtitle
 
+LR_HEIGHT = 0.45  # the learning-rate peak's height as a fraction of the loss plot's height
+
 
 def loss_title(stats) -> str:
     val = [s for s in stats if s.val_loss is not None]
@@ -64,13 +66,18 @@ def add_loss_curves(fig: go.Figure, stats, vocab_size: int | None = None, row=No
         )
     fig.update_xaxes(title_text="step", **where)
     fig.update_yaxes(title_text="cross-entropy loss (nats)", secondary_y=False, **where)
+    peak = max((s.lr for s in stats), default=0.0)
     fig.update_yaxes(
         title_text="learning rate",
         secondary_y=True,
         showgrid=False,
         tickformat=".1~e",
-        rangemode="tozero",
-        nticks=5,
+        tickmode="auto",  # its own round ticks (0, 1e-3, 2e-3), not values at the loss axis's grid lines
+        nticks=4,
+        # the LR curve keeps to the lower half (its peak at LR_HEIGHT of the plot), away from the uniform-guess
+        # line and its label at the top, where the loss starts; no data yet: no made-up ticks
+        range=[0, peak / LR_HEIGHT] if peak > 0 else None,
+        visible=peak > 0,
         **where,
     )
 

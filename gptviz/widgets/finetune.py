@@ -36,8 +36,13 @@ MODES = {"head": "head only", "last_n": "top n layers", "full": "all weights", "
 
 
 # ---- figures (pure: job state in, Figure out) -----------------------------------------------------------------
-def classifier_figure(stats, accuracy: list[tuple[int, float]], base: dict, ev) -> go.Figure:
-    """Loss (left), held-out accuracy against the baselines (middle), confusion matrix (right)."""
+def classifier_figure(
+    stats, accuracy: list[tuple[int, float]], base: dict, ev, headline: str, full: tuple[int, float] | None = None
+) -> go.Figure:
+    """Loss (left), held-out accuracy against the baselines (middle), confusion matrix (right).
+
+    `accuracy`: (step, accuracy) on the live subset during training; `full`: (step, accuracy) on every test
+    example (a diamond); `headline`: the title's accuracy, worded with how many examples it counts."""
     fig = make_subplots(
         1,
         3,
@@ -57,6 +62,18 @@ def classifier_figure(stats, accuracy: list[tuple[int, float]], base: dict, ev) 
         1,
         2,
     )
+    if full is not None:
+        fig.add_trace(
+            go.Scatter(
+                name="all test examples",
+                x=[full[0]],
+                y=[full[1]],
+                mode="markers",
+                marker=dict(symbol="diamond", size=11, color="#006d2c"),
+            ),
+            1,
+            2,
+        )
     # labels at opposite ends of their lines: the two baselines are often equal on a small test set
     for name, key, dash, where in (
         ("majority", "majority_baseline", "dot", "bottom left"),
@@ -93,11 +110,10 @@ def classifier_figure(stats, accuracy: list[tuple[int, float]], base: dict, ev) 
     fig.update_xaxes(title_text="step", row=1, col=2)
     fig.update_xaxes(title_text="predicted", row=1, col=3)
     fig.update_yaxes(autorange="reversed", row=1, col=3)
-    last = f"step {accuracy[-1][0]}: accuracy {accuracy[-1][1]:.3f}" if accuracy else "not evaluated yet"
     fig.update_layout(
         template=plots.TEMPLATE,
         height=420,
-        title=f"Classifier fine-tuning · {last}",
+        title=f"Classifier fine-tuning · {headline}",
         legend=dict(orientation="h", y=-0.2),
     )
     return fig
@@ -267,7 +283,9 @@ class FinetunePanel(TrainingPanel):
             self._describe,
             name="gptviz-finetune",
         )
+        self._in_cell = False  # `run` trains in the calling thread (see `run`)
         self.accuracy: list[tuple[int, float]] = []  # (step, accuracy on the live subset)
+        self.full_accuracy: tuple[int, float] | None = None  # (step, accuracy on every test example)
         self.last_eval = None
         st, c = {"description_width": "initial"}, self.config
         self.task = W.ToggleButtons(options=[("classify", "classify"), ("language model", "lm")], value=c.task)
@@ -363,11 +381,11 @@ class FinetunePanel(TrainingPanel):
                 self.job = ft.ClassifierJob(gpt, self.tokenizer, train, test, config, self.train_config)
                 self.job.baselines()
             else:
-                if self._data["lm"] is None:  # the comedies, as the finetune-lm-comedies preset
-                    self._data["lm"] = ft.genre_corpus(("comedies",), config.val_plays)
+                if self._data["lm"] is None:  # what config.data names (the comedies by default)
+                    self._data["lm"] = ft.corpus_for(config)
                 self.job = ft.LMJob(gpt, self.tokenizer, self._data["lm"], config, self.train_config)
         self._notes = [str(w.message) for w in caught]
-        self.accuracy, self.last_eval = [], None
+        self.accuracy, self.last_eval, self.full_accuracy = [], None, None
         if isinstance(self.job, ft.ClassifierJob):
             self._live_eval()
 
@@ -379,19 +397,43 @@ class FinetunePanel(TrainingPanel):
         self.last_eval = self.job.evaluate(self._live_index())
         self.accuracy.append((self.job.step, self.last_eval.accuracy))
 
-    # ---- public: training (running / run / start / stop / wait come from TrainingPanel) ---------------------
+    # ---- public: training (running / start / stop / wait come from TrainingPanel) ---------------------------
+    def run(self, steps: int) -> list:
+        """Train `steps` steps in the calling thread (a notebook cell), updating the panel after each chunk.
+        Stop is disabled meanwhile: the kernel cannot hear it until the cell ends (Kernel > Interrupt can)."""
+        self._in_cell = True
+        try:
+            return super().run(steps)
+        finally:
+            self._in_cell = False
+
     def evaluate_all(self):
         """Accuracy and confusion matrix on every test example (a classifier), or the val loss (LM)."""
         if self.running:
             raise Busy("training is running; evaluate after Stop")
         if isinstance(self.job, ft.ClassifierJob):
             self.last_eval = self.job.evaluate()
+            self.full_accuracy = (self.job.step, self.last_eval.accuracy)
             self._redraw()
-            self._describe(f"all {len(self.job.test_set)} test examples: accuracy {self.last_eval.accuracy:.3f}")
+            self._describe("evaluated")
             return self.last_eval
         loss = self.job.evaluate()
         self._describe(f"val loss {loss['val']:.4f} (before fine-tuning {self.job.loss_before['val']:.4f})")
         return loss
+
+    def accuracy_text(self) -> str:
+        """The latest held-out accuracy and what it counts, worded the same in the title and the status line:
+        every test example once `evaluate_all` ran at this step, otherwise the live subset."""
+        n = len(self.job.test_set)
+        if self.full_accuracy is not None and self.full_accuracy[0] == self.job.step:
+            return f"step {self.job.step}: accuracy {self.full_accuracy[1]:.3f} on all {n} test examples"
+        if not self.accuracy:
+            return "not evaluated yet"
+        step, acc = self.accuracy[-1]
+        live = len(self._live_index())
+        if live == n:
+            return f"step {step}: accuracy {acc:.3f} on all {n} test examples"
+        return f"step {step}: accuracy {acc:.3f} on {live} of {n} test examples (Evaluate all: every one)"
 
     def _after_chunk(self) -> None:
         """Between chunks (the loop is `_base.ChunkedTraining`): a classifier's live accuracy, then the figure."""
@@ -436,7 +478,14 @@ class FinetunePanel(TrainingPanel):
                 return plots.checkpoint_diff(diff.before, diff.after, width=FIGURE_WIDTH, change=diff.head_change)
         self.prediction.value = ""
         if isinstance(job, ft.ClassifierJob):
-            return classifier_figure(job.trainer.history, self.accuracy, job.baselines(), self.last_eval)
+            return classifier_figure(
+                job.trainer.history,
+                self.accuracy,
+                job.baselines(),
+                self.last_eval,
+                self.accuracy_text(),
+                self.full_accuracy,
+            )
         return lm_figure(job.trainer.history, job.loss_before["val"], job.diff().head_change)
 
     def _redraw(self, change=None) -> None:
@@ -455,16 +504,23 @@ class FinetunePanel(TrainingPanel):
             w.layout.display = "" if on else "none"
 
     def _buttons(self, running: bool) -> None:
-        self.start_button.disabled, self.stop_button.disabled = running, not running
+        # while a cell trains with `run`, the kernel hears no click until the cell ends: Stop would only pretend
+        cell = running and self._in_cell
+        self.start_button.disabled, self.stop_button.disabled = running, not running or cell
+        self.stop_button.tooltip = "off while this cell trains (Kernel ▸ Interrupt stops it)" if cell else ""
+        if running:
+            self._describe("running")  # from the first step on, not "ready" until the first chunk ends
         for w in (self.task, self.mode, self.n_layers, self.freeze_embeddings, self.lora_rank, self.pooling):
             w.disabled = running
 
     def _describe(self, state: str) -> None:
+        if state == "running" and self._in_cell:
+            state = "training in this cell (Kernel ▸ Interrupt stops it)"
         job = self.job
         trainable, total = ft.count_parameters(job.model)
         parts = [state, f"step {job.step}", f"{trainable:,} of {total:,} parameters train"]
         if job.trainer.history:
             parts.append(f"loss {job.trainer.history[-1].loss:.3f}")
         if self.accuracy:
-            parts.append(f"accuracy {self.accuracy[-1][1]:.3f} on {len(self._live_index())} test examples")
+            parts.append(self.accuracy_text())
         self.set_status(" · ".join(parts + self._notes[:1]))

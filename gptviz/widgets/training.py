@@ -5,16 +5,27 @@ the buttons: Stop asks the trainer to return after its current step (`trainer.re
 not to start another chunk; one run at a time (the loop is `_base.ChunkedTraining`, as in FinetunePanel).
 After every chunk the figure shows the train/val loss and learning rate so far (left) and the probe prompt's
 attention at the snapshot picked on the slider (right: scrub it to watch heads form over training); every few
-chunks a sampled text refreshes. Save writes a checkpoint between chunks, never mid-step. `run(steps)` does
-the same synchronously, for notebooks executed headless and for tests.
+chunks a sampled text refreshes. Save writes a checkpoint between chunks, never mid-step.
+
+Three ways to train, and what the buttons can do in each (the status line always says which applies):
+* the buttons (`start`): a background thread; Stop, Resume, Save and the sliders work at once;
+* `await dashboard.train(steps)` in a cell: the same background thread, and the cell waits for it without
+  holding the kernel (ipykernel >= 7 hands widget messages to the kernel while a cell awaits), so Stop works
+  during Run All too; Kernel > Interrupt stops the run and Resume finishes it;
+* `run(steps)`: trains in the calling thread (headless notebooks, scripts, tests). While a *cell* runs it the
+  kernel cannot hear clicks (they wait until the cell ends), so the buttons are disabled and say why.
+Tokens/s in the status line is measured over wall time: tokens trained in this run / seconds since it began
+(evaluations, snapshots and redraws included), not the speed of the last step.
 
 The loop, evaluation and snapshots belong to `gptviz.train`; this panel only drives and shows them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import threading
+import time
 
 import ipywidgets as W
 import plotly.graph_objects as go
@@ -25,7 +36,16 @@ from .. import plots
 from ..export import RawHTML
 from ..sampling import generate
 from ..train import TrainingDiverged
-from ._base import FIGURE_WIDTH, INPUT_ERRORS, ChunkedTraining, TrainingPanel, replace_figure, slider
+from ._base import (
+    CSS_STATUS,
+    FIGURE_WIDTH,
+    INPUT_ERRORS,
+    ChunkedTraining,
+    TrainingPanel,
+    replace_figure,
+    row,
+    slider,
+)
 
 # The figure in pixels (the widget cannot measure its container, see `_base.FIGURE_WIDTH`): the loss curves take
 # what the snapshot's square heatmap and its colour bar leave, with room between them for the learning-rate
@@ -34,6 +54,16 @@ MARGIN = dict(l=70, r=16, b=112)
 ATTENTION_PX = 300  # the snapshot heatmap's side: the probe (at most 64 tokens) keeps readable labels
 GAP_PX = 150  # between the loss curves and the heatmap
 CAPTION_PX = 44  # above the heatmap: its two-line caption
+CSS_NOTE = CSS_STATUS + ";background:#fff7e0;border-left:3px solid #e0a800;padding:2px 8px"
+MIN_LOSS_PX = 150  # the loss curves' narrowest plot area
+# the narrowest figure (`dashboard_figure`): an 800 px window still shows it whole beside the file browser closed
+MIN_WIDTH = MARGIN["l"] + MARGIN["r"] + ATTENTION_PX + plots.COLOURBAR_PX + GAP_PX + MIN_LOSS_PX
+# Why the buttons are off while a cell trains with `run(steps)`: the kernel hears clicks only when the cell ends.
+CELL_NOTE = (
+    "This cell is training, so the kernel cannot hear the buttons until it ends (clicks would wait, then act "
+    "too late). To stop now: Kernel ▸ Interrupt, then Resume finishes the run. "
+    "<code>await dashboard.train(steps)</code> trains with the buttons live."
+)
 
 
 def dashboard_figure(
@@ -44,8 +74,10 @@ def dashboard_figure(
     pw = width - MARGIN["l"] - MARGIN["r"]
     hm = ATTENTION_PX
     loss_w = pw - hm - plots.COLOURBAR_PX - GAP_PX
-    if loss_w < 200:
-        raise ValueError(f"the dashboard's figure needs a width of at least {width - loss_w + 200} px, got {width}")
+    if loss_w < MIN_LOSS_PX:
+        raise ValueError(
+            f"the dashboard's figure needs a width of at least {width - loss_w + MIN_LOSS_PX} px, got {width}"
+        )
     hm_x = (loss_w + GAP_PX) / pw  # the heatmap's left edge, as a fraction of the plot area
     fig = make_subplots(1, 2, specs=[[{"secondary_y": True}, {}]])
     plots.add_loss_curves(fig, stats, vocab_size, 1, 1)
@@ -129,6 +161,9 @@ class TrainingDashboard(TrainingPanel):
             name="gptviz-training",
         )
         self._quiet = False
+        self._in_cell = False  # `run` trains in the calling thread: a cell holds the kernel, clicks wait
+        self._stop_pressed = False
+        self._t0, self._tokens0, self._rate = 0.0, 0, None  # this run's start (wall clock) and its tokens/s
         self.sample_prompt = sample_prompt or self._default_prompt()
         c, mc = trainer.config, trainer.raw_model.config
         st = {"description_width": "initial"}
@@ -158,15 +193,17 @@ class TrainingDashboard(TrainingPanel):
         self.layer = slider("layer", 0, 0, mc.n_layer - 1, width="220px")
         self.head = slider("head", 0, 0, mc.n_head - 1, width="220px")
         self.sample_html = W.HTML()
+        self.note = W.HTML()  # why the buttons are off, while a cell trains with `run`
         caption = (
             "Start trains in chunks on a background thread; Stop returns after the current step; Resume "
             "finishes the stopped run. Scrub the snapshot slider to see attention change during training."
         )
         super().__init__(
             [
-                W.HBox([self.steps, self.chunk, self.start_button, self.stop_button, self.resume_button]),
-                W.HBox([self.path, self.save_button]),
-                W.HBox([self.snapshot, self.layer, self.head]),
+                row(self.steps, self.chunk, self.start_button, self.stop_button, self.resume_button),
+                self.note,
+                row(self.path, self.save_button),
+                row(self.snapshot, self.layer, self.head),
             ],
             self._figure(),
             caption,
@@ -180,9 +217,50 @@ class TrainingDashboard(TrainingPanel):
             w.observe(self.guarded(self._redraw), names="value")
         self._describe("ready")
 
-    # ---- public: buttons (running / run / start / stop / wait come from TrainingPanel) ---------------------
+    # ---- public: buttons (running / start / wait come from TrainingPanel) -----------------------------------
+    def run(self, steps: int) -> list:
+        """Train `steps` steps in the calling thread, updating the panel after each chunk; returns their StepStats.
+
+        In a notebook cell this holds the kernel, so the buttons are disabled meanwhile (the note says why);
+        `await dashboard.train(steps)` keeps them working."""
+        self._in_cell = True
+        try:
+            return super().run(steps)
+        finally:
+            self._in_cell = False
+
+    async def train(self, steps: int | None = None) -> list:
+        """Train `steps` (default: the steps box) on the background thread and return their StepStats when done.
+
+        `await` it in a notebook cell: the cell waits (so Run All goes on only after training) but the kernel
+        stays free for widget messages (ipykernel >= 7.4 handles them while a cell awaits), so Stop, Save and
+        the sliders work meanwhile. Kernel > Interrupt stops the run after the current step (the cell ends with
+        CancelledError, the status says "interrupted" and Resume finishes the run). An error during training
+        shows in the panel and is raised here too."""
+        first = len(self.trainer.history)
+        self.start(steps)
+        try:
+            while self.running:
+                await asyncio.sleep(0.1)
+        except asyncio.CancelledError:  # Kernel > Interrupt while the cell awaits
+            self.loop.stop()
+            self.wait()
+            self._describe("interrupted")
+            raise
+        self.wait()
+        if self.last_error is not None:
+            raise self.last_error
+        return self.trainer.history[first:]
+
+    def stop(self) -> None:
+        """Return after the current step; what was trained so far stays (and Resume finishes the run)."""
+        if not self.running:  # e.g. a click that waited for a cell to end: the run is over, say nothing false
+            return
+        self._stop_pressed = True
+        super().stop()
+
     def resume(self) -> None:
-        """Finish the run that Stop interrupted."""
+        """Finish the run that Stop (or Kernel > Interrupt) interrupted."""
         self.loop.resume()
 
     def save(self, path: str | None = None) -> None:
@@ -247,8 +325,19 @@ class TrainingDashboard(TrainingPanel):
         snaps = self.trainer.snapshots
         snap = snaps[min(self.snapshot.value, len(snaps) - 1)] if snaps else None
         return dashboard_figure(
-            self.trainer.history, snap, self.layer.value, self.head.value, self.trainer.raw_model.config.vocab_size
+            self.trainer.history,
+            snap,
+            self.layer.value,
+            self.head.value,
+            self.trainer.raw_model.config.vocab_size,
+            # the panel's measured width (FIGURE_WIDTH while it is being built); narrower than MIN_WIDTH: the
+            # figure scrolls sideways, the controls wrap
+            width=max(self.width if hasattr(self, "plot") else FIGURE_WIDTH, MIN_WIDTH),
         )
+
+    def relayout(self) -> None:
+        """The browser measured the panel's width: lay the figure out for it (`_base.Panel.relayout`)."""
+        self._redraw()
 
     def _redraw(self, change=None) -> None:
         if not self._quiet:
@@ -256,20 +345,54 @@ class TrainingDashboard(TrainingPanel):
                 replace_figure(self.figure, self._figure())
 
     def _buttons(self, running: bool) -> None:
-        target = self.loop.target
+        """Called when a run begins (True) and ends (False): the buttons, the note, and the status."""
+        target, cell = self.loop.target, running and self._in_cell
+        if running:
+            self._t0, self._tokens0, self._rate = time.perf_counter(), self.trainer.tokens_seen, None
+            self._stop_pressed = False
         self.start_button.disabled = running
-        self.stop_button.disabled = not running
+        self.stop_button.disabled = not running or cell  # a click cannot reach a kernel busy with this cell
+        self.save_button.disabled = cell
         self.resume_button.disabled = running or target is None or self.trainer.step >= target
+        why = "off while this cell trains (Kernel ▸ Interrupt stops it)" if cell else ""
+        for b in (self.start_button, self.stop_button, self.save_button):
+            b.tooltip = why
+        self.note.value = f"<div style='{CSS_NOTE}'>{CELL_NOTE}</div>" if cell else ""
+        if running:
+            self._describe("training")
 
     def _describe(self, state: str) -> None:
-        t = self.trainer
-        parts = [state, f"step {t.step}" + (f" of {self.loop.target}" if self.loop.target else "")]
+        """The status line: what is happening now, the step of the run's target, loss, speed, best val."""
+        t, target = self.trainer, self.loop.target
+        if state == "running":  # ChunkedTraining's word after each chunk
+            state = "training in this cell" if self._in_cell else "training"
+        elif state in ("stopped", "interrupted"):
+            why = "interrupted (Kernel ▸ Interrupt)" if state == "interrupted" or t.interrupted else "stopped"
+            if not self._stop_pressed and not t.interrupted and state == "stopped":
+                why = "stopped early (time budget)"
+            left = (target or 0) - t.step
+            state = f"{why} · press Resume to train the {left} steps left" if left > 0 else why
+        elif state == "training" and self._in_cell:
+            state = "training in this cell"
+        parts = [state, f"step {t.step}" + (f" of {target}" if target else "")]
         if t.history:
-            s = t.history[-1]
-            parts += [f"loss {s.loss:.3f}", f"{s.tokens_per_s:,.0f} tokens/s", f"{s.elapsed:.0f} s trained"]
+            parts.append(f"loss {t.history[-1].loss:.3f}")
+        rate = self._wall_rate()
+        if rate is not None:
+            parts.append(f"{rate:,.0f} tokens/s")
+        if t.history:
+            parts.append(f"{t.elapsed:.0f} s trained")
         if t.best_val_loss is not None:
             parts.append(f"best val {t.best_val_loss:.3f}")
         self.set_status(" · ".join(parts))
+
+    def _wall_rate(self) -> float | None:
+        """Tokens per second of the current (or last) run over wall time: evals, snapshots, redraws included."""
+        if self.running:
+            dt, n = time.perf_counter() - self._t0, self.trainer.tokens_seen - self._tokens0
+            if dt > 0 and n > 0:
+                self._rate = n / dt
+        return self._rate
 
     def _default_prompt(self) -> str:
         tok = self.trainer.tokenizer
