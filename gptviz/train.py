@@ -177,6 +177,8 @@ class Trainer(TrainerChecks, TrainerCheckpoints):
         self.best_val_loss: float | None = None
         self.last_checkpoint: Path | None = None
         self.interrupted = False
+        # what Ctrl-C / Kernel > Interrupt tells the user to do next (a dashboard says "press Resume")
+        self.interrupt_hint = "call train_steps again to continue"
         self._stop = False
         self._probe_ids = self._make_probe()
 
@@ -296,9 +298,7 @@ class Trainer(TrainerChecks, TrainerCheckpoints):
             self.interrupted = True
             self.optimizer.zero_grad(set_to_none=True)  # drop a half-accumulated step
             if self.is_main:
-                print(
-                    f"training interrupted after step {self.step}; call train_steps again to continue", file=sys.stderr
-                )
+                print(f"training interrupted after step {self.step}; {self.interrupt_hint}", file=sys.stderr)
         finally:
             if bar is not None:
                 bar.close()

@@ -148,6 +148,7 @@ class TrainingDashboard(TrainingPanel):
         checkpoint_path: str | None = None,
     ):
         self.trainer, self.sample_every, self.sample_tokens = trainer, sample_every, sample_tokens
+        trainer.interrupt_hint = "press Resume on the dashboard to continue"
         self._draw = threading.Lock()  # the training thread and a slider callback may redraw at once
         self._save_to: str | None = None  # a save requested while running happens between chunks
         self._chunks = 0
