@@ -14,7 +14,7 @@ This module translates; the decoding itself is `gptviz.sampling.generate`. The r
   generation_config.json, or from the tokenizer's eos/pad by `gptviz.load`), then by `generation_config=`,
   then by keywords.
 - Sampling draws from torch's global RNG, so `torch.manual_seed` reproduces a run; `seed=` (a gptviz extra)
-  uses a private one instead.
+  uses a private one instead. `compile=` (another) chooses the compiled decode step (gptviz.decode).
 - A keyword gptviz does not implement is refused with what to use instead; a misspelt one names the closest.
 """
 
@@ -117,7 +117,7 @@ UNSUPPORTED = {
     "negative_prompt_ids": "classifier-free guidance is not implemented",
     "max_time": "not implemented; use max_new_tokens",
 }
-EXTRAS = ("input_ids", "attention_mask", "seed", "generation_config", "inputs")
+EXTRAS = ("input_ids", "attention_mask", "seed", "generation_config", "inputs", "compile")
 
 
 def _refuse_unsupported(given: dict) -> None:
@@ -168,6 +168,7 @@ def generate(model, inputs=None, generation_config=None, **kwargs) -> torch.Tens
     """`model.generate` with transformers' call forms and meanings (see the module docstring)."""
     input_ids, attention_mask = kwargs.pop("input_ids", None), kwargs.pop("attention_mask", None)
     seed = kwargs.pop("seed", None)
+    compile = kwargs.pop("compile", None)  # gptviz's: the compiled decode step (gptviz.decode)
     base = getattr(model, "generation_config", None) or GenerationConfig()
     if isinstance(generation_config, int):
         raise TypeError(
@@ -246,4 +247,5 @@ def generate(model, inputs=None, generation_config=None, **kwargs) -> torch.Tens
         output_scores=cfg.output_scores,
         output_attentions=cfg.output_attentions,
         return_dict_in_generate=cfg.return_dict_in_generate,
+        compile=compile,
     )

@@ -1,10 +1,13 @@
 """The parts a GPT is built from that are not attention or the MLP: positional encodings (the seed's sinusoidal
-formula, RoPE's tables), the KV cache, and LayerNorm / RMSNorm with TransformerLens's hook points.
+formula, RoPE's tables), the KV cache, LayerNorm / RMSNorm with TransformerLens's hook points, and the newest
+query's attention row (what generation records beside the fast attention path).
 
 Pure building blocks: they know nothing about GPTConfig or the model that assembles them (gptviz.model).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +46,25 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     x1, x2 = rot[..., : rd // 2], rot[..., rd // 2 :]
     turned = rot * cos + torch.cat((-x2, x1), dim=-1) * sin  # (B, h, T, rd)
     return turned if rest is None else torch.cat((turned, rest), dim=-1)
+
+
+def newest_attention_row(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs)) of the last query only: q (..., nh, T, hs), k (..., nkv, Tk, hs) -> (..., nh, Tk).
+
+    What the explicit attention path's `hook_pattern[:, :, -1]` holds, computed beside the fast SDPA path so a
+    generation step can record the new token's row without materialising every layer's (T, Tk) map. Grouped
+    by key/value head: query head h reads key head h // (nh / nkv), with no repeated copy of the keys. The
+    leading dims (B, or L, B for every layer at once) are the same on q and k.
+    `mask`: (B, 1, T, Tk) or (T, Tk) booleans (True = may look) or None; without one the last query sees every
+    key (causal attention's last row). Rows sum to 1.
+    """
+    *lead, nh, _, hs = q.shape
+    nkv, Tk = k.shape[-3], k.shape[-2]
+    last = q[..., -1, :].reshape(*lead, nkv, nh // nkv, hs)  # (..., nkv, g, hs) the g query heads of each key head
+    scores = (last @ k.transpose(-2, -1)).view(*lead, nh, Tk) * (1.0 / math.sqrt(hs))  # (..., nh, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask[..., -1, :], float("-inf"))  # mask's last row: (B, 1, Tk) or (Tk,)
+    return F.softmax(scores, dim=-1)
 
 
 class KVCache:

@@ -25,7 +25,15 @@ from torch import nn
 from .config import ACTIVATIONS, POS_ENCODINGS, GPTConfig
 from .generation import GenerationConfig
 from .hooks import HookPoint, hook_points
-from .layers import KVCache, LayerNorm, RMSNorm, apply_rotary, rotary_tables, sinusoidal_encoding
+from .layers import (
+    KVCache,
+    LayerNorm,
+    RMSNorm,
+    apply_rotary,
+    newest_attention_row,
+    rotary_tables,
+    sinusoidal_encoding,
+)
 from .weights import AttentionWeights, MLPWeights, WeightViews
 
 __all__ = [
@@ -122,6 +130,9 @@ class CausalSelfAttention(AttentionWeights, nn.Module):
         self.hook_pattern = HookPoint()  # (B, nh, T, Tk) post-softmax, pre-dropout
         self.hook_z = HookPoint()  # (B, T, nh, hs) attention-weighted values, before c_proj
         self.hook_result = HookPoint()  # (B, T, nh, C) each head's output; computed only when someone listens
+        # Generation sets a list here for one forward: the newest query's attention row (B, nh, Tk) is appended,
+        # computed beside the fast path (gptviz.layers.newest_attention_row), so recording needs no explicit path.
+        self.row_sink: list[torch.Tensor] | None = None
 
     def forward(
         self,
@@ -152,8 +163,12 @@ class CausalSelfAttention(AttentionWeights, nn.Module):
             allowed = causal_mask(T, past, q.device) if mask is None else mask  # (T, Tk) or (B, 1, T, Tk)
             scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
             pattern = self.hook_pattern(F.softmax(scores, dim=-1))  # (B, nh, T, Tk)
+            if self.row_sink is not None:  # the row as listeners left it (they may have edited scores or pattern)
+                self.row_sink.append(pattern[:, :, -1])  # (B, nh, Tk)
             z = (self.attn_dropout(pattern) if self.training and self.dropout else pattern) @ v  # (B, nh, T, hs)
         else:
+            if self.row_sink is not None:
+                self.row_sink.append(newest_attention_row(q, k, mask))  # (B, nh, Tk)
             p = self.dropout if self.training else 0.0
             gqa = nkv != nh
             if mask is not None:

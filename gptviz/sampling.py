@@ -3,8 +3,8 @@
 Read top to bottom:
 
 1. The pure next-token transforms live in `gptviz.logits` (re-exported here): temperature, top-k, top-p,
-   repetition penalty, no-repeat-n-gram, min-new-tokens; `_Window` feeds the model (KV cache, sliding window,
-   padding mask).
+   repetition penalty, no-repeat-n-gram, min-new-tokens; `gptviz.decode.DecodeWindow` feeds the model (KV cache,
+   sliding window, padding mask, the one-token decode step).
 2. `generate(model, idx, ...)` -> prompt + new ids, with transformers' knobs and results: the same ids as
    `GPT2LMHeadModel.generate` for greedy and beam search on the same weights (tests say so).
 3. `gptviz.steps.generate_steps` runs the same decoding loop (`_decode`) and turns each step into a
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .hooks import hook_points
+from .decode import DecodeWindow
 from .logits import (  # noqa: F401
     NEG_INF,
     STAGE_NAMES,
@@ -102,84 +102,6 @@ def _prompt(model, ids, stacklevel: int = 3) -> torch.Tensor:
     return idx.to(device=model.device, dtype=torch.long)
 
 
-class _Window:
-    """Feeds the model the sequence so far, step by step; owns the KV cache and the sliding window."""
-
-    def __init__(
-        self,
-        model,
-        use_cache: bool,
-        total_len: int,
-        record_attention: bool = False,
-        attention_mask: torch.Tensor | None = None,
-    ) -> None:
-        self.model = model
-        # (B, total_len): the prompt's mask (1 = real token) then ones for every token to come, built once and
-        # sliced each step. None: nothing is padded.
-        self.mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            B, T0 = attention_mask.shape
-            self.mask = torch.ones(B, max(total_len, T0), dtype=torch.bool, device=attention_mask.device)
-            self.mask[:, :T0] = attention_mask.bool()
-        self.block_size = model.config.block_size
-        self.use_cache = use_cache
-        self.cache_len = min(total_len, self.block_size)
-        self.cache = None
-        # the pattern hook points, resolved once: attaching to them per step must cost next to nothing
-        self.patterns = (
-            [p for name, p in hook_points(model).items() if name.endswith("attn.hook_pattern")]
-            if record_attention
-            else []
-        )
-        self.context_start = 0  # first absolute position inside the window at the last step
-        self.attention: torch.Tensor | None = None  # (B, L, nh, Tk) last query's row, when recording
-
-    def next_logits(self, seqs: torch.Tensor) -> torch.Tensor:
-        """Sequences so far (B, n) -> float32 logits (B, V) for token n."""
-        model, n = self.model, seqs.size(1)
-        self.context_start = max(0, n - self.block_size)
-        if self.use_cache and n <= self.block_size:
-            if self.cache is None:
-                self.cache = model.new_kv_cache(seqs.size(0), self.cache_len)
-            feed = seqs[:, self.cache.pos :]  # the whole prompt first, then one token per step
-        else:
-            self.cache = None  # learned positions cannot slide in a cache: re-read the window from here on
-            feed = seqs[:, self.context_start :]
-        mask = None
-        if self.mask is not None:  # the padding so far: the whole sequence with a cache, else the window
-            mask = self.mask[:, self.context_start if self.cache is None else 0 : n]
-        was_training = model.training
-        if was_training:
-            model.eval()
-        try:
-            with torch.no_grad():
-                if self.patterns:
-                    rows: list[torch.Tensor] = []
-
-                    def last_row(pattern: torch.Tensor, hook) -> None:  # (B, nh, T, Tk)
-                        rows.append(pattern[:, :, -1].detach())  # (B, nh, Tk)
-
-                    for point in self.patterns:
-                        point.fns.append(last_row)
-                    try:
-                        h = model.trunk(feed, self.cache, mask)  # (B, T, C)
-                    finally:  # hooks are global state on the model: never leave one behind
-                        for point in self.patterns:
-                            point.fns.remove(last_row)
-                    self.attention = torch.stack(rows, dim=1)  # (B, L, nh, Tk)
-                else:
-                    h = model.trunk(feed, self.cache, mask)  # (B, T, C)
-                logits = model.hook_logits(model.lm_head(h[:, -1:]))  # (B, 1, V)
-        finally:
-            if was_training:
-                model.train()
-        return logits[:, -1].float()
-
-    def reorder(self, index: torch.Tensor) -> None:
-        if self.cache is not None:
-            self.cache.reorder(index)
-
-
 # ---- 2. generate ---------------------------------------------------------------------------------------------------
 @dataclass
 class GenerateOutput:
@@ -238,6 +160,7 @@ def generate(
     output_scores: bool = False,
     output_attentions: bool = False,
     return_dict_in_generate: bool = False,
+    compile: bool | str | None = None,
 ) -> torch.Tensor | GenerateOutput:
     """Prompt ids (B, T) -> prompt + new ids (B * num_return_sequences, T + n), like transformers' generate.
 
@@ -250,6 +173,8 @@ def generate(
     smaller than `max_new_tokens`; `min_new_tokens` forbids eos until that many tokens exist. A left-padded
     batch needs its `attention_mask`: every row then gets what it gets alone. `return_dict_in_generate=True`
     returns a GenerateOutput (sequences, and scores / attentions when asked).
+    `compile`: run the one-token decode step through torch.compile (True), never (False), or when it pays
+    (None: on CUDA for >= 128 new tokens; see gptviz.decode). The tokens are the same either way.
     """
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
@@ -324,6 +249,7 @@ def generate(
             record_attention=output_attentions,
             attention_mask=mask,
             pad=pad,
+            compile=compile,
         ):
             out.sequences = step.seqs
             if output_scores:
@@ -331,6 +257,7 @@ def generate(
             if output_attentions:
                 rows = step.window.attention  # (B, L, nh, Tk)
                 attentions.append(tuple(rows[:, layer, :, None] for layer in range(rows.shape[1])))
+        out.sequences = out.sequences.contiguous()  # a view of the decoding buffer until here
         out.scores = tuple(scores) if output_scores else None
         out.attentions = tuple(attentions) if output_attentions else None
     return out if return_dict_in_generate else out.sequences
@@ -342,7 +269,7 @@ class _Step:
     next_ids: torch.Tensor  # (B,)
     scores: torch.Tensor  # (B, V) the logits the token was chosen from, after every transform
     stages: list[tuple[str, torch.Tensor]]  # (name, logits (B, V)), "raw" first, when kept
-    window: _Window
+    window: DecodeWindow
 
 
 def _decode(
@@ -356,18 +283,35 @@ def _decode(
     record_attention: bool = False,
     attention_mask: torch.Tensor | None = None,
     pad: int | None = None,
+    compile: bool | str | None = None,
 ) -> Iterator[_Step]:
-    """Greedy or sampling, one token per step, every row in step; finished rows are padded with `pad`."""
-    window = _Window(model, use_cache, seqs.size(1) + max_new_tokens, record_attention, attention_mask)
+    """Greedy or sampling, one token per step, every row in step; finished rows are padded with `pad`.
+
+    The ids live in one buffer (B, T + max_new_tokens) allocated up front; each step's `seqs` is a view of its
+    first n + 1 columns (later steps write only past them, so a view handed out stays what it was).
+    """
+    B, T = seqs.shape
+    window = DecodeWindow(
+        model,
+        use_cache,
+        T + max_new_tokens,
+        record_attention,
+        attention_mask,
+        compile=compile,
+        new_tokens=max_new_tokens,
+    )
     eos = torch.tensor(knobs.eos, device=seqs.device, dtype=torch.long)
     pad = knobs.eos[0] if pad is None and knobs.eos else pad
-    unfinished = torch.ones(seqs.size(0), dtype=torch.bool, device=seqs.device)
+    unfinished = torch.ones(B, dtype=torch.bool, device=seqs.device)
+    buffer = torch.empty(B, T + max_new_tokens, dtype=seqs.dtype, device=seqs.device)
+    buffer[:, :T] = seqs
     for i in range(max_new_tokens):
         logits, stages = process(window.next_logits(seqs), seqs, knobs, keep_stages, new_tokens=i)
         next_ids = sample_next_token(logits, gen, knobs.do_sample)  # (B,)
         if knobs.eos:
             next_ids = torch.where(unfinished, next_ids, pad)
-        seqs = torch.cat([seqs, next_ids[:, None]], dim=1)
+        buffer[:, T + i] = next_ids
+        seqs = buffer[:, : T + i + 1]
         yield _Step(seqs, next_ids, logits, stages, window)
         if knobs.eos:
             unfinished &= ~torch.isin(next_ids, eos)
@@ -418,7 +362,7 @@ def _beam_search(
     row_offset = torch.arange(B, device=dev)[:, None] * nb  # (B, 1)
     # every beam of a prompt shares its padding; reordering beams never moves a row to another prompt
     mask = attention_mask.repeat_interleave(nb, dim=0) if attention_mask is not None else None
-    window = _Window(model, use_cache, max_len, attention_mask=mask)
+    window = DecodeWindow(model, use_cache, max_len, attention_mask=mask)
 
     def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # x (B, N, ...), index (B, M)
         return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand(-1, -1, *x.shape[2:]))

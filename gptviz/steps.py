@@ -77,6 +77,7 @@ def generate_steps(
     record_attention: bool = False,
     tokenizer=None,
     attention_mask: torch.Tensor | None = None,
+    compile: bool | str | None = None,
 ) -> Iterator[StepRecord]:
     """Generate from one prompt, yielding a `StepRecord` per new token (greedy or sampling; no beams).
 
@@ -127,42 +128,56 @@ def generate_steps(
         keep_stages=True,
         record_attention=record_attention,
         attention_mask=mask,
+        compile=compile,
     )
     return _records(steps, seqs.size(1), min(k, model.config.vocab_size), tokenizer)
 
 
 def _records(steps: Iterator[_Step], start: int, k: int, tokenizer) -> Iterator[StepRecord]:
     for i, step in enumerate(steps):
-        logp = torch.stack([lg[0] for _, lg in step.stages]).log_softmax(dim=-1)  # (S, V) one row per stage
-        cand = logp[0].topk(k).indices.tolist()  # the k raw favourites
-        chosen = int(step.next_ids[0])
-        if chosen not in cand:
-            cand[-1] = chosen
-        # Few whole-vocabulary passes and one copy to the CPU: this runs at every generated token.
+        logits = step.stages[0][1][:1] if len(step.stages) == 1 else torch.stack([lg[0] for _, lg in step.stages])
+        logp = logits.log_softmax(dim=-1)  # (S, V) one row per stage
+        S = logp.size(0)
+        # the k raw favourites and the chosen token; whether it is among them is settled on the host, after the copy
+        idx = torch.cat([logp[0].topk(k).indices, step.next_ids[:1]])  # (k + 1,)
+        # Few whole-vocabulary passes and ONE copy to the host per step: those ids' probabilities at every stage, how
+        # many tokens each stage keeps, its entropy, the ids and the attention rows, all in one float32 tensor
+        # (ids are exact in float32 below 2**24). Nothing else in a recorded step waits for the device.
         probs = logp.exp()  # (S, V)
-        summary = torch.cat(
-            [
-                probs[:, torch.tensor(cand, device=logp.device)],  # (S, k) the candidates at every stage
-                (logp > NEG_INF).sum(dim=-1, keepdim=True).to(probs.dtype),  # (S, 1) tokens kept
-                -(probs * logp).nansum(dim=-1, keepdim=True),  # (S, 1) entropy; 0 * -inf terms are skipped
-            ],
-            dim=1,
-        ).cpu()  # (S, k + 2)
-        stage_probs, (kept, entropy) = summary[:, :k].unbind(0), summary[:, k:].T.tolist()
-        ids, where = torch.tensor(cand), cand.index(chosen)
-        att = step.window.attention
+        parts = [
+            probs[:, idx].flatten(),  # (S * (k + 1)) the ids at every stage
+            (logp > NEG_INF).sum(dim=-1).to(probs.dtype),  # (S,) tokens kept
+            -(probs * logp).nansum(dim=-1),  # (S,) entropy; 0 * -inf terms are skipped
+            idx.to(probs.dtype),  # (k + 1,)
+        ]
+        att = step.window.attention  # (B, L, nh, Tk) or None
+        if att is not None:
+            parts.append(att[0].flatten().to(probs.dtype))  # (L * nh * Tk)
+        host = torch.cat(parts).cpu()
+        n = S * (k + 1) + 2 * S + k + 1
+        head = host[:n].tolist()
+        table = host[: S * (k + 1)].view(S, k + 1)  # (S, k + 1)
+        kept, entropy = head[S * (k + 1) : S * (k + 2)], head[S * (k + 2) : S * (k + 3)]
+        cand, chosen = [int(x) for x in head[S * (k + 3) : n - 1]], int(head[n - 1])
+        ids = host[S * (k + 3) : n - 1].long()  # (k,)
+        if chosen in cand:
+            stage_probs = table[:, :k]
+        else:  # the chosen token takes the last slot
+            cand[-1] = chosen
+            ids[-1] = chosen
+            stage_probs = torch.cat([table[:, : k - 1], table[:, k:]], dim=1)
         yield StepRecord(
             step=i,
             position=start + i,
             token_id=chosen,
             token=tokenizer.tokens([chosen])[0] if tokenizer is not None else None,
-            prob=float(stage_probs[-1][where]),
-            raw_prob=float(stage_probs[0][where]),
+            prob=head[(S - 1) * (k + 1) + k],  # column k of the table is the chosen token, at every stage
+            raw_prob=head[k],
             entropy=entropy[-1],
             stages=[
                 Stage(name, ids, stage_probs[j], int(kept[j]), entropy[j]) for j, (name, _) in enumerate(step.stages)
             ],
-            attention=att[0].float().cpu() if att is not None else None,
+            attention=host[n:].view(att.shape[1:]) if att is not None else None,  # (L, nh, Tk) float32
             context_start=step.window.context_start,
             candidate_tokens=tokenizer.tokens(cand) if tokenizer is not None else None,
         )

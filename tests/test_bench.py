@@ -219,7 +219,12 @@ def test_smoke_report_is_well_formed(smoke):
         assert any("CUDA" in s["name"] for s in report["skipped"])
     # skipped only by design (optional peer, mode, device), never because something broke
     for s in report["skipped"]:
-        assert s["name"].startswith(("TransformerLens", "peak memory", "CUDA", "SmolLM2")), s
+        assert s["name"].startswith(("TransformerLens", "peak memory", "CUDA", "SmolLM2", "compiled decode")), s
+    # the model families against their transformers classes, the same greedy tokens
+    for family in ("llama", "gpt_neox"):
+        (gen,) = [c for c in report["comparisons"] if c["name"].startswith(f"{family} generate greedy")]
+        assert "same tokens as HF: True" in gen["notes"]
+        assert any(n.startswith(f"{family} forward") for n in names)
     # the real model's rows are listed, skipped in smoke mode (they take minutes), never run
     smol = {s["name"]: s["reason"] for s in report["skipped"] if s["name"].startswith("SmolLM2")}
     assert list(smol) == list(smollm2_rows(make_plan("smoke")).values())
@@ -244,6 +249,24 @@ def test_mixed_precision_section_runs_without_a_gpu():
     (c,) = bench.comparisons
     assert c.name.startswith("train step bf16 autocast") and c.ratio > 0
     assert bench.extra["mfu"][0]["flops_per_token"] > 0 and bench.extra["mfu"][0]["ours_mfu"] is None
+
+
+def test_compiled_decode_row_without_the_slow_compiler(monkeypatch):
+    # the section's bookkeeping with torch.compile's front end only (the C++ back end takes minutes on 2 cores)
+    import gptviz.decode
+    from gptviz.bench.decoding import compiled_decode
+
+    real = torch.compile
+    monkeypatch.setattr(gptviz.decode.torch, "compile", lambda fn, **kw: real(fn, backend="eager", fullgraph=True))
+    plan = make_plan("smoke")
+    bench = Bench(plan, "cpu", log=lambda line: None)
+    compiled_decode(bench)
+    assert bench.skipped[0]["name"] == "compiled decode step vs eager" and not bench.comparisons
+    plan.compile_decode = True
+    compiled_decode(bench)
+    (c,) = bench.comparisons
+    assert c.name.startswith("generate greedy, compiled decode step vs eager") and "same tokens: True" in c.notes
+    assert "first call" in c.notes and "pays" in c.notes
 
 
 # ---- SmolLM2-135M: planned, selectable, skipped with a reason; never run here (minutes of a real model) ------

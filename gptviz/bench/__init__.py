@@ -25,6 +25,7 @@ same weights through `hf.state_dict_to_hf` (the GGUF file is converted once): fo
 of exactly 100 tokens (no eos on either side), step records + attention rows against plain gptviz generation,
 and peak memory of loading it (and generating) against its fp32 weight bytes, in a fresh process.
 A measurement that fails (or reads 0) is a skipped row with its reason, never the end of the report.
+On a GPU, lab/bench/gpu_checks.sh runs every GPU row (and the GPU tests) in one prepared call.
 
 The modules, one job each:
     plan.py      shapes and each mode's plan (what a run covers)
@@ -34,6 +35,8 @@ The modules, one job each:
     bare.py      `without_hooks`: GPT's forward with every hook call removed (the "idle hooks" baseline)
     memory.py    peak-memory workloads and probes (a fresh process per probe on CPU)
     report.py    machine and versions, the markdown table, writing results.json / results.md
+    decoding.py  the model families (Llama, GPT-NeoX) vs their transformers classes, and the compiled decode step
+                 vs the eager one (compile time, after how many tokens it pays)
     suite.py     `Bench` (the sections) and `run` (a mode's report, saved as it goes)
 The command line (`gptviz bench`) is gptviz/commands/bench.py; nothing here imports it.
 

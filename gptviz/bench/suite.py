@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..hooks import capture, run_with_cache
 from ..model import GPT
 from .bare import without_hooks
+from .decoding import compiled_decode, families
 from .harness import Comparison, load_average, make_comparison, measure_pair, peak_bf16_flops, train_flops_per_token
 from .memory import run_memory_probe
 from .peers import (
@@ -661,7 +662,8 @@ def run(
 ) -> dict:
     """Run the benchmark sections of `mode` and return the report (a JSON-ready dict).
 
-    `only` keeps the sections whose name contains it (train, forward, generate, memory, cuda, smollm2); `memory`
+    `only` keeps the sections whose name contains it (train, forward, generate, families, decode, memory, cuda,
+    smollm2); `memory`
     overrides the mode's choice of peak-memory probes. The smollm2 section (a real 135M model: minutes) runs
     its rows in full mode, or in any mode when `only` names it ("smol" ... "smollm2"); otherwise it lists
     them as skipped, which costs nothing. With `out`, the report so far is written to `out`
@@ -721,6 +723,8 @@ def run(
         "train": bench.train_steps,
         "forward": bench.forwards,
         "generate": bench.generation,
+        "families": lambda: families(bench),
+        "decode": lambda: compiled_decode(bench),
         "memory": bench.memory,
         "cuda": bench.cuda_extras,
         "smollm2": bench.smollm2,

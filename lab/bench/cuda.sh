@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU half of `gptviz bench`, as one prepared device call (about 5-8 minutes on an H100):
-#   1. the CUDA-only section: GPT-2-small shape training step (B8, T1024), bf16 autocast, then
+#   1. the CUDA-only section: GPT-2-small shape training step (B16, T1024), bf16 autocast, then
 #      bf16 autocast + torch.compile, gptviz vs transformers, with MFU against the card's dense bf16 peak;
 #   2. the quick table on the GPU (same comparisons as on CPU).
 # Run from the repository root; results land in $OUT (the device tool's folder) or ./bench-cuda.
