@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
+from .errors import InputError, UsageError
 from .sampling import GenerateOutput
 from .sampling import generate as decode
 
@@ -122,7 +123,7 @@ EXTRAS = ("input_ids", "attention_mask", "seed", "generation_config", "inputs", 
 
 def _refuse_unsupported(given: dict) -> None:
     if given:
-        raise ValueError(
+        raise InputError(
             "gptviz.generate does not implement " + "; ".join(f"{k} ({UNSUPPORTED[k]})" for k in sorted(given))
         )
 
@@ -140,7 +141,7 @@ def _unknown(name: str) -> TypeError:
 def _ids_and_mask(inputs, input_ids, attention_mask, bos_token_id: int | None, device: torch.device):
     """The prompt from any of transformers' call forms: generate(ids), generate(input_ids=ids), generate(**enc)."""
     if inputs is not None and input_ids is not None:
-        raise ValueError("the prompt was given twice: as the first argument and as input_ids=; pass it once")
+        raise InputError("the prompt was given twice: as the first argument and as input_ids=; pass it once")
     ids = inputs if inputs is not None else input_ids
     if hasattr(ids, "keys") and "input_ids" in ids:  # generate(tok(text, return_tensors="pt")) without **
         if attention_mask is None:
@@ -148,7 +149,7 @@ def _ids_and_mask(inputs, input_ids, attention_mask, bos_token_id: int | None, d
         ids = ids["input_ids"]
     if ids is None:
         if bos_token_id is None:
-            raise ValueError(
+            raise InputError(
                 "no prompt: pass input_ids (e.g. tok.encode(text, return_tensors='pt')), or set "
                 "bos_token_id to start from it"
             )
@@ -171,7 +172,7 @@ def generate(model, inputs=None, generation_config=None, **kwargs) -> torch.Tens
     compile = kwargs.pop("compile", None)  # gptviz's: the compiled decode step (gptviz.decode)
     base = getattr(model, "generation_config", None) or GenerationConfig()
     if isinstance(generation_config, int):
-        raise TypeError(
+        raise UsageError(
             f"generate's second positional argument is generation_config (as in transformers); for "
             f"{generation_config} new tokens write max_new_tokens={generation_config}"
         )

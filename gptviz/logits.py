@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import InputError
+
 NEG_INF = float("-inf")
 DEFAULT_TOP_K = 50  # transformers' GenerationConfig samples from the 50 most likely tokens unless told otherwise
 STAGE_NAMES = ("raw", "repetition_penalty", "no_repeat_ngram", "min_new_tokens", "temperature", "top_k", "top_p")
@@ -24,7 +26,7 @@ STAGE_NAMES = ("raw", "repetition_penalty", "no_repeat_ngram", "min_new_tokens",
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide logits by `temperature` (> 0): below 1 sharpens the distribution, above 1 flattens it."""
     if not temperature > 0:
-        raise ValueError(
+        raise InputError(
             f"temperature must be > 0, got {temperature!r}; for greedy decoding use "
             "do_sample=False (generate treats temperature=0 as greedy)"
         )
@@ -34,7 +36,7 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 def apply_top_k(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Keep the k highest logits of each row (ties with the k-th are kept too); the rest become -inf."""
     if not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {k!r}; use top_k=None to switch it off")
+        raise InputError(f"top_k must be a positive integer, got {k!r}; use top_k=None to switch it off")
     k = min(max(k, min_tokens_to_keep), logits.size(-1))
     kth = logits.topk(k, dim=-1).values[..., -1:]  # (B, 1)
     return logits.masked_fill(logits < kth, NEG_INF)
@@ -47,7 +49,7 @@ def apply_top_p(logits: torch.Tensor, top_p: float, min_tokens_to_keep: int = 1)
     mass; the `min_tokens_to_keep` most likely tokens always stay (transformers' TopPLogitsWarper).
     """
     if not 0.0 < top_p <= 1.0:
-        raise ValueError(
+        raise InputError(
             f"top_p must be in (0, 1], got {top_p!r}; 0.9 keeps the tokens holding 90% of the "
             "probability, 1.0 keeps everything"
         )
@@ -63,7 +65,7 @@ def apply_repetition_penalty(logits: torch.Tensor, sequences: torch.Tensor, pena
     """For every token already in its row of `sequences` (B, n): divide a positive logit by `penalty`,
     multiply a negative one (so penalty > 1 always makes repeats less likely). Each token is hit once."""
     if not penalty > 0:
-        raise ValueError(f"repetition_penalty must be > 0 (1.0 = off, 1.2 is a usual value), got {penalty!r}")
+        raise InputError(f"repetition_penalty must be > 0 (1.0 = off, 1.2 is a usual value), got {penalty!r}")
     seen = logits.gather(-1, sequences)  # (B, n) logits of the tokens already there
     seen = torch.where(seen < 0, seen * penalty, seen / penalty)
     return logits.scatter(-1, sequences, seen)
@@ -72,7 +74,7 @@ def apply_repetition_penalty(logits: torch.Tensor, sequences: torch.Tensor, pena
 def apply_no_repeat_ngram(logits: torch.Tensor, sequences: torch.Tensor, n: int) -> torch.Tensor:
     """Ban (-inf) every token that would complete an n-gram already present in its row of `sequences` (B, n)."""
     if not isinstance(n, int) or n < 0:
-        raise ValueError(f"no_repeat_ngram_size must be a non-negative integer (0 = off), got {n!r}")
+        raise InputError(f"no_repeat_ngram_size must be a non-negative integer (0 = off), got {n!r}")
     B, T = sequences.shape
     if n == 0 or T < n:
         return logits
@@ -115,6 +117,11 @@ class Knobs:
     min_new_tokens: int = 0  # eos is forbidden before this many new tokens
 
 
+def _real(x) -> bool:
+    """A plain number (a bool is not one, though Python says it is an int)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def check_knobs(
     vocab_size: int,
     do_sample: bool,
@@ -128,23 +135,32 @@ def check_knobs(
 ) -> Knobs:
     """Check every knob once, with messages a student can act on, and normalise 'off' values."""
     problems = []
-    if not isinstance(temperature, (int, float)) or temperature < 0 or math.isnan(temperature):
-        problems.append(f"temperature must be >= 0 (0 = greedy, 1 = the model's own distribution), got {temperature!r}")
+    if not _real(temperature) or not 0 <= temperature < math.inf:
+        problems.append(
+            f"temperature must be >= 0 and finite (0 = greedy, 1 = the model's distribution), got {temperature!r}"
+        )
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0):
         problems.append(f"top_k must be a positive integer (None or 0 = off), got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0):
+    if top_p is not None and (not _real(top_p) or not 0.0 < top_p <= 1.0):
         problems.append(f"top_p must be in (0, 1] (None or 1.0 = off), got {top_p!r}")
-    if not isinstance(repetition_penalty, (int, float)) or not repetition_penalty > 0:
+    if not _real(repetition_penalty) or not 0 < repetition_penalty < math.inf:
         problems.append(f"repetition_penalty must be > 0 (1.0 = off, 1.2 is a usual value), got {repetition_penalty!r}")
-    if not isinstance(no_repeat_ngram_size, int) or no_repeat_ngram_size < 0:
+    if not isinstance(no_repeat_ngram_size, int) or isinstance(no_repeat_ngram_size, bool) or no_repeat_ngram_size < 0:
         problems.append(f"no_repeat_ngram_size must be an integer >= 0 (0 = off), got {no_repeat_ngram_size!r}")
     if not isinstance(min_new_tokens, int) or isinstance(min_new_tokens, bool) or min_new_tokens < 0:
         problems.append(f"min_new_tokens must be an integer >= 0, got {min_new_tokens!r}")
-    eos = () if eos_token_id is None else (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id)
-    if any(not isinstance(e, int) or not 0 <= e < vocab_size for e in eos):
+    if eos_token_id is None:
+        eos = ()
+    elif isinstance(eos_token_id, int):
+        eos = (eos_token_id,)
+    elif isinstance(eos_token_id, (list, tuple, set, frozenset, range)):
+        eos = tuple(eos_token_id)
+    else:
+        eos = (eos_token_id,)  # refused below with the others: not an int
+    if any(not isinstance(e, int) or isinstance(e, bool) or not 0 <= e < vocab_size for e in eos):
         problems.append(f"eos_token_id must be an id in 0..{vocab_size - 1} (or a list of them), got {eos_token_id!r}")
     if problems:
-        raise ValueError("invalid generation settings: " + "; ".join(problems))
+        raise InputError("invalid generation settings: " + "; ".join(problems))
     top_k = top_k or None
     top_p = None if top_p is None or top_p >= 1.0 else float(top_p)
     if temperature == 0:
@@ -213,7 +229,7 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator | 
     if seed is None:
         return None
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an integer (or None for torch's global RNG), got {seed!r}")
+        raise InputError(f"seed must be an integer (or None for torch's global RNG), got {seed!r}")
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     return gen

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ACTIVATIONS, POS_ENCODINGS, GPTConfig
+from .errors import InputError, UsageError
 from .generation import GenerationConfig
 from .hooks import HookPoint, hook_points
 from .layers import (
@@ -394,7 +395,7 @@ class GPT(WeightViews, nn.Module):
         if m.dim() == 1:
             m = m[None]
         if m.dim() != 2 or m.shape[0] != B or m.shape[1] != past + T:
-            raise ValueError(
+            raise InputError(
                 f"attention_mask must have shape (B, past + T) = ({B}, {past + T}) with 1 for real "
                 f"tokens and 0 for padding, got {tuple(m.shape)}"
             )
@@ -403,7 +404,7 @@ class GPT(WeightViews, nn.Module):
             return None, None  # no padding: the fast, mask-free path, identical results
         pos = (m.long().cumsum(-1) - 1).clamp(min=0)[:, past:]  # (B, T) real tokens counted from 0
         if int(pos.max()) >= self.config.block_size:
-            raise ValueError(
+            raise InputError(
                 f"a row has {int(pos.max()) + 1} real tokens, more than block_size={self.config.block_size}"
             )
         allowed = causal_mask(T, past, device)[None] & m[:, None, :]  # (B, T, Tk)
@@ -425,10 +426,10 @@ class GPT(WeightViews, nn.Module):
         """
         if idx is not None:
             if input_ids is not None:
-                raise ValueError("pass the ids once: as input_ids (or the first argument), not also as idx")
+                raise InputError("pass the ids once: as input_ids (or the first argument), not also as idx")
             input_ids = idx
         if input_ids is None:
-            raise ValueError("no token ids given; call model(ids) with a (B, T) integer tensor")
+            raise InputError("no token ids given; call model(ids) with a (B, T) integer tensor")
         return self.hook_logits(self.lm_head(self.trunk(input_ids, kv_cache, attention_mask)))
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -443,15 +444,15 @@ class GPT(WeightViews, nn.Module):
                 if isinstance(idx, torch.Tensor)
                 else type(idx).__name__
             )
-            raise ValueError(
+            raise InputError(
                 f"expected token ids as an integer tensor of shape (B, T), got {got}; "
                 "for one sequence use torch.tensor([ids])"
             )
         T = idx.size(1)
         if T == 0:
-            raise ValueError("got an empty sequence (T=0); give at least one token")
+            raise InputError("got an empty sequence (T=0); give at least one token")
         if past + T > self.config.block_size:
-            raise ValueError(
+            raise InputError(
                 f"sequence of {past + T} positions is longer than block_size="
                 f"{self.config.block_size}; crop it to the last {self.config.block_size} tokens "
                 "(model.generate and gptviz.sampling do this for you)"
@@ -462,7 +463,7 @@ class GPT(WeightViews, nn.Module):
             lo, hi = int(idx.min()), int(idx.max())
             if lo < 0 or hi >= self.config.vocab_size:
                 bad = lo if lo < 0 else hi
-                raise ValueError(
+                raise InputError(
                     f"token id {bad} is outside the vocabulary (0..{self.config.vocab_size - 1}); "
                     "was the text encoded with this model's tokenizer?"
                 )
@@ -603,7 +604,7 @@ class GPT(WeightViews, nn.Module):
         a replacement of the same shape. Hooks on one point run in list order and are all removed afterwards.
         """
         if not reset_hooks_end:
-            raise ValueError(
+            raise InputError(
                 "gptviz never leaves hooks attached after a call (hooks are global state on the model); to keep "
                 "them for several forward passes, run them inside `with gptviz.hooks(model, {name: fn}):`"
             )
@@ -615,7 +616,7 @@ class GPT(WeightViews, nn.Module):
         with ExitStack() as stack:
             for i, entry in enumerate(fwd_hooks):
                 if not isinstance(entry, (tuple, list)) or len(entry) != 2 or entry[0] is None:
-                    raise TypeError(f"fwd_hooks[{i}] must be a pair (hook name or filter function, fn), got {entry!r}")
+                    raise UsageError(f"fwd_hooks[{i}] must be a pair (hook name or filter function, fn), got {entry!r}")
                 where, fn = entry
                 stack.enter_context(hooks(self, dict.fromkeys(select_hooks(self, where), fn)))
             return self(input_ids, attention_mask=attention_mask)

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .decode import DecodeWindow
+from .errors import InputError
 from .logits import (  # noqa: F401
     NEG_INF,
     STAGE_NAMES,
@@ -68,26 +69,26 @@ def _prompt(model, ids, stacklevel: int = 3) -> torch.Tensor:
         try:
             idx = torch.tensor(ids, dtype=torch.long)
         except (TypeError, ValueError) as e:
-            raise ValueError(
+            raise InputError(
                 f"expected token ids (a list of ints or a (B, T) tensor), got {type(ids).__name__}: "
                 f"{e}; encode text first, e.g. tokenizer.encode('ROMEO:')"
             ) from None
     if idx.dim() == 1:
         idx = idx[None]
     if idx.dim() != 2 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
-        raise ValueError(
+        raise InputError(
             f"expected token ids of shape (B, T) or (T,) with an integer dtype, got shape "
             f"{tuple(idx.shape)} and dtype {idx.dtype}"
         )
     if idx.numel() == 0:
-        raise ValueError(
+        raise InputError(
             "the prompt is empty: give at least one token, e.g. tokenizer.encode('ROMEO:'); for "
             "unconditional text start from a separator such as '\\n' or GPT-2's <|endoftext|> (50256)"
         )
     V, bs = model.config.vocab_size, model.config.block_size
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= V:
-        raise ValueError(
+        raise InputError(
             f"token id {lo if lo < 0 else hi} is outside the vocabulary (0..{V - 1}); "
             "was the prompt encoded with this model's tokenizer?"
         )
@@ -124,12 +125,12 @@ def _mask_for(attention_mask, seqs: torch.Tensor) -> torch.Tensor | None:
     mask = torch.as_tensor(attention_mask, device=seqs.device)
     mask = mask[None] if mask.dim() == 1 else mask
     if mask.shape != seqs.shape:
-        raise ValueError(
+        raise InputError(
             f"attention_mask has shape {tuple(mask.shape)} but the ids have {tuple(seqs.shape)}; pass "
             "the mask the tokenizer returned with these ids (1 = real token, 0 = padding)"
         )
     if not bool(mask[:, -1].all()):
-        raise ValueError(
+        raise InputError(
             "a prompt ends in padding (attention_mask is 0 at the last position): generation needs "
             "left padding, e.g. tokenizer.padding_side = 'left' before tokenizer(texts, padding=True)"
         )
@@ -177,10 +178,10 @@ def generate(
     (None: on CUDA for >= 128 new tokens; see gptviz.decode). The tokens are the same either way.
     """
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        raise InputError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     for name, value in (("num_beams", num_beams), ("num_return_sequences", num_return_sequences)):
         if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise InputError(f"{name} must be a positive integer, got {value!r}")
     knobs = check_knobs(
         model.config.vocab_size,
         do_sample,
@@ -195,25 +196,25 @@ def generate(
     if pad_token_id is not None and (
         not isinstance(pad_token_id, int) or not 0 <= pad_token_id < model.config.vocab_size
     ):
-        raise ValueError(f"pad_token_id must be an id in 0..{model.config.vocab_size - 1}, got {pad_token_id!r}")
+        raise InputError(f"pad_token_id must be an id in 0..{model.config.vocab_size - 1}, got {pad_token_id!r}")
     if num_beams > 1 and num_return_sequences > num_beams:
-        raise ValueError(
+        raise InputError(
             f"beam search keeps {num_beams} beams, so it cannot return {num_return_sequences} "
             f"sequences; raise num_beams to at least {num_return_sequences}"
         )
     if num_beams == 1 and not knobs.do_sample and num_return_sequences > 1:
-        raise ValueError(
+        raise InputError(
             "greedy decoding gives the same sequence every time; for several different sequences "
             "use do_sample=True or num_beams >= num_return_sequences"
         )
     if num_beams > 1 and (output_scores or output_attentions):
-        raise ValueError(
+        raise InputError(
             "gptviz records per-step scores and attentions for greedy decoding and sampling, not for "
             "beam search; drop output_scores/output_attentions (return_dict_in_generate still gives "
             "sequences_scores), or use num_beams=1"
         )
     if early_stopping not in (True, False, "never"):
-        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+        raise InputError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     early_stopping = early_stopping if early_stopping == "never" else bool(early_stopping)
     seqs = _prompt(model, idx)
     mask = _mask_for(attention_mask, seqs)

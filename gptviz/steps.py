@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import InputError
 from .logits import NEG_INF, check_knobs, make_generator
 from .sampling import _decode, _mask_for, _prompt, _Step
 
@@ -93,12 +94,12 @@ def generate_steps(
     """
     if isinstance(ids, str):
         if tokenizer is None:
-            raise ValueError("got text but no tokenizer; pass tokenizer=... or encoded ids")
+            raise InputError("got text but no tokenizer; pass tokenizer=... or encoded ids")
         ids = tokenizer.encode(ids)
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        raise InputError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k (candidates per step) must be a positive integer, got {k!r}")
+        raise InputError(f"k (candidates per step) must be a positive integer, got {k!r}")
     knobs = check_knobs(
         model.config.vocab_size,
         do_sample,
@@ -113,7 +114,7 @@ def generate_steps(
     seqs = _prompt(model, ids)
     mask = _mask_for(attention_mask, seqs)
     if seqs.size(0) != 1:
-        raise ValueError(
+        raise InputError(
             f"generate_steps follows one sequence; got a batch of {seqs.size(0)}. Loop over the "
             "prompts, or use generate() for batches and beam search"
         )

@@ -614,17 +614,16 @@ def test_token_dataset_problems(tmp_path):
 
 
 # ---- decoding knobs -------------------------------------------------------------------------------------
-# gptviz.logits checks the knobs and raises ValueError (not yet a GptvizError: that module belongs to the
-# sampling work); these pin the messages, and the strict xfail marks the knob that still passes in silence.
+# gptviz.logits checks every knob once and raises InputError naming each bad one.
 @FAST
 @given(
-    temperature=st.one_of(st.floats(max_value=-1e-9), st.just(math.nan)),
+    temperature=st.one_of(st.floats(max_value=-1e-9), st.just(math.nan), st.just(math.inf)),
     top_p=st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0)),
 )
 def test_bad_temperatures_are_refused_by_name(temperature, top_p):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=4)).eval()
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(InputError, match="temperature"):
         model.generate(torch.tensor([[1, 2]]), do_sample=True, temperature=temperature, top_p=top_p or None)
 
 
@@ -633,13 +632,25 @@ def test_bad_temperatures_are_refused_by_name(temperature, top_p):
 def test_bad_top_p_is_refused_by_name(top_p):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=4)).eval()
-    with pytest.raises(ValueError, match="top_p"):
+    with pytest.raises(InputError, match="top_p"):
         model.generate(torch.tensor([[1, 2]]), do_sample=True, top_p=top_p)
 
 
-@pytest.mark.xfail(strict=True, reason="gptviz.logits accepts temperature=inf (uniform sampling in silence)")
-def test_infinite_temperature_is_refused():
+@pytest.mark.parametrize(
+    "knobs, named",
+    [
+        ({"temperature": math.inf}, "temperature"),
+        ({"temperature": True}, "temperature"),
+        ({"repetition_penalty": math.inf}, "repetition_penalty"),
+        ({"repetition_penalty": math.nan}, "repetition_penalty"),
+        ({"top_p": True}, "top_p"),
+        ({"no_repeat_ngram_size": True}, "no_repeat_ngram_size"),
+        ({"eos_token_id": 2.0}, "eos_token_id"),
+        ({"eos_token_id": True}, "eos_token_id"),
+    ],
+)
+def test_knobs_that_used_to_pass_in_silence_are_refused(knobs, named):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=4)).eval()
-    with pytest.raises(ValueError, match="temperature"):
-        model.generate(torch.tensor([[1, 2]]), do_sample=True, temperature=math.inf)
+    with pytest.raises(InputError, match=named):
+        model.generate(torch.tensor([[1, 2]]), do_sample=True, **knobs)
