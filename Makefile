@@ -26,7 +26,7 @@ lab: install
 browser-deps:
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-noto-cjk >/dev/null || echo "could not install chromium; browser tests will skip"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-noto-cjk fonts-noto-color-emoji >/dev/null || echo "could not install chromium; browser tests will skip"; \
 	else echo "not root or no apt: browser tests will skip"; fi
 
 lint: install

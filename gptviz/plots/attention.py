@@ -129,17 +129,24 @@ def attention_title(
     kv = kv_note(record_kv_groups(record), head)
     return subtitle(
         f"Attention of layer {layer}, head {head}" + (f" · {kv}" if kv else ""),
-        "each row is a query token; colour = how much it attends to each earlier token",
+        "each row is a query token",
+        "colour = how much it attends to each earlier token",
         window_note(start, record.T),
         "first-token sink hidden, rows renormalised" if hide_first else "",
         max_px=max_px,
     )
 
 
-def attention_hover(record, layer: int, head: int) -> str:
+# Up to this many tokens the heatmap's hover names both tokens of a cell ("3 fox → 1 quick": T² labels, ~1 MB
+# at T=256, too much for a widget message); above, it names their positions and the axes' labels the tokens.
+PAIR_TEXT_MAX_T = 96
+
+
+def attention_hover(record, layer: int, head: int, start: int = 0) -> str:
     """The heatmap's hover: 'query → key: p', and under GQA which kv head this head reads."""
     kv = kv_note(record_kv_groups(record), head)
-    return "%{text}: %{z:.3f}<extra>" + (f"layer {layer}, head {head} · {kv}" if kv else "") + "</extra>"
+    pair = "%{text}" if record.T - start <= PAIR_TEXT_MAX_T else "query %{y} → key %{x}"
+    return pair + ": %{z:.3f}<extra>" + (f"layer {layer}, head {head} · {kv}" if kv else "") + "</extra>"
 
 
 def add_attention(
@@ -163,8 +170,8 @@ def add_attention(
             z=a,
             x=pos,
             y=pos,
-            text=pair_text(record.tokens, start),
-            hovertemplate=attention_hover(record, layer, head),
+            text=pair_text(record.tokens, start) if record.T - start <= PAIR_TEXT_MAX_T else None,
+            hovertemplate=attention_hover(record, layer, head, start),
             zmin=0,
             zmax=1,
             colorscale=ATTENTION_SCALE,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .style import CHOSEN, FILTERED, STAGE_COLOURS, TEMPLATE, as_numpy, short, subtitle, ticks
+from .style import CHOSEN, STAGE_COLOUR, STAGE_COLOURS, TEMPLATE, as_numpy, short, subtitle, ticks
 
 STAGE_LABELS = {
     "raw": "raw",
@@ -24,49 +24,78 @@ STAGE_LABELS = {
 }
 
 
-def step_title(step, forced: bool = False) -> str:
-    """What happened at a step; `forced`: the token was picked by a fork, not by the sampler."""
+def step_title(step, forced: bool = False, preview: bool = False, max_px: float | None = None) -> str:
+    """What happened at a step; `forced`: the token was picked by a fork, not by the sampler; `preview`: the
+    stages were computed again with other knobs than the ones the token was sampled with."""
     token = repr(short(step.token, 16)) if step.token is not None else f"id {step.token_id}"
-    how = (
-        f"forked here: you chose {token} (the sampler gave it p = {step.prob:.3f}, raw p = {step.raw_prob:.3f})"
-        if forced
-        else f"chose {token}, p = {step.prob:.3f} (raw p = {step.raw_prob:.3f})"
-    )
+    if preview:
+        head = f"Step {step.step}: {token} with these knobs"
+        how = (f"it would have p = {step.prob:.3f}" if step.prob > 0 else "they would remove it") + (
+            "<br>(sampled before with other knobs)"
+        )
+    elif forced:
+        head = f"Step {step.step}: forked, you chose {token}"
+        how = f"the sampler gave it p = {step.prob:.3f}, raw p = {step.raw_prob:.3f}"
+    else:
+        head = f"Step {step.step}: chose {token}"
+        how = f"p = {step.prob:.3f}, raw p = {step.raw_prob:.3f}"
     return subtitle(
-        f"Step {step.step} (position {step.position}): {how}",
+        head,
+        *how.split("<br>"),
+        "press Generate to sample again" if preview else "",
+        f"position {step.position}",
         f"entropy {step.entropy:.2f} nats",
         "bars: each candidate's probability after every stage",
-        "hatched grey = removed by that stage",
+        "✕ = removed by that stage",
         "orange outline = chosen",
+        max_px=max_px,
     )
+
+
+REMOVED_Y = -0.06  # the row of ✕ marks under the bars: a candidate a stage removed
+BAR_GROUP = 0.8  # the width a candidate's bars share (bargap 0.2), so a ✕ sits under its stage's bar
+
+
+def stage_colour(name: str, n: int) -> str:
+    return STAGE_COLOUR.get(name, STAGE_COLOURS[n % len(STAGE_COLOURS)])
 
 
 def add_candidates(fig: go.Figure, step, row=None, col=None) -> None:
     """One bar trace per stage over the step's k candidates (the same ids at every stage, in raw order);
-    customdata holds the candidate ids (a click on a bar names a token). A candidate a stage removes is
-    drawn hatched grey at the height it had before that stage."""
+    customdata holds the candidate ids (a click on a bar names a token). A candidate a stage removes has no bar
+    there (its probability is 0) and a ✕ in the stage's colour on a row under the axis (trace "removed"),
+    right under where its bar would be, hovering what it had before."""
     ids = [int(i) for i in step.candidates.tolist()]
     names = list(step.candidate_tokens) if step.candidate_tokens else [f"id {i}" for i in ids]
+    n_stages = len(step.stages)
     prev = None
+    xs, colours, hovers = [], [], []  # the ✕ row
     for n, stage in enumerate(step.stages):
         p = as_numpy(stage.probs)
         cut = (p <= 0) & (prev > 0) if prev is not None else np.zeros(len(p), dtype=bool)
         label = STAGE_LABELS.get(stage.name, stage.name)
+        colour = stage_colour(stage.name, n)
+        offset = (n - (n_stages - 1) / 2) * BAR_GROUP / n_stages
+        for i in np.flatnonzero(cut):
+            xs.append(i + offset)
+            colours.append(colour)
+            hovers.append(
+                f"{names[i]}: removed {label[6:] if label.startswith('after ') else label} (had {prev[i]:.3f})"
+            )
         fig.add_trace(
             go.Bar(
                 name=f"{label} ({stage.kept} kept)",
                 x=list(range(len(ids))),
-                y=np.where(cut, prev, p) if prev is not None else p,
+                y=p,
                 customdata=ids,
                 text=names,
                 textposition="none",
                 hovertext=[
-                    f"removed (was {q:.3f})" if c else f"p = {v:.3f}"
+                    f"removed (had {q:.3f})" if c else f"p = {v:.3f}"
                     for c, q, v in zip(cut, prev if prev is not None else p, p)
                 ],
                 marker=dict(
-                    color=[FILTERED if c else STAGE_COLOURS[n % len(STAGE_COLOURS)] for c in cut],
-                    pattern=dict(shape=["/" if c else "" for c in cut], fgcolor="#9aa3b2"),
+                    color=colour,
                     line=dict(color=CHOSEN, width=[3 if i == step.token_id else 0 for i in ids]),
                 ),
                 hovertemplate=f"{label}: %{{text}} %{{hovertext}}<extra>click to fork</extra>",
@@ -75,6 +104,20 @@ def add_candidates(fig: go.Figure, step, row=None, col=None) -> None:
             col=col,
         )
         prev = p
+    fig.add_trace(
+        go.Scatter(
+            name="removed by that stage",
+            x=xs,
+            y=[REMOVED_Y] * len(xs),
+            mode="markers",
+            marker=dict(symbol="x-thin", size=11, line=dict(width=2.5, color=colours or CHOSEN)),
+            hovertext=hovers,
+            hovertemplate="%{hovertext}<extra></extra>",
+            showlegend=bool(xs),
+        ),
+        row=row,
+        col=col,
+    )
     fig.update_xaxes(
         title_text="candidate next token (k)",
         tickvals=list(range(len(ids))),
@@ -82,7 +125,9 @@ def add_candidates(fig: go.Figure, step, row=None, col=None) -> None:
         col=col,
         ticktext=[f"<b>{short(t)}</b>" if i == step.token_id else short(t) for i, t in zip(ids, names)],
     )
-    fig.update_yaxes(title_text="probability", range=[0, 1.02], row=row, col=col)
+    fig.update_yaxes(
+        title_text="probability", range=[2 * REMOVED_Y, 1.02], tickvals=[0, 0.25, 0.5, 0.75, 1], row=row, col=col
+    )
 
 
 def step_candidates(step) -> go.Figure:
@@ -93,6 +138,7 @@ def step_candidates(step) -> go.Figure:
         template=TEMPLATE,
         height=420,
         barmode="group",
+        bargap=1 - BAR_GROUP,
         plot_bgcolor="white",
         title=step_title(step),
         legend=dict(orientation="h", y=-0.3),

@@ -65,19 +65,50 @@ def _pe_heatmap(z: np.ndarray, title: str, xtitle: str, ytitle: str, zmax: float
 
 
 def sinusoidal_heatmap(T: int = 64, C: int = 128) -> go.Figure:
-    """The seed's sinusoidal encoding PE (T x C): fast waves in low dimensions, slow ones in high."""
+    """The seed's sinusoidal encoding PE (T x C), its sin dimensions (0, 2, 4, ...) on the left and its cos
+    dimensions (1, 3, 5, ...) on the right, each by pair i: fast waves at small i, slow ones at large i.
+
+    Side by side, not interleaved as the vector holds them: once a pair's wavelength passes T, its sin column is
+    ~0 and its cos column ~1 everywhere, and interleaved they would draw a barcode of alternating stripes.
+    Traces: "sin" (PE[:, 0::2]) and "cos" (PE[:, 1::2]), x = the pair index i."""
     pe = sinusoidal_encoding(T, C).numpy()
-    return _pe_heatmap(
-        pe,
-        subtitle(
+    fig = make_subplots(
+        1,
+        2,
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=("sin: dimensions 2i = 0, 2, 4, …", "cos: dimensions 2i + 1 = 1, 3, 5, …"),
+    )
+    for col, (name, z, dim) in enumerate((("sin", pe[:, 0::2], "2i"), ("cos", pe[:, 1::2], "2i+1")), start=1):
+        fig.add_trace(
+            go.Heatmap(
+                z=z,
+                name=name,
+                zmin=-1,
+                zmax=1,
+                zmid=0,
+                colorscale=DIVERGING_SCALE,
+                showscale=col == 2,
+                colorbar=dict(thickness=12),
+                hovertemplate=f"position %{{y}}, {name} of pair i = %{{x}} (dim {dim}): %{{z:.3f}}<extra></extra>",
+            ),
+            1,
+            col,
+        )
+        fig.update_xaxes(title_text="pair i (C/2 pairs)", showgrid=False, zeroline=False, row=1, col=col)
+    fig.update_yaxes(title_text="position (T)", showgrid=False, zeroline=False, autorange="reversed", row=1, col=1)
+    fig.update_yaxes(showgrid=False, zeroline=False, autorange="reversed", row=1, col=2)
+    fig.update_layout(
+        template=TEMPLATE,
+        height=480,
+        margin=dict(t=110),
+        title=subtitle(
             f"Sinusoidal positional encoding (T={T} × C={C})",
             "PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(same)",
-            "low dimensions oscillate fast, high ones slowly",
+            "small i oscillate fast, large i slowly (sin → 0, cos → 1)",
         ),
-        "dimension (C)",
-        "position (T)",
-        1.0,
     )
+    return fig
 
 
 def wavelength(dim: int, C: int) -> float:
@@ -183,6 +214,7 @@ def position_similarity(
 # ---- position-only attention scores -----------------------------------------------------------------------
 SCORES_MARGIN = dict(l=70, r=16, b=60)
 SCORES_SIDE_PX = 420  # the score matrix's side, when the width leaves room
+STACK_GAP_PX = 110  # stacked: under the score matrix, its key labels and axis title, then the spread's caption
 
 
 def position_score_contribution(scores, layer: int = 0, head: int = 0, width: int = WIDTH) -> go.Figure:
@@ -191,7 +223,7 @@ def position_score_contribution(scores, layer: int = 0, head: int = 0, width: in
 
     Left: one head's position-only score matrix (T x T, square). Right: every head's spread (L x nh), in
     logits: a spread of ~2 or more means positions alone can move that head's attention a lot. Each has its
-    colour bar beside it, in a figure `width` px wide.
+    colour bar beside it, in a figure `width` px wide; under ~690 px the spread goes under the matrix.
     """
     if isinstance(scores, torch.nn.Module):  # the old signature took the model: say what to pass instead
         raise TypeError(
@@ -208,12 +240,23 @@ def position_score_contribution(scores, layer: int = 0, head: int = 0, width: in
     m = SCORES_MARGIN
     pw = width - m["l"] - m["r"]
     side = min(SCORES_SIDE_PX, pw - COLOURBAR_PX - 60 - 160 - COLOURBAR_PX)  # the spread 160 px at least
-    if side < 200:
-        raise ValueError(f"position_score_contribution needs a width of at least {width - side + 200} px, got {width}")
+    stacked = side < 200  # too narrow side by side: the spread goes under the score matrix, as wide
+    if stacked:
+        side = min(SCORES_SIDE_PX, pw - COLOURBAR_PX)
+        if side < 160:
+            raise ValueError(
+                f"position_score_contribution needs a width of at least {width - side + 160} px, got {width}"
+            )
     x2 = side + COLOURBAR_PX + 60
+    # in px from the top of the plot area: the matrix, then (stacked) its axis title and the spread's caption
+    spread_top = side + STACK_GAP_PX if stacked else 0
+    spread_h = min(side, side * L / nh) if stacked else side
+    ph = spread_top + spread_h if stacked else side
+    heading = "How much do positions alone shape attention scores?"  # ~420 px in the title's font
     title = subtitle(
-        "How much do positions alone shape attention scores?",
-        "score = (ln_1(p_i)W_Q)·(ln_1(p_j)W_K)/√hs with only position vectors in the residual stream",
+        heading if width >= 480 else heading.replace(" shape", "<br>shape"),
+        "score = (ln_1(p_i)W_Q)·(ln_1(p_j)W_K)/√hs",
+        "with only position vectors in the residual stream",
         "exact for layer 0, a probe for deeper layers",
         max_px=width - 24,
     )
@@ -228,7 +271,7 @@ def position_score_contribution(scores, layer: int = 0, head: int = 0, width: in
             zmid=0,
             colorscale=DIVERGING_SCALE,
             hoverongaps=False,
-            colorbar=dict(x=(side + 10) / pw, thickness=10, title="q·k/√hs"),
+            colorbar=dict(x=(side + 10) / pw, thickness=10, title="q·k/√hs", y=1, len=side / ph),
             hovertemplate="query %{y} → key %{x}: %{z:.2f}<extra></extra>",
         ),
         1,
@@ -241,21 +284,47 @@ def position_score_contribution(scores, layer: int = 0, head: int = 0, width: in
             z=score_spread(s),
             colorscale=METRIC_SCALE,
             zmin=0,
-            colorbar=dict(x=(pw - COLOURBAR_PX + 10) / pw, thickness=10, title="logits"),
+            colorbar=dict(
+                x=((side if stacked else pw - COLOURBAR_PX) + 10) / pw,
+                thickness=10,
+                title="logits",
+                y=1 - spread_top / ph,
+                len=spread_h / ph,
+            ),
             hovertemplate="layer %{y}, head %{x}: spread %{z:.2f}<extra></extra>",
         ),
         1,
         2,
     )
-    fig.update_traces(colorbar=dict(xanchor="left", y=1, yanchor="top", len=1, ypad=0))
+    fig.update_traces(colorbar=dict(xanchor="left", yanchor="top", ypad=0))
     fig.update_xaxes(
         title_text="key position (Tk)", showgrid=False, zeroline=False, domain=[0, side / pw], row=1, col=1
     )
-    fig.update_yaxes(title_text="query position (T)", autorange="reversed", showgrid=False, row=1, col=1)
-    fig.update_xaxes(
-        title_text="head (nh)", showgrid=False, dtick=1, row=1, col=2, domain=[x2 / pw, (pw - COLOURBAR_PX) / pw]
+    fig.update_yaxes(
+        title_text="query position (T)",
+        autorange="reversed",
+        showgrid=False,
+        domain=[1 - side / ph, 1],
+        row=1,
+        col=1,
     )
-    fig.update_yaxes(title_text="layer (L)", autorange="reversed", showgrid=False, dtick=1, row=1, col=2)
+    fig.update_xaxes(
+        title_text="head (nh)",
+        showgrid=False,
+        dtick=1,
+        row=1,
+        col=2,
+        domain=[0, side / pw] if stacked else [x2 / pw, (pw - COLOURBAR_PX) / pw],
+    )
+    fig.update_yaxes(
+        title_text="layer (L)",
+        autorange="reversed",
+        showgrid=False,
+        dtick=1,
+        domain=[0, spread_h / ph] if stacked else [0, 1],
+        row=1,
+        col=2,
+    )
     for axis, text in (
         ("x", f"layer {layer}, head {head}: score from position alone"),
         ("x2", "spread of position scores per head"),
@@ -265,13 +334,19 @@ def position_score_contribution(scores, layer: int = 0, head: int = 0, width: in
             xref=f"{axis} domain",
             yref="paper",
             x=0.5,
-            y=1,
+            y=spread_h / ph if axis == "x2" and stacked else 1,
             yshift=6,
             showarrow=False,
             yanchor="bottom",
             font_size=12,
         )
-    fig.update_layout(template=TEMPLATE, title=title, width=width, height=top + side + m["b"], margin=dict(m, t=top))
+    fig.update_layout(
+        template=TEMPLATE,
+        title=dict(text=title, y=1, yref="container", yanchor="top", pad=dict(t=12)),  # down from the top
+        width=width,
+        height=top + ph + m["b"],
+        margin=dict(m, t=top),
+    )
     return fig
 
 

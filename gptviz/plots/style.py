@@ -40,7 +40,18 @@ ATTENTION_SCALE = [
 ]
 METRIC_SCALE = "Viridis"
 DIVERGING_SCALE = "RdBu_r"  # blue negative, white 0, red positive
-STAGE_COLOURS = ["#9ecae1", "#4292c6", "#2171b5", "#08519c", "#6a51a3", "#54278f", "#3f007d"]
+# One colour per decoding stage, far apart in hue (raw grey, then purple, brown, olive, blue, green, magenta),
+# so four stages side by side are four colours, not four blues; orange is the chosen token's outline.
+STAGE_COLOUR = {
+    "raw": "#8a94a6",
+    "repetition_penalty": "#8e63c7",
+    "no_repeat_ngram": "#8c564b",
+    "min_new_tokens": "#a5a61d",
+    "temperature": "#1f77b4",
+    "top_k": "#2ca02c",
+    "top_p": "#d6338a",
+}
+STAGE_COLOURS = list(STAGE_COLOUR.values())  # in the order `logits.process` applies the stages
 FILTERED, CHOSEN, MASKED = "#d4d6db", "#e6550d", "#e6e8ec"
 MAX_TOKENS = 256  # heatmaps keep the last MAX_TOKENS tokens: 65k cells stay fast in a browser
 

@@ -1,6 +1,11 @@
 // The browser side of gptviz.widgets._figure: PlotlyFigure (a figure) and PlotlyLibrary (plotly.js itself),
 // two anywidgets sharing this one ES module.
 //
+// Sizing: a figure follows its container. A ResizeObserver tells the kernel the container's width (a small
+// {type: "resize", width} message, so panels laid out in pixels can lay out again for it), and a figure whose
+// layout has no width is resized by plotly.js to fill it. `_fig_stale` greys the figure out while the panel
+// shows a message about it.
+//
 // A figure draws the kernel's figure with Plotly.react: its synced state is a base (`_fig_data`, `_fig_layout`)
 // and `_fig_patch`, the properties that differ from the base now. It sends back only small events: a click's
 // curve, point, x, y and customdata. It never sets the model's state, so nothing the browser holds (the
@@ -121,10 +126,48 @@ function clickMessage(event) {
   };
 }
 
+// Tell the kernel the container's width when it settles (not at every frame of a drag), and let plotly.js
+// fill it where the figure has no width of its own.
+function watchWidth(model, el, div, isDrawn) {
+  let sent = 0;
+  let timer = null;
+  const report = () => {
+    timer = null;
+    const width = Math.floor(el.getBoundingClientRect().width);
+    if (width < 100) return; // hidden (a collapsed output, a background tab): nothing to lay out for
+    if (isDrawn() && !(model.get("_fig_layout") || {}).width) {
+      const Plotly = div._gptvizPlotly;
+      if (Plotly) Plotly.Plots.resize(div);
+    }
+    if (Math.abs(width - sent) >= 8) {
+      sent = width;
+      model.send({ type: "resize", width });
+    }
+  };
+  const observer = new ResizeObserver(() => {
+    if (timer !== null) clearTimeout(timer);
+    timer = setTimeout(report, 120);
+  });
+  observer.observe(el);
+  return () => observer.disconnect();
+}
+
+function showStale(model, div) {
+  const stale = !!model.get("_fig_stale");
+  div.style.opacity = stale ? "0.35" : "";
+  div.style.filter = stale ? "grayscale(1)" : "";
+  div.title = stale ? "out of date: see the message above the figure" : "";
+}
+
 async function render({ model, el }) {
   const div = document.createElement("div");
   div.className = "gptviz-plotly-figure";
+  el.style.minWidth = "0"; // a flex item that may shrink with the page, never pushing the panel wider
+  el.style.maxWidth = "100%";
+  el.style.overflowX = "auto";
   el.appendChild(div);
+  showStale(model, div);
+  model.on("change:_fig_stale", () => showStale(model, div));
   let Plotly;
   try {
     Plotly = await plotlyFor(model.get("_plotly_version"));
@@ -132,6 +175,7 @@ async function render({ model, el }) {
     div.textContent = `gptviz: could not load plotly.js (${e})`;
     return;
   }
+  div._gptvizPlotly = Plotly;
   const cache = {};
   let queued = false;
   let listening = false;
@@ -166,7 +210,9 @@ async function render({ model, el }) {
   for (const name of events) model.on(name, schedule);
   draw();
   await drawing;
+  const unwatch = watchWidth(model, el, div, () => listening);
   return () => {
+    unwatch();
     for (const name of events) model.off(name, schedule);
     Plotly.purge(div);
   };

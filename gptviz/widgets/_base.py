@@ -37,11 +37,15 @@ class Busy(RuntimeError):
 INPUT_ERRORS = (ValueError, KeyError, IndexError, MemoryError, FileNotFoundError, NotADirectoryError, Busy)
 # line-height: ipywidgets gives HTML widgets 28 px lines, which made a two-line caption look double-spaced
 CSS_STATUS = "color:#4a5160;font-size:13px;line-height:1.45"
-PANEL_WIDTH = 980  # px, the most a panel takes
-# A figure widget is drawn before it is attached to the page, so it cannot measure its container and falls
-# back to plotly's 700 px. So every panel's figure has this width: `for_widget` gives it to a figure that has
-# none, and a figure laid out in pixels (a square heatmap with its colour bar beside it) is built for it.
+PANEL_WIDTH = 980  # px, the width a panel is first laid out for, before the browser has measured it
+# A panel takes its container's whole width. A figure without a width fills it (the figure widget resizes it
+# in the browser). A figure laid out in pixels (a square heatmap with its colour bar beside it) is built for
+# FIGURE_WIDTH first; once the browser reports the container's width (`PlotlyFigure.on_resize`), the panel
+# lays it out again for that width (`Panel.relayout`, within MIN_FIGURE_WIDTH..MAX_FIGURE_WIDTH).
 FIGURE_WIDTH = PANEL_WIDTH - 20
+MIN_FIGURE_WIDTH = 340  # narrower containers get this width and a horizontal scrollbar on the figure alone
+MAX_FIGURE_WIDTH = 2000
+RELAYOUT_STEP_PX = 24  # a width change smaller than this keeps the current layout
 
 
 def packed(a) -> dict:
@@ -66,10 +70,8 @@ def unpack(z) -> np.ndarray:
 
 
 def for_widget(fig: go.Figure) -> go.Figure:
-    """Ready `fig` (in place) for a panel's figure widget and return it: every 2-D numeric z packed, and a figure
-    without a width given FIGURE_WIDTH (figures laid out in pixels are built for that width by the panel)."""
-    if fig.layout.width is None:
-        fig.layout.width = FIGURE_WIDTH
+    """Ready `fig` (in place) for a panel's figure widget and return it: every 2-D numeric z packed. A figure
+    without a width keeps none: the widget sizes it to its container."""
     for trace in fig.data:
         z = getattr(trace, "z", None) if "z" in trace else None
         if isinstance(z, np.ndarray) and z.ndim == 2 and z.dtype.kind == "f":
@@ -106,10 +108,30 @@ class Panel(W.VBox):
             f"<b style='font-size:15px'>{html.escape(self.title)}</b>"
             f"<div style='{CSS_STATUS}'>{html.escape(caption)}</div>"
         )
+        self._laid_out_for = FIGURE_WIDTH  # the width `relayout` last built the figure for
         super().__init__(
             [head, *controls, self.status, self.error, self.plot, *extra, self.details],
-            layout=W.Layout(width="100%", max_width=f"{PANEL_WIDTH}px"),
+            layout=W.Layout(width="100%", min_width="0"),
         )
+        self.plot.on_resize(self.guarded(self._on_resize))
+
+    # ---- size ----------------------------------------------------------------------------------------
+    @property
+    def width(self) -> int:
+        """The width (px) to lay a figure out for: the container's, as the browser measured it, within
+        MIN_FIGURE_WIDTH..MAX_FIGURE_WIDTH; FIGURE_WIDTH until the browser has said."""
+        if self.plot.width is None:
+            return FIGURE_WIDTH
+        return max(MIN_FIGURE_WIDTH, min(MAX_FIGURE_WIDTH, self.plot.width - 4))  # 4: no scrollbar from rounding
+
+    def _on_resize(self, width: int) -> None:
+        if abs(self.width - self._laid_out_for) >= RELAYOUT_STEP_PX:
+            self._laid_out_for = self.width
+            self.relayout()
+
+    def relayout(self) -> None:
+        """Lay the figure out again for `self.width` (the container changed size). Panels whose figure has a
+        width of its own override this; a figure without one follows its container by itself."""
 
     # ---- callbacks -----------------------------------------------------------------------------------
     def guarded(self, fn):
@@ -133,6 +155,7 @@ class Panel(W.VBox):
 
     def show_error(self, e: BaseException | None, unexpected: bool = False) -> None:
         self.last_error = e
+        self.plot.stale = e is not None  # what the figure shows is not what the controls now say
         if e is None:
             self.error.value = ""
             return
@@ -278,6 +301,41 @@ class ChunkedTraining:
                 break
         self.describe("stopped" if trainer.step < target else "done")
         return out
+
+
+def row(*widgets: W.Widget, gap: str = "4px 16px") -> W.HBox:
+    """Controls side by side that wrap onto the next line when the panel is narrow (never off-screen)."""
+    return W.HBox(list(widgets), layout=W.Layout(flex_flow="row wrap", grid_gap=gap, width="100%"))
+
+
+def check_index(what: str, value, count: int, panel: str) -> int:
+    """`value` as an index into `count` things (layers, heads), or a ValueError that says so (a slider would
+    silently clamp layer 10 of a 6-layer model to 5, and show the wrong thing without a word)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < count:
+        raise ValueError(
+            f"{panel}: {what} {value!r} does not exist; this model has {count} ({what} 0 to {count - 1}), "
+            f"so pick one of those"
+        )
+    return int(value)
+
+
+def encode_for_panel(tokenizer, text: str) -> list[int]:
+    """`tokenizer.encode(text)`, with the message a student can act on inside a panel when a character-level
+    tokenizer meets characters it never saw (its own message tells a programmer to rebuild the tokenizer)."""
+    try:
+        return list(tokenizer.encode(text))
+    except ValueError as e:
+        known = getattr(tokenizer, "chars", None)
+        if known is None:
+            raise
+        unknown = sorted(set(text) - set(known), key=text.index)
+        shown = " ".join(unknown[:6]) + (" …" if len(unknown) > 6 else "")
+        raise ValueError(
+            f"This model reads only the {len(known)} characters of the text it was trained on, and {shown} "
+            f"{'is' if len(unknown) == 1 else 'are'} not among them: type text without "
+            f"{'it' if len(unknown) == 1 else 'them'} (e.g. plain English letters), or open a model with a "
+            "byte-level tokenizer (such as SmolLM2) for any language."
+        ) from e
 
 
 def _strip_tags(s: str) -> str:

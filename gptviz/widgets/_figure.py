@@ -9,7 +9,9 @@ heatmaps keep NaN, no base64, no JSON lists).
 
 The browser sends back only small events (`gptviz/static/plotly_figure.js`): a click's curve, point, x, y and
 customdata, dispatched to `on_click` callbacks with the signature plotly's FigureWidget uses,
-`callback(trace, points, state)`. It never sends the figure: plotly's FigureWidget echoed the whole figure
+`callback(trace, points, state)`; and the container's width when it changes (`on_resize`: a panel laid out in
+pixels lays out again; a figure without a width is resized by plotly.js itself). It never sends the figure:
+plotly's FigureWidget echoed the whole figure
 back after each render, 10+ MB messages over Jupyter's websocket limit, and clicks stopped arriving.
 
 plotly.js itself is the installed plotly package's bundle (offline), sent once per kernel by one
@@ -184,12 +186,15 @@ class PlotlyFigure(anywidget.AnyWidget):
     _fig_base = t.Int(0).tag(sync=True)
     _fig_patch = t.Dict().tag(sync=True)  # {"base", "n" (traces), "traces": {"i": diff}, "layout": diff or None}
     _fig_config = t.Dict().tag(sync=True)
+    _fig_stale = t.Bool(False).tag(sync=True)  # greyed out: the panel shows a message about it
     _plotly_version = t.Unicode().tag(sync=True)
 
     def __init__(self, figure: go.Figure | dict | None = None, config: dict | None = None, **kwargs):
         PlotlyLibrary.shared()  # opened first, so the browser has plotly.js by the time this figure draws
         self._figure = LiveFigure(figure, self)
         self._clicks: list[tuple[frozenset[int] | None, ClickCallback]] = []
+        self._resizes: list[Callable[[int], None]] = []
+        self.width: int | None = None  # px, the container's width as the browser last measured it
         self._commit_lock = threading.Lock()  # a training thread and a slider may both update the figure
         self.last_js_error: str | None = None  # what plotly.js said when it could not draw the state
         data, layout = self._snapshot()  # the first state the browser gets is the figure, not an empty one
@@ -243,7 +248,25 @@ class PlotlyFigure(anywidget.AnyWidget):
             self._figure.add_traces(list(fig.data))
             self._figure.layout = fig.layout
 
+    @property
+    def stale(self) -> bool:
+        """True: the browser shows the figure greyed out (out of date; the panel says why)."""
+        return self._fig_stale
+
+    @stale.setter
+    def stale(self, value: bool) -> None:
+        self._fig_stale = bool(value)
+
     # ---- events from the browser --------------------------------------------------------------------------
+    def on_resize(self, callback: Callable[[int], None], remove: bool = False) -> None:
+        """Call `callback(width)` when the browser reports a new container width (px; once after the first
+        draw, then when the page or the panel changes size by 8 px or more). A figure without a layout width
+        follows its container anyway; this is for figures laid out in pixels, which the panel lays out again."""
+        if remove:
+            self._resizes = [cb for cb in self._resizes if cb != callback]
+        else:
+            self._resizes.append(callback)
+
     def on_click(self, callback: ClickCallback, traces: Iterable[int] | None = None, remove: bool = False) -> None:
         """Call `callback(trace, points, state)` when a point of one of `traces` (indices; None: any trace) is
         clicked, as plotly's `trace.on_click` does: `points.point_inds`, `.xs`, `.ys` hold the clicked points of
@@ -256,10 +279,15 @@ class PlotlyFigure(anywidget.AnyWidget):
     def receive(self, content: dict) -> None:
         """A message from the browser (also what tests call to click without a browser):
         {"type": "click", "points": [{"curve", "point", "x", "y", "customdata"}, ...], "state": {...}}, or
-        {"type": "error", "message"} when plotly.js could not draw the state."""
+        {"type": "error", "message"} when plotly.js could not draw the state, or {"type": "resize", "width"}
+        when the container's width changed."""
         kind = content.get("type") if isinstance(content, dict) else None
         if kind == "error":
             self.last_js_error = str(content.get("message"))
+        elif kind == "resize" and isinstance(content.get("width"), (int, float)) and content["width"] > 0:
+            self.width = int(content["width"])
+            for callback in list(self._resizes):
+                callback(self.width)
         elif kind == "click":
             self._dispatch_click(content.get("points") or [], content.get("state") or {})
 

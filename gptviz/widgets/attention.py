@@ -35,7 +35,7 @@ from ..plots.attention import (
     record_kv_groups,
 )
 from ..records import record_forward
-from ._base import FIGURE_WIDTH, Panel, packed, replace_figure, slider
+from ._base import FIGURE_WIDTH, Panel, check_index, encode_for_panel, packed, replace_figure, row, slider
 
 TRACES = ("attention", "grid", "frame", "heads", "looks_at", "looked_at_by", "metrics")  # explorer_figure's
 CAPTURE_BUDGET_BYTES = 256 * 2**20  # attention of every head for the text: L * nh * T^2 float32
@@ -62,6 +62,10 @@ BARS_TITLE_PX = 52  # under the bars' position labels, when the scores follow: t
 GRID_LABELS_PX = 56  # left of a tall grid, the bars keep clear of its layer labels and title
 TALL_GRID = 1.25  # a grid that would shrink by more than this beside the heatmap gets the column's height
 MAX_GRID_PX = 1400  # a deeper model's thumbnails shrink rather than the figure grow past this
+STACK_BELOW_HEATMAP_PX = 300  # beside the grid the heatmap would be smaller than this: stack the parts
+MIN_HEATMAP_PX = 180  # a figure narrower than MARGIN + this + its colour bar is refused
+STACKED_COLOURBAR_PX = 56  # a stacked figure's colour bar and its tick labels, right of the heatmap
+STACKED_SCORES_PX = 420  # the scores' bars, at most this wide in a stacked figure
 METRIC_NAMES = {
     "previous_token": "prev. token",
     "induction": "induction",
@@ -118,12 +122,21 @@ def metrics_title(layer: int, head: int) -> str:
     return f"scores of layer {layer}, head {head} (1 = perfect)"
 
 
+def stacked(width: int) -> bool:
+    """True when a figure `width` px wide is too narrow for the grid beside the heatmap: the parts go one
+    under the other (heatmap, bars, grid, scores), each as wide as the figure."""
+    return width - MARGIN["l"] - MARGIN["r"] - COLOURBAR_GAP_PX - MIN_COLUMN_PX < STACK_BELOW_HEATMAP_PX
+
+
 def heatmap_side(width: int = FIGURE_WIDTH) -> int:
     """The heatmap's side (px) in a figure `width` px wide: HEATMAP_PX, or less where the right column would get
-    under MIN_COLUMN_PX (ValueError under 240)."""
-    hm = min(HEATMAP_PX, width - MARGIN["l"] - MARGIN["r"] - COLOURBAR_GAP_PX - MIN_COLUMN_PX)
-    if hm < 240:
-        raise ValueError(f"the explorer's figure needs a width of at least {width - hm + 240} px, got {width}")
+    under MIN_COLUMN_PX; in a stacked figure, the plot width less the colour bar (ValueError under MIN_HEATMAP_PX)."""
+    pw = width - MARGIN["l"] - MARGIN["r"]
+    hm = min(HEATMAP_PX, pw - (STACKED_COLOURBAR_PX if stacked(width) else COLOURBAR_GAP_PX + MIN_COLUMN_PX))
+    if hm < MIN_HEATMAP_PX:
+        raise ValueError(
+            f"the explorer's figure needs a width of at least {width - hm + MIN_HEATMAP_PX} px, got {width}"
+        )
     return hm
 
 
@@ -141,7 +154,9 @@ def explorer_layout(
     The grid keeps the aspect of its L x nh thumbnails of S cells (`plots.grid_aspect`), as wide as the right
     column. Beside the heatmap it shares that column with the scores, the bars span the width below ("compact");
     a grid that would shrink by more than TALL_GRID there takes the column's height ("tall"), the bars stay left
-    of it and the scores go under whichever column ends first. `key_labels_px` / `bar_labels_px`: how far the
+    of it and the scores go under whichever column ends first. A figure too narrow for a column beside the
+    heatmap (`stacked`) puts the parts one under the other: heatmap, bars, grid, scores ("stacked").
+    `key_labels_px` / `bar_labels_px`: how far the
     heatmap's key labels and the bars' position labels reach down (`plots.attention.label_px`); the parts below
     them keep clear. `grouped` (GQA): the grid has a row of kv-group labels above it."""
     pw = width - MARGIN["l"] - MARGIN["r"]
@@ -153,7 +168,14 @@ def explorer_layout(
     bars_top = hm + max(BARS_GAP_PX, key_labels_px + TITLE_LEGEND_PX)
     bars_end = bars_top + BARS_PX
     room = hm - top - METRICS_GAP_PX - SCORES_PX  # for a grid above the scores, beside the heatmap
-    if gw * aspect <= TALL_GRID * room:
+    if stacked(width):  # heatmap, bars, grid, scores: one under the other
+        mode, gx, bars_x = "stacked", 0, (0, pw)
+        grid_top = bars_end + bar_labels_px + BARS_TITLE_PX + top
+        gh = min(pw * aspect, MAX_GRID_PX)
+        scores_top = grid_top + gh + METRICS_GAP_PX
+        metrics_box = (0, min(pw, STACKED_SCORES_PX), scores_top, scores_top + SCORES_PX)
+        ph, top = metrics_box[3], grid_top
+    elif gw * aspect <= TALL_GRID * room:
         mode, gh = "compact", min(gw * aspect, room)
         bars_x, metrics_box, ph = (0, pw), (gx, pw, top + gh + METRICS_GAP_PX, hm), bars_end
     else:
@@ -316,7 +338,7 @@ def explorer_figure(
         margin=MARGIN,
         barmode="group",
         bargap=0.15,
-        title=plots.attention_title(record, layer, head, hide_first, start),
+        title=plots.attention_title(record, layer, head, hide_first, start, max_px=width - 40),
         legend=dict(
             orientation="h",
             x=0,
@@ -352,6 +374,8 @@ class AttentionExplorer(Panel):
         self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
         self._quiet = False  # True while the panel sets its own controls (one figure update, not several)
         c = model.config
+        layer = check_index("layer", layer, c.n_layer, "AttentionExplorer")
+        head = check_index("head", head, c.n_head, "AttentionExplorer")
         # the longest text whose full attention (L, nh, T, T) fits the budget, within the model's context
         self.record_limit = min(c.block_size, int(math.sqrt(CAPTURE_BUDGET_BYTES / (4 * c.n_layer * c.n_head))))
         self.record = self._record(text)
@@ -389,15 +413,16 @@ class AttentionExplorer(Panel):
                 f"key/value head (head h reads kv head h // {len(self.kv_groups[0])})."
             )
         super().__init__(
-            [self.text, W.HBox([self.layer, self.head, self.hide_first]), W.HBox([self.token, self.head_info])],
-            fig,
-            caption,
+            [self.text, row(self.layer, self.head, self.hide_first), row(self.token, self.head_info)], fig, caption
         )
         self._wire()
         self._describe()
 
     # ---- model runs and figures ----------------------------------------------------------------------
     def _record(self, text: str):
+        if not text.strip():
+            raise ValueError("The text is empty: type a sentence (a few words) to see where its tokens look.")
+        encode_for_panel(self.tokenizer, text)  # a student's message for characters the model cannot read
         with warnings.catch_warnings():  # cropping is reported in the status line instead
             warnings.simplefilter("ignore")
             return record_forward(self.model, self.tokenizer, text, max_tokens=self.record_limit)
@@ -415,7 +440,11 @@ class AttentionExplorer(Panel):
             self.hide_first.value,
             self.max_tokens,
             self.metrics,
+            width=self.width if hasattr(self, "plot") else FIGURE_WIDTH,
         )
+
+    def relayout(self) -> None:
+        replace_figure(self.figure, self._full_figure())
 
     def _set_focus_options(self) -> None:
         toks = self.record.tokens
@@ -459,9 +488,12 @@ class AttentionExplorer(Panel):
         _, values, labels = metric_values(self.metrics, l, h)
         with self.figure.batch_update():
             self.trace("attention").update(
-                z=packed(matrix[self.start :, self.start :]), hovertemplate=attention_hover(self.record, l, h)
+                z=packed(matrix[self.start :, self.start :]),
+                hovertemplate=attention_hover(self.record, l, h, self.start),
             )
-            self.figure.layout.title.text = plots.attention_title(self.record, l, h, hide, self.start)
+            self.figure.layout.title.text = plots.attention_title(
+                self.record, l, h, hide, self.start, max_px=(self.figure.layout.width or FIGURE_WIDTH) - 40
+            )
             self.trace("metrics").update(x=values, text=labels)
             self.figure.layout.xaxis3.title.text = metrics_title(l, h)
             self._update_focus(matrix)
@@ -510,6 +542,8 @@ class AttentionExplorer(Panel):
     # ---- public --------------------------------------------------------------------------------------
     def select(self, layer: int, head: int) -> None:
         """Show one head (what a click on its thumbnail does); one figure update for both values."""
+        layer = check_index("layer", layer, self.record.n_layer, "AttentionExplorer")
+        head = check_index("head", head, self.record.n_head, "AttentionExplorer")
         self._quiet = True
         try:
             self.layer.value, self.head.value = layer, head

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import numbers
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -27,10 +28,11 @@ from plotly.subplots import make_subplots
 
 from .. import plots
 from ..export import RawHTML
-from ..logits import DEFAULT_TOP_K
+from ..plots.generation import BAR_GROUP
 from ..sampling import generate
 from ..steps import generate_steps
-from ._base import FIGURE_WIDTH, Panel, replace_figure, slider
+from ._base import FIGURE_WIDTH, Panel, encode_for_panel, replace_figure, slider
+from ._decoding import KNOBS, check_knobs, knob_range, restage
 
 
 @dataclass
@@ -51,25 +53,51 @@ class Branch:
 # top, then their axis labels, legend and the attention row's caption, then the attention row.
 STEP_MARGIN = dict(l=70, r=20, t=78, b=64)
 CANDIDATES_PX, ROW_GAP_PX, ROW_PX = 250, 116, 170
+LEGEND_ROW_PX = 22  # a legend of many stages wraps onto more rows in a narrow figure
+LEGEND_CHAR_PX, LEGEND_ITEM_PX = 6.2, 46  # a legend entry: its text (11 px font) and its swatch and gap
+CAPTION_CHAR_PX = 7.2  # the attention row's caption (13 px font)
+
+
+def legend_rows(names: list[str], width: float) -> int:
+    """How many rows a horizontal legend of `names` takes in `width` px (plotly wraps whole entries)."""
+    rows, used = 1, 0.0
+    for name in names:
+        w = LEGEND_ITEM_PX + LEGEND_CHAR_PX * len(name)
+        if used and used + w > width:
+            rows, used = rows + 1, 0.0
+        used += w
+    return rows
 
 
 def step_figure(
-    step, layer: int, head: int | None, tokens: list[str] | None, forced: bool = False, width: int = FIGURE_WIDTH
+    step,
+    layer: int,
+    head: int | None,
+    tokens: list[str] | None,
+    forced: bool = False,
+    width: int = FIGURE_WIDTH,
+    preview: bool = False,
 ) -> go.Figure:
-    """The panel's view of one step: candidates per stage (top), the attention row (bottom, if recorded)."""
+    """The panel's view of one step: candidates per stage (top), the attention row (bottom, if recorded);
+    `preview`: the stages were computed again with other knobs (`restage`)."""
+    pw = width - STEP_MARGIN["l"] - STEP_MARGIN["r"]
     rows = 2 if step.attention is not None else 1
-    ph = CANDIDATES_PX + (ROW_GAP_PX + ROW_PX if rows == 2 else 60)  # one row: room for the legend under it
     fig = make_subplots(rows, 1)
     plots.add_candidates(fig, step, 1, 1)
+    legend_px = LEGEND_ROW_PX * legend_rows([t.name for t in fig.data if t.showlegend is not False], pw)
+    caption = plots.row_title(step, layer, head)
+    if len(caption) * CAPTION_CHAR_PX > pw:  # "where the model looked ...<br>(layer 5, mean over heads)"
+        caption = caption.replace(" (", "<br>(", 1)
+    caption_px = 18 * caption.count("<br>")
+    gap = ROW_GAP_PX + legend_px - LEGEND_ROW_PX + caption_px
+    ph = CANDIDATES_PX + (gap + ROW_PX if rows == 2 else 40 + legend_px)  # one row: room for the legend under it
     fig.update_yaxes(domain=[1 - CANDIDATES_PX / ph, 1], row=1, col=1)
     legend_y = 1 - (CANDIDATES_PX + 52) / ph  # under the candidates' axis title
     if rows == 2:
-        plots.add_attention_row(
-            fig, step, layer, head, tokens, 2, 1, length_px=width - STEP_MARGIN["l"] - STEP_MARGIN["r"]
-        )
+        plots.add_attention_row(fig, step, layer, head, tokens, 2, 1, length_px=pw)
         fig.update_yaxes(domain=[0, ROW_PX / ph], row=2, col=1)
         fig.add_annotation(
-            text=plots.row_title(step, layer, head),
+            text=caption,
             xref="paper",
             yref="paper",
             x=0,
@@ -77,75 +105,36 @@ def step_figure(
             yshift=10,
             xanchor="left",
             yanchor="bottom",
+            align="left",
             showarrow=False,
             font_size=13,
         )
+    title = plots.step_title(step, forced, preview, max_px=width - 40)
+    top = max(STEP_MARGIN["t"], plots.title_px(title) + 24)
     fig.update_layout(
         template=plots.TEMPLATE,
         width=width,
-        height=ph + STEP_MARGIN["t"] + STEP_MARGIN["b"],
-        margin=STEP_MARGIN,
+        height=ph + top + STEP_MARGIN["b"],
+        margin=dict(STEP_MARGIN, t=top),
         barmode="group",
-        title=plots.step_title(step, forced),
+        bargap=1 - BAR_GROUP,
+        # from the top down (plotly centres a title in the top margin, and a long one ran into the bars)
+        title=dict(text=title, y=1, yref="container", yanchor="top", pad=dict(t=12)),
         legend=dict(orientation="h", x=0, y=legend_y, yanchor="top", font_size=11),
     )
     return fig
 
 
 def message_figure(text: str, width: int = FIGURE_WIDTH) -> go.Figure:
+    """A figure that only says `text` (lines wrapped to the width)."""
+    chars = max(20, int((width - 40) / 8))  # 14 px font: ~8 px a character
+    text = "<br>".join(textwrap.fill(line, chars).replace("\n", "<br>") for line in text.split("<br>"))
     fig = go.Figure()
     fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font_size=14)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_layout(template=plots.TEMPLATE, width=width, height=200, title="Generation explorer")
     return fig
-
-
-# ---- the decoding knobs: the constructor's arguments, the sliders' ranges and the checks are one table ----------
-# generate()'s name: (slider label, lowest, highest, step, what the values mean); the defaults are the constructor's
-KNOBS = {
-    "temperature": ("temperature", 0.0, 2.0, 0.05, "0 = greedy, 1 = the model's own distribution"),
-    "top_k": ("top-k (0 = off)", 0, 200, 1, "0 or None = off; at most the vocabulary size"),
-    "top_p": ("top-p (1 = off)", 0.01, 1.0, 0.01, "1 = off; 0.9 keeps the tokens holding 90% of the mass"),
-    "repetition_penalty": ("repetition penalty", 1.0, 2.0, 0.05, "1 = off, 1.2 is a usual value"),
-    "no_repeat_ngram_size": ("no-repeat n-gram", 0, 6, 1, "0 = off"),
-    "num_beams": ("beams", 1, 8, 1, "1 = no beam search"),
-    "max_new_tokens": ("max new tokens", 1, 400, 1, "tokens per generation"),
-}
-
-
-def knob_range(name: str, vocab_size: int) -> tuple:
-    """(lowest, highest) a knob may take in the panel; top-k's highest is the vocabulary (at most 200)."""
-    lo, hi = KNOBS[name][1:3]
-    return (lo, min(hi, vocab_size)) if name == "top_k" else (lo, hi)
-
-
-def _knob_problem(name: str, value, vocab_size: int) -> str | None:
-    if name == "do_sample":
-        return None if isinstance(value, bool) else f"do_sample must be True (sample) or False (greedy), got {value!r}"
-    if name == "seed":
-        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
-            return None
-        return f"seed must be an integer >= 0 (the same seed gives the same text), got {value!r}"
-    lo, hi = knob_range(name, vocab_size)
-    whole = isinstance(KNOBS[name][3], int)  # the slider's step says whether it is an IntSlider
-    kind = numbers.Integral if whole else numbers.Real
-    if isinstance(value, kind) and not isinstance(value, bool) and lo <= value <= hi:  # NaN fails this too
-        return None
-    return f"{name} must be {'an integer' if whole else 'a number'} from {lo} to {hi} ({KNOBS[name][4]}), got {value!r}"
-
-
-def check_knobs(vocab_size: int, **knobs) -> dict:
-    """The knobs as the panel's controls take them (top_k None -> 0), or a ValueError that names every bad
-    one with its allowed range and what its values mean (a slider would silently clip an out-of-range value)."""
-    if knobs.get("top_k", 0) is None:
-        knobs = {**knobs, "top_k": 0}
-    if knobs.get("top_k") == DEFAULT_TOP_K:  # transformers' default; a char model has fewer tokens than that
-        knobs = {**knobs, "top_k": min(DEFAULT_TOP_K, vocab_size)}
-    problems = [p for p in (_knob_problem(n, v, vocab_size) for n, v in knobs.items()) if p]
-    if problems:
-        raise ValueError("GenerationExplorer: " + "; ".join(problems))
-    return knobs
 
 
 class GenerationExplorer(Panel):
@@ -189,6 +178,7 @@ class GenerationExplorer(Panel):
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise ValueError(f"GenerationExplorer: k (candidates shown per step) must be an integer >= 1, got {k!r}")
         self.model, self.tokenizer, self.k = model, tokenizer, k
+        self._quiet = False  # True while the panel sets its own controls
         V, nh, L = model.config.vocab_size, model.config.n_head, model.config.n_layer
         st = {"description_width": "125px"}  # one label width: the sliders' tracks line up in columns
 
@@ -236,7 +226,12 @@ class GenerationExplorer(Panel):
         self.branches_html = W.HTML()
         self.branches: list[Branch] = []
         self.knob_note = ""
-        # fixed columns (the figure below is fixed-width too): labels, tracks and read-outs line up
+        # columns as wide as the panel allows (auto-fill): three or four side by side on a wide screen, one
+        # under the other on a narrow one; labels, tracks and read-outs line up, nothing leaves the panel
+        for w in (self.temperature, self.top_k, self.top_p, self.repetition_penalty, self.no_repeat_ngram):
+            w.layout.width = "auto"
+        for w in (self.beams, self.max_new_tokens):
+            w.layout.width = "auto"
         knobs_grid = W.GridBox(
             [
                 self.sample,
@@ -249,14 +244,16 @@ class GenerationExplorer(Panel):
                 self.max_new_tokens,
                 W.HBox([self.seed, self.generate_button], layout=W.Layout(grid_gap="10px")),
             ],
-            layout=W.Layout(grid_template_columns="300px 300px 300px", grid_gap="2px 20px"),
+            layout=W.Layout(grid_template_columns="repeat(auto-fill, minmax(290px, 1fr))", grid_gap="2px 20px"),
         )
+        for w in (self.step, self.layer, self.head):
+            w.layout.width = "auto"
         view = W.GridBox(
             [self.step, self.layer, self.head],
             layout=W.Layout(
-                grid_template_columns="440px 260px 200px",
+                grid_template_columns="repeat(auto-fill, minmax(240px, 1fr))",
                 grid_gap="2px 20px",
-                width="940px",
+                width="100%",
                 margin="6px 0 0 0",
                 padding="6px 0 0 0",
                 border_top="1px solid #e3e5ea",
@@ -270,6 +267,10 @@ class GenerationExplorer(Panel):
         super().__init__(controls, message_figure("Press Generate"), caption, [self.branch, self.branches_html])
         self.generate_button.on_click(self.guarded(lambda _: self.run()))
         self.plot.on_click(self.guarded(self._click_candidate))  # the candidate bars: a click forks there
+        self.preview: dict | None = None  # the knobs the shown step was re-drawn with (None: as sampled)
+        self._raw_logits: dict = {}  # (branch, step) -> the step's raw next-token logits (1, V), for previews
+        for w in (self.sample, self.temperature, self.top_k, self.top_p, self.repetition_penalty, self.no_repeat_ngram):
+            w.observe(self.guarded(self._on_knob), names="value")
         self.step.observe(self.guarded(self._show), names="value")
         for w in (self.layer, self.head):
             w.observe(self.guarded(self._show), names="value")
@@ -305,9 +306,10 @@ class GenerationExplorer(Panel):
         """Generate from the prompt with the current knobs (what the Generate button does)."""
         text = self.prompt.value
         if not text:
-            raise ValueError("the prompt is empty; type a few characters to continue")
-        ids = list(self.tokenizer.encode(text))
+            raise ValueError("The prompt is empty: type a few characters for the model to continue.")
+        ids = encode_for_panel(self.tokenizer, text)
         t0 = time.perf_counter()
+        self.preview, self._raw_logits = None, {}
         if self.beams.value > 1:
             self._run_beams(ids)
             return
@@ -321,9 +323,14 @@ class GenerationExplorer(Panel):
             out = generate(
                 self.model, torch.tensor([ids]), self.max_new_tokens.value, num_beams=self.beams.value, **knobs
             )[0].tolist()
+        cleared = len(self.branches)
         self.branches = []
         self.step.disabled = True
-        self.branch.options = []
+        self._quiet = True
+        try:
+            self.branch.options = []
+        finally:
+            self._quiet = False
         text = self.tokenizer.decode(out[len(ids) :])
         self.branches_html.value = _cards_html(
             [
@@ -337,11 +344,18 @@ class GenerationExplorer(Panel):
         replace_figure(
             self.figure,
             message_figure(
-                f"Beam search keeps {self.beams.value} hypotheses at every step, so there is no single step "
-                "timeline.<br>The best final sequence is shown below; set beams = 1 to scrub steps and fork."
+                width=self.width,
+                text=f"Beam search keeps {self.beams.value} hypotheses at every step, so there is no single step "
+                "timeline.<br>The best final sequence is shown below; set beams = 1 to scrub steps and fork.",
             ),
         )
-        self.set_status(" ".join(str(w.message) for w in caught))
+        note = (
+            f"beam search replaced the step timeline and its {cleared} branch{'es' if cleared != 1 else ''} "
+            "(forks included); set beams = 1 and press Generate to scrub and fork again"
+            if cleared
+            else ""
+        )
+        self.set_status(" · ".join(p for p in (note, *(str(w.message) for w in caught)) if p))
 
     def fork(self, step: int, token_id: int, branch: int | None = None) -> int:
         """Continue `branch` (default: the active one) with `token_id` at `step`; returns the new branch index."""
@@ -388,7 +402,7 @@ class GenerationExplorer(Panel):
             self.step.value = b.fork_step if b.fork_step is not None else 0
         finally:
             self._quiet = False
-        self.set_status(" · ".join(p for p in (status, self.knob_note) if p))
+        self._status = " · ".join(p for p in (status, self.knob_note) if p)
         self._show()
 
     def _branch_label(self, i: int) -> str:
@@ -409,19 +423,70 @@ class GenerationExplorer(Panel):
             self._quiet = False
         self._show()
 
+    # ---- live knobs: the shown step drawn again with the knobs as they are now ----------------------------
+    def _on_knob(self, change=None) -> None:
+        if self._quiet or not self.branches:
+            return
+        self.preview = self.knobs()
+        self._show()
+
+    def _raw(self, branch: int, t: int) -> torch.Tensor:
+        """Step t's raw next-token logits (1, V): one forward pass over its context window, kept per step."""
+        key = (branch, t)
+        if key not in self._raw_logits:
+            b, s = self.branches[branch], self.branches[branch].steps[t]
+            window = torch.tensor([b.ids[s.context_start : s.position]], device=next(self.model.parameters()).device)
+            with torch.no_grad():
+                self._raw_logits[key] = self.model(window)[:, -1, :].float().cpu()  # (1, V)
+        return self._raw_logits[key]
+
+    def shown_step(self):
+        """The step the figure shows: as sampled, or (after a knob moved) re-staged with the knobs now."""
+        b = self.branches[self.active]
+        t = min(self.step.value, len(b.steps) - 1)
+        s = b.steps[t]
+        if self.preview is None:
+            return s, []
+        return restage(s, self._raw(self.active, t), b.ids[: s.position], self.model.config.vocab_size, self.preview, t)
+
+    def relayout(self) -> None:
+        if self.branches:
+            self._show()
+
     def _show(self, change=None) -> None:
         if getattr(self, "_quiet", False) or not self.branches:
             return
         b = self.branches[self.active]
         if not b.steps:
-            replace_figure(self.figure, message_figure("No tokens were generated (max new tokens reached or eos)."))
+            replace_figure(
+                self.figure,
+                message_figure(
+                    "No tokens were generated (the model ended the text at once): raise max new tokens or change "
+                    "the prompt.",
+                    width=self.width,
+                ),
+            )
             return
         t = min(self.step.value, len(b.steps) - 1)
-        s = b.steps[t]
+        s, notes = self.shown_step()
         head = None if self.head.value < 0 else self.head.value
-        replace_figure(
-            self.figure, step_figure(s, self.layer.value, head, self.tokenizer.tokens(b.ids), forced=t == b.fork_step)
+        fig = step_figure(
+            s,
+            self.layer.value,
+            head,
+            self.tokenizer.tokens(b.ids),
+            forced=t == b.fork_step,
+            width=self.width,
+            preview=self.preview is not None,
         )
+        replace_figure(self.figure, fig)
+        if self.preview is not None:
+            notes = [
+                f"step {t} drawn again with the knobs as they are now (the token stays the one sampled before); "
+                "press Generate to sample the whole text with them",
+                *notes,
+            ]
+        self.set_status(" · ".join(p for p in (getattr(self, "_status", ""), *notes) if p))
         self.branches_html.value = self._branches_html()
 
     def _click_candidate(self, trace, points, state) -> None:

@@ -8,19 +8,20 @@ per dimension pair, q·k of the same vector against distance (rotary dim and the
 model's own), and, for a rotary model, one head's q·k of a token against the same token Δ back
 (`gptviz.positions.rope_head_scores`). Without a model the formula views (sinusoidal and RoPE) are offered.
 
-The figures come from `plots` (at the panel's width, `FIGURE_WIDTH`); this panel holds the controls and swaps
-the view in its one figure widget.
+The figures come from `plots` (at the panel's width, `Panel.width`, laid out again when it changes); this panel
+holds the controls and swaps the view in its one figure widget.
 Position scores are computed once per (model, T) and cached, so moving the layer/head sliders is cheap.
 """
 
 from __future__ import annotations
 
 import ipywidgets as W
+import numpy as np
 
 from .. import plots
 from ..model import sinusoidal_encoding
-from ..positions import position_scores, rope_head_scores, rope_relative_scores
-from ._base import FIGURE_WIDTH, Panel, replace_figure, slider
+from ..positions import position_matrix, position_scores, rope_head_scores, rope_relative_scores
+from ._base import Panel, replace_figure, row, slider
 
 VIEWS = {
     "sinusoidal": "sinusoidal PE",
@@ -49,16 +50,26 @@ class PositionalEncodingExplorer(Panel):
         if C % 2:
             raise ValueError(f"the sinusoidal encoding needs an even C, got {C}")
         t_max = model.config.block_size if model is not None else 512
+        if isinstance(T, bool) or not isinstance(T, int) or not 2 <= T <= t_max:
+            raise ValueError(
+                f"PositionalEncodingExplorer: T={T!r} positions cannot be shown; pick T from 2 to {t_max} "
+                + ("(the model's block size)" if model is not None else "")
+            )
         views = ["sinusoidal", "waves"] + (["learned"] if kind == "learned" else []) + ["rotary", "rotary_scores"]
         views += ["similarity"] + (["scores"] if kind in ("learned", "sinusoidal") else [])
         views += ["rotary_head"] if kind == "rotary" else []
         self.view = W.ToggleButtons(
             options=[(VIEWS[v], v) for v in views],
             value="rotary" if kind == "rotary" else views[0],
-            style={"button_width": "130px"},
+            style={"button_width": "auto"},  # each label whole ("score contribution"); the row wraps
+            layout=W.Layout(flex_flow="row wrap", width="100%"),
         )
-        self.T = slider("positions T", min(T, t_max), 2, t_max, width="320px")
-        self.C = slider("width C", C, 2, 1024, step=2, width="320px", disabled=model is not None)
+        self.T = slider("positions T", T, 2, t_max, width="320px")
+        fixed = model is not None  # the model's own width: shown, not changeable, and the label says why
+        self.C = slider(
+            "width C = the model's n_embd (fixed)" if fixed else "width C", C, 2, 1024, step=2, disabled=fixed
+        )
+        self.C.layout.width = "420px" if fixed else "320px"
         self.dim = slider("dimension d", 0, 0, C - 2, step=2, width="320px")
         self.layer = slider("layer", 0, 0, model.config.n_layer - 1 if model is not None else 0, width="260px")
         self.head = slider("head", 0, 0, model.config.n_head - 1 if model is not None else 0, width="260px")
@@ -101,11 +112,11 @@ class PositionalEncodingExplorer(Panel):
         super().__init__(
             [
                 self.view,
-                W.HBox([self.T, self.C]),
-                W.HBox([self.dim]),
-                W.HBox([self.rd, self.theta]),
-                W.HBox([self.distance, self.log_x]),
-                W.HBox([self.layer, self.head]),
+                row(self.T, self.C),
+                row(self.dim),
+                row(self.rd, self.theta),
+                row(self.distance, self.log_x),
+                row(self.layer, self.head),
             ],
             self._build(),
             about,
@@ -142,15 +153,13 @@ class PositionalEncodingExplorer(Panel):
             return plots.learned_position_heatmap(self.model, max_positions=min(T, plots.MAX_TOKENS))
         if v == "similarity":
             src = self._source()
-            return plots.position_similarity(
-                src if src is not None else sinusoidal_encoding(T, C), T, width=FIGURE_WIDTH
-            )
+            return plots.position_similarity(src if src is not None else sinusoidal_encoding(T, C), T, width=self.width)
         if v in ROTARY_VIEWS:
             return self._build_rotary(v, T)
         T = min(T, plots.MAX_TOKENS)  # L * nh * T^2 scores: keep them (and the heatmap) small
         if self._scores is None or self._scores[0] != T:
             self._scores = (T, position_scores(self.model, T))
-        return plots.position_score_contribution(self._scores[1], self.layer.value, self.head.value, width=FIGURE_WIDTH)
+        return plots.position_score_contribution(self._scores[1], self.layer.value, self.head.value, width=self.width)
 
     def _rope(self):
         """What the RoPE formula views draw: the rotary model itself (its own rd and θ), else (rd, θ) from the
@@ -165,12 +174,15 @@ class PositionalEncodingExplorer(Panel):
             return plots.rope_angle_heatmap(source, T, theta)
         if v == "rotary_scores":
             return plots.rope_distance_scores(
-                rope_relative_scores(source, self.distance.value, theta), log_x=self.log_x.value, width=FIGURE_WIDTH
+                rope_relative_scores(source, self.distance.value, theta), log_x=self.log_x.value, width=self.width
             )
         key = (self.layer.value, self.head.value, self.distance.value)
         if self._head is None or self._head[0] != key:
             self._head = (key, rope_head_scores(self.model, self.distance.value, self.layer.value, self.head.value))
-        return plots.rope_head_distance(self._head[1], width=FIGURE_WIDTH)
+        return plots.rope_head_distance(self._head[1], width=self.width)
+
+    def relayout(self) -> None:
+        replace_figure(self.figure, self._build())
 
     def _refresh(self, change=None) -> None:
         if change is not None and change["owner"] is self.C:
@@ -197,9 +209,10 @@ class PositionalEncodingExplorer(Panel):
             "sinusoidal": "PE(pos, 2i) = sin(pos / 10000^(2i/C)), PE(pos, 2i+1) = cos(pos / 10000^(2i/C))",
             "waves": f"dimensions {self.dim.value} (sin) and {self.dim.value + 1} (cos): same wavelength, "
             "a quarter period apart",
-            "learned": "one trained vector per position; look for smooth stripes (nearby positions alike)",
+            "learned": learned_note(self.model) if v == "learned" else "",
             "similarity": "cosine similarity of every pair of position vectors",
-            "scores": "position-only attention score of one head (left) and every head's spread (right)",
+            "scores": "position-only attention score of one head, and every head's spread (beside it, or under it "
+            "in a narrow window)",
             "rotary": "pair i (dims i and i + rd/2) of q and k turns by t / θ^(2i/rd) at position t: the "
             "first pairs spin fast (nearby positions differ), the last ones barely move",
             "rotary_head": "the head's q·k/√hs of a token for the same token Δ back, for 32 tokens spread "
@@ -218,3 +231,28 @@ class PositionalEncodingExplorer(Panel):
                 )
             )
         self.set_status(notes[v])
+
+
+def learned_note(model, far: int = 32) -> str:
+    """What the learned table shows, measured: how alike neighbouring positions' vectors are (cosine), against
+    positions `far` or more apart; and what that means to look for in the heatmap."""
+    m = position_matrix(model)  # (T, C)
+    unit = m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+    sim = unit @ unit.T  # (T, T)
+    T = len(m)
+    near = float(np.mean([sim[i, i + 1] for i in range(T - 1)]))
+    apart = [sim[i, j] for i in range(0, T, 4) for j in range(i + far, T, 4)]
+    far_mean = float(np.mean(apart)) if apart else float("nan")
+    measured = (
+        f"one trained vector per position: neighbours' vectors have cosine similarity {near:.2f} on average, "
+        f"positions {far}+ apart {far_mean:.2f}"
+    )
+    if not apart or near - far_mean < 0.1:
+        return measured + (
+            " · neighbours are hardly more alike than distant positions, so the heatmap looks like noise: "
+            "this small model learned little about position (the similarity view shows the same)"
+        )
+    return measured + (
+        " · so down a column the colour drifts slowly from row to row while across a row it jumps from dimension "
+        "to dimension; the similarity view shows it as a band along the diagonal"
+    )
