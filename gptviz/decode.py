@@ -201,18 +201,22 @@ class DecodeStep:
                 queries.append(q)
             z = F.scaled_dot_product_attention(q, k, v, enable_gqa=self.gqa)  # (B, nh, 1, hs)
             attn = F.linear(z.transpose(1, 2).reshape(B, 1, self.q_size), wo, bo)  # (B, 1, C)
-            if parallel:
-                x = x + attn + self._mlp(ln_2(x) if ln_2 is not None else x, mlp)
-                continue
-            x = x + attn
-            if mlp is not None:
-                x = x + self._mlp(ln_2(x) if ln_2 is not None else x, mlp)
+            x = self._residual(x, attn, ln_2, mlp, parallel)
         cache.advance(1)
         h = self.ln_f(x) if self.ln_f is not None else x
         rows = None
         if record:  # one batched product for all layers: (L, B, nh, 1, hs) queries against the cached keys
             rows = newest_attention_row(torch.stack(queries), cache.k[:, :, :, :end]).transpose(0, 1)  # (B, L, nh, Tk)
         return F.linear(h, self.head_w)[:, -1].float(), rows  # (B, V)
+
+    def _residual(self, x, attn, ln_2, mlp, parallel: bool):
+        """The block's residual additions after attention, in the module path's order (bit-identical)."""
+        if parallel:  # GPT-NeoX: attention and the MLP both read the block's input
+            return x + attn + self._mlp(ln_2(x) if ln_2 is not None else x, mlp)
+        x = x + attn
+        if mlp is not None:
+            x = x + self._mlp(ln_2(x) if ln_2 is not None else x, mlp)
+        return x
 
     @staticmethod
     def _mlp(x: torch.Tensor, mlp) -> torch.Tensor:
@@ -262,12 +266,7 @@ class DecodeStep:
                 rows.append(newest_attention_row(q, k, allowed))  # (B, nh, M)
             z = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=self.gqa)  # (B, nh, 1, hs)
             attn = F.linear(z.transpose(1, 2).reshape(B, 1, self.q_size), wo, bo)
-            if parallel:
-                x = x + attn + self._mlp(ln_2(x) if ln_2 is not None else x, mlp)
-                continue
-            x = x + attn
-            if mlp is not None:
-                x = x + self._mlp(ln_2(x) if ln_2 is not None else x, mlp)
+            x = self._residual(x, attn, ln_2, mlp, parallel)
         h = self.ln_f(x) if self.ln_f is not None else x
         logits = F.linear(h, self.head_w)[:, -1].float()  # (B, V)
         return logits, (torch.stack(rows, dim=1) if record else None)  # (B, L, nh, M)
