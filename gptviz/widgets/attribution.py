@@ -16,7 +16,7 @@ import ipywidgets as W
 
 from .. import plots
 from ..attribution import METHOD_LABELS, METHODS, attribution_record, continuation
-from ._base import Panel, replace_figure, slider
+from ._base import Panel, replace_figure, row, slider
 
 
 class AttributionPanel(Panel):
@@ -46,10 +46,10 @@ class AttributionPanel(Panel):
         )
         self.new_tokens = slider("tokens to generate", max_new_tokens, 1, 64, width="300px")
         self.method = W.ToggleButtons(
-            options=[(METHOD_LABELS[m], m) for m in METHODS], value=method, style={"button_width": "180px"}
+            options=[(METHOD_LABELS[m], m) for m in METHODS], value=method, style={"button_width": "auto"}
         )
         self.view = W.ToggleButtons(
-            options=[("one step", "step"), ("all steps", "matrix")], value=view, style={"button_width": "100px"}
+            options=[("one step", "step"), ("all steps", "matrix")], value=view, style={"button_width": "auto"}
         )
         self._steps: dict[int, object] = {}  # step -> a one-row record of it
         self.record = record  # the whole matrix, once made
@@ -63,7 +63,7 @@ class AttributionPanel(Panel):
             "The model continues the prompt greedily; each generated token's logit is split among the tokens "
             "before it (their token embeddings; positions stay). Red pushed the token up, blue pushed it down."
         )
-        controls = [self.prompt, W.HBox([self.new_tokens, self.method]), W.HBox([self.view, self.step])]
+        controls = [self.prompt, row(self.new_tokens, self.method), row(self.view, self.step)]
         super().__init__(controls, self._figure(), caption)
         for w in (self.prompt, self.new_tokens, self.method):
             w.observe(self.guarded(self._rerun), names="value")

@@ -12,7 +12,7 @@ import ipywidgets as W
 
 from .. import plots
 from ..embedding_map import embedding_map, neighbour_summary
-from ._base import Panel, replace_figure
+from ._base import Panel, replace_figure, row
 
 
 class EmbeddingMapPanel(Panel):
@@ -27,8 +27,8 @@ class EmbeddingMapPanel(Panel):
         kinds = [("token embeddings", "tokens")]
         if model.config.pos_encoding in ("learned", "sinusoidal"):
             kinds.append(("position vectors", "positions"))
-        self.kind = W.ToggleButtons(options=kinds, value=kind, style={"button_width": "140px"})
-        self.dims = W.ToggleButtons(options=[("2-D", 2), ("3-D", 3)], value=dims, style={"button_width": "60px"})
+        self.kind = W.ToggleButtons(options=kinds, value=kind, style={"button_width": "auto"})
+        self.dims = W.ToggleButtons(options=[("2-D", 2), ("3-D", 3)], value=dims, style={"button_width": "auto"})
         self.colour = W.Dropdown(description="colour by", layout=W.Layout(width="260px"))
         self._colour_options()
         caption = (
@@ -36,7 +36,7 @@ class EmbeddingMapPanel(Panel):
             "(PCA). The axis titles say how much of the variance the picture keeps; the hover names each point's "
             "nearest neighbour in all dimensions."
         )
-        super().__init__([W.HBox([self.kind, self.dims, self.colour])], self._figure(), caption)
+        super().__init__([row(self.kind, self.dims, self.colour)], self._figure(), caption)
         self.kind.observe(self.guarded(self._on_kind), names="value")
         for w in (self.dims, self.colour):
             w.observe(self.guarded(self._redraw), names="value")

@@ -14,7 +14,7 @@ import ipywidgets as W
 
 from .. import plots
 from ..lens import logit_lens_record
-from ._base import Panel, replace_figure, slider
+from ._base import Panel, replace_figure, row, slider
 
 
 class LogitLensPanel(Panel):
@@ -45,7 +45,7 @@ class LogitLensPanel(Panel):
                 ("true next token's rank", "rank"),
             ],
             value=colour,
-            style={"button_width": "200px"},
+            style={"button_width": "auto"},
         )
         self.positions = slider("positions shown", max_positions, 4, 64, width="320px")
         caption = (
@@ -53,7 +53,7 @@ class LogitLensPanel(Panel):
             "and the LM head. Text in a cell: the top next token there; the last row is the model's "
             "real prediction."
         )
-        super().__init__([self.text, W.HBox([self.colour, self.positions])], self._figure(), caption)
+        super().__init__([self.text, row(self.colour, self.positions)], self._figure(), caption)
         self.text.observe(self.guarded(self._on_text), names="value")
         for w in (self.colour, self.positions):
             w.observe(self.guarded(self._redraw), names="value")

@@ -13,7 +13,7 @@ import ipywidgets as W
 
 from .. import plots
 from ..neurons import mlp_factors, neuron_record, top_activations
-from ._base import Panel, replace_figure, slider
+from ._base import Panel, replace_figure, row, slider
 
 VIEWS = [("over the text", "text"), ("top contexts", "top"), ("NMF factors", "factors")]
 
@@ -53,7 +53,7 @@ class NeuronPanel(Panel):
             value=first, min=0, max=n_inner - 1, description="neuron", layout=W.Layout(width="170px"), style=st
         )
         self.strongest = W.Button(description="strongest here", tooltip="the neuron of this block that fires hardest")
-        self.view = W.ToggleButtons(options=VIEWS, value=view, style={"button_width": "130px"})
+        self.view = W.ToggleButtons(options=VIEWS, value=view, style={"button_width": "auto"})
         self.n_factors = slider("factors", n_factors, 2, 12, width="240px")
         self.factor = W.Dropdown(description="show", layout=W.Layout(width="200px"))
         self._factor_options()
@@ -64,8 +64,8 @@ class NeuronPanel(Panel):
         )
         controls = [
             self.text,
-            W.HBox([self.layer, self.neuron, self.strongest]),
-            W.HBox([self.view, self.n_factors, self.factor]),
+            row(self.layer, self.neuron, self.strongest),
+            row(self.view, self.n_factors, self.factor),
         ]
         super().__init__(controls, self._figure(), caption)
         self.text.observe(self.guarded(self._rerun), names="value")
