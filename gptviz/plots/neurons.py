@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from ..neurons import FactorRecord, NeuronRecord, TopActivations
 from .style import METRIC_SCALE, TEMPLATE, as_numpy, short, subtitle, ticks
-from .tokens import colour_range, token_colours
+from .tokens import colour_range, token_cells, token_colours
 
 
 def neuron_label(layer: int, neuron: int, hook: str = "post") -> str:
@@ -55,21 +55,8 @@ def top_activations_figure(top: TopActivations) -> go.Figure:
             z[r, c], text[r, c] = v, short(t, 6)
             hover[r, c] = f"example {r + 1} (corpus position {e.position - e.focus + i})<br>{t!r}: {v:.3f}"
     colours = colour_range(z)
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            text=text,
-            texttemplate="%{text}",
-            textfont=dict(size=11),
-            customdata=hover,
-            hovertemplate="%{customdata}<extra></extra>",
-            hoverongaps=False,
-            xgap=1,
-            ygap=1,
-            colorbar=dict(thickness=12, title=neuron_label(top.layer, top.neuron, top.hook)),
-            **colours,
-        )
-    )
+    colorbar = dict(thickness=12, title=neuron_label(top.layer, top.neuron, top.hook))
+    fig = go.Figure(token_cells(z, text, hover, colours, colorbar, font_size=11))
     fig.add_shape(type="rect", x0=left - 0.5, x1=left + 0.5, y0=-0.5, y1=n - 0.5, line=dict(color="#e6550d", width=2))
     likes = ", ".join(f"{t!r} {m:.2f}" for t, m, _ in top.token_means[:5])
     fig.update_xaxes(

@@ -54,6 +54,24 @@ def colour_range(values: np.ndarray, signed: bool | None = None) -> dict:
     return dict(colorscale=ATTENTION_SCALE, zmin=0, zmax=top if top > 0 else 1.0)
 
 
+def token_cells(z, text, hover, colours: dict, colorbar: dict, font_size: int) -> go.Heatmap:
+    """A grid of token cells: each cell shows its token's text over its colour, the hover says the rest (NaN
+    cells stay blank). Shared by every view that colours tokens (one row of text, or one row per example)."""
+    return go.Heatmap(
+        z=z,
+        text=text,
+        texttemplate="%{text}",
+        textfont=dict(size=font_size),
+        customdata=hover,
+        hovertemplate="%{customdata}<extra></extra>",
+        hoverongaps=False,
+        xgap=1,
+        ygap=1,
+        colorbar=colorbar,
+        **colours,
+    )
+
+
 def token_colours(
     tokens: list[str],
     values,
@@ -90,23 +108,8 @@ def token_colours(
     colours = colour_range(v, signed)
     if zrange is not None:
         colours.update(zmin=zrange[0], zmax=zrange[1])
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            text=text,
-            texttemplate="%{text}",
-            textfont=dict(size=12),
-            customdata=custom,
-            hovertemplate="%{customdata}<extra></extra>",
-            hoverongaps=False,
-            xgap=1,
-            ygap=1,
-            colorbar=dict(
-                thickness=12, lenmode="pixels", len=max(MIN_BODY_PX, CELL_PX * len(lines)), title=dict(text=label)
-            ),
-            **colours,
-        )
-    )
+    colorbar = dict(thickness=12, lenmode="pixels", len=max(MIN_BODY_PX, CELL_PX * len(lines)), title=dict(text=label))
+    fig = go.Figure(token_cells(z, text, custom, colours, colorbar, font_size=12))
     for i in highlight:
         r, c = next((r, line.index(i)) for r, line in enumerate(lines) if i in line)
         fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5, line=dict(color=CHOSEN, width=3))
