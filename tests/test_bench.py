@@ -13,6 +13,9 @@ import pytest
 import torch
 
 import gptviz.bench
+import gptviz.bench.peak_memory
+import gptviz.bench.real_model
+import gptviz.bench.rows
 from gptviz import GPT, GPTConfig, capture, pretrained
 from gptviz.bench import (
     HIGHER_IS_BETTER,
@@ -117,6 +120,66 @@ def test_run_writes_the_report_as_it_goes_and_survives_a_section_that_raises(tmp
     report = gptviz.bench.run("smoke", "cpu", log=lambda line: None, out=out)
     assert report["complete"] is True and json.loads(out.read_text()) == report
     assert [s["name"] for s in report["skipped"]][0] == "forward section"
+
+
+def test_a_zero_timing_in_a_run_costs_its_row_and_the_json_is_still_written(tmp_path, monkeypatch):
+    # issue 15 through `gptviz bench --out`: a peer's 0 ended the run in oriented_ratio and no JSON was written
+    real, calls = gptviz.bench.rows.measure_pair, []
+
+    def first_peer_reads_zero(ours, peer, work, *args):
+        o, q = real(ours, peer, work, *args)
+        calls.append(1)
+        return (o, [0.0] * len(q)) if len(calls) == 1 else (o, q)
+
+    monkeypatch.setattr(gptviz.bench.rows, "measure_pair", first_peer_reads_zero)
+    out = tmp_path / "results.json"
+    assert cli(["--smoke", "--device", "cpu", "--only", "forward", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["complete"] is True and len(calls) >= 3
+    (broken,) = [s for s in report["skipped"] if s["reason"].startswith("MeasurementError")]
+    assert broken["name"].startswith("forward ") and "peer measured 0.0 tokens/s" in broken["reason"]
+    names = [c["name"] for c in report["comparisons"]]
+    assert broken["name"] not in names and len(names) == len(calls) - 1  # every later row was measured
+    assert broken["name"] in out.with_suffix(".md").read_text()
+
+
+def test_memory_probes_that_read_zero_or_die_are_skipped_rows_in_the_report(tmp_path, monkeypatch):
+    def probe(spec, device):
+        if spec["impl"] == "ours":
+            return 5.0
+        if spec["kind"] == "attention":
+            raise RuntimeError("memory probe died without a result (exit code -9)")
+        return 0.0 if spec["kind"] == "train" else 4.0
+
+    monkeypatch.setattr(gptviz.bench.peak_memory, "run_memory_probe", probe)
+    out = tmp_path / "memory.json"
+    gptviz.bench.run("smoke", "cpu", only="memory", memory=True, log=lambda line: None, out=out)
+    report = json.loads(out.read_text())
+    reasons = {s["name"].split(" ")[2]: s["reason"] for s in report["skipped"]}
+    assert reasons["train"].startswith("MeasurementError: peer measured 0.0 MB")
+    assert reasons["forward"] == "RuntimeError: memory probe died without a result (exit code -9)"
+    (row,) = report["comparisons"]
+    assert row["name"].startswith("peak memory: generate") and row["ratio"] == 0.8 and report["complete"] is True
+
+
+def test_only_help_lists_every_section_and_an_unknown_section_is_an_error(tmp_path, capsys):
+    assert list(gptviz.bench.SECTIONS) == [
+        "train",
+        "forward",
+        "generate",
+        "families",
+        "decode",
+        "memory",
+        "cuda",
+        "smollm2",
+    ]
+    assert cli(["--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "whose name contains this: train, forward, generate, families, decode, memory, cuda, smollm2 (" in help_text
+    out = tmp_path / "r.json"
+    assert cli(["--smoke", "--device", "cpu", "--only", "famlies", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no bench section is named like 'famlies'" in err and "families, decode" in err and not out.exists()
 
 
 def test_make_comparison_uses_medians_and_pairs():
@@ -299,7 +362,7 @@ def test_smollm2_rows_are_skipped_with_the_install_hint_when_the_package_is_miss
     def must_not_load(*a, **kw):
         raise AssertionError("the model must not be loaded when its package is missing")
 
-    monkeypatch.setattr(gptviz.bench.suite, "build_smollm2", must_not_load)
+    monkeypatch.setattr(gptviz.bench.real_model, "build_smollm2", must_not_load)
     bench = Bench(make_plan("full"), "cpu", log=lambda line: None)
     bench.smollm2()
     assert bench.comparisons == []

@@ -37,7 +37,12 @@ The modules, one job each:
     report.py    machine and versions, the markdown table, writing results.json / results.md
     decoding.py  the model families (Llama, GPT-NeoX) vs their transformers classes, and the compiled decode step
                  vs the eager one (compile time, after how many tokens it pays)
-    suite.py     `Bench` (the sections) and `run` (a mode's report, saved as it goes)
+    rows.py      `Rows`: a run's settings and rows; a measurement that raises becomes a skipped row there
+    suite.py     `Bench` (the sections against GPT2LMHeadModel and TransformerLens, the others mixed in),
+                 `SECTIONS` (their names, which `only` matches) and `run` (a mode's report, saved as it goes)
+    peak_memory.py      the peak-memory section (two probes of memory.py make a row)
+    mixed_precision.py  the CUDA section: bf16 autocast and torch.compile training steps, with MFU
+    real_model.py       the SmolLM2-135M section against transformers' LlamaForCausalLM
 The command line (`gptviz bench`) is gptviz/commands/bench.py; nothing here imports it.
 
 This package asserts nothing about speed (tests check the report's shape only) and downloads nothing.
@@ -58,10 +63,11 @@ from .memory import memory_probe, memory_workload, run_memory_probe
 from .peers import SMOLLM2, build_models, build_smollm2, build_tl, smollm2_missing
 from .plan import SHAPES, Plan, Shape, SmolPlan, make_plan, smollm2_rows
 from .report import machine_info, markdown, versions, write_report
-from .suite import Bench, run
+from .suite import SECTIONS, Bench, run
 
 __all__ = [
     "HIGHER_IS_BETTER",
+    "SECTIONS",
     "SHAPES",
     "SMOLLM2",
     "Bench",

@@ -4,7 +4,7 @@ or a generation), for gptviz and for a transformers peer.
 A workload is named by a small spec dict, e.g. dict(kind="train", impl="ours", shape="small", B=12, T=64, n=200),
 so it can cross into a fresh process. On CPU `run_memory_probe` runs each probe in its own spawned process
 (peak RSS only grows, and the benchmarking process already holds other models); on CUDA it runs in-process
-and reads the allocator's peak. Turning two probes into a row of the report is suite.py's job.
+and reads the allocator's peak. Turning probes into rows of the report is peak_memory.py's and real_model.py's job.
 
 SmolLM2 probes (kind "smollm2-load" or "smollm2-generate", see `smollm2_probe`) load the real model with
 gptviz.load instead of building a random one, and report the peak against its fp32 weight bytes.

