@@ -7,6 +7,7 @@ runs, so the tokens are exactly generate's); the widgets consume these records a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -134,51 +135,100 @@ def generate_steps(
     return _records(steps, seqs.size(1), min(k, model.config.vocab_size), tokenizer)
 
 
+# Records are summarised a few steps at a time: the summary is ~15 small tensor calls whatever the number of steps,
+# and at the lab's small shapes each call costs about as much as a step's whole arithmetic. The first record comes
+# at once, then chunks of 2, 4, ... CHUNK steps, and never more than MAX_WAIT_S after a chunk's first step, so a
+# live view streams smoothly even on a slow model.
+CHUNK = 8
+MAX_WAIT_S = 0.05
+
+
+@dataclass
+class _Pending:
+    """What a record needs from one step, kept until its chunk is summarised (each step's tensors are its own)."""
+
+    stages: list[tuple[str, torch.Tensor]]  # (name, logits (B, V)); row 0 is the recorded sequence
+    chosen: torch.Tensor  # (1,) the new token, where the model runs
+    attention: torch.Tensor | None  # (L, nh, Tk)
+    context_start: int
+
+
 def _records(steps: Iterator[_Step], start: int, k: int, tokenizer) -> Iterator[StepRecord]:
-    for i, step in enumerate(steps):
-        logits = step.stages[0][1][:1] if len(step.stages) == 1 else torch.stack([lg[0] for _, lg in step.stages])
-        logp = logits.log_softmax(dim=-1)  # (S, V) one row per stage
-        S = logp.size(0)
-        # the k raw favourites and the chosen token; whether it is among them is settled on the host, after the copy
-        idx = torch.cat([logp[0].topk(k).indices, step.next_ids[:1]])  # (k + 1,)
-        # Few whole-vocabulary passes and ONE copy to the host per step: those ids' probabilities at every stage, how
-        # many tokens each stage keeps, its entropy, the ids and the attention rows, all in one float32 tensor
-        # (ids are exact in float32 below 2**24). Nothing else in a recorded step waits for the device.
-        probs = logp.exp()  # (S, V)
-        parts = [
-            probs[:, idx].flatten(),  # (S * (k + 1)) the ids at every stage
-            (logp > NEG_INF).sum(dim=-1).to(probs.dtype),  # (S,) tokens kept
-            -(probs * logp).nansum(dim=-1),  # (S,) entropy; 0 * -inf terms are skipped
-            idx.to(probs.dtype),  # (k + 1,)
-        ]
-        att = step.window.attention  # (B, L, nh, Tk) or None
-        if att is not None:
-            parts.append(att[0].flatten().to(probs.dtype))  # (L * nh * Tk)
-        host = torch.cat(parts).cpu()
-        n = S * (k + 1) + 2 * S + k + 1
-        head = host[:n].tolist()
-        table = host[: S * (k + 1)].view(S, k + 1)  # (S, k + 1)
-        kept, entropy = head[S * (k + 1) : S * (k + 2)], head[S * (k + 2) : S * (k + 3)]
-        cand, chosen = [int(x) for x in head[S * (k + 3) : n - 1]], int(head[n - 1])
-        ids = host[S * (k + 3) : n - 1].long()  # (k,)
+    pending: list[_Pending] = []
+    size, since, done = 1, 0.0, 0
+    for step in steps:
+        att = step.window.attention  # (B, L, nh, Tk) or None, this step's own
+        pending.append(
+            _Pending(step.stages, step.next_ids[:1], None if att is None else att[0], step.window.context_start)
+        )
+        if len(pending) == 1:
+            since = time.perf_counter()
+        if len(pending) >= size or time.perf_counter() - since > MAX_WAIT_S:
+            yield from _summarise(pending, start + done, done, k, tokenizer)
+            done, pending, size = done + len(pending), [], min(2 * size, CHUNK)
+    if pending:
+        yield from _summarise(pending, start + done, done, k, tokenizer)
+
+
+def _summarise(chunk: list[_Pending], position: int, first: int, k: int, tokenizer) -> list[StepRecord]:
+    """Records for consecutive steps: every whole-vocabulary pass once for all their stages, and ONE copy to the host
+    (the candidates' probabilities at every stage, tokens kept, entropies, the ids and the attention rows, in one
+    float32 tensor; ids are exact in float32 below 2**24). Nothing else in a recorded chunk waits for the device."""
+    C = len(chunk)
+    logits = torch.stack([lg[0] for p in chunk for _, lg in p.stages]).float()  # (R, V) every stage of every step
+    owner = [j for j, p in enumerate(chunk) for _ in p.stages]  # (R,) the step of each row
+    raw = [owner.index(j) for j in range(C)]  # each step's first row: its raw distribution
+    logp = logits.log_softmax(dim=-1)
+    probs = logp.exp()
+    # per step: the k raw favourites, then the chosen token (whether it is among them is settled on the host)
+    cols = torch.cat([logp[raw].topk(k, dim=-1).indices, torch.cat([p.chosen for p in chunk])[:, None]], dim=1)
+    R = logp.size(0)
+    parts = [
+        probs.gather(1, cols[owner]).flatten(),  # (R * (k + 1)) the step's ids at every stage
+        (logp > NEG_INF).sum(dim=-1).to(probs.dtype),  # (R,) tokens kept
+        -(probs * logp).nansum(dim=-1),  # (R,) entropy; 0 * -inf terms are skipped
+        cols.flatten().to(probs.dtype),  # (C * (k + 1))
+    ] + [p.attention.flatten().to(probs.dtype) for p in chunk if p.attention is not None]
+    host = torch.cat(parts).cpu()
+    n = R * (k + 3) + C * (k + 1)
+    head = host[R * (k + 1) : n].tolist()
+    table = host[: R * (k + 1)].view(R, k + 1)
+    kept, entropy = head[:R], head[R : 2 * R]
+    ids_all = host[R * (k + 3) : n].view(C, k + 1).long()
+    cols_all = [[int(x) for x in head[2 * R + j * (k + 1) : 2 * R + (j + 1) * (k + 1)]] for j in range(C)]
+    records, r, offset = [], 0, n
+    for j, p in enumerate(chunk):
+        S = len(p.stages)
+        cand, chosen = cols_all[j][:k], cols_all[j][k]
+        rows = table[r : r + S]  # (S, k + 1)
+        ids = ids_all[j, :k]
         if chosen in cand:
-            stage_probs = table[:, :k]
+            stage_probs = rows[:, :k]
         else:  # the chosen token takes the last slot
             cand[-1] = chosen
             ids[-1] = chosen
-            stage_probs = torch.cat([table[:, : k - 1], table[:, k:]], dim=1)
-        yield StepRecord(
-            step=i,
-            position=start + i,
-            token_id=chosen,
-            token=tokenizer.tokens([chosen])[0] if tokenizer is not None else None,
-            prob=head[(S - 1) * (k + 1) + k],  # column k of the table is the chosen token, at every stage
-            raw_prob=head[k],
-            entropy=entropy[-1],
-            stages=[
-                Stage(name, ids, stage_probs[j], int(kept[j]), entropy[j]) for j, (name, _) in enumerate(step.stages)
-            ],
-            attention=host[n:].view(att.shape[1:]) if att is not None else None,  # (L, nh, Tk) float32
-            context_start=step.window.context_start,
-            candidate_tokens=tokenizer.tokens(cand) if tokenizer is not None else None,
+            stage_probs = torch.cat([rows[:, : k - 1], rows[:, k:]], dim=1)
+        attention = None
+        if p.attention is not None:
+            attention = host[offset : offset + p.attention.numel()].view(p.attention.shape)  # (L, nh, Tk) float32
+            offset += p.attention.numel()
+        records.append(
+            StepRecord(
+                step=first + j,
+                position=position + j,
+                token_id=chosen,
+                token=tokenizer.tokens([chosen])[0] if tokenizer is not None else None,
+                prob=float(rows[-1, k]),  # column k is the chosen token, at every stage
+                raw_prob=float(rows[0, k]),
+                entropy=entropy[r + S - 1],
+                stages=[
+                    Stage(name, ids, stage_probs[s], int(kept[r + s]), entropy[r + s])
+                    for s, (name, _) in enumerate(p.stages)
+                ],
+                attention=attention,
+                context_start=p.context_start,
+                candidate_tokens=tokenizer.tokens(cand) if tokenizer is not None else None,
+            )
         )
+        r += S
+    return records

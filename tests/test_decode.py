@@ -10,7 +10,8 @@ import torch
 from conftest import LLAMA_PARTS
 
 from gptviz import GPT, GPTConfig, capture, hooks
-from gptviz.decode import DecodeStep, fast_path_reason, want_compile
+from gptviz import steps as steps_module
+from gptviz.decode import DecodeStep, DecodeWindow, fast_path_reason, want_compile
 from gptviz.sampling import generate
 from gptviz.steps import generate_steps
 
@@ -129,7 +130,9 @@ def test_output_attentions_rows_per_step_and_layer():
         torch.testing.assert_close(step[1].sum(-1), torch.ones(1, 4, 1))
 
 
-def test_one_host_copy_per_step(monkeypatch):
+def test_one_host_copy_per_chunk_of_steps(monkeypatch):
+    """Records are summarised in chunks of 1, 2, 4, then CHUNK steps: one host copy per chunk, the first record at
+    once; a slow step flushes its chunk early (MAX_WAIT_S) so a live view never waits long."""
     model = make("gpt2")
     calls = []
     real_cpu = torch.Tensor.cpu
@@ -139,8 +142,31 @@ def test_one_host_copy_per_step(monkeypatch):
         return real_cpu(self, *a, **kw)
 
     monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
-    records = list(generate_steps(model, prompt(5), 8, k=5, record_attention=True))
-    assert len(records) == 8 and len(calls) == 8
+    monkeypatch.setattr(steps_module, "MAX_WAIT_S", 1e9)
+    records = list(generate_steps(model, prompt(5), 20, k=5, record_attention=True))
+    assert len(records) == 20 and [r.step for r in records] == list(range(20))
+    assert len(calls) == 5  # chunks of 1, 2, 4, 8 and the last 5
+    calls.clear()
+    monkeypatch.setattr(steps_module, "MAX_WAIT_S", -1.0)  # every step is "slow": one record per copy
+    assert len(list(generate_steps(model, prompt(5), 6, k=5))) == 6 and len(calls) == 6
+
+
+def test_records_stream_the_first_token_at_once():
+    model = make("gpt2")
+    fed = []
+    real = DecodeWindow.next_logits
+
+    def counting(self, seqs):
+        fed.append(seqs.size(1))
+        return real(self, seqs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DecodeWindow, "next_logits", counting)
+        it = iter(generate_steps(model, prompt(5), 30, record_attention=True))
+        first = next(it)
+        assert first.step == 0 and len(fed) == 1  # one forward, one record: nothing waits for a chunk
+        rest = list(it)
+    assert [r.position for r in rest] == list(range(6, 35)) and len(fed) == 30
 
 
 # ---- the static (compiled) step -----------------------------------------------------------------------------
