@@ -17,7 +17,8 @@ shapes that Python is most of a token's time. `DecodeStep` runs the same arithme
 It computes what the model computes in eval mode (no dropout), as generation always does. It never runs while
 someone listens to a hook point, or with a padding mask: the module path (`GPT.trunk`) does those, and
 `DecodeWindow` chooses per step. The newest query's attention row (`record=True`) is computed beside SDPA, for
-all layers in one batched product (gptviz.layers.newest_attention_row), as the module path computes it per layer.
+all layers and several steps in one batched product (NewestQueries, gptviz.layers.attention_rows), as the module
+path computes it per layer.
 
 When compiling pays (measured on the project's 2-core CPU, 4L/4H/128, 200 tokens, torch 2.13): the first
 compiled call took 160 s (inductor's C++ back end, machine shared) and the compiled step then ran at 2.5-3.0
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hooks import hook_points
-from .layers import KVCache, LayerNorm, RMSNorm, apply_rotary, newest_attention_row
+from .layers import KVCache, LayerNorm, RMSNorm, apply_rotary, attention_rows, newest_attention_row
 
 __all__ = ["DecodeStep", "DecodeWindow", "fast_path_reason", "want_compile", "COMPILE_MIN_TOKENS", "compile_seconds"]
 
@@ -90,9 +91,37 @@ def _norm_fn(norm: nn.Module):
     return None  # nn.Identity
 
 
+class NewestQueries:
+    """One eager step's newest queries, every layer's, whose attention rows are computed when someone reads them.
+
+    A row costs one small product against the cached keys; done per step at the lab's shapes, that product's fixed
+    cost is as large as the step's own arithmetic. Kept as queries, the rows of consecutive steps come out of ONE
+    product (`rows`): the keys a step saw are still in the cache (later steps only write past them), and a
+    DecodeWindow resolves its pending queries before anything moves cached keys (`reorder`).
+    """
+
+    __slots__ = ("q", "keys", "end")
+
+    def __init__(self, q: torch.Tensor, keys: torch.Tensor, end: int) -> None:
+        self.q = q  # (L, B, nh, 1, hs)
+        self.keys = keys  # (L, B, nkv, max_len, hs) the cache's buffer, of which this step saw [:end]
+        self.end = end
+
+    @staticmethod
+    def rows(steps: list[NewestQueries]) -> list[torch.Tensor]:
+        """(B, L, nh, Tk) per step, for consecutive steps over the same cache, in one batched product."""
+        end = steps[-1].end
+        q = torch.cat([s.q for s in steps], dim=3)  # (L, B, nh, C, hs)
+        ends = torch.tensor([s.end for s in steps], device=q.device)
+        allowed = torch.arange(end, device=q.device) < ends[:, None]  # (C, Tk) each step sees its keys only
+        rows = attention_rows(q, steps[0].keys[:, :, :, :end], allowed)  # (L, B, nh, C, Tk)
+        return [rows[:, :, :, c, : s.end].transpose(0, 1) for c, s in enumerate(steps)]
+
+
 class DecodeStep:
-    """`step(ids (B, 1), cache, record) -> (float32 logits (B, V), rows (B, L, nh, Tk) or None)` for the token at
-    `cache.pos`; advances the cache. `rows`: every layer's newest attention row, when `record`.
+    """`step(ids (B, 1), cache, record) -> (float32 logits (B, V), rows)` for the token at `cache.pos`; advances the
+    cache. `rows`, when `record`: every layer's newest attention row, as `NewestQueries` (eager: the rows of several
+    steps are computed in one product later) or a (B, L, nh, Tk) tensor (compiled); None otherwise.
 
     Built per generation (cheap: it collects references to the weights, which optimizers update in place).
     """
@@ -204,9 +233,8 @@ class DecodeStep:
             x = self._residual(x, attn, ln_2, mlp, parallel)
         cache.advance(1)
         h = self.ln_f(x) if self.ln_f is not None else x
-        rows = None
-        if record:  # one batched product for all layers: (L, B, nh, 1, hs) queries against the cached keys
-            rows = newest_attention_row(torch.stack(queries), cache.k[:, :, :, :end]).transpose(0, 1)  # (B, L, nh, Tk)
+        # the rows are computed later, several steps in one product (NewestQueries.rows)
+        rows = NewestQueries(torch.stack(queries), cache.k, end) if record else None
         return F.linear(h, self.head_w)[:, -1].float(), rows  # (B, V)
 
     def _residual(self, x, attn, ln_2, mlp, parallel: bool):
@@ -354,7 +382,7 @@ class DecodeWindow:
         self.compile = use_cache and want_compile(compile, model.device, new_tokens)
         self.step: DecodeStep | None = None
         self.context_start = 0  # first absolute position inside the window at the last step
-        self.attention: torch.Tensor | None = None  # (B, L, nh, Tk) last query's row, when recording
+        self.pending: list[torch.Tensor | NewestQueries] = []  # each step's rows since the last take_rows()
 
     def _new_cache(self, batch_size: int):
         if self.compile and self.mask is None and fast_path_reason(self.model) is None:
@@ -381,7 +409,9 @@ class DecodeWindow:
                 self.step = DecodeStep.for_model(model) if fast_path_reason(model) is None else False
             if self.step:
                 with torch.no_grad():
-                    logits, self.attention = run_compiled_or_eager(self.step, feed, self.cache, self.record)
+                    logits, rows = run_compiled_or_eager(self.step, feed, self.cache, self.record)
+                if self.record:
+                    self.pending.append(rows)
                 return logits
         return self._module_path(feed, n, [] if self.record else None)
 
@@ -405,9 +435,29 @@ class DecodeWindow:
             if was_training:
                 model.train()
         if rows is not None:
-            self.attention = torch.stack(rows, dim=1)  # (B, L, nh, Tk)
+            self.pending.append(torch.stack(rows, dim=1))  # (B, L, nh, Tk)
         return logits[:, -1].float()
 
+    def take_rows(self) -> list[torch.Tensor]:
+        """The newest query's attention rows, (B, L, nh, Tk), of every step since the last call (recording only),
+        in order; the eager one-token steps' rows come out of one product per run of consecutive steps."""
+        out, run = [], []
+        for item in [*self.pending, None]:
+            if isinstance(item, NewestQueries) and (not run or item.keys is run[0].keys):
+                run.append(item)
+                continue
+            if run:
+                out += NewestQueries.rows(run)
+            run = [item] if isinstance(item, NewestQueries) else []
+            if isinstance(item, torch.Tensor):
+                out.append(item)
+        if run:
+            out += NewestQueries.rows(run)
+        self.pending = []
+        return out
+
     def reorder(self, index: torch.Tensor) -> None:
+        if any(isinstance(item, NewestQueries) for item in self.pending):  # their keys are about to move
+            self.pending = self.take_rows()
         if self.cache is not None:
             self.cache.reorder(index)

@@ -48,23 +48,30 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return turned if rest is None else torch.cat((turned, rest), dim=-1)
 
 
-def newest_attention_row(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs)) of the last query only: q (..., nh, T, hs), k (..., nkv, Tk, hs) -> (..., nh, Tk).
+def attention_rows(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs)) for C queries: q (..., nh, C, hs), k (..., nkv, Tk, hs) -> (..., nh, C, Tk).
 
-    What the explicit attention path's `hook_pattern[:, :, -1]` holds, computed beside the fast SDPA path so a
-    generation step can record the new token's row without materialising every layer's (T, Tk) map. Grouped
-    by key/value head: query head h reads key head h // (nh / nkv), with no repeated copy of the keys. The
-    leading dims (B, or L, B for every layer at once) are the same on q and k.
+    What the explicit attention path's `hook_pattern` holds for those queries, computed beside the fast SDPA path.
+    Grouped by key/value head: query head h reads key head h // (nh / nkv), with no repeated copy of the keys.
+    The leading dims (B, or L, B for every layer at once) are the same on q and k. `allowed`: booleans (True = may
+    look) broadcastable to (..., nh, C, Tk), e.g. (C, Tk) or (B, 1, C, Tk); None: every query sees every key.
+    """
+    *lead, nh, C, hs = q.shape
+    nkv, Tk = k.shape[-3], k.shape[-2]
+    grouped = q.reshape(*lead, nkv, nh // nkv * C, hs)  # (..., nkv, g * C, hs) the queries of each key head
+    scores = (grouped @ k.transpose(-2, -1)).view(*lead, nh, C, Tk) * (1.0 / math.sqrt(hs))  # (..., nh, C, Tk)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return F.softmax(scores, dim=-1)
+
+
+def newest_attention_row(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The last query's row of `attention_rows`: q (..., nh, T, hs), k (..., nkv, Tk, hs) -> (..., nh, Tk).
+
     `mask`: (B, 1, T, Tk) or (T, Tk) booleans (True = may look) or None; without one the last query sees every
     key (causal attention's last row). Rows sum to 1.
     """
-    *lead, nh, _, hs = q.shape
-    nkv, Tk = k.shape[-3], k.shape[-2]
-    last = q[..., -1, :].reshape(*lead, nkv, nh // nkv, hs)  # (..., nkv, g, hs) the g query heads of each key head
-    scores = (last @ k.transpose(-2, -1)).view(*lead, nh, Tk) * (1.0 / math.sqrt(hs))  # (..., nh, Tk)
-    if mask is not None:
-        scores = scores.masked_fill(~mask[..., -1, :], float("-inf"))  # mask's last row: (B, 1, Tk) or (Tk,)
-    return F.softmax(scores, dim=-1)
+    return attention_rows(q[..., -1:, :], k, None if mask is None else mask[..., -1:, :])[..., 0, :]
 
 
 class KVCache:

@@ -239,7 +239,7 @@ def generate(
     elif max_new_tokens > 0:
         if mask is not None:
             mask = mask.repeat_interleave(num_return_sequences, dim=0)
-        scores, attentions = [], []
+        scores, attentions, window = [], [], None
         for step in _decode(
             model,
             out.sequences,
@@ -252,11 +252,11 @@ def generate(
             pad=pad,
             compile=compile,
         ):
-            out.sequences = step.seqs
+            out.sequences, window = step.seqs, step.window
             if output_scores:
                 scores.append(step.scores)
-            if output_attentions:
-                rows = step.window.attention  # (B, L, nh, Tk)
+        if output_attentions and window is not None:  # every step's rows at once: fewer, larger products
+            for rows in window.take_rows():  # (B, L, nh, Tk)
                 attentions.append(tuple(rows[:, layer, :, None] for layer in range(rows.shape[1])))
         out.sequences = out.sequences.contiguous()  # a view of the decoding buffer until here
         out.scores = tuple(scores) if output_scores else None

@@ -149,32 +149,35 @@ class _Pending:
 
     stages: list[tuple[str, torch.Tensor]]  # (name, logits (B, V)); row 0 is the recorded sequence
     chosen: torch.Tensor  # (1,) the new token, where the model runs
-    attention: torch.Tensor | None  # (L, nh, Tk)
     context_start: int
+    attention: torch.Tensor | None = None  # (L, nh, Tk), filled in when the chunk is summarised
 
 
 def _records(steps: Iterator[_Step], start: int, k: int, tokenizer) -> Iterator[StepRecord]:
     pending: list[_Pending] = []
-    size, since, done = 1, 0.0, 0
+    size, since, done, window = 1, 0.0, 0, None
     for step in steps:
-        att = step.window.attention  # (B, L, nh, Tk) or None, this step's own
-        pending.append(
-            _Pending(step.stages, step.next_ids[:1], None if att is None else att[0], step.window.context_start)
-        )
+        pending.append(_Pending(step.stages, step.next_ids[:1], step.window.context_start))
+        window = step.window
         if len(pending) == 1:
             since = time.perf_counter()
         if len(pending) >= size or time.perf_counter() - since > MAX_WAIT_S:
-            yield from _summarise(pending, start + done, done, k, tokenizer)
+            yield from _summarise(pending, window, start + done, done, k, tokenizer)
             done, pending, size = done + len(pending), [], min(2 * size, CHUNK)
     if pending:
-        yield from _summarise(pending, start + done, done, k, tokenizer)
+        yield from _summarise(pending, window, start + done, done, k, tokenizer)
 
 
-def _summarise(chunk: list[_Pending], position: int, first: int, k: int, tokenizer) -> list[StepRecord]:
+def _summarise(chunk: list[_Pending], window, position: int, first: int, k: int, tokenizer) -> list[StepRecord]:
     """Records for consecutive steps: every whole-vocabulary pass once for all their stages, and ONE copy to the host
     (the candidates' probabilities at every stage, tokens kept, entropies, the ids and the attention rows, in one
     float32 tensor; ids are exact in float32 below 2**24). Nothing else in a recorded chunk waits for the device."""
     C = len(chunk)
+    if window.record:  # the chunk's attention rows, one batched product for the eager steps among them
+        rows = window.take_rows()
+        assert len(rows) == C, (len(rows), C)
+        for p, row in zip(chunk, rows):
+            p.attention = row[0]  # (L, nh, Tk)
     logits = torch.stack([lg[0] for p in chunk for _, lg in p.stages]).float()  # (R, V) every stage of every step
     owner = [j for j, p in enumerate(chunk) for _ in p.stages]  # (R,) the step of each row
     raw = [owner.index(j) for j in range(C)]  # each step's first row: its raw distribution
@@ -183,46 +186,48 @@ def _summarise(chunk: list[_Pending], position: int, first: int, k: int, tokeniz
     # per step: the k raw favourites, then the chosen token (whether it is among them is settled on the host)
     cols = torch.cat([logp[raw].topk(k, dim=-1).indices, torch.cat([p.chosen for p in chunk])[:, None]], dim=1)
     R = logp.size(0)
+    on_host = logp.device.type == "cpu"  # the rows are where they will be read: no copy to gather them
     parts = [
         probs.gather(1, cols[owner]).flatten(),  # (R * (k + 1)) the step's ids at every stage
         (logp > NEG_INF).sum(dim=-1).to(probs.dtype),  # (R,) tokens kept
         -(probs * logp).nansum(dim=-1),  # (R,) entropy; 0 * -inf terms are skipped
         cols.flatten().to(probs.dtype),  # (C * (k + 1))
-    ] + [p.attention.flatten().to(probs.dtype) for p in chunk if p.attention is not None]
+    ] + [p.attention.flatten().to(probs.dtype) for p in chunk if p.attention is not None and not on_host]
     host = torch.cat(parts).cpu()
     n = R * (k + 3) + C * (k + 1)
-    head = host[R * (k + 1) : n].tolist()
+    head = host[:n].tolist()
     table = host[: R * (k + 1)].view(R, k + 1)
-    kept, entropy = head[:R], head[R : 2 * R]
+    kept, entropy = head[R * (k + 1) : R * (k + 2)], head[R * (k + 2) : R * (k + 3)]
     ids_all = host[R * (k + 3) : n].view(C, k + 1).long()
-    cols_all = [[int(x) for x in head[2 * R + j * (k + 1) : 2 * R + (j + 1) * (k + 1)]] for j in range(C)]
+    cols_all = [[int(x) for x in head[R * (k + 3) + j * (k + 1) : R * (k + 3) + (j + 1) * (k + 1)]] for j in range(C)]
+    for j, ids in enumerate(cols_all):
+        if ids[k] not in ids[:k]:  # the chosen token is not a raw favourite: it takes the last slot
+            ids[k - 1] = ids[k]
+            ids_all[j, k - 1] = ids[k]
+            here = [r for r, o in enumerate(owner) if o == j]
+            table[here, k - 1] = table[here, k]
+    stage_probs, step_ids = table[:, :k].unbind(0), ids_all[:, :k].unbind(0)  # (k,) views, one per stage / step
     records, r, offset = [], 0, n
     for j, p in enumerate(chunk):
-        S = len(p.stages)
-        cand, chosen = cols_all[j][:k], cols_all[j][k]
-        rows = table[r : r + S]  # (S, k + 1)
-        ids = ids_all[j, :k]
-        if chosen in cand:
-            stage_probs = rows[:, :k]
-        else:  # the chosen token takes the last slot
-            cand[-1] = chosen
-            ids[-1] = chosen
-            stage_probs = torch.cat([rows[:, : k - 1], rows[:, k:]], dim=1)
-        attention = None
-        if p.attention is not None:
-            attention = host[offset : offset + p.attention.numel()].view(p.attention.shape)  # (L, nh, Tk) float32
-            offset += p.attention.numel()
+        S, cand, chosen = len(p.stages), cols_all[j][:k], cols_all[j][k]
+        attention = p.attention
+        if attention is not None:
+            if on_host:
+                attention = attention.float()  # (L, nh, Tk)
+            else:
+                attention = host[offset : offset + attention.numel()].view(attention.shape)  # (L, nh, Tk) float32
+                offset += p.attention.numel()
         records.append(
             StepRecord(
                 step=first + j,
                 position=position + j,
                 token_id=chosen,
                 token=tokenizer.tokens([chosen])[0] if tokenizer is not None else None,
-                prob=float(rows[-1, k]),  # column k is the chosen token, at every stage
-                raw_prob=float(rows[0, k]),
+                prob=head[(r + S - 1) * (k + 1) + k],  # column k is the chosen token, at every stage
+                raw_prob=head[r * (k + 1) + k],
                 entropy=entropy[r + S - 1],
                 stages=[
-                    Stage(name, ids, stage_probs[s], int(kept[r + s]), entropy[r + s])
+                    Stage(name, step_ids[j], stage_probs[r + s], int(kept[r + s]), entropy[r + s])
                     for s, (name, _) in enumerate(p.stages)
                 ],
                 attention=attention,
