@@ -137,9 +137,9 @@ def generate_steps(
 
 # Records are summarised a few steps at a time: the summary is ~15 small tensor calls whatever the number of steps,
 # and at the lab's small shapes each call costs about as much as a step's whole arithmetic. The first record comes
-# at once, then chunks of 2, 4, ... CHUNK steps, and never more than MAX_WAIT_S after a chunk's first step, so a
+# at once, then chunks of 2, 4, 8, ... CHUNK steps, and never more than MAX_WAIT_S after a chunk's first step, so a
 # live view streams smoothly even on a slow model.
-CHUNK = 8
+CHUNK = 16
 MAX_WAIT_S = 0.05
 
 

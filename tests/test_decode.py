@@ -131,7 +131,7 @@ def test_output_attentions_rows_per_step_and_layer():
 
 
 def test_one_host_copy_per_chunk_of_steps(monkeypatch):
-    """Records are summarised in chunks of 1, 2, 4, then CHUNK steps: one host copy per chunk, the first record at
+    """Records are summarised in chunks of 1, 2, 4, 8, then CHUNK steps: one host copy per chunk, the first record at
     once; a slow step flushes its chunk early (MAX_WAIT_S) so a live view never waits long."""
     model = make("gpt2")
     calls = []
@@ -145,7 +145,7 @@ def test_one_host_copy_per_chunk_of_steps(monkeypatch):
     monkeypatch.setattr(steps_module, "MAX_WAIT_S", 1e9)
     records = list(generate_steps(model, prompt(5), 20, k=5, record_attention=True))
     assert len(records) == 20 and [r.step for r in records] == list(range(20))
-    assert len(calls) == 5  # chunks of 1, 2, 4, 8 and the last 5
+    assert len(calls) == 5  # chunks of 1, 2, 4, 8 and the last 5 (CHUNK is 16)
     calls.clear()
     monkeypatch.setattr(steps_module, "MAX_WAIT_S", -1.0)  # every step is "slow": one record per copy
     assert len(list(generate_steps(model, prompt(5), 6, k=5))) == 6 and len(calls) == 6
