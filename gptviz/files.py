@@ -1,8 +1,8 @@
 """Writing files so that a reader never sees half of one: `write_atomic` for a file, `atomic_folder` for a
 folder (a checkpoint). An interrupted write (kernel interrupt, full disk) leaves the old file or folder as it
-was and no temporary behind; a process killed outright (kill -9, power loss) may leave a `.NAME.tmp-*` folder
-beside the target, but the target itself is always the old folder or the new one, whole. The next
-`atomic_folder` of the same target (and `gptviz.checkpoint.load`) removes such leftovers with
+was and no temporary behind; a process killed outright (kill -9, power loss) may leave a `.NAME.tmp-*` file or
+folder beside the target, but the target itself is always the old one or the new one, whole. The next
+`write_atomic` / `atomic_folder` of the same target (and `gptviz.checkpoint.load`) removes such leftovers with
 `remove_stale_temps`, once no live process can be writing them (the rule is in its docstring).
 
 Replacing a folder is one atomic swap on Linux (renameat2 with RENAME_EXCHANGE, on the filesystems that have
@@ -36,7 +36,8 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
     """Write `data` (text as UTF-8, or bytes) to `path` through a temporary file and a rename; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
@@ -103,8 +104,7 @@ def atomic_folder(target: str | os.PathLike, check: Callable[[Path], None] | Non
         check(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
-    # The name says who writes it (host tag, pid), so a later save can tell a dead writer's leftover from a live one.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{_host_tag()}-{os.getpid()}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), dir=target.parent))
     try:
         yield tmp
         for f in tmp.iterdir():
@@ -137,6 +137,12 @@ STALE_AFTER_S = 24 * 3600  # a temporary folder nobody touched for a day is aban
 _OURS = re.compile(r"(?:(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-)?[a-z0-9_]{8}")
 
 
+def _temp_prefix(target: Path) -> str:
+    """The name says who writes it (host tag, pid), so a later write can tell a dead writer's leftover from a
+    live one's; mkstemp/mkdtemp append 8 random characters."""
+    return f".{target.name}.tmp-{_host_tag()}-{os.getpid()}-"
+
+
 def _host_tag() -> str:
     """8 hex digits naming this machine, so a pid is only ever checked on the machine it belongs to."""
     return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
@@ -156,15 +162,18 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _last_touched(folder: Path) -> float:
-    """The newest mtime of the folder and the files in it (a live writer keeps creating files there)."""
-    return max([folder.stat().st_mtime] + [f.stat().st_mtime for f in folder.iterdir()])
+def _last_touched(temp: Path) -> float:
+    """The newest mtime of a file, or of a folder and the files in it (a live writer keeps creating files there)."""
+    if not temp.is_dir():
+        return temp.stat().st_mtime
+    return max([temp.stat().st_mtime] + [f.stat().st_mtime for f in temp.iterdir()])
 
 
 def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
-    """Remove the `.NAME.tmp-*` folders that killed writes of `target` left beside it; returns those removed.
+    """Remove the `.NAME.tmp-*` files and folders that killed writes of `target` left beside it; returns those
+    removed.
 
-    A temporary folder is stale when the process that wrote it is gone: its name carries this machine's tag and a
+    A temporary is stale when the process that wrote it is gone: its name carries this machine's tag and a
     pid that no longer runs here (a reused pid keeps it, until the next rule). Any of them, from another machine
     sharing the folder or from an older gptviz whose names had no pid, is also stale when nothing in it has
     changed for `STALE_AFTER_S` (a day), far longer than any save takes. A live writer's folder is never
@@ -179,17 +188,19 @@ def remove_stale_temps(target: str | os.PathLike) -> list[Path]:
     except OSError:
         return []
     removed = []
-    for folder in candidates:
-        match = _OURS.fullmatch(folder.name[len(prefix) :])
-        if match is None or folder.is_symlink() or not folder.is_dir():
+    for temp in candidates:
+        match = _OURS.fullmatch(temp.name[len(prefix) :])
+        if match is None or temp.is_symlink() or not (temp.is_dir() or temp.is_file()):
             continue
         try:
             dead = match["pid"] is not None and match["host"] == _host_tag() and not _process_alive(int(match["pid"]))
-            stale = dead or time.time() - _last_touched(folder) > STALE_AFTER_S
-        except OSError:  # it vanished meanwhile (another cleaner), or cannot be read
+            stale = dead or time.time() - _last_touched(temp) > STALE_AFTER_S
+            if stale and temp.is_dir():
+                shutil.rmtree(temp, ignore_errors=True)
+            elif stale:
+                temp.unlink()
+        except OSError:  # it vanished meanwhile (another cleaner), or cannot be read or removed
             continue
-        if stale:
-            shutil.rmtree(folder, ignore_errors=True)
-            if not folder.exists():
-                removed.append(folder)
+        if stale and not temp.exists():
+            removed.append(temp)
     return removed

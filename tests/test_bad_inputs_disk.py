@@ -191,3 +191,26 @@ def test_resume_after_a_killed_save_reproduces_the_uninterrupted_run(tmp_path):
     a, b = straight.raw_model.state_dict(), resumed.raw_model.state_dict()
     assert same(a, b)  # bit for bit
     assert [s.loss for s in straight.history[3:]] == [s.loss for s in resumed.history]
+
+
+def test_a_killed_write_atomic_leaves_the_old_file_and_the_next_write_removes_its_temporary(tmp_path):
+    target = tmp_path / "results.json"
+    files.write_atomic(target, '{"old": true}')
+    pid = os.fork()
+    if pid == 0:  # the child dies between writing its temporary file and the rename
+        os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+        try:
+            files.write_atomic(target, '{"new": true}')
+        finally:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".results.json.tmp-")]
+    assert len(left) == 1 and left[0].read_text() == '{"new": true}' and str(pid) in left[0].name
+    assert target.read_text() == '{"old": true}'  # the target is the old file, whole
+    # a live writer's temporary (this process's pid) is never touched; the dead child's is
+    live = tmp_path / f".results.json.tmp-{files._host_tag()}-{os.getpid()}-abcd1234"
+    live.write_text("being written")
+    files.write_atomic(target, '{"newer": true}')
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "results.json"])
+    assert target.read_text() == '{"newer": true}'
