@@ -22,12 +22,19 @@ lab: install
 	$(PY) -m gptviz lab
 
 # Chromium for the real-browser test: installed when we are root with apt; otherwise those tests skip
-# with a message (CI sets GPTVIZ_REQUIRE_BROWSER=1 so they fail instead).
+# with a message (CI sets GPTVIZ_REQUIRE_BROWSER=1 so they fail instead). The emoji font is checked on its own
+# too (a machine may have Chromium but not the font: emoji would draw as empty boxes in the screenshots); a font
+# that cannot be installed is said on stdout and never fails the build.
 browser-deps:
 	@if [ -x /usr/bin/chromium ]; then :; \
 	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-noto-cjk fonts-noto-color-emoji >/dev/null || echo "could not install chromium; browser tests will skip"; \
 	else echo "not root or no apt: browser tests will skip"; fi
+	@if fc-list 2>/dev/null | grep -qi "NotoColorEmoji"; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-noto-color-emoji >/dev/null; } \
+			|| echo "could not install fonts-noto-color-emoji (apt failed): emoji in browser screenshots will show as boxes"; \
+	else echo "fonts-noto-color-emoji is missing and cannot be installed (not root or no apt): emoji will show as boxes"; fi
 
 lint: install
 	$(PY) -m ruff check gptviz tests

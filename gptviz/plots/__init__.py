@@ -8,7 +8,8 @@
 |---|---|---|
 | `style` | nothing: template, colour scales, token ticks, titles, windowing, pixel layout | — |
 | `attention` | one head's map, all heads as thumbnails, what each head does | `records.ForwardRecord` |
-| `positions` | sinusoidal PE, waves, learned PE, similarity, position-only scores, RoPE | `positions` (see below) |
+| `positions` | sinusoidal PE, waves, learned PE, similarity, position-only scores | `positions` (see below) |
+| `rope` | RoPE: angles per pair, q·k against distance, a rotary head's q·k | `positions`' RoPE records |
 | `generation` | one step's candidates per sampling stage, where the new token looked | `steps.StepRecord` |
 | `training` | train/val loss and learning rate | `train.Trainer.history` |
 | `lens` | the logit lens, and each token's rank after every layer | `lens.LogitLensRecord` |
@@ -17,6 +18,7 @@
 | `neurons` | a neuron over a text, its top corpus contexts, NMF factors | `neurons`' records |
 | `embeddings` | token / position embeddings on their principal components | `embedding_map.EmbeddingMap` |
 | `diff` | checkpoint diff, and `head_change`, its one definition | two `ForwardRecord`s of one prompt |
+| `finetune` | a classifier's loss, accuracy and confusion; an LM's loss and head change; one text | `finetune`'s jobs |
 | `patching` | activation patching (layers x positions, layers x heads), head ablation | `patching`'s tables |
 
 The records come from `gptviz.records`, `gptviz.sampling`, `gptviz.lens` (the logit lens runs the model there)
@@ -27,6 +29,10 @@ Every public function returns a new Figure and changes nothing; the widgets show
 few arrays that change with the same helpers (`add_*`, `attention_matrix`, `grid_image`, ...), so a panel and
 its static export always agree. Every name is re-exported here: `plots.attention_heatmap(...)`. Nothing here
 builds widgets, trains, samples or tokenizes; token strings come from the records.
+
+The views a panel shows take `width`, the px the panel has: titles wrap to it (`style.subtitle(max_px=...)`) and,
+when narrow, parts side by side go one under the other. A view laid out in pixels (a square heatmap beside its
+colour bar) takes that width as its own; the others keep none and fill their container.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from .attention import (
 from .attribution import attribution_matrix, attribution_tokens
 from .diff import DIFF_HEADS_PX, DIFF_MARGIN, DIFF_PX, checkpoint_diff, head_change
 from .embeddings import embedding_map_figure
+from .finetune import classifier_figure, lm_figure, prediction_figure
 from .generation import (
     STAGE_LABELS,
     add_attention_row,
@@ -104,7 +111,9 @@ from .style import (
     square_size,
     subtitle,
     ticks,
+    title_on_top,
     title_px,
+    top_margin,
     window_note,
     window_start,
 )
@@ -135,6 +144,8 @@ __all__ = [
     "window_note",
     "subtitle",
     "title_px",
+    "title_on_top",
+    "top_margin",
     "colourbar_beside",
     "square_size",
     "square_layout",
@@ -195,6 +206,10 @@ __all__ = [
     "factor_tokens",
     "factors_overview",
     "embedding_map_figure",
+    # finetune
+    "classifier_figure",
+    "lm_figure",
+    "prediction_figure",
     # diff
     "DIFF_MARGIN",
     "DIFF_HEADS_PX",

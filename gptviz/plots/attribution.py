@@ -12,7 +12,18 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..attribution import METHOD_LABELS, AttributionRecord
-from .style import DIVERGING_SCALE, TEMPLATE, add_masked_background, as_numpy, short, subtitle, ticks
+from .style import (
+    DIVERGING_SCALE,
+    TEMPLATE,
+    add_masked_background,
+    as_numpy,
+    colourbar_title,
+    short,
+    subtitle,
+    ticks,
+    title_on_top,
+    top_margin,
+)
 from .tokens import token_colours
 
 
@@ -21,9 +32,12 @@ def step_label(rec: AttributionRecord, step: int) -> str:
     return f"step {step}: {rec.tokens[p]!r} at position {p}"
 
 
-def attribution_tokens(rec: AttributionRecord, step: int = 0, normalise: bool = False) -> go.Figure:
+def attribution_tokens(
+    rec: AttributionRecord, step: int = 0, normalise: bool = False, width: int | None = None
+) -> go.Figure:
     """The context of `step` (rows of `rec`) coloured by its attributions; the explained token is shown after
-    it, outlined. `normalise`: divide by the largest |attribution| (so steps compare by shape, not size)."""
+    it, outlined. `normalise`: divide by the largest |attribution| (so steps compare by shape, not size).
+    `width`: the px it will be shown in (`token_colours`)."""
     p = rec.positions[step]
     values = as_numpy(rec.row(step))
     total = float(np.nansum(values))
@@ -50,12 +64,15 @@ def attribution_tokens(rec: AttributionRecord, step: int = 0, normalise: bool = 
         highlight={p: "the token being explained"},
         hover=hover,
         signed=True,
+        width=width,
     )
 
 
-def attribution_matrix(rec: AttributionRecord, normalise: bool = True) -> go.Figure:
+def attribution_matrix(rec: AttributionRecord, normalise: bool = True, width: int | None = None) -> go.Figure:
     """Rows: the explained (generated) tokens; columns: every context token; grey where a row had not seen it.
-    `normalise` (default): each row divided by its largest |attribution|, so small and large logits compare."""
+    `normalise` (default): each row divided by its largest |attribution|, so small and large logits compare.
+    `width`: the px it will be shown in (a panel's): the title wraps and the token labels thin out to fit it;
+    the figure keeps no width of its own."""
     values = as_numpy(rec.values)  # (n, T)
     if normalise:
         values = values / np.nanmax(np.abs(values), axis=1, keepdims=True).clip(1e-12)
@@ -86,12 +103,20 @@ def attribution_matrix(rec: AttributionRecord, normalise: bool = True) -> go.Fig
             zmid=0,
             zmin=-top,
             zmax=top,
-            colorbar=dict(thickness=12, title="share of row max" if normalise else "attribution"),
+            colorbar=dict(
+                thickness=12, title=colourbar_title("share of row max" if normalise else "attribution", width)
+            ),
         )
     )
     add_masked_background(fig)
     fig.add_vline(x=rec.prompt_len - 0.5, line=dict(color="#1f2430", width=1, dash="dot"))
-    fig.update_xaxes(title_text="context token (T)", showgrid=False, range=[-0.5, T - 0.5], **ticks(rec.tokens, 0, 80))
+    axis_px = None if width is None else width - 200  # the y labels, the colour bar
+    fig.update_xaxes(
+        title_text="context token (T)",
+        showgrid=False,
+        range=[-0.5, T - 0.5],
+        **ticks(rec.tokens, 0, 80 if axis_px is None else max(8, axis_px // 9), length_px=axis_px),
+    )
     fig.update_yaxes(
         title_text="generated token",
         autorange="reversed",
@@ -101,13 +126,17 @@ def attribution_matrix(rec: AttributionRecord, normalise: bool = True) -> go.Fig
         ticktext=rows,
         tickfont=dict(size=10 if n > 24 else 11),
     )
+    title = subtitle(
+        f"{METHOD_LABELS[rec.method]}: every generated token (rows) against its context (columns)",
+        "red pushed the row's token up, blue down",
+        "dotted line: end of the prompt; grey: not yet written",
+        max_px=None if width is None else width - 24,
+    )
+    top = top_margin(title)
     fig.update_layout(
         template=TEMPLATE,
-        height=max(320, 170 + 16 * n),
-        title=subtitle(
-            f"{METHOD_LABELS[rec.method]}: every generated token (rows) against its context (columns)",
-            "red pushed the row's token up, blue down",
-            "dotted line: end of the prompt; grey: not yet written",
-        ),
+        height=max(320, 170 + 16 * n) + top - 90,
+        title=title_on_top(title),
+        margin=dict(t=top),
     )
     return fig

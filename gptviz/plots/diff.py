@@ -21,6 +21,7 @@ from .style import (
     as_numpy,
     subtitle,
     ticks,
+    title_on_top,
     title_px,
     window_note,
     window_start,
@@ -28,11 +29,12 @@ from .style import (
 
 DIFF_MARGIN = dict(l=70, r=16, b=84)
 DIFF_HEADS_PX, DIFF_PX = 240, 300  # the heads' map: width; both parts: height
+STACK_GAP_PX = 96  # narrow, the heads' map above the bars: between them its axis title and the bars' caption
 
 
 def checkpoint_diff(before, after, max_tokens: int = 64, width: int = WIDTH, change=None) -> go.Figure:
     """Which heads changed most (mean |Δ attention|, with its colour bar) and how next-token probabilities moved
-    (bars), on the same prompt, in a figure `width` px wide.
+    (bars), on the same prompt, in a figure `width` px wide: side by side, or under ~700 px one above the other.
 
     `change` (L, nh): the `head_change` already computed (a CheckpointDiff's `head_change`), else computed here."""
     if change is None:
@@ -52,12 +54,18 @@ def checkpoint_diff(before, after, max_tokens: int = 64, width: int = WIDTH, cha
         before_of_top.append(float(before.top_probs[t, match[0, 0]]) if len(match) else 0.0)
     pos = np.arange(start, T)
     names = [after.top_tokens[t][0] for t in range(start, T)]
-    # in px: the heads' map, its colour bar, the bars' probability labels, the bars
+    # in px: the heads' map, its colour bar, the bars' probability labels, the bars; or (narrow) the heads' map
+    # above the bars, each as wide as it may be
     m = DIFF_MARGIN
     pw = width - m["l"] - m["r"]
     x2 = DIFF_HEADS_PX + COLOURBAR_PX + 60
-    if pw - x2 < 200:
-        raise ValueError(f"checkpoint_diff needs a width of at least {x2 + 200 + m['l'] + m['r']} px, got {width}")
+    stacked = pw - x2 < 200
+    heads_px = min(DIFF_HEADS_PX, pw - COLOURBAR_PX) if stacked else DIFF_HEADS_PX
+    if stacked and (heads_px < 120 or pw < 200):
+        raise ValueError(f"checkpoint_diff needs a width of at least {m['l'] + m['r'] + 210} px, got {width}")
+    heads_h = min(DIFF_PX, max(120, 24 * change.shape[0])) if stacked else DIFF_PX
+    ph = heads_h + STACK_GAP_PX + DIFF_PX if stacked else DIFF_PX
+    bars_x = (0.0, 1.0) if stacked else (x2 / pw, 1.0)
     fig = make_subplots(1, 2)
     fig.add_trace(
         go.Heatmap(
@@ -65,7 +73,9 @@ def checkpoint_diff(before, after, max_tokens: int = 64, width: int = WIDTH, cha
             z=change,
             colorscale=METRIC_SCALE,
             zmin=0,
-            colorbar=dict(x=(DIFF_HEADS_PX + 10) / pw, xanchor="left", thickness=10, len=1, y=1, yanchor="top", ypad=0),
+            colorbar=dict(
+                x=(heads_px + 10) / pw, xanchor="left", thickness=10, len=heads_h / ph, y=1, yanchor="top", ypad=0
+            ),
             hovertemplate="layer %{y}, head %{x}: %{z:.3f}<extra></extra>",
         ),
         1,
@@ -90,21 +100,27 @@ def checkpoint_diff(before, after, max_tokens: int = 64, width: int = WIDTH, cha
         title_text="head (nh)",
         showgrid=False,
         dtick=1 if nh <= 16 else None,
-        domain=[0, DIFF_HEADS_PX / pw],
+        domain=[0, heads_px / pw],
         row=1,
         col=1,
     )
     fig.update_yaxes(
-        title_text="layer (L)", autorange="reversed", showgrid=False, dtick=1 if L <= 16 else None, row=1, col=1
+        title_text="layer (L)",
+        autorange="reversed",
+        showgrid=False,
+        dtick=1 if L <= 16 else None,
+        domain=[1 - heads_h / ph, 1],
+        row=1,
+        col=1,
     )
     fig.update_xaxes(
         title_text="position (T)",
-        domain=[x2 / pw, 1],
-        **ticks(after.tokens[start:], start, length_px=pw - x2),
+        domain=list(bars_x),
+        **ticks(after.tokens[start:], start, length_px=pw * (bars_x[1] - bars_x[0])),
         row=1,
         col=2,
     )
-    fig.update_yaxes(title_text="probability", range=[0, 1], row=1, col=2)
+    fig.update_yaxes(title_text="probability", range=[0, 1], domain=[0, DIFF_PX / ph], row=1, col=2)
     # each part's caption above it, left-aligned; the legend at the bars' top right, on the caption's line
     for axis, text in (("x", "mean |Δ attention| per head"), ("x2", "probability of the new top next token")):
         fig.add_annotation(
@@ -112,7 +128,7 @@ def checkpoint_diff(before, after, max_tokens: int = 64, width: int = WIDTH, cha
             xref=f"{axis} domain",
             yref="paper",
             x=0,
-            y=1,
+            y=DIFF_PX / ph if axis == "x2" else 1,
             yshift=6,
             showarrow=False,
             xanchor="left",
@@ -127,13 +143,15 @@ def checkpoint_diff(before, after, max_tokens: int = 64, width: int = WIDTH, cha
         max_px=width - 24,
     )
     top = title_px(title) + 36
+    # narrow, the legend goes under the bars' caption (the caption takes their whole width)
+    legend_y = dict(y=DIFF_PX / ph, yanchor="top") if stacked else dict(y=1, yanchor="bottom")
     fig.update_layout(
         template=TEMPLATE,
         width=width,
-        height=top + DIFF_PX + m["b"],
+        height=top + ph + m["b"],
         margin=dict(m, t=top),
         barmode="group",
-        title=title,
-        legend=dict(orientation="h", x=1, xanchor="right", y=1, yanchor="bottom", font_size=11),
+        title=title_on_top(title),
+        legend=dict(orientation="h", x=1, xanchor="right", font_size=11, bgcolor="rgba(255,255,255,0.8)", **legend_y),
     )
     return fig

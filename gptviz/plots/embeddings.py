@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..embedding_map import EmbeddingMap
-from .style import METRIC_SCALE, TEMPLATE, subtitle
+from .style import METRIC_SCALE, NARROW_PX, TEMPLATE, subtitle, title_on_top, top_margin
 
 PALETTE = ["#2166ac", "#e6550d", "#31a354", "#756bb1", "#d6616b", "#636363", "#8c6d31", "#17becf"]
 
@@ -28,9 +28,13 @@ def _hover(emap: EmbeddingMap, colour_by: str) -> list[str]:
     return out
 
 
-def embedding_map_figure(emap: EmbeddingMap, colour_by: str | None = None, dims: int = 2) -> go.Figure:
+def embedding_map_figure(
+    emap: EmbeddingMap, colour_by: str | None = None, dims: int = 2, width: int | None = None
+) -> go.Figure:
     """Scatter of the map's points in `dims` (2 or 3) principal components, coloured by `colour_by` (a name in
-    `emap.properties`; default: class for tokens, position for positions)."""
+    `emap.properties`; default: class for tokens, position for positions). `width`: the px it will be shown in
+    (a panel's): the title wraps to it, and under NARROW_PX the legend goes under the plot (which then keeps the
+    whole width); the figure keeps no width of its own."""
     if dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3, got {dims!r}")
     colour_by = colour_by or ("class" if emap.kind == "tokens" else "position")
@@ -104,11 +108,18 @@ def embedding_map_figure(emap: EmbeddingMap, colour_by: str | None = None, dims:
         f"the {dims} components hold {ev[:dims].sum():.0%} of the variance",
         f"colour = {colour_by}",
         emap.note,
+        max_px=None if width is None else width - 24,
     )
     if dims == 3:
         fig.update_layout(scene=dict(xaxis_title=axis[0], yaxis_title=axis[1], zaxis_title=axis[2]))
     else:
         fig.update_xaxes(title_text=axis[0], zeroline=False)
         fig.update_yaxes(title_text=axis[1], zeroline=False)
-    fig.update_layout(template=TEMPLATE, height=620, title=title, legend=dict(itemsizing="constant"))
+    legend = dict(itemsizing="constant")
+    if width is not None and width < NARROW_PX:
+        legend.update(orientation="h", x=0, y=-0.14 if dims == 2 else 0, yanchor="top")
+    top = top_margin(title)
+    fig.update_layout(
+        template=TEMPLATE, height=620 + top - 90, title=title_on_top(title), margin=dict(t=top), legend=legend
+    )
     return fig

@@ -1,7 +1,8 @@
 """One look for every figure: the template, colour scales, token ticks, titles, windowing and pixel layout.
 
 Every other module in `gptviz.plots` (and the panels that combine views) takes its colours, axis labels and
-sizes from here, so a panel and its static export always agree. This module draws no view of its own.
+sizes from here, so a panel and its static export always agree. This module draws no view of its own (only
+`signed_heatmap`, the matrix look several views share).
 
 Attention and probabilities share one 0..1 scale (`ATTENTION_SCALE`), signed values a diverging scale centred
 on 0. Long inputs are windowed (the last `MAX_TOKENS` tokens) and the title says so. Figures with a square
@@ -12,6 +13,7 @@ stays beside its heatmap; the others leave their width to the page.
 from __future__ import annotations
 
 import math
+import unicodedata
 
 import numpy as np
 import plotly.graph_objects as go
@@ -95,15 +97,50 @@ def window_note(start: int, T: int) -> str:
 
 
 def subtitle(title: str, *parts: str, max_px: float | None = None) -> str:
-    """The title, then the parts joined by " · " on one small line, or on as many as `max_px` (the room the
-    title has) needs: a part never breaks, so a line may still be longer when one part alone is."""
+    """The title, then the parts joined by " · " on one small line. With `max_px` (the room the title has) the
+    parts fill as many lines as that needs, a part breaking (at spaces) only where it alone is longer, and the
+    title itself wraps at spaces too: nothing is wider than `max_px` but a single word."""
+    parts = [p for p in parts if p]
+    if max_px is None:
+        return title + (f"<br><sup>{' · '.join(parts)}</sup>" if parts else "")
+    heading = "<br>".join(line for seg in title.split("<br>") for line in wrap_words(seg, max_px, TITLE_CHAR_PX))
     lines: list[str] = []
-    for p in (p for p in parts if p):
-        if lines and (max_px is None or (len(lines[-1]) + 3 + len(p)) * SUB_CHAR_PX <= max_px):
+    for p in parts:
+        if lines and text_px(lines[-1] + " · " + p, SUB_CHAR_PX) <= max_px:
             lines[-1] += " · " + p
         else:
-            lines.append(p)
-    return title + "".join(f"<br><sup>{line}</sup>" for line in lines)
+            lines += wrap_words(p, max_px, SUB_CHAR_PX)
+    return heading + "".join(f"<br><sup>{line}</sup>" for line in lines)
+
+
+def text_px(text: str, char_px: float) -> float:
+    """About how wide `text` is drawn, in px, at `char_px` per character (a wide CJK character counts 1.8)."""
+    return char_px * sum(1.8 if unicodedata.east_asian_width(c) in "WF" else 1.0 for c in text)
+
+
+def wrap_words(text: str, max_px: float, char_px: float) -> list[str]:
+    """`text` broken at spaces into lines at most `max_px` wide (a longer word keeps a line of its own)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and text_px(lines[-1] + " " + word, char_px) <= max_px:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+NARROW_PX = 640  # a figure narrower than this (a panel in a small window) stacks its parts, turns labels, ...
+
+
+def colourbar_title(text: str, width: int | None = None) -> dict:
+    """A colour bar's title: over the bar, or (under NARROW_PX) up its right side, where it takes no width."""
+    return dict(text=text, side="right") if width is not None and width < NARROW_PX else dict(text=text)
+
+
+def title_on_top(title: str) -> dict:
+    """layout.title for a title of any number of lines, hung from the figure's top (plotly would centre it in the
+    top margin); give the figure a top margin of `title_px(title)` plus the room wanted under it."""
+    return dict(text=title, y=1, yref="container", yanchor="top", pad=dict(t=12))
 
 
 # ---- sizes in pixels --------------------------------------------------------------------------------------
@@ -115,11 +152,18 @@ WIDTH = 960  # px: a figure with several parts side by side, unless given a widt
 SQUARE_PX = 520  # the side of a figure's one square heatmap
 COLOURBAR_PX = 90  # right of its heatmap, a colour bar takes this: the gap, the bar, its tick labels and title
 SUB_CHAR_PX = 5.6  # a subtitle character's width, on average (TEMPLATE's 15 px title, <sup> at 70 %)
+TITLE_CHAR_PX = 8.4  # a title character's width, on average (15 px; DejaVu Sans, the widest of FONT's)
+TOP_PX = TEMPLATE.layout.margin.t  # a figure's top margin unless its title needs more
 
 
 def title_px(title: str) -> int:
     """How far down from the figure's top (px) a TEMPLATE title and its subtitle lines reach."""
     return 44 + 19 * title.count("<br>")
+
+
+def top_margin(title: str, gap: int = 10) -> int:
+    """The top margin of a figure with a `title_on_top` title: its lines, then `gap` px; at least TOP_PX."""
+    return max(TOP_PX, title_px(title) + gap)
 
 
 def colourbar_beside(fig: go.Figure, x: float, y: tuple[float, float], **kw) -> None:
@@ -168,3 +212,24 @@ def add_masked_background(fig: go.Figure, row=None, col=None) -> None:
         row=row,
         col=col,
     )
+
+
+def signed_heatmap(z: np.ndarray, title: str, xtitle: str, ytitle: str, zmax: float) -> go.Figure:
+    """A matrix, row 0 on top, on the diverging scale -zmax..zmax, its axes titled and its title hung from the top
+    (its lines push the plot down): the look of the position-vector and RoPE matrices (`positions`, `rope`)."""
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            zmin=-zmax,
+            zmax=zmax,
+            zmid=0,
+            colorscale=DIVERGING_SCALE,
+            hovertemplate=f"{ytitle} %{{y}}, {xtitle} %{{x}}: %{{z:.3f}}<extra></extra>",
+            colorbar=dict(thickness=12),
+        )
+    )
+    fig.update_xaxes(title_text=xtitle, showgrid=False, zeroline=False)
+    fig.update_yaxes(title_text=ytitle, showgrid=False, zeroline=False, autorange="reversed")
+    top = top_margin(title)
+    fig.update_layout(template=TEMPLATE, height=480 + top - TOP_PX, title=title_on_top(title), margin=dict(t=top))
+    return fig

@@ -17,11 +17,17 @@ from .style import TEMPLATE, subtitle
 LR_HEIGHT = 0.45  # the learning-rate peak's height as a fraction of the loss plot's height
 
 
-def loss_title(stats) -> str:
+def loss_title(stats, max_px: float | None = None) -> str:
+    """The loss figures' title: the last step's losses and how to read the curves (wrapped to `max_px`)."""
     val = [s for s in stats if s.val_loss is not None]
     last = f"step {stats[-1].step}: train {stats[-1].loss:.3f}" if stats else "no steps yet"
     last += f", val {val[-1].val_loss:.3f}" if val else ""
-    return subtitle("Training loss", last, "healthy: falls fast, then slowly; val rising above train = overfitting")
+    return subtitle(
+        "Training loss",
+        last,
+        "healthy: falls fast, then slowly; val rising above train = overfitting",
+        max_px=max_px,
+    )
 
 
 def add_loss_curves(fig: go.Figure, stats, vocab_size: int | None = None, row=None, col=None) -> None:

@@ -24,9 +24,11 @@ has `export_html(path)`: its current view as a standalone offline page. Each pan
 
 Views that stand on their own come from `gptviz.plots` (a head's map, the heads grid, a step's candidates, loss
 curves, the logit lens, the checkpoint diff). Each panel's own figure (those views side by side in one
-figure widget, laid out in pixels, plus what only that panel shows: the explorer's focus and metric bars, the
-fine-tuning panel's classifier, LM and prediction figures) is drawn in the panel's module by a pure function,
-records in, Figure out (`explorer_figure`, `step_figure`, `dashboard_figure`, `classifier_figure`, ...). No figure runs
+figure widget, laid out in pixels, plus what only that panel shows: the explorer's focus and metric bars) is
+drawn in the panel's module by a pure function, records in, Figure out (`explorer_figure`, `step_figure`,
+`dashboard_figure`); the fine-tuning panel's classifier, LM and prediction figures are `gptviz.plots.finetune`'s.
+Every panel lays its figure out for the width the browser reports (`Panel.relayout`): titles wrap, and parts
+side by side go one under the other in a narrow window. No figure runs
 the model (the positional panel's only read its position table): the model runs in the record functions
 (`records.record_forward`, `sampling`, `lens`, `positions.position_scores`, `finetune`), and the panels keep
 what they return.

@@ -119,10 +119,12 @@ class Panel(W.VBox):
     @property
     def width(self) -> int:
         """The width (px) to lay a figure out for: the container's, as the browser measured it, within
-        MIN_FIGURE_WIDTH..MAX_FIGURE_WIDTH; FIGURE_WIDTH until the browser has said."""
-        if self.plot.width is None:
+        MIN_FIGURE_WIDTH..MAX_FIGURE_WIDTH; FIGURE_WIDTH until the browser has said (or while the panel is
+        being built, before it has a figure widget)."""
+        plot = getattr(self, "plot", None)
+        if plot is None or plot.width is None:
             return FIGURE_WIDTH
-        return max(MIN_FIGURE_WIDTH, min(MAX_FIGURE_WIDTH, self.plot.width - 4))  # 4: no scrollbar from rounding
+        return max(MIN_FIGURE_WIDTH, min(MAX_FIGURE_WIDTH, plot.width - 4))  # 4: no scrollbar from rounding
 
     def _on_resize(self, width: int) -> None:
         if abs(self.width - self._laid_out_for) >= RELAYOUT_STEP_PX:

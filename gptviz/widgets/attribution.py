@@ -106,8 +106,11 @@ class AttributionPanel(Panel):
 
     def _figure(self):
         if self.view.value == "matrix":
-            return plots.attribution_matrix(self.matrix())
-        return plots.attribution_tokens(*self.step_record(self.step.value))
+            return plots.attribution_matrix(self.matrix(), width=self.width)
+        return plots.attribution_tokens(*self.step_record(self.step.value), width=self.width)
+
+    def relayout(self) -> None:
+        replace_figure(self.figure, self._figure())  # the records are kept: this only redraws
 
     def _rerun(self, change=None) -> None:
         if not self.prompt.value:

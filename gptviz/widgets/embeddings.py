@@ -59,7 +59,10 @@ class EmbeddingMapPanel(Panel):
             self._switching = False
 
     def _figure(self):
-        return plots.embedding_map_figure(self.map, self.colour.value, self.dims.value)
+        return plots.embedding_map_figure(self.map, self.colour.value, self.dims.value, width=self.width)
+
+    def relayout(self) -> None:
+        replace_figure(self.figure, self._figure())  # the maps are kept: this only redraws
 
     def _on_kind(self, change=None) -> None:
         self._colour_options()

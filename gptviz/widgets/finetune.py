@@ -10,8 +10,9 @@ bag-of-words baselines and the confusion matrix; for the LM, which heads changed
 pooled token, or (LM) the checkpoint diff of that text before and after.
 
 The work belongs to `gptviz.finetune` (jobs, evaluation, explain, checkpoint_diff) and `gptviz.train` (the
-loop); this panel holds controls and one figure widget, and runs the chunks with `_base.ChunkedTraining`, as
-the TrainingDashboard does. The dashboard itself is not reused: its Trainer and controls are fixed when it is
+loop), the figures to `gptviz.plots.finetune` (re-exported here, laid out for the panel's width); this panel
+holds controls and one figure widget, and runs the chunks with `_base.ChunkedTraining`, as the
+TrainingDashboard does. The dashboard itself is not reused: its Trainer and controls are fixed when it is
 built, and here the Trainer is rebuilt per choice (the loop asks for the current job's trainer each run).
 """
 
@@ -25,216 +26,14 @@ import warnings
 import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from .. import finetune as ft
 from .. import plots
+from ..plots.finetune import classifier_figure, lm_figure, prediction_figure  # the panel's figures (pure)
 from ..train import TrainConfig, TrainingDiverged
-from ._base import FIGURE_WIDTH, INPUT_ERRORS, Busy, ChunkedTraining, TrainingPanel, replace_figure, slider
+from ._base import INPUT_ERRORS, Busy, ChunkedTraining, TrainingPanel, replace_figure, row, slider
 
 MODES = {"head": "head only", "last_n": "top n layers", "full": "all weights", "lora": "LoRA adapters"}
-
-
-# ---- figures (pure: job state in, Figure out) -----------------------------------------------------------------
-def classifier_figure(
-    stats, accuracy: list[tuple[int, float]], base: dict, ev, headline: str, full: tuple[int, float] | None = None
-) -> go.Figure:
-    """Loss (left), held-out accuracy against the baselines (middle), confusion matrix (right).
-
-    `accuracy`: (step, accuracy) on the live subset during training; `full`: (step, accuracy) on every test
-    example (a diamond); `headline`: the title's accuracy, worded with how many examples it counts."""
-    fig = make_subplots(
-        1,
-        3,
-        column_widths=[0.34, 0.3, 0.36],
-        horizontal_spacing=0.09,
-        subplot_titles=["loss", "held-out accuracy", "confusion (rows: true)"],
-    )
-    _add_loss(fig, stats)
-    fig.add_trace(
-        go.Scatter(
-            name="accuracy",
-            x=[s for s, _ in accuracy],
-            y=[a for _, a in accuracy],
-            mode="lines+markers",
-            line=dict(color="#31a354"),
-        ),
-        1,
-        2,
-    )
-    if full is not None:
-        fig.add_trace(
-            go.Scatter(
-                name="all test examples",
-                x=[full[0]],
-                y=[full[1]],
-                mode="markers",
-                marker=dict(symbol="diamond", size=11, color="#006d2c"),
-            ),
-            1,
-            2,
-        )
-    # labels at opposite ends of their lines: the two baselines are often equal on a small test set
-    for name, key, dash, where in (
-        ("majority", "majority_baseline", "dot", "bottom left"),
-        ("bag of words", "bow_baseline", "dash", "bottom right"),
-    ):
-        if base.get(key) is not None:
-            fig.add_hline(
-                y=base[key],
-                line=dict(color="#9aa3b2", dash=dash),
-                annotation_text=f"{name} {base[key]:.2f}",
-                annotation_position=where,
-                annotation_font_size=11,
-                row=1,
-                col=2,
-            )
-    labels = ev.labels if ev is not None else []
-    z = ev.confusion.numpy().astype(float) if ev is not None else np.zeros((0, 0))
-    fig.add_trace(
-        go.Heatmap(
-            name="confusion",
-            z=z,
-            x=labels,
-            y=labels,
-            colorscale="Blues",
-            showscale=False,
-            text=z.astype(int).astype(str),
-            texttemplate="%{text}",
-            hovertemplate="true %{y}, predicted %{x}: %{z:.0f}<extra></extra>",
-        ),
-        1,
-        3,
-    )
-    fig.update_yaxes(range=[0, 1], title_text="accuracy", row=1, col=2)
-    fig.update_xaxes(title_text="step", row=1, col=2)
-    fig.update_xaxes(title_text="predicted", row=1, col=3)
-    fig.update_yaxes(autorange="reversed", row=1, col=3)
-    fig.update_layout(
-        template=plots.TEMPLATE,
-        height=420,
-        title=f"Classifier fine-tuning · {headline}",
-        legend=dict(orientation="h", y=-0.2),
-    )
-    return fig
-
-
-def lm_figure(stats, val_before: float, change) -> go.Figure:
-    """Loss with the val loss before fine-tuning (left), mean |Δ attention| per head on the probe (right)."""
-    fig = make_subplots(
-        1,
-        2,
-        column_widths=[0.6, 0.4],
-        horizontal_spacing=0.12,
-        subplot_titles=["loss", "how much each head changed (probe text)"],
-    )
-    _add_loss(fig, stats)
-    fig.add_hline(
-        y=val_before,
-        line=dict(color="#e6550d", dash="dot"),
-        annotation_text=f"val before {val_before:.3f}",
-        annotation_position="top right",
-        row=1,
-        col=1,
-    )
-    fig.add_trace(
-        go.Heatmap(
-            name="change",
-            z=change.numpy(),
-            colorscale=plots.METRIC_SCALE,
-            zmin=0,
-            colorbar=dict(thickness=10),
-            hovertemplate="layer %{y}, head %{x}: %{z:.4f}<extra></extra>",
-        ),
-        1,
-        2,
-    )
-    fig.update_xaxes(title_text="head (nh)", dtick=1, showgrid=False, row=1, col=2)
-    fig.update_yaxes(title_text="layer (L)", autorange="reversed", dtick=1, showgrid=False, row=1, col=2)
-    fig.update_layout(
-        template=plots.TEMPLATE, height=420, title="Language-model fine-tuning", legend=dict(orientation="h", y=-0.2)
-    )
-    return fig
-
-
-def prediction_figure(explained: dict) -> go.Figure:
-    """Class probabilities (left) and the pooled token's attention, one row per layer and head (right)."""
-    att = explained["attention"]  # (L, nh, T)
-    L, nh, T = att.shape
-    fig = make_subplots(
-        1,
-        2,
-        column_widths=[0.25, 0.75],
-        horizontal_spacing=0.12,
-        subplot_titles=["class probabilities", "attention of the pooled token"],
-    )
-    p = explained["probs"].numpy()
-    fig.add_trace(
-        go.Bar(
-            name="p",
-            x=explained["labels"],
-            y=p,
-            marker_color=["#e6550d" if i == p.argmax() else "#9aa3b2" for i in range(len(p))],
-            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
-        ),
-        1,
-        1,
-    )
-    rows = [f"L{l} H{h}" for l in range(L) for h in range(nh)]
-    fig.add_trace(
-        go.Heatmap(
-            name="attention",
-            z=att.reshape(L * nh, T).numpy(),
-            x=list(range(T)),
-            y=rows,
-            colorscale=plots.ATTENTION_SCALE,
-            zmin=0,
-            zmax=1,
-            colorbar=dict(thickness=10),
-            customdata=[explained["tokens"]] * (L * nh),
-            hovertemplate="%{y} → %{x} %{customdata}: %{z:.3f}<extra></extra>",
-        ),
-        1,
-        2,
-    )
-    fig.update_yaxes(range=[0, 1], row=1, col=1)
-    fig.update_xaxes(title_text="position (T)", **plots.ticks(explained["tokens"]), row=1, col=2)
-    fig.update_yaxes(autorange="reversed", row=1, col=2)
-    best = explained["labels"][int(p.argmax())]
-    fig.update_layout(
-        template=plots.TEMPLATE,
-        height=max(360, 120 + 14 * L * nh),
-        showlegend=False,
-        title=f"Your text: {best} ({p.max():.2f})",
-    )
-    return fig
-
-
-def _add_loss(fig: go.Figure, stats) -> None:
-    val = [s for s in stats if s.val_loss is not None]
-    fig.add_trace(
-        go.Scatter(
-            name="train loss",
-            x=[s.step for s in stats],
-            y=[s.loss for s in stats],
-            mode="lines",
-            line=dict(color="#2166ac"),
-        ),
-        1,
-        1,
-    )
-    fig.add_trace(
-        go.Scatter(
-            name="val loss",
-            x=[s.step for s in val],
-            y=[s.val_loss for s in val],
-            mode="lines+markers",
-            line=dict(color="#e6550d"),
-        ),
-        1,
-        1,
-    )
-    fig.update_xaxes(title_text="step", row=1, col=1)
 
 
 class FinetunePanel(TrainingPanel):
@@ -288,7 +87,9 @@ class FinetunePanel(TrainingPanel):
         self.full_accuracy: tuple[int, float] | None = None  # (step, accuracy on every test example)
         self.last_eval = None
         st, c = {"description_width": "initial"}, self.config
-        self.task = W.ToggleButtons(options=[("classify", "classify"), ("language model", "lm")], value=c.task)
+        self.task = W.ToggleButtons(
+            options=[("classify", "classify"), ("language model", "lm")], value=c.task, style={"button_width": "auto"}
+        )
         self.mode = W.Dropdown(
             options=[(v, k) for k, v in MODES.items()],
             value=c.mode,
@@ -319,7 +120,9 @@ class FinetunePanel(TrainingPanel):
         self.start_button = W.Button(description="Start", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.eval_button = W.Button(description="Evaluate all", icon="check")
-        self.view = W.ToggleButtons(options=[("training", "training"), ("your text", "text")], value="training")
+        self.view = W.ToggleButtons(
+            options=[("training", "training"), ("your text", "text")], value="training", style={"button_width": "auto"}
+        )
         self.text = W.Textarea(
             value=text,
             placeholder="type a text to classify (or to compare before/after)",
@@ -335,9 +138,9 @@ class FinetunePanel(TrainingPanel):
         self._build_job()
         super().__init__(
             [
-                W.HBox([self.task, self.mode, self.pooling]),
-                W.HBox([self.n_layers, self.freeze_embeddings, self.lora_rank]),
-                W.HBox([self.steps, self.chunk, self.start_button, self.stop_button, self.eval_button]),
+                row(self.task, self.mode, self.pooling),
+                row(self.n_layers, self.freeze_embeddings, self.lora_rank),
+                row(self.steps, self.chunk, self.start_button, self.stop_button, self.eval_button),
                 self.text,
                 self.prediction,
                 self.view,
@@ -470,12 +273,12 @@ class FinetunePanel(TrainingPanel):
                     self.prediction.value = " · ".join(
                         f"<b>{html.escape(l)}</b> {p:.3f}" for l, p in zip(explained["labels"], explained["probs"])
                     )
-                    return prediction_figure(explained)
+                    return prediction_figure(explained, width=self.width)
                 diff = job.diff(text)
                 self.prediction.value = "most changed heads (layer, head): " + ", ".join(
                     f"({l}, {h}) {c:.3f}" for l, h, c in diff.top_heads(3)
                 )
-                return plots.checkpoint_diff(diff.before, diff.after, width=FIGURE_WIDTH, change=diff.head_change)
+                return plots.checkpoint_diff(diff.before, diff.after, width=self.width, change=diff.head_change)
         self.prediction.value = ""
         if isinstance(job, ft.ClassifierJob):
             return classifier_figure(
@@ -485,8 +288,13 @@ class FinetunePanel(TrainingPanel):
                 self.last_eval,
                 self.accuracy_text(),
                 self.full_accuracy,
+                width=self.width,
             )
-        return lm_figure(job.trainer.history, job.loss_before["val"], job.diff().head_change)
+        return lm_figure(job.trainer.history, job.loss_before["val"], job.diff().head_change, width=self.width)
+
+    def relayout(self) -> None:
+        """The browser measured the panel's width: lay the figure out for it (`_base.Panel.relayout`)."""
+        self._redraw()
 
     def _redraw(self, change=None) -> None:
         if hasattr(self, "figure"):

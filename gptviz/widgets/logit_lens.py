@@ -66,8 +66,11 @@ class LogitLensPanel(Panel):
 
     def _figure(self):
         if self.colour.value == "rank":
-            return plots.rank_figure(self.lens, self.positions.value)
-        return plots.logit_lens_figure(self.lens, self.colour.value, self.positions.value)
+            return plots.rank_figure(self.lens, self.positions.value, width=self.width)
+        return plots.logit_lens_figure(self.lens, self.colour.value, self.positions.value, width=self.width)
+
+    def relayout(self) -> None:
+        replace_figure(self.figure, self._figure())  # the lens record is kept: this only redraws
 
     def _on_text(self, change) -> None:
         self.lens = self._run(change["new"])

@@ -111,14 +111,17 @@ class NeuronPanel(Panel):
     def _figure(self):
         view = self.view.value
         if view == "top":
-            return plots.top_activations_figure(self.top())
+            return plots.top_activations_figure(self.top(), width=self.width)
         if view == "factors":
             return (
-                plots.factors_overview(self.factors())
+                plots.factors_overview(self.factors(), width=self.width)
                 if self.factor.value in (None, -1)
-                else plots.factor_tokens(self.factors(), self.factor.value)
+                else plots.factor_tokens(self.factors(), self.factor.value, width=self.width)
             )
-        return plots.neuron_tokens(self.record, self.layer.value, self.neuron.value)
+        return plots.neuron_tokens(self.record, self.layer.value, self.neuron.value, width=self.width)
+
+    def relayout(self) -> None:
+        replace_figure(self.figure, self._figure())  # the records are kept: this only redraws
 
     def _rerun(self, change=None) -> None:
         self.record = self._run(self.text.value, self.layer.value)

@@ -145,12 +145,12 @@ class PositionalEncodingExplorer(Panel):
     def _build(self):
         v, T, C = self.view.value, self.T.value, self.C.value
         if v == "sinusoidal":
-            return plots.sinusoidal_heatmap(T, C)
+            return plots.sinusoidal_heatmap(T, C, width=self.width)
         if v == "waves":
             d = min(self.dim.value, C - 2)
-            return plots.sine_waves(T, C, (d, d + 1))
+            return plots.sine_waves(T, C, (d, d + 1), width=self.width)
         if v == "learned":
-            return plots.learned_position_heatmap(self.model, max_positions=min(T, plots.MAX_TOKENS))
+            return plots.learned_position_heatmap(self.model, max_positions=min(T, plots.MAX_TOKENS), width=self.width)
         if v == "similarity":
             src = self._source()
             return plots.position_similarity(src if src is not None else sinusoidal_encoding(T, C), T, width=self.width)
@@ -171,7 +171,7 @@ class PositionalEncodingExplorer(Panel):
     def _build_rotary(self, v: str, T: int):
         source, theta = self._rope()
         if v == "rotary":
-            return plots.rope_angle_heatmap(source, T, theta)
+            return plots.rope_angle_heatmap(source, T, theta, width=self.width)
         if v == "rotary_scores":
             return plots.rope_distance_scores(
                 rope_relative_scores(source, self.distance.value, theta), log_x=self.log_x.value, width=self.width

@@ -56,8 +56,11 @@ GAP_PX = 150  # between the loss curves and the heatmap
 CAPTION_PX = 44  # above the heatmap: its two-line caption
 CSS_NOTE = CSS_STATUS + ";background:#fff7e0;border-left:3px solid #e0a800;padding:2px 8px"
 MIN_LOSS_PX = 150  # the loss curves' narrowest plot area
-# the narrowest figure (`dashboard_figure`): an 800 px window still shows it whole beside the file browser closed
+# the narrowest figure with the heatmap beside the loss curves (`dashboard_figure`); narrower, it goes under them
 MIN_WIDTH = MARGIN["l"] + MARGIN["r"] + ATTENTION_PX + plots.COLOURBAR_PX + GAP_PX + MIN_LOSS_PX
+# stacked (narrow): the loss curves' height; under them their axis title, the legend and the heatmap's caption;
+# room left of the heatmap for its query labels and right of the curves for the learning-rate labels
+STACKED_LOSS_PX, STACKED_GAP_PX, STACKED_INDENT_PX, LR_LABELS_PX = 240, 150, 56, 56
 # Why the buttons are off while a cell trains with `run(steps)`: the kernel hears clicks only when the cell ends.
 CELL_NOTE = (
     "This cell is training, so the kernel cannot hear the buttons until it ends (clicks would wait, then act "
@@ -69,25 +72,38 @@ CELL_NOTE = (
 def dashboard_figure(
     stats, snapshot, layer: int, head: int, vocab_size: int | None = None, width: int = FIGURE_WIDTH
 ) -> go.Figure:
-    """Loss curves (left) and one snapshot's attention on the probe prompt (right), `width` px wide."""
+    """Loss curves (left) and one snapshot's attention on the probe prompt (right), `width` px wide; narrower
+    than MIN_WIDTH, the heatmap goes under the curves (smaller, if the width asks for it)."""
     stats = list(stats)
     pw = width - MARGIN["l"] - MARGIN["r"]
-    hm = ATTENTION_PX
-    loss_w = pw - hm - plots.COLOURBAR_PX - GAP_PX
-    if loss_w < MIN_LOSS_PX:
-        raise ValueError(
-            f"the dashboard's figure needs a width of at least {width - loss_w + MIN_LOSS_PX} px, got {width}"
-        )
-    hm_x = (loss_w + GAP_PX) / pw  # the heatmap's left edge, as a fraction of the plot area
+    stacked = width < MIN_WIDTH
+    if stacked:  # in px from the plot area's top: the curves, their axis title and legend, the heatmap
+        hm = min(ATTENTION_PX, pw - STACKED_INDENT_PX - plots.COLOURBAR_PX)
+        if hm < 100:
+            raise ValueError(f"the dashboard's figure needs a width of at least {width - hm + 100} px, got {width}")
+        ph = STACKED_LOSS_PX + STACKED_GAP_PX + hm
+        loss_x, loss_y = (0, (pw - LR_LABELS_PX) / pw), (1 - STACKED_LOSS_PX / ph, 1)
+        hm_x, hm_y = STACKED_INDENT_PX / pw, (0, hm / ph)
+        hm_right = (STACKED_INDENT_PX + hm) / pw
+        legend_y = 1 - (STACKED_LOSS_PX + 50) / ph
+    else:
+        hm = ph = ATTENTION_PX
+        loss_w = pw - hm - plots.COLOURBAR_PX - GAP_PX
+        loss_x, loss_y = (0, loss_w / pw), (0, 1)
+        hm_x, hm_y = (loss_w + GAP_PX) / pw, (0, 1)  # the heatmap's left edge, as a fraction of the plot area
+        hm_right = (pw - plots.COLOURBAR_PX) / pw
+        legend_y = -70 / hm
     fig = make_subplots(1, 2, specs=[[{"secondary_y": True}, {}]])
     plots.add_loss_curves(fig, stats, vocab_size, 1, 1)
-    fig.update_xaxes(domain=[0, loss_w / pw], row=1, col=1)
-    fig.update_xaxes(domain=[hm_x, (pw - plots.COLOURBAR_PX) / pw], row=1, col=2)
+    fig.update_xaxes(domain=list(loss_x), row=1, col=1)
+    fig.update_yaxes(domain=list(loss_y), row=1, col=1)
+    fig.update_xaxes(domain=[hm_x, hm_right], row=1, col=2)
+    fig.update_yaxes(domain=list(hm_y), row=1, col=2)
     if snapshot is not None:
         r = snapshot.record
         start = plots.window_start(r.T, 64)  # thumbnails of the probe stay readable beside the curves
         plots.add_attention(fig, r, layer, head, start=start, row=1, col=2, max_ticks=24)
-        plots.colourbar_beside(fig, (pw - plots.COLOURBAR_PX + 10) / pw, (0, 1))
+        plots.colourbar_beside(fig, hm_right + 10 / pw, hm_y)
         caption = (
             f"attention at step {snapshot.step}: layer {layer}, head {head}<br><sup>"
             f"{plots.metric_text(snapshot.metrics, layer, head, ' · ')}</sup>"
@@ -99,7 +115,7 @@ def dashboard_figure(
             yref="paper",
             x=1,
             xanchor="right",
-            y=1,
+            y=hm_y[1],
             yanchor="bottom",
             yshift=6,
             showarrow=False,
@@ -113,21 +129,21 @@ def dashboard_figure(
             text="attention snapshots appear here<br>(TrainConfig.snapshot_interval)",
             xref="paper",
             yref="paper",
-            x=(hm_x + (pw - plots.COLOURBAR_PX) / pw) / 2,
-            y=0.5,
+            x=(hm_x + hm_right) / 2,
+            y=sum(hm_y) / 2,
             xanchor="center",
             showarrow=False,
             font_size=13,
         )  # paper: an empty subplot has no domain
-    title = plots.loss_title(stats)
-    top = plots.title_px(title) + CAPTION_PX
+    title = plots.loss_title(stats, max_px=width - 24)
+    top = plots.title_px(title) + (12 if stacked else CAPTION_PX)  # stacked: the caption is under the curves
     fig.update_layout(
         template=plots.TEMPLATE,
         width=width,
-        height=top + hm + MARGIN["b"],
+        height=top + ph + MARGIN["b"],
         margin=dict(MARGIN, t=top),
-        title=title,
-        legend=dict(orientation="h", x=0, y=-70 / hm, yanchor="top"),
+        title=plots.title_on_top(title),
+        legend=dict(orientation="h", x=0, y=legend_y, yanchor="top"),
     )
     return fig
 
@@ -191,6 +207,7 @@ class TrainingDashboard(TrainingPanel):
         )
         self.save_button = W.Button(description="Save checkpoint", icon="save")
         self.snapshot = slider("snapshot", 0, 0, max(0, len(trainer.snapshots) - 1), width="420px")
+        self.snapshot.layout.max_width = "100%"  # a narrow window: shorter, not past the panel's edge
         self.layer = slider("layer", 0, 0, mc.n_layer - 1, width="220px")
         self.head = slider("head", 0, 0, mc.n_head - 1, width="220px")
         self.sample_html = W.HTML()
@@ -331,9 +348,7 @@ class TrainingDashboard(TrainingPanel):
             self.layer.value,
             self.head.value,
             self.trainer.raw_model.config.vocab_size,
-            # the panel's measured width (FIGURE_WIDTH while it is being built); narrower than MIN_WIDTH: the
-            # figure scrolls sideways, the controls wrap
-            width=max(self.width if hasattr(self, "plot") else FIGURE_WIDTH, MIN_WIDTH),
+            width=self.width,  # the panel's measured width (FIGURE_WIDTH while it is being built)
         )
 
     def relayout(self) -> None:
