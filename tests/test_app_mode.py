@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_browser_e2e import CHROMIUM, CHROMIUM_ARGS, _require_browser, _require_default_model
+from browser_page import CHROMIUM, CHROMIUM_ARGS, _require_browser, _require_default_model
 from test_launcher import _get, isolated_jupyter_env
 
 from gptviz import launcher

@@ -6,7 +6,7 @@ early (not when all steps are done), the status must say "stopped" and offer Res
 must then run (Run All goes on). Then the stopped dashboard must fit windows of 800, 1,000 and 1,400 px
 (`check_widths`); its timings (Stop to "stopped", fit per width, the largest message the kernel sent meanwhile)
 join tests/artifacts/browser/timings.json. The JupyterLab server, the page helpers and Chromium come from
-tests/test_browser_e2e.py.
+tests/browser_page.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import nbformat
 import pytest
-from test_browser_e2e import (
+from browser_page import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
