@@ -110,12 +110,13 @@ class NewestQueries:
     @staticmethod
     def rows(steps: list[NewestQueries]) -> list[torch.Tensor]:
         """(B, L, nh, Tk) per step, for consecutive steps over the same cache, in one batched product."""
-        end = steps[-1].end
+        first, end = steps[0].end, steps[-1].end
         q = torch.cat([s.q for s in steps], dim=3)  # (L, B, nh, C, hs)
         ends = torch.tensor([s.end for s in steps], device=q.device)
-        allowed = torch.arange(end, device=q.device) < ends[:, None]  # (C, Tk) each step sees its keys only
-        rows = attention_rows(q, steps[0].keys[:, :, :, :end], allowed)  # (L, B, nh, C, Tk)
-        return [rows[:, :, :, c, : s.end].transpose(0, 1) for c, s in enumerate(steps)]
+        # each step sees its keys only: every step sees the first step's, the others' are masked as needed
+        allowed = torch.arange(first, end, device=q.device) < ends[:, None]  # (C, end - first)
+        rows = attention_rows(q, steps[0].keys[:, :, :, :end], allowed, from_key=first)  # (L, B, nh, C, Tk)
+        return [row[..., : s.end] for row, s in zip(rows.permute(3, 1, 0, 2, 4).unbind(0), steps)]  # (B, L, nh, Tk)
 
 
 class DecodeStep:

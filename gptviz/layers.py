@@ -48,20 +48,23 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return turned if rest is None else torch.cat((turned, rest), dim=-1)
 
 
-def attention_rows(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+def attention_rows(
+    q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None = None, from_key: int = 0
+) -> torch.Tensor:
     """softmax(q k^T / sqrt(hs)) for C queries: q (..., nh, C, hs), k (..., nkv, Tk, hs) -> (..., nh, C, Tk).
 
     What the explicit attention path's `hook_pattern` holds for those queries, computed beside the fast SDPA path.
     Grouped by key/value head: query head h reads key head h // (nh / nkv), with no repeated copy of the keys.
     The leading dims (B, or L, B for every layer at once) are the same on q and k. `allowed`: booleans (True = may
-    look) broadcastable to (..., nh, C, Tk), e.g. (C, Tk) or (B, 1, C, Tk); None: every query sees every key.
+    look) broadcastable to (..., nh, C, Tk - from_key), for the keys from `from_key` on (every query sees the
+    keys before it), e.g. (C, Tk) or (B, 1, C, Tk); None: every query sees every key.
     """
     *lead, nh, C, hs = q.shape
     nkv, Tk = k.shape[-3], k.shape[-2]
     grouped = q.reshape(*lead, nkv, nh // nkv * C, hs)  # (..., nkv, g * C, hs) the queries of each key head
     scores = (grouped @ k.transpose(-2, -1)).view(*lead, nh, C, Tk) * (1.0 / math.sqrt(hs))  # (..., nh, C, Tk)
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
+    if allowed is not None:  # in place on the masked keys only: a masked copy of all the scores costs more
+        scores[..., from_key:].masked_fill_(~allowed, float("-inf"))
     return F.softmax(scores, dim=-1)
 
 
