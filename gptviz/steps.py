@@ -147,7 +147,7 @@ MAX_WAIT_S = 0.05
 class _Pending:
     """What a record needs from one step, kept until its chunk is summarised (each step's tensors are its own)."""
 
-    stages: list[tuple[str, torch.Tensor]]  # (name, logits (B, V)); row 0 is the recorded sequence
+    stages: list[tuple[str, torch.Tensor]]  # (name, logits (1, V))
     chosen: torch.Tensor  # (1,) the new token, where the model runs
     context_start: int
     attention: torch.Tensor | None = None  # (L, nh, Tk), filled in when the chunk is summarised
@@ -178,7 +178,8 @@ def _summarise(chunk: list[_Pending], window, position: int, first: int, k: int,
         assert len(rows) == C, (len(rows), C)
         for p, row in zip(chunk, rows):
             p.attention = row[0]  # (L, nh, Tk)
-    logits = torch.stack([lg[0] for p in chunk for _, lg in p.stages]).float()  # (R, V) every stage of every step
+    # (R, V) every stage of every step: each stage's logits are (1, V), generate_steps follows one sequence
+    logits = torch.cat([lg for p in chunk for _, lg in p.stages]).float()
     owner = [j for j, p in enumerate(chunk) for _ in p.stages]  # (R,) the step of each row
     raw = [owner.index(j) for j in range(C)]  # each step's first row: its raw distribution
     logp = logits.log_softmax(dim=-1)
