@@ -82,6 +82,19 @@ def test_classifier_learns_a_separable_toy_task(tok, pooling):
     assert job.model.predict(tok, ["xabc", "yabc"]) == ["X", "Y"]
 
 
+def test_evaluation_loss_is_the_cross_entropy_of_the_true_labels(tok):
+    job = classifier_job(tok, steps=5, mode="last_n", n_layers=1)
+    ev = job.evaluate()
+    with torch.no_grad():
+        logits = torch.cat([job.model(job.test_set.collate([i])[0]) for i in range(len(TEST))])  # one text at a time
+    expected = torch.nn.functional.cross_entropy(logits, job.test_set.y).item()
+    assert ev.loss == pytest.approx(expected, rel=1e-5) and 0 < ev.loss < 5
+    assert job.evaluate(index=[0, 1]).loss == pytest.approx(
+        torch.nn.functional.cross_entropy(logits[:2], job.test_set.y[:2]).item(), rel=1e-5
+    )
+    assert ev.to_dict()["loss"] == ev.loss
+
+
 def test_padding_and_windows_do_not_change_a_text(tok):
     torch.manual_seed(0)
     for pooling in ("last", "mean"):

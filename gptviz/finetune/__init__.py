@@ -11,7 +11,8 @@ The package, by job:
   baselines, explain, save/load of a classifier folder;
 - `jobs`: FinetuneConfig, what trains (prepare_gpt), the base model, the genre data, ClassifierJob / LMJob
   (a model + data + the Trainer that fits it), build_job and the fine-tuning presets;
-- `diff`: the same text through the model before and after, head by head.
+- `diff`: the same text through the model before and after, head by head;
+- `frozen`: FrozenPrefix, the output of a classifier's frozen lower blocks, computed once per text window.
 
 Every public name is importable from `gptviz.finetune` itself. What the package leaves to others: the loop,
 LR schedule and eval batches (`train`), checkpoint files (`checkpoint`), passages and group-aware splits
@@ -37,6 +38,7 @@ from .classifier import (
     save_classifier,
 )
 from .diff import CheckpointDiff, checkpoint_diff, token_losses
+from .frozen import FrozenPrefix
 from .jobs import (
     MODES,
     TASKS,
@@ -71,6 +73,7 @@ __all__ = [
     "CheckpointDiff",
     "checkpoint_diff",
     "token_losses",
+    "FrozenPrefix",
     "MODES",
     "TASKS",
     "ClassifierJob",

@@ -17,6 +17,9 @@ Decisions a user may notice:
   With max_windows > 1 a text is read in consecutive windows of block_size tokens (no attention across
   windows); "mean" pooling averages every real token, "last" takes the last token of the last window.
 - A char tokenizer cannot encode characters it never saw: they are dropped, with a warning naming them.
+- When the GPT's lower blocks are frozen, their output for each window is computed once and kept
+  (`GPTClassifier.frozen`, a `finetune.frozen.FrozenPrefix` of up to `feature_cache_mb`): the same logits,
+  less work. `model.frozen.hits` / `.misses` count windows taken from it / computed; `feature_cache_mb=0` is off.
 - A saved classifier is one folder: a plain gptviz checkpoint of the GPT (so `gptviz.load` opens it) plus
   classifier.json and classifier.safetensors (the head and any LoRA adapters).
 
@@ -43,6 +46,7 @@ from .. import checkpoint, data
 from ..hooks import capture
 from ..lora import adapters_detached, add_lora, lora_layers
 from ..model import GPT, evaluating
+from .frozen import FrozenPrefix
 
 POOLINGS = ("last", "mean")
 CLASSIFIER_JSON, CLASSIFIER_WEIGHTS = "classifier.json", "classifier.safetensors"
@@ -60,6 +64,7 @@ class GPTClassifier(nn.Module):
         labels: list[str] | None = None,
         max_windows: int = 1,
         dropout: float = 0.0,
+        feature_cache_mb: float = 512.0,
     ) -> None:
         super().__init__()
         labels = [str(x) for x in labels] if labels is not None else [str(i) for i in range(n_classes or 0)]
@@ -81,6 +86,7 @@ class GPTClassifier(nn.Module):
         self.head = nn.Linear(gpt.config.n_embd, len(labels))
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+        self.frozen = FrozenPrefix(gpt, feature_cache_mb)  # the frozen lower blocks' output, per window
 
     @property
     def config(self):  # the Trainer reads config.block_size
@@ -108,11 +114,11 @@ class GPTClassifier(nn.Module):
             )
         nw = -(-T // bs)  # windows per row
         if nw == 1:
-            h = self.gpt.trunk(idx.clamp(min=0))  # (B, T, C)
+            h = self._trunk(idx)  # (B, T, C)
         else:
             win = F.pad(idx, (0, nw * bs - T), value=-1).view(B * nw, bs)  # (B*nw, bs)
             keep = win[:, 0] >= 0  # windows holding real tokens (right padding: they start with one)
-            out = self.gpt.trunk(win[keep].clamp(min=0))  # (n_kept, bs, C)
+            out = self._trunk(win[keep])  # (n_kept, bs, C)
             h = out.new_zeros(B * nw, bs, out.shape[-1])
             h[keep] = out
             h = h.view(B, nw * bs, -1)  # (B, nw*bs, C) windows side by side again
@@ -120,6 +126,12 @@ class GPTClassifier(nn.Module):
             return h[torch.arange(B, device=h.device), lengths - 1]  # (B, C)
         mask = (torch.arange(h.shape[1], device=h.device)[None] < lengths[:, None]).to(h.dtype)  # (B, T')
         return (h * mask[..., None]).sum(1) / lengths[:, None].to(h.dtype)  # (B, C)
+
+    def _trunk(self, ids: torch.Tensor) -> torch.Tensor:
+        """Windows (N, T), right-padded with -1 -> hidden states (N, T, C): the frozen lower blocks from the
+        cache when they may be (`FrozenPrefix.depth`), else the whole GPT."""
+        k = self.frozen.depth(self.training)
+        return self.frozen.trunk(ids, k) if k else self.gpt.trunk(ids.clamp(min=0))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(idx)))  # (B, K)
@@ -263,27 +275,34 @@ class ClassifierEval:
     labels: list[str]
     predictions: torch.Tensor  # (N,) label indices, in the dataset's order
     probs: torch.Tensor  # (N, K)
+    loss: float  # mean cross-entropy of the true labels (nats), the loss the Trainer minimises
 
     def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "confusion": self.confusion.tolist(), "labels": self.labels}
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "confusion": self.confusion.tolist(),
+            "labels": self.labels,
+        }
 
 
 @torch.no_grad()
 def evaluate_classifier(
     model: GPTClassifier, dataset: LabelledDataset, batch_size: int = 64, index: list[int] | None = None
 ) -> ClassifierEval:
-    """Accuracy and confusion matrix on every example (or `index`); batches of similar length, eval mode."""
+    """Accuracy, loss and confusion matrix on every example (or `index`); batches of similar length, eval mode."""
     index = list(range(len(dataset))) if index is None else list(index)
     order = sorted(index, key=lambda i: len(dataset.ids[i]))  # less padding
-    probs = torch.zeros(len(dataset), len(model.labels))
+    logp = torch.zeros(len(dataset), len(model.labels))
     with evaluating(model):
         for s in range(0, len(order), batch_size):
             x, _ = dataset.collate(order[s : s + batch_size], model.device)
-            probs[order[s : s + batch_size]] = F.softmax(model(x).float(), -1).cpu()
-    probs, y, K = probs[index], dataset.y[index], len(model.labels)
-    pred = probs.argmax(-1)
+            logp[order[s : s + batch_size]] = F.log_softmax(model(x).float(), -1).cpu()
+    logp, y, K = logp[index], dataset.y[index], len(model.labels)
+    pred = logp.argmax(-1)
     confusion = torch.bincount(y * K + pred, minlength=K * K).view(K, K)  # (K, K) row = true, column = predicted
-    return ClassifierEval(float((pred == y).double().mean()), confusion, list(model.labels), pred, probs)
+    loss = float(F.nll_loss(logp, y))  # what cross_entropy on the logits gives
+    return ClassifierEval(float((pred == y).double().mean()), confusion, list(model.labels), pred, logp.exp(), loss)
 
 
 def baselines(train: list[data.Example], test: list[data.Example]) -> dict:

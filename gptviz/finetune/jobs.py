@@ -15,6 +15,8 @@ Decisions a user may notice:
   False before the Trainer builds its optimizer, which only takes trainable parameters.
 - LoRA adapters come from `gptviz.lora`; they can be merged into W (exactly what unmerged computes). A
   classifier saves them beside the base weights; an LM job saves a plain checkpoint with them merged.
+- With the lower blocks frozen ("head", "last_n"), a classifier computes their output once per text window and
+  keeps it (`finetune.frozen`, up to feature_cache_mb): the same numbers, the work of the blocks that train only.
 - The Trainer's attention snapshots and its own checkpoints assume a language model, so classifier jobs run
   with snapshot_interval=0 and out_dir=None; the job saves its folder itself (LM jobs do too, merging LoRA).
 
@@ -107,6 +109,7 @@ class FinetuneConfig(DictConfig):
     pooling: str = "mean"  # classify: "mean" of all real tokens | "last" real token (it has seen the whole window)
     max_windows: int = 1  # classify: read texts in up to this many block_size windows; longer ones keep their start
     head_dropout: float = 0.0  # dropout on the pooled features, before the head
+    feature_cache_mb: float = 512.0  # classify: memory for the frozen lower blocks' output per text (0 = off)
     passage_chars: int = 400  # shakespeare classify: characters per passage (consecutive speeches)
     max_per_play: int | None = None  # shakespeare classify: at most this many passages per play, evenly spaced
     test_fraction: float = 0.25  # classify: share of each label's groups (plays) held out for the test set
@@ -126,6 +129,8 @@ class FinetuneConfig(DictConfig):
             problems.append(f"val_fraction must be between 0 and 1 (e.g. 0.2), got {self.val_fraction!r}")
         if not 0.0 <= self.head_dropout < 1.0:
             problems.append(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
+        if not (isinstance(self.feature_cache_mb, (int, float)) and self.feature_cache_mb >= 0):
+            problems.append(f"feature_cache_mb must be >= 0 (0 turns the cache off), got {self.feature_cache_mb!r}")
         for name in ("n_layers", "lora_rank", "max_windows", "passage_chars"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 problems.append(f"{name} must be a positive integer, got {getattr(self, name)!r}")
@@ -285,7 +290,12 @@ class ClassifierJob(_Job):
             config.lora_mlp,
         )
         self.model = GPTClassifier(
-            gpt, pooling=config.pooling, labels=labels, max_windows=config.max_windows, dropout=config.head_dropout
+            gpt,
+            pooling=config.pooling,
+            labels=labels,
+            max_windows=config.max_windows,
+            dropout=config.head_dropout,
+            feature_cache_mb=config.feature_cache_mb,
         )
         self.config, self.tokenizer, self.train_examples, self.test_examples = config, tokenizer, train, test
         self.train_set = LabelledDataset(train, tokenizer, labels, self.model.max_tokens, "train")
