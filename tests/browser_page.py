@@ -151,8 +151,8 @@ class Lab:
 # ------------------------------------------------------------------------------------------- page helpers
 
 
-def open_and_run_all(page, lab: Lab, notebook: str) -> None:
-    """Open a notebook, wait for its kernel, then Run -> Run All Cells from the menu bar."""
+def open_notebook(page, lab: Lab, notebook: str, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
+    """Open a notebook and wait until its kernel is started and idle."""
     page.goto(lab.url(notebook))
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=UI_TIMEOUT_MS)
     # the indicator says "idle" before a kernel exists too; a kernel name comes first, then idle again
@@ -162,8 +162,13 @@ def open_and_run_all(page, lab: Lab, notebook: str) -> None:
             const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
             return name && !/No Kernel/.test(name.textContent) && ind && ind.dataset.status === 'idle';
         }""",
-        timeout=RUN_TIMEOUT_MS,
+        timeout=timeout_ms,
     )
+
+
+def open_and_run_all(page, lab: Lab, notebook: str) -> None:
+    """Open a notebook, wait for its kernel, then Run -> Run All Cells from the menu bar."""
+    open_notebook(page, lab, notebook)
     page.locator(".lm-MenuBar-item", has_text="Run").first.click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     # every code cell executed ([n]: in its prompt) and the kernel idle again; or a cell failed, which stops
@@ -354,16 +359,7 @@ def write_notebook(folder: Path, name: str, sources: list[str]) -> str:
 def run_cells_one_by_one(page, lab: Lab, notebook: str, received: list, sizes: dict) -> None:
     """Open `notebook`, run its code cells one at a time (Shift+Enter) and record, per cell, the largest
     websocket message from the kernel while it ran (plotly.js itself, sent once per kernel, left out)."""
-    page.goto(lab.url(notebook))
-    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=UI_TIMEOUT_MS)
-    page.wait_for_function(
-        """() => {
-            const name = document.querySelector('.jp-KernelName');
-            const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
-            return name && !/No Kernel/.test(name.textContent) && ind && ind.dataset.status === 'idle';
-        }""",
-        timeout=RUN_TIMEOUT_MS,
-    )
+    open_notebook(page, lab, notebook)
     page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first.click()
     page.keyboard.press("Escape")
     for i in range(len(BIG_MODEL_CELLS)):

@@ -26,6 +26,7 @@ from browser_page import (
     _require_browser,
     assert_no_error_outputs,
     check_widths,
+    open_notebook,
     panel,
     record_websockets,
     shoot,
@@ -70,16 +71,7 @@ def test_stop_during_run_all_stops_the_training_cell(tmp_path):
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             _, received = record_websockets(page)
-            page.goto(lab.url("stop_during_run_all.ipynb"))
-            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=UI_TIMEOUT_MS)
-            page.wait_for_function(
-                """() => {
-                    const name = document.querySelector('.jp-KernelName');
-                    const ind = document.querySelector('.jp-Notebook-ExecutionIndicator');
-                    return name && !/No Kernel/.test(name.textContent) && ind && ind.dataset.status === 'idle';
-                }""",
-                timeout=UI_TIMEOUT_MS * 3,
-            )
+            open_notebook(page, lab, "stop_during_run_all.ipynb", timeout_ms=UI_TIMEOUT_MS * 3)
             page.locator(".lm-MenuBar-item", has_text="Run").first.click()
             page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
             box = panel(page, "Training dashboard")
