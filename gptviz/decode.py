@@ -29,6 +29,7 @@ This module knows nothing about sampling, records or tokenizers (gptviz.sampling
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -100,23 +101,34 @@ class NewestQueries:
     DecodeWindow resolves its pending queries before anything moves cached keys (`reorder`).
     """
 
-    __slots__ = ("q", "keys", "end")
+    __slots__ = ("queries", "keys", "end")
 
-    def __init__(self, q: torch.Tensor, keys: torch.Tensor, end: int) -> None:
-        self.q = q  # (L, B, nh, 1, hs)
+    def __init__(self, queries: list[torch.Tensor], keys: torch.Tensor, end: int) -> None:
+        self.queries = queries  # L tensors (B, nh, 1, hs), one per layer (stacked with the other steps' in `rows`)
         self.keys = keys  # (L, B, nkv, max_len, hs) the cache's buffer, of which this step saw [:end]
         self.end = end
 
     @staticmethod
     def rows(steps: list[NewestQueries]) -> list[torch.Tensor]:
         """(B, L, nh, Tk) per step, for consecutive steps over the same cache, in one batched product."""
-        first, end = steps[0].end, steps[-1].end
-        q = torch.cat([s.q for s in steps], dim=3)  # (L, B, nh, C, hs)
-        ends = torch.tensor([s.end for s in steps], device=q.device)
-        # each step sees its keys only: every step sees the first step's, the others' are masked as needed
-        allowed = torch.arange(first, end, device=q.device) < ends[:, None]  # (C, end - first)
+        first, end, C, L = steps[0].end, steps[-1].end, len(steps), len(steps[0].queries)
+        B, nh, _, hs = steps[0].queries[0].shape
+        # every query of every step in one stack: (C * L, B, nh, 1, hs) -> (L, B, nh, C, hs)
+        q = torch.stack([q for s in steps for q in s.queries]).view(C, L, B, nh, hs).permute(1, 2, 3, 0, 4)
+        if end - first == C - 1:  # one step per position (always, within one cache): step j sees j keys from `first`
+            allowed = _earlier(C, q.device)
+        else:
+            ends = torch.tensor([s.end for s in steps], device=q.device)
+            allowed = torch.arange(first, end, device=q.device) < ends[:, None]  # (C, end - first)
         rows = attention_rows(q, steps[0].keys[:, :, :, :end], allowed, from_key=first)  # (L, B, nh, C, Tk)
-        return [row[..., : s.end] for row, s in zip(rows.permute(3, 1, 0, 2, 4).unbind(0), steps)]  # (B, L, nh, Tk)
+        per_step = rows.permute(3, 1, 0, 2, 4)  # (C, B, L, nh, Tk)
+        return [per_step[j, ..., : s.end] for j, s in enumerate(steps)]  # (B, L, nh, Tk) each
+
+
+@functools.lru_cache(maxsize=16)
+def _earlier(C: int, device: torch.device) -> torch.Tensor:
+    """(C, C - 1) booleans, [j, i] = i < j: which of a run's own new keys its j-th query may see (read-only)."""
+    return torch.ones(C, C - 1, dtype=torch.bool, device=device).tril(-1)
 
 
 class DecodeStep:
@@ -235,7 +247,7 @@ class DecodeStep:
         cache.advance(1)
         h = self.ln_f(x) if self.ln_f is not None else x
         # the rows are computed later, several steps in one product (NewestQueries.rows)
-        rows = NewestQueries(torch.stack(queries), cache.k, end) if record else None
+        rows = NewestQueries(queries, cache.k, end) if record else None
         return F.linear(h, self.head_w)[:, -1].float(), rows  # (B, V)
 
     def _residual(self, x, attn, ln_2, mlp, parallel: bool):

@@ -18,7 +18,7 @@ from .logits import NEG_INF, check_knobs, make_generator
 from .sampling import _decode, _mask_for, _prompt, _Step
 
 
-@dataclass
+@dataclass(slots=True)
 class Stage:
     """The next-token distribution after one transform, seen through the step's candidate ids."""
 
@@ -29,7 +29,7 @@ class Stage:
     entropy: float  # of this stage's whole distribution, in nats
 
 
-@dataclass
+@dataclass(slots=True)
 class StepRecord:
     """One generated token and how it was chosen. Tensors are on the CPU."""
 
@@ -135,15 +135,17 @@ def generate_steps(
     return _records(steps, seqs.size(1), min(k, model.config.vocab_size), tokenizer)
 
 
-# Records are summarised a few steps at a time: the summary is ~15 small tensor calls whatever the number of steps,
-# and at the lab's small shapes each call costs about as much as a step's whole arithmetic. The first record comes
-# at once, then chunks of 2, 4, 8, ... CHUNK steps, and never more than MAX_WAIT_S after a chunk's first step, so a
-# live view streams smoothly even on a slow model.
-CHUNK = 16
+# Records are summarised a few steps at a time: the summary is ~20 small tensor calls whatever the number of steps,
+# and at the lab's small shapes each call costs about as much as a step's whole arithmetic (more in a real decode loop,
+# where the step's own work has just pushed the summary's code and data out of the CPU's caches). The first record
+# comes at once; after it a chunk closes when it holds CHUNK steps or when MAX_WAIT_S has passed since its first
+# step, whichever comes first, so a live view streams smoothly whatever the model's speed (a 0.5 ms step: ~64 steps
+# per copy; a 20 ms step: 3).
+CHUNK = 64
 MAX_WAIT_S = 0.05
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     """What a record needs from one step, kept until its chunk is summarised (each step's tensors are its own)."""
 
@@ -156,14 +158,15 @@ class _Pending:
 def _records(steps: Iterator[_Step], start: int, k: int, tokenizer) -> Iterator[StepRecord]:
     pending: list[_Pending] = []
     size, since, done, window = 1, 0.0, 0, None
+    clock = time.perf_counter
     for step in steps:
-        pending.append(_Pending(step.stages, step.next_ids[:1], step.window.context_start))
         window = step.window
+        pending.append(_Pending(step.stages, step.next_ids, window.context_start))  # next_ids: (1,), one sequence
         if len(pending) == 1:
-            since = time.perf_counter()
-        if len(pending) >= size or time.perf_counter() - since > MAX_WAIT_S:
+            since = clock()
+        if len(pending) >= size or clock() - since > MAX_WAIT_S:
             yield from _summarise(pending, window, start + done, done, k, tokenizer)
-            done, pending, size = done + len(pending), [], min(2 * size, CHUNK)
+            done, pending, size = done + len(pending), [], CHUNK
     if pending:
         yield from _summarise(pending, window, start + done, done, k, tokenizer)
 
@@ -180,41 +183,44 @@ def _summarise(chunk: list[_Pending], window, position: int, first: int, k: int,
             p.attention = row[0]  # (L, nh, Tk)
     # (R, V) every stage of every step: each stage's logits are (1, V), generate_steps follows one sequence
     logits = torch.cat([lg for p in chunk for _, lg in p.stages]).float()
-    owner = [j for j, p in enumerate(chunk) for _ in p.stages]  # (R,) the step of each row
-    raw = [owner.index(j) for j in range(C)]  # each step's first row: its raw distribution
+    R = logits.size(0)
+    S = len(chunk[0].stages)
+    uniform = all(len(p.stages) == S for p in chunk)  # the same transforms at every step (usual): rows step-major
+    owner = None if uniform else [j for j, p in enumerate(chunk) for _ in p.stages]  # (R,) the step of each row
     logp = logits.log_softmax(dim=-1)
     probs = logp.exp()
+    raw = logp[::S] if uniform else logp[[owner.index(j) for j in range(C)]]  # (C, V) each step's raw distribution
     # per step: the k raw favourites, then the chosen token (whether it is among them is settled on the host)
-    cols = torch.cat([logp[raw].topk(k, dim=-1).indices, torch.cat([p.chosen for p in chunk])[:, None]], dim=1)
-    R = logp.size(0)
+    cols = torch.cat([raw.topk(k, dim=-1).indices, torch.cat([p.chosen for p in chunk])[:, None]], dim=1)
+    cols_of_row = (cols if S == 1 else cols.repeat_interleave(S, dim=0)) if uniform else cols[owner]  # (R, k + 1)
     on_host = logp.device.type == "cpu"  # the rows are where they will be read: no copy to gather them
     parts = [
-        probs.gather(1, cols[owner]).flatten(),  # (R * (k + 1)) the step's ids at every stage
+        probs.gather(1, cols_of_row).flatten(),  # (R * (k + 1)) the step's ids at every stage
         (logp > NEG_INF).sum(dim=-1).to(probs.dtype),  # (R,) tokens kept
         -(probs * logp).nansum(dim=-1),  # (R,) entropy; 0 * -inf terms are skipped
         cols.flatten().to(probs.dtype),  # (C * (k + 1))
     ] + [p.attention.flatten().to(probs.dtype) for p in chunk if p.attention is not None and not on_host]
     host = torch.cat(parts).cpu()
     n = R * (k + 3) + C * (k + 1)
-    head = host[:n].tolist()
+    head = host[: R * (k + 3)].tolist()
     table = host[: R * (k + 1)].view(R, k + 1)
-    kept, entropy = head[R * (k + 1) : R * (k + 2)], head[R * (k + 2) : R * (k + 3)]
+    kept, entropy = head[R * (k + 1) : R * (k + 2)], head[R * (k + 2) :]
     ids_all = host[R * (k + 3) : n].view(C, k + 1).long()
-    cols_all = [[int(x) for x in head[R * (k + 3) + j * (k + 1) : R * (k + 3) + (j + 1) * (k + 1)]] for j in range(C)]
+    cols_all = ids_all.tolist()  # C lists of k + 1 ints
     for j, ids in enumerate(cols_all):
         if ids[k] not in ids[:k]:  # the chosen token is not a raw favourite: it takes the last slot
             ids[k - 1] = ids[k]
             ids_all[j, k - 1] = ids[k]
-            here = [r for r, o in enumerate(owner) if o == j]
+            here = list(range(j * S, (j + 1) * S)) if uniform else [r for r, o in enumerate(owner) if o == j]
             table[here, k - 1] = table[here, k]
     stage_probs, step_ids = table[:, :k].unbind(0), ids_all[:, :k].unbind(0)  # (k,) views, one per stage / step
     records, r, offset = [], 0, n
     for j, p in enumerate(chunk):
-        S, cand, chosen = len(p.stages), cols_all[j][:k], cols_all[j][k]
+        S_j, cand, chosen = len(p.stages), cols_all[j][:k], cols_all[j][k]
         attention = p.attention
         if attention is not None:
             if on_host:
-                attention = attention.float()  # (L, nh, Tk)
+                attention = attention if attention.dtype == torch.float32 else attention.float()  # (L, nh, Tk)
             else:
                 attention = host[offset : offset + attention.numel()].view(attention.shape)  # (L, nh, Tk) float32
                 offset += p.attention.numel()
@@ -224,9 +230,9 @@ def _summarise(chunk: list[_Pending], window, position: int, first: int, k: int,
                 position=position + j,
                 token_id=chosen,
                 token=tokenizer.tokens([chosen])[0] if tokenizer is not None else None,
-                prob=head[(r + S - 1) * (k + 1) + k],  # column k is the chosen token, at every stage
+                prob=head[(r + S_j - 1) * (k + 1) + k],  # column k is the chosen token, at every stage
                 raw_prob=head[r * (k + 1) + k],
-                entropy=entropy[r + S - 1],
+                entropy=entropy[r + S_j - 1],
                 stages=[
                     Stage(name, step_ids[j], stage_probs[r + s], int(kept[r + s]), entropy[r + s])
                     for s, (name, _) in enumerate(p.stages)
@@ -236,5 +242,5 @@ def _summarise(chunk: list[_Pending], window, position: int, first: int, k: int,
                 candidate_tokens=tokenizer.tokens(cand) if tokenizer is not None else None,
             )
         )
-        r += S
+        r += S_j
     return records

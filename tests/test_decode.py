@@ -131,8 +131,8 @@ def test_output_attentions_rows_per_step_and_layer():
 
 
 def test_one_host_copy_per_chunk_of_steps(monkeypatch):
-    """Records are summarised in chunks of 1, 2, 4, 8, then CHUNK steps: one host copy per chunk, the first record at
-    once; a slow step flushes its chunk early (MAX_WAIT_S) so a live view never waits long."""
+    """Records are summarised one step first, then in chunks of up to CHUNK steps: one host copy per chunk; a slow step
+    flushes its chunk early (MAX_WAIT_S) so a live view never waits long."""
     model = make("gpt2")
     calls = []
     real_cpu = torch.Tensor.cpu
@@ -143,12 +143,46 @@ def test_one_host_copy_per_chunk_of_steps(monkeypatch):
 
     monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
     monkeypatch.setattr(steps_module, "MAX_WAIT_S", 1e9)
+    monkeypatch.setattr(steps_module, "CHUNK", 8)
     records = list(generate_steps(model, prompt(5), 20, k=5, record_attention=True))
     assert len(records) == 20 and [r.step for r in records] == list(range(20))
-    assert len(calls) == 5  # chunks of 1, 2, 4, 8 and the last 5 (CHUNK is 16)
+    assert len(calls) == 4  # chunks of 1, 8, 8 and the last 3
     calls.clear()
     monkeypatch.setattr(steps_module, "MAX_WAIT_S", -1.0)  # every step is "slow": one record per copy
     assert len(list(generate_steps(model, prompt(5), 6, k=5))) == 6 and len(calls) == 6
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        dict(),  # greedy: one stage per step
+        dict(do_sample=True, temperature=1.7, top_k=20, top_p=0.9, seed=3),  # several stages; picks off the top-k
+        dict(repetition_penalty=1.3, min_new_tokens=5, eos_token_id=[7, 11]),  # the min_new_tokens stage ends at 5
+    ],
+)
+def test_chunked_records_equal_one_by_one_records(monkeypatch, knobs):
+    """A chunk summarises many steps at once (stages counted per step, rows of one product); every field must be what
+    summarising each step alone gives."""
+    model = make("llama-gqa")
+
+    def records(chunk: int):
+        monkeypatch.setattr(steps_module, "CHUNK", chunk)
+        monkeypatch.setattr(steps_module, "MAX_WAIT_S", 1e9 if chunk > 1 else -1.0)
+        return list(generate_steps(model, prompt(5), 24, k=4, record_attention=True, **knobs))
+
+    alone, chunked = records(1), records(64)
+    assert len(alone) == len(chunked) == 24
+    assert len({len(r.stages) for r in alone}) == (2 if "min_new_tokens" in knobs else 1)
+    if knobs.get("do_sample"):
+        assert any(r.token_id not in r.candidates[:-1].tolist() for r in alone)  # the last-slot rule is exercised
+    for a, b in zip(alone, chunked, strict=True):
+        assert (a.step, a.position, a.token_id, a.context_start) == (b.step, b.position, b.token_id, b.context_start)
+        assert a.prob == pytest.approx(b.prob, abs=1e-6) and a.entropy == pytest.approx(b.entropy, abs=1e-5)
+        assert [s.name for s in a.stages] == [s.name for s in b.stages]
+        for sa, sb in zip(a.stages, b.stages, strict=True):
+            assert torch.equal(sa.ids, sb.ids) and sa.kept == sb.kept
+            torch.testing.assert_close(sa.probs, sb.probs, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a.attention, b.attention, atol=1e-6, rtol=1e-5)
 
 
 def test_records_stream_the_first_token_at_once():

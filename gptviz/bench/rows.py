@@ -73,7 +73,8 @@ class Rows:
 
     def add(self, c: Comparison) -> None:
         self.comparisons.append(c)
-        self.log(f"  {c.name}: gptviz {c.ours:,.1f} vs {c.peer:,.1f} {c.unit} -> ratio {c.ratio:.3f}")
+        values = f"gptviz {c.ours:,.1f} vs {c.peer:,.1f} {c.unit}"
+        self.log(f"  {c.name}: {values} -> ratio {c.ratio:.3f} (paired {c.paired_ratio:.3f})")
         if self.on_change is not None:
             self.on_change()
 

@@ -44,6 +44,8 @@ from .plan import Shape, make_plan
 from .real_model import RealModel
 from .report import machine_info, versions, write_report
 
+RECORDING_PAIRS = 15  # timed pairs of the recording-cost row (gptviz against itself), whatever the mode
+
 
 class Bench(PeakMemory, MixedPrecision, RealModel):
     """A run's settings and rows (rows.Rows) and its sections: the three below, peak memory (`memory`), the CUDA
@@ -255,7 +257,10 @@ class Bench(PeakMemory, MixedPrecision, RealModel):
                 lambda: steps(record_attention=True),
                 gen,
                 n,
-                **kw,
+                # both sides are gptviz and cheap: many back-to-back pairs, since on a shared machine the speed of the
+                # same code drifts by 30-50% within seconds (the paired median is this row's figure)
+                repeats=max(p.gen_repeats, RECORDING_PAIRS),
+                warmup=1,
                 peer_name="gptviz generate (plain)",
                 ours_name="gptviz generate_steps(k=10, record_attention=True)",
                 notes="both gptviz: ratio 0.8 = recording costs 20% of throughput",
