@@ -86,7 +86,9 @@ def _norm_fn(norm: nn.Module):
     """The norm as a plain function of x, the same ops its forward runs with no listener."""
     if type(norm) is LayerNorm:
         shape, w, b, eps = (norm.weight.shape[0],), norm.weight, norm.bias, norm.eps
-        return lambda x: F.layer_norm(x, shape, w, b, eps)
+        # F.layer_norm's own call, without its Python wrapper (~3 us of checks per call, 2 calls per layer per token)
+        cudnn = torch.backends.cudnn.enabled
+        return lambda x: torch.layer_norm(x, shape, w, b, eps, cudnn)
     if type(norm) is RMSNorm:
         return norm.forward  # its float32 round trip, as written there
     return None  # nn.Identity
@@ -109,8 +111,9 @@ class NewestQueries:
         self.end = end
 
     @staticmethod
-    def rows(steps: list[NewestQueries]) -> list[torch.Tensor]:
-        """(B, L, nh, Tk) per step, for consecutive steps over the same cache, in one batched product."""
+    def rows(steps: list[NewestQueries], row: int | None = None) -> list[torch.Tensor]:
+        """(B, L, nh, Tk) per step, for consecutive steps over the same cache, in one batched product; `row`: only
+        that sequence's, (L, nh, Tk)."""
         first, end, C, L = steps[0].end, steps[-1].end, len(steps), len(steps[0].queries)
         B, nh, _, hs = steps[0].queries[0].shape
         # every query of every step in one stack: (C * L, B, nh, 1, hs) -> (L, B, nh, C, hs)
@@ -122,7 +125,10 @@ class NewestQueries:
             allowed = torch.arange(first, end, device=q.device) < ends[:, None]  # (C, end - first)
         rows = attention_rows(q, steps[0].keys[:, :, :, :end], allowed, from_key=first)  # (L, B, nh, C, Tk)
         per_step = rows.permute(3, 1, 0, 2, 4)  # (C, B, L, nh, Tk)
-        return [per_step[j, ..., : s.end] for j, s in enumerate(steps)]  # (B, L, nh, Tk) each
+        if row is not None:
+            per_step = per_step[:, row]  # (C, L, nh, Tk)
+        # one unbind, then one slice per step: a view costs ~2 us of Python here, a tuple index more
+        return [r[..., : s.end] for r, s in zip(per_step.unbind(0), steps)]  # (B, L, nh, Tk) or (L, nh, Tk) each
 
 
 @functools.lru_cache(maxsize=16)
@@ -216,7 +222,7 @@ class DecodeStep:
         past = cache.pos
         B = idx.size(0)
         nh, nkv, hs = self.nh, self.nkv, self.hs
-        x = F.embedding(idx, self.wte_w)  # (B, 1, C) what nn.Embedding computes
+        x = torch.embedding(self.wte_w, idx)  # (B, 1, C) what nn.Embedding computes (F.embedding's own call)
         rope = None
         if self.kind == "learned":
             x = x + self.pos_w[past : past + 1].expand(B, 1, -1)  # (B, 1, C)
@@ -227,13 +233,12 @@ class DecodeStep:
         end = past + 1
         if end > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions; cannot add one at {past}")
+        heads, head_split = nh + 2 * nkv, (nh, nkv, nkv)
         queries = []  # each layer's new query, when recording: every row is computed at once after the loop
         for layer, (ln_1, wa, ba, wo, bo, ln_2, mlp, parallel) in enumerate(self.layers):
             h = ln_1(x) if ln_1 is not None else x
-            q, k, v = F.linear(h, wa, ba).split((self.q_size, self.kv_size, self.kv_size), dim=2)
-            q = q.view(B, 1, nh, hs).transpose(1, 2)  # (B, nh, 1, hs)
-            k = k.view(B, 1, nkv, hs).transpose(1, 2)  # (B, nkv, 1, hs)
-            v = v.view(B, 1, nkv, hs).transpose(1, 2)  # (B, nkv, 1, hs)
+            # the module path's split, views and transposes as three view ops: q (B, nh, 1, hs), k and v (B, nkv, 1, hs)
+            q, k, v = F.linear(h, wa, ba).view(B, 1, heads, hs).transpose(1, 2).split_with_sizes(head_split, dim=1)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             cache.k[layer, :, :, past:end] = k
@@ -451,21 +456,20 @@ class DecodeWindow:
             self.pending.append(torch.stack(rows, dim=1))  # (B, L, nh, Tk)
         return logits[:, -1].float()
 
-    def take_rows(self) -> list[torch.Tensor]:
+    def take_rows(self, row: int | None = None) -> list[torch.Tensor]:
         """The newest query's attention rows, (B, L, nh, Tk), of every step since the last call (recording only),
-        in order; the eager one-token steps' rows come out of one product per run of consecutive steps."""
+        in order; the eager one-token steps' rows come out of one product per run of consecutive steps.
+        `row`: only that sequence's rows, (L, nh, Tk) each."""
         out, run = [], []
-        for item in [*self.pending, None]:
+        for item in [*self.pending, None]:  # None: the end, which flushes the last run
             if isinstance(item, NewestQueries) and (not run or item.keys is run[0].keys):
                 run.append(item)
                 continue
             if run:
-                out += NewestQueries.rows(run)
+                out += NewestQueries.rows(run, row)
             run = [item] if isinstance(item, NewestQueries) else []
             if isinstance(item, torch.Tensor):
-                out.append(item)
-        if run:
-            out += NewestQueries.rows(run)
+                out.append(item if row is None else item[row])
         self.pending = []
         return out
 

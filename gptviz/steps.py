@@ -177,10 +177,10 @@ def _summarise(chunk: list[_Pending], window, position: int, first: int, k: int,
     float32 tensor; ids are exact in float32 below 2**24). Nothing else in a recorded chunk waits for the device."""
     C = len(chunk)
     if window.record:  # the chunk's attention rows, one batched product for the eager steps among them
-        rows = window.take_rows()
+        rows = window.take_rows(row=0)  # (L, nh, Tk) each
         assert len(rows) == C, (len(rows), C)
         for p, row in zip(chunk, rows):
-            p.attention = row[0]  # (L, nh, Tk)
+            p.attention = row
     # (R, V) every stage of every step: each stage's logits are (1, V), generate_steps follows one sequence
     logits = torch.cat([lg for p in chunk for _, lg in p.stages]).float()
     R = logits.size(0)
