@@ -18,6 +18,7 @@ import torch
 
 from gptviz import GPT, GPTConfig, get_tokenizer
 from gptviz.data import TokenDataset
+from gptviz.errors import InputError
 from gptviz.plots import loss_curves
 from gptviz.train import TrainConfig, Trainer
 from gptviz.widgets import TrainingDashboard
@@ -202,6 +203,23 @@ def test_status_while_training_names_the_target_and_wall_speed():
     per_step = max(s.tokens_per_s for s in tr.history)
     assert shown == pytest.approx(wall_rate, rel=0.35)
     assert shown < 0.8 * per_step  # the pauses and redraws count: not the speed of the fastest step
+
+
+def test_the_steps_box_shows_what_a_call_trains_and_bad_step_counts_are_refused():
+    d = TrainingDashboard(tiny_trainer(steps=10), chunk=5, sample_every=10**6, sample_tokens=4)
+    assert d.steps.value == 10  # what Start would train
+    d.run(3)
+    assert d.steps.value == 3 and d.trainer.step == 3  # the box says what this run trained, not the preset's 10
+    d.start(20_000_000)  # more than the box's maximum: the box grows instead of clamping silently
+    assert d.steps.value == 20_000_000
+    d.stop()
+    d.wait(60)
+    for bad in (0, -5, 2.5, "100", True):
+        with pytest.raises(InputError, match="whole number >= 1"):
+            d.run(bad)
+    with pytest.raises(InputError, match=r"train\(\) for the number in the steps box"):
+        d.start(0)  # 0 used to mean "the box's number" without a word
+    assert d.steps.value == 20_000_000 and not d.running
 
 
 def test_stop_when_nothing_runs_leaves_the_status_true():

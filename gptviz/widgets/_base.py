@@ -26,6 +26,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .. import export
+from ..errors import InputError
 from ._figure import LiveFigure, PlotlyFigure
 
 
@@ -193,11 +194,21 @@ class TrainingPanel(Panel):
 
     def run(self, steps: int) -> list:
         """Train `steps` steps now, in chunks, updating the panel after each; returns their StepStats."""
-        return self.loop.run(steps)
+        return self.loop.run(self._steps_to_run(steps, "run"))
 
     def start(self, steps: int | None = None) -> None:
         """Train `steps` (default: the steps box) on a background thread."""
-        self.loop.start(steps or self.steps.value)
+        self.loop.start(self.steps.value if steps is None else self._steps_to_run(steps, "train"))
+
+    def _steps_to_run(self, steps, call: str) -> int:
+        """`steps` checked (a whole number >= 1) and shown in the steps box, so the panel says what it is running."""
+        if isinstance(steps, bool) or not hasattr(steps, "__index__") or int(steps) < 1:
+            hint = " (or train() for the number in the steps box)" if call == "train" else ""
+            raise InputError(f"{call}(steps={steps!r}): steps must be a whole number >= 1, e.g. {call}(200){hint}")
+        steps = int(steps)
+        self.steps.max = max(self.steps.max, steps)
+        self.steps.value = steps
+        return steps
 
     def stop(self) -> None:
         """Return after the current step; what was trained so far stays."""
