@@ -180,6 +180,22 @@ class GPT(WeightViews, nn.Module):
             pos, mask = self._padding(attention_mask, B, T, past, idx.device)
         if self.hook_embed.fns:
             self._past_len = past  # read by capture's memory-budget check
+        x, rope = self.embed_input(idx, past, pos)
+        if self.training and self.config.dropout:  # skipping the call matters for one-token decode steps
+            x = self.drop(x)
+        for block in self.blocks:
+            x = block(x, kv_cache, rope, mask)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        return self.ln_f(x)  # (B, T, C); ln_final.hook_normalized sees it
+
+    def embed_input(
+        self, idx: torch.Tensor, past: int = 0, pos: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The residual stream entering block 0 for ids (B, T) at positions past.. (or `pos` (B, T), a padded
+        batch's), and the RoPE tables the blocks turn queries and keys with (None unless rotary): (x (B, T, C),
+        (cos, sin)). The first part of `trunk`; the fine-tuning feature cache runs the blocks from here itself."""
+        B, T = idx.size()
         x = self.hook_embed(self.wte(idx))  # (B, T, C)
         kind = self.config.pos_encoding
         if kind == "learned":
@@ -188,22 +204,20 @@ class GPT(WeightViews, nn.Module):
         elif kind == "sinusoidal":
             pe = (self.pe[past : past + T] if pos is None else self.pe[pos]).to(x.dtype)  # (T, C) or (B, T, C)
             x = x + self.hook_pos_embed(pe.expand(B, T, -1))  # (B, T, C), a view
-        rope = None
-        if kind == "rotary":  # float32 tables, used in the model's dtype as transformers does
-            if pos is None:
-                rope = (
-                    self.rope_cos[past : past + T].to(x.dtype),
-                    self.rope_sin[past : past + T].to(x.dtype),
-                )  # (T, rd)
-            else:
-                rope = (self.rope_cos[pos][:, None].to(x.dtype), self.rope_sin[pos][:, None].to(x.dtype))  # (B,1,T,rd)
-        if self.training and self.config.dropout:  # skipping the call matters for one-token decode steps
-            x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, kv_cache, rope, mask)
-        if kv_cache is not None:
-            kv_cache.advance(T)
-        return self.ln_f(x)  # (B, T, C); ln_final.hook_normalized sees it
+        return x, self.rope_tables(T, past, pos, x.dtype)
+
+    def rope_tables(
+        self, T: int, past: int = 0, pos: torch.Tensor | None = None, dtype: torch.dtype | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """RoPE's (cos, sin) for positions past..past+T ((T, rd) each) or `pos` (B, T) ((B, 1, T, rd) each), in
+        `dtype` (default: the embeddings'); None unless the model is rotary. The float32 tables are cast to the
+        model's dtype, as transformers does."""
+        if self.config.pos_encoding != "rotary":
+            return None
+        dtype = dtype or self.wte.weight.dtype
+        if pos is None:
+            return self.rope_cos[past : past + T].to(dtype), self.rope_sin[past : past + T].to(dtype)
+        return self.rope_cos[pos][:, None].to(dtype), self.rope_sin[pos][:, None].to(dtype)
 
     def _padding(
         self, attention_mask: torch.Tensor, B: int, T: int, past: int, device: torch.device

@@ -18,8 +18,8 @@ float32 evaluation never share an entry. Once `max_mb` is full it stops storing,
 each time as they would be without it.
 
 What it leaves to others: windows and pooling (`finetune.classifier`), what trains (`finetune.jobs`), the model
-itself (`model`). It repeats the first lines of `GPT.trunk` (token + position embeddings, RoPE tables) because
-the model runs its blocks only all at once; `test_frozen_prefix_matches_the_whole_model` holds the two together.
+itself (`model`): the embeddings and RoPE tables are `GPT.embed_input` / `GPT.rope_tables`, what `GPT.trunk`
+feeds its blocks; `test_frozen_prefix_matches_the_whole_model` holds the two paths together.
 """
 
 from __future__ import annotations
@@ -114,33 +114,22 @@ class FrozenPrefix:
             order += group
         return torch.cat(out)[torch.argsort(torch.tensor(order, device=ids.device))]  # (N, T, C), as in `ids`
 
-    def _rope(self, T: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        gpt = self.gpt
-        if gpt.config.pos_encoding != "rotary":
-            return None
-        dtype = gpt.wte.weight.dtype  # GPT.trunk uses the embeddings' dtype (autocast never changes it)
-        return gpt.rope_cos[:T].to(dtype), gpt.rope_sin[:T].to(dtype)  # (T, rd) each
-
     def _lower(self, ids: torch.Tensor, k: int) -> torch.Tensor:
         """Ids (M, T) >= 0 -> the residual stream entering block k (M, T, C)."""
-        gpt, T = self.gpt, ids.shape[1]
-        x = gpt.wte(ids)  # (M, T, C)
-        kind = gpt.config.pos_encoding
-        if kind == "learned":
-            x = x + gpt.wpe(torch.arange(T, device=ids.device))  # (M, T, C)
-        elif kind == "sinusoidal":
-            x = x + gpt.pe[:T].to(x.dtype)
-        rope = self._rope(T)
-        for block in gpt.blocks[:k]:
+        x, rope = self.gpt.embed_input(ids)  # (M, T, C), what GPT.trunk feeds block 0
+        for block in self.gpt.blocks[:k]:
             x = block(x, None, rope, None)
         return x
 
     def _upper(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """The residual stream entering block k (N, T, C) -> hidden states after ln_f (N, T, C)."""
-        rope = self._rope(x.shape[1])
-        for block in self.gpt.blocks[k:]:
+        gpt = self.gpt
+        rope = gpt.rope_tables(
+            x.shape[1]
+        )  # GPT.trunk's, positions 0.. in the embeddings' dtype (as autocast leaves it)
+        for block in gpt.blocks[k:]:
             x = block(x, None, rope, None)
-        return self.gpt.ln_f(x)
+        return gpt.ln_f(x)
 
 
 def _by_width(index, lengths: list[int], T: int) -> dict[int, list[int]]:
