@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .style import ATTENTION_SCALE, METRIC_SCALE, TEMPLATE, subtitle, ticks, title_on_top, top_margin
+from .training import add_train_val_loss
 
 NARROW_PX = 700  # narrower: a figure's parts one under the other (three side by side need more than 640 px)
 PART_PX = 240  # stacked: each part's height (a heatmap with one row per head: more)
@@ -251,27 +252,5 @@ def prediction_figure(explained: dict, width: int | None = None) -> go.Figure:
 
 def add_loss(fig: go.Figure, stats, row: int = 1, col: int = 1) -> None:
     """Train loss (line) and val loss (dots) against step, into the subplot at (row, col)."""
-    val = [s for s in stats if s.val_loss is not None]
-    fig.add_trace(
-        go.Scatter(
-            name="train loss",
-            x=[s.step for s in stats],
-            y=[s.loss for s in stats],
-            mode="lines",
-            line=dict(color="#2166ac"),
-        ),
-        row,
-        col,
-    )
-    fig.add_trace(
-        go.Scatter(
-            name="val loss",
-            x=[s.step for s in val],
-            y=[s.val_loss for s in val],
-            mode="lines+markers",
-            line=dict(color="#e6550d"),
-        ),
-        row,
-        col,
-    )
+    add_train_val_loss(fig, list(stats), row=row, col=col)
     fig.update_xaxes(title_text="step", row=row, col=col)

@@ -30,31 +30,25 @@ def loss_title(stats, max_px: float | None = None) -> str:
     )
 
 
+def add_train_val_loss(fig: go.Figure, stats, **where) -> None:
+    """Train loss (line) and val loss (dots where it was measured) against step; `where`: the subplot (row=, col=,
+    secondary_y=), as fig.add_trace takes it. Shared by the training dashboard and the fine-tuning figures."""
+    val = [s for s in stats if s.val_loss is not None]
+    for name, points, mode, color in (
+        ("train loss", [(s.step, s.loss) for s in stats], "lines", "#2166ac"),
+        ("val loss", [(s.step, s.val_loss) for s in val], "lines+markers", "#e6550d"),
+    ):
+        x, y = zip(*points) if points else ((), ())
+        fig.add_trace(go.Scatter(name=name, x=list(x), y=list(y), mode=mode, line=dict(color=color, width=2)), **where)
+
+
 def add_loss_curves(fig: go.Figure, stats, vocab_size: int | None = None, row=None, col=None) -> None:
     """Train loss (line), val loss (dots), learning rate (dotted, secondary y). The subplot at (row, col)
     must have been made with {"secondary_y": True}."""
     stats = list(stats)
     steps = [s.step for s in stats]
-    val = [s for s in stats if s.val_loss is not None]
     where = dict(row=row, col=col) if row else {}
-    fig.add_trace(
-        go.Scatter(
-            name="train loss", x=steps, y=[s.loss for s in stats], mode="lines", line=dict(color="#2166ac", width=2)
-        ),
-        secondary_y=False,
-        **where,
-    )
-    fig.add_trace(
-        go.Scatter(
-            name="val loss",
-            x=[s.step for s in val],
-            y=[s.val_loss for s in val],
-            mode="lines+markers",
-            line=dict(color="#e6550d", width=2),
-        ),
-        secondary_y=False,
-        **where,
-    )
+    add_train_val_loss(fig, stats, secondary_y=False, **where)
     fig.add_trace(
         go.Scatter(
             name="learning rate", x=steps, y=[s.lr for s in stats], mode="lines", line=dict(color="#9aa3b2", dash="dot")
