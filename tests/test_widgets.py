@@ -14,6 +14,7 @@ from plotly.offline import get_plotlyjs
 
 from gptviz import GPT, GPTConfig, plots, sinusoidal_encoding
 from gptviz.data import TokenDataset
+from gptviz.plots.explorer import BARS_GAP_PX, HEATMAP_PX, TITLE_LEGEND_PX, explorer_figure, explorer_layout
 from gptviz.positions import position_scores
 from gptviz.records import ForwardRecord
 from gptviz.sampling import generate
@@ -29,7 +30,6 @@ from gptviz.widgets import (
 )
 from gptviz.widgets._base import FIGURE_WIDTH, Busy, ChunkedTraining, Panel, unpack
 from gptviz.widgets._figure import PlotlyFigure, PlotlyLibrary, to_state
-from gptviz.widgets.attention import BARS_GAP_PX, HEATMAP_PX, TITLE_LEGEND_PX, explorer_figure, explorer_layout
 
 TEXT = (
     "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
