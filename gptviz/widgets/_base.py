@@ -27,6 +27,7 @@ import plotly.graph_objects as go
 
 from .. import export
 from ..errors import InputError
+from ..plots.style import WIDTH
 from ._figure import LiveFigure, PlotlyFigure
 
 
@@ -38,12 +39,12 @@ class Busy(RuntimeError):
 INPUT_ERRORS = (ValueError, KeyError, IndexError, MemoryError, FileNotFoundError, NotADirectoryError, Busy)
 # line-height: ipywidgets gives HTML widgets 28 px lines, which made a two-line caption look double-spaced
 CSS_STATUS = "color:#4a5160;font-size:13px;line-height:1.45"
-PANEL_WIDTH = 980  # px, the width a panel is first laid out for, before the browser has measured it
+PANEL_WIDTH = WIDTH + 20  # px (980), the width a panel is first laid out for, before the browser has measured it
 # A panel takes its container's whole width. A figure without a width fills it (the figure widget resizes it
 # in the browser). A figure laid out in pixels (a square heatmap with its colour bar beside it) is built for
 # FIGURE_WIDTH first; once the browser reports the container's width (`PlotlyFigure.on_resize`), the panel
 # lays it out again for that width (`Panel.relayout`, within MIN_FIGURE_WIDTH..MAX_FIGURE_WIDTH).
-FIGURE_WIDTH = PANEL_WIDTH - 20
+FIGURE_WIDTH = WIDTH  # plots.style's: the figures' default width is the panels' figure width
 MIN_FIGURE_WIDTH = 340  # narrower containers get this width and a horizontal scrollbar on the figure alone
 MAX_FIGURE_WIDTH = 2000
 RELAYOUT_STEP_PX = 24  # a width change smaller than this keeps the current layout
