@@ -25,8 +25,9 @@ has `export_html(path)`: its current view as a standalone offline page. Each pan
 Views that stand on their own come from `gptviz.plots` (a head's map, the heads grid, a step's candidates, loss
 curves, the logit lens, the checkpoint diff). Each panel's own figure (those views side by side in one
 figure widget, laid out in pixels, plus what only that panel shows: the explorer's focus and metric bars) is
-drawn in the panel's module by a pure function, records in, Figure out (`explorer_figure`, `step_figure`,
-`dashboard_figure`); the fine-tuning panel's classifier, LM and prediction figures are `gptviz.plots.finetune`'s.
+drawn by a pure function, records in, Figure out: `gptviz.plots.explorer.explorer_figure`,
+`gptviz.plots.generation.step_figure`, the fine-tuning panel's `gptviz.plots.finetune` figures, and the
+training dashboard's `dashboard_figure` in its own module.
 Every panel lays its figure out for the width the browser reports (`Panel.relayout`): titles wrap, and parts
 side by side go one under the other in a narrow window. No figure runs
 the model (the positional panel's only read its position table): the model runs in the record functions

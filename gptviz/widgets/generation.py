@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import numbers
-import textwrap
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -24,14 +23,13 @@ from dataclasses import dataclass, replace
 import ipywidgets as W
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from .. import plots
 from ..export import RawHTML
-from ..plots.generation import BAR_GROUP
+from ..plots.generation import message_figure, step_figure
 from ..sampling import generate
 from ..steps import generate_steps
-from ._base import FIGURE_WIDTH, Panel, encode_for_panel, replace_figure, slider
+from ._base import Panel, encode_for_panel, replace_figure, slider
 from ._decoding import KNOBS, check_knobs, knob_range, restage
 
 
@@ -51,92 +49,6 @@ class Branch:
 
 # The step figure in pixels (the widget cannot measure its container, see `_base.FIGURE_WIDTH`): candidates on
 # top, then their axis labels, legend and the attention row's caption, then the attention row.
-STEP_MARGIN = dict(l=70, r=20, t=78, b=64)
-CANDIDATES_PX, ROW_GAP_PX, ROW_PX = 250, 116, 170
-LEGEND_ROW_PX = 22  # a legend of many stages wraps onto more rows in a narrow figure
-LEGEND_CHAR_PX, LEGEND_ITEM_PX = 6.2, 46  # a legend entry: its text (11 px font) and its swatch and gap
-CAPTION_CHAR_PX = 7.2  # the attention row's caption (13 px font)
-
-
-def legend_rows(names: list[str], width: float) -> int:
-    """How many rows a horizontal legend of `names` takes in `width` px (plotly wraps whole entries)."""
-    rows, used = 1, 0.0
-    for name in names:
-        w = LEGEND_ITEM_PX + LEGEND_CHAR_PX * len(name)
-        if used and used + w > width:
-            rows, used = rows + 1, 0.0
-        used += w
-    return rows
-
-
-def step_figure(
-    step,
-    layer: int,
-    head: int | None,
-    tokens: list[str] | None,
-    forced: bool = False,
-    width: int = FIGURE_WIDTH,
-    preview: bool = False,
-) -> go.Figure:
-    """The panel's view of one step: candidates per stage (top), the attention row (bottom, if recorded);
-    `preview`: the stages were computed again with other knobs (`restage`)."""
-    pw = width - STEP_MARGIN["l"] - STEP_MARGIN["r"]
-    rows = 2 if step.attention is not None else 1
-    fig = make_subplots(rows, 1)
-    plots.add_candidates(fig, step, 1, 1)
-    legend_px = LEGEND_ROW_PX * legend_rows([t.name for t in fig.data if t.showlegend is not False], pw)
-    caption = plots.row_title(step, layer, head)
-    if len(caption) * CAPTION_CHAR_PX > pw:  # "where the model looked ...<br>(layer 5, mean over heads)"
-        caption = caption.replace(" (", "<br>(", 1)
-    caption_px = 18 * caption.count("<br>")
-    gap = ROW_GAP_PX + legend_px - LEGEND_ROW_PX + caption_px
-    ph = CANDIDATES_PX + (gap + ROW_PX if rows == 2 else 40 + legend_px)  # one row: room for the legend under it
-    fig.update_yaxes(domain=[1 - CANDIDATES_PX / ph, 1], row=1, col=1)
-    legend_y = 1 - (CANDIDATES_PX + 52) / ph  # under the candidates' axis title
-    if rows == 2:
-        plots.add_attention_row(fig, step, layer, head, tokens, 2, 1, length_px=pw)
-        fig.update_yaxes(domain=[0, ROW_PX / ph], row=2, col=1)
-        fig.add_annotation(
-            text=caption,
-            xref="paper",
-            yref="paper",
-            x=0,
-            y=ROW_PX / ph,
-            yshift=10,
-            xanchor="left",
-            yanchor="bottom",
-            align="left",
-            showarrow=False,
-            font_size=13,
-        )
-    title = plots.step_title(step, forced, preview, max_px=width - 40)
-    top = max(STEP_MARGIN["t"], plots.title_px(title) + 24)
-    fig.update_layout(
-        template=plots.TEMPLATE,
-        width=width,
-        height=ph + top + STEP_MARGIN["b"],
-        margin=dict(STEP_MARGIN, t=top),
-        barmode="group",
-        bargap=1 - BAR_GROUP,
-        # from the top down (plotly centres a title in the top margin, and a long one ran into the bars)
-        title=dict(text=title, y=1, yref="container", yanchor="top", pad=dict(t=12)),
-        legend=dict(orientation="h", x=0, y=legend_y, yanchor="top", font_size=11),
-    )
-    return fig
-
-
-def message_figure(text: str, width: int = FIGURE_WIDTH) -> go.Figure:
-    """A figure that only says `text` (lines wrapped to the width)."""
-    chars = max(20, int((width - 40) / 8))  # 14 px font: ~8 px a character
-    text = "<br>".join(textwrap.fill(line, chars).replace("\n", "<br>") for line in text.split("<br>"))
-    fig = go.Figure()
-    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False, font_size=14)
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    fig.update_layout(template=plots.TEMPLATE, width=width, height=200, title="Generation explorer")
-    return fig
-
-
 class GenerationExplorer(Panel):
     """Prompt + decoding knobs + Generate; a step timeline with candidates and attention; click to fork."""
 
