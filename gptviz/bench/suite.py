@@ -13,6 +13,7 @@ job; how to time, what the peers are and how to write the files belong to harnes
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict
@@ -44,7 +45,9 @@ from .plan import Shape, make_plan
 from .real_model import RealModel
 from .report import machine_info, versions, write_report
 
-RECORDING_PAIRS = 15  # timed pairs of the recording-cost row (gptviz against itself), whatever the mode
+# The recording-cost row compares gptviz with itself, so it can afford many back-to-back pairs: up to this many,
+# within about this many seconds (a GPT-2-sized generation on a CPU takes ~10 s, the small shape's 0.1-0.2 s).
+RECORDING_PAIRS, RECORDING_SECONDS = 15, 30.0
 
 
 class Bench(PeakMemory, MixedPrecision, RealModel):
@@ -220,7 +223,10 @@ class Bench(PeakMemory, MixedPrecision, RealModel):
             steps, steps_how = gptviz_steps(ours, prompt, n)
             tag = f"{shape.label()} {n} tokens"
             kw = dict(repeats=p.gen_repeats, warmup=0)
-            same = torch.equal(gen(), hf_generate(hf, prompt, n))
+            t0 = time.perf_counter()
+            ours_ids = gen()
+            gen_s = time.perf_counter() - t0  # one warm call: sizes the recording row's number of pairs
+            same = torch.equal(ours_ids, hf_generate(hf, prompt, n))
             self.compare(
                 f"generate greedy {tag}",
                 gen,
@@ -257,9 +263,9 @@ class Bench(PeakMemory, MixedPrecision, RealModel):
                 lambda: steps(record_attention=True),
                 gen,
                 n,
-                # both sides are gptviz and cheap: many back-to-back pairs, since on a shared machine the speed of the
-                # same code drifts by 30-50% within seconds (the paired median is this row's figure)
-                repeats=max(p.gen_repeats, RECORDING_PAIRS),
+                # many back-to-back pairs: on a shared machine the speed of the same code drifts by 30-50% within
+                # seconds, and the paired median of many pairs is the row's robust figure
+                repeats=recording_pairs(p.gen_repeats, gen_s),
                 warmup=1,
                 peer_name="gptviz generate (plain)",
                 ours_name="gptviz generate_steps(k=10, record_attention=True)",
@@ -402,3 +408,9 @@ def run(
     if out is not None:
         write_report(final, out)
     return final
+
+
+def recording_pairs(at_least: int, call_s: float) -> int:
+    """Pairs for the recording-cost row: as many as fit RECORDING_SECONDS (two calls of ~`call_s` each, the recorded
+    one a little slower), between `at_least` and RECORDING_PAIRS."""
+    return max(at_least, min(RECORDING_PAIRS, int(RECORDING_SECONDS / max(2.2 * call_s, 1e-3))))
