@@ -223,6 +223,9 @@ class DecodeStep:
         past = cache.pos
         B = idx.size(0)
         nh, nkv, hs = self.nh, self.nkv, self.hs
+        end = past + 1
+        if end > cache.max_len:
+            raise ValueError(f"KV cache holds {cache.max_len} positions; cannot add one at {past}")
         x = torch.embedding(self.wte_w, idx)  # (B, 1, C) what nn.Embedding computes (F.embedding's own call)
         rope = None
         if self.kind == "learned":
@@ -231,9 +234,6 @@ class DecodeStep:
             x = x + self.pos_w[past].to(x.dtype)
         elif self.kind == "rotary":
             rope = (self.pos_w[past : past + 1].to(x.dtype), self.sin[past : past + 1].to(x.dtype))  # (1, rd)
-        end = past + 1
-        if end > cache.max_len:
-            raise ValueError(f"KV cache holds {cache.max_len} positions; cannot add one at {past}")
         heads, head_split = nh + 2 * nkv, (nh, nkv, nkv)
         kv = self._layer_views(cache)
         queries = []  # each layer's new query, when recording: every row is computed at once after the loop

@@ -63,6 +63,15 @@ def test_the_eager_step_is_the_module_path_bit_for_bit(family):
     assert torch.equal(caches[0].k[:, :, :, : caches[0].pos], caches[1].k[:, :, :, : caches[1].pos])
 
 
+def test_a_full_cache_is_refused_before_any_position_is_read():
+    model = make("gpt2")  # learned positions: reading row block_size of the table would fail less clearly
+    cache = model.new_kv_cache(1, 48)
+    with torch.no_grad():
+        model(prompt(48), cache)
+        with pytest.raises(ValueError, match="KV cache holds 48 positions; cannot add one at 48"):
+            DecodeStep(model)(prompt(1), cache)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_greedy_tokens_are_identical_on_every_path(family):
     model = make(family)
