@@ -52,6 +52,8 @@ from .train_config import Snapshot, StepStats, TrainConfig
 from .train_resume import TrainerCheckpoints
 from .train_resume import check_optimizer_state as check_optimizer_state
 
+FLOAT32_MAX = torch.finfo(torch.float32).max  # optimizers apply lr in float32: a larger one is inf there
+
 
 def lr_at(step: int, config: TrainConfig, time_fraction: float = 0.0) -> float:
     """Learning rate of optimizer step `step` (0-based): linear warmup, then cosine from lr to min_lr.
@@ -342,6 +344,14 @@ class Trainer(TrainerChecks, TrainerCheckpoints):
         if not math.isfinite(loss_value) or (self.scaler is None and not math.isfinite(norm_value)):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDiverged(self._diverged_message(loss_value, norm_value, lr))
+        if any(not abs(g["lr"]) <= FLOAT32_MAX for g in self.optimizer.param_groups):
+            # the fused optimizer casts lr to float32 without a word: every weight would become inf or nan
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1}: the learning rate {lr:.3g} is beyond float32's range, "
+                "so the update would turn every weight into inf or nan; it was not applied and nothing was saved. "
+                f"{self._where_to_resume()} {self._what_to_try(lr)}"
+            )
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
             self.scaler.update()
