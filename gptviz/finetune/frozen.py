@@ -124,9 +124,8 @@ class FrozenPrefix:
     def _upper(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """The residual stream entering block k (N, T, C) -> hidden states after ln_f (N, T, C)."""
         gpt = self.gpt
-        rope = gpt.rope_tables(
-            x.shape[1]
-        )  # GPT.trunk's, positions 0.. in the embeddings' dtype (as autocast leaves it)
+        # GPT.trunk's tables for positions 0.., in the embeddings' dtype (as autocast leaves it)
+        rope = gpt.rope_tables(x.shape[1])
         for block in gpt.blocks[k:]:
             x = block(x, None, rope, None)
         return gpt.ln_f(x)

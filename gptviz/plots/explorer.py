@@ -31,7 +31,7 @@ from .style import WIDTH as FIGURE_WIDTH
 TRACES = ("attention", "grid", "frame", "heads", "looks_at", "looked_at_by", "metrics")  # explorer_figure's
 
 # ---- the panel's one figure (pure; `plots` draws each part) -------------------------------------------------
-# Laid out in pixels, because the widget cannot measure its container (see `_base.FIGURE_WIDTH`): the heatmap
+# Laid out in pixels, because the widget cannot measure its container (see `widgets._base.FIGURE_WIDTH`): the heatmap
 # is a square with its colour bar beside it; on its right the all-heads grid and, under the grid, the chosen
 # head's scores; the focus token's bars span the width below. A grid too tall for that (SmolLM2: 30 layers x 9
 # heads) takes the right column's whole height instead, so its thumbnails keep their size; the bars (and, where

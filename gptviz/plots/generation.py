@@ -213,6 +213,8 @@ def attention_row(step, layer: int, head: int | None = None, tokens: list[str] |
 
 
 # ---- the generation explorer's one figure: a step's candidates above its attention row ---------------------------
+# The step figure in pixels (a panel's figure is built for a width, see `widgets._base.FIGURE_WIDTH`): candidates
+# on top, then their axis labels, legend and the attention row's caption, then the attention row.
 STEP_MARGIN = dict(l=70, r=20, t=78, b=64)
 CANDIDATES_PX, ROW_GAP_PX, ROW_PX = 250, 116, 170
 LEGEND_ROW_PX = 22  # a legend of many stages wraps onto more rows in a narrow figure

@@ -47,8 +47,6 @@ class Branch:
         return self.prompt_ids + [s.token_id for s in self.steps]
 
 
-# The step figure in pixels (the widget cannot measure its container, see `_base.FIGURE_WIDTH`): candidates on
-# top, then their axis labels, legend and the attention row's caption, then the attention row.
 class GenerationExplorer(Panel):
     """Prompt + decoding knobs + Generate; a step timeline with candidates and attention; click to fork."""
 
