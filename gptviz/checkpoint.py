@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, InputError, MissingFileError, NonFiniteError, PathExistsError, UsageError
 from .files import atomic_folder, remove_stale_temps
-from .model import GPT, GPTConfig, default_device
+from .model import GPT, GPTConfig, default_device, store_weights_transposed
 from .tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
@@ -398,3 +398,4 @@ def _load_weights(model: GPT, weights: dict[str, torch.Tensor], path: Path) -> N
     model.load_state_dict(weights, strict=False, assign=True)
     if model.config.tie_embeddings:
         model.lm_head.weight = model.wte.weight
+    store_weights_transposed(model)  # the file's tensors came in row-major

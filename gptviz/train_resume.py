@@ -133,6 +133,7 @@ class TrainerCheckpoints:
                 "checkpoint was trained with (gptviz train --resume DIR builds it for you), or start a new run "
                 "from its weights"
             ) from e
+        match_state_layout(self.optimizer)
         if self.scaler is not None and training.scaler:
             self.scaler.load_state_dict(training.scaler)
         s = training.state
@@ -154,3 +155,16 @@ class TrainerCheckpoints:
                 stacklevel=2,
             )
             self.batch_generator.manual_seed(self.config.seed + 1_000_003 * self.step + r)
+
+
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each moment tensor its parameter's strides (in place in the optimizer's state).
+
+    torch's load_state_dict keeps the file's row-major tensors, while gptviz's linear weights store their transpose
+    (model.store_weights_transposed). The fused AdamW kernels walk parameter, gradient and moments as flat memory,
+    so mismatched strides would pair each weight with another weight's moments, silently (seen on torch 2.13).
+    """
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
