@@ -27,15 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from .errors import CheckpointError, InputError, MissingFileError, NonFiniteError, PathExistsError, UsageError
 from .files import atomic_folder, remove_stale_temps
-from .model import GPT, GPTConfig, default_device, store_weights_transposed
+from .model import GPT, GPTConfig, default_device, store_weights_transposed, transposed_names
 from .tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT_VERSION = 1
+READ_BLOCK_BYTES = 8 << 20  # a linear weight is read in row blocks of about this size (_read_transposed)
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
@@ -273,8 +274,8 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None) -> t
             f"{config.vocab_size}; {TOKENIZER_FILE} belongs to another model"
         )
     to_device(None, device)  # an unknown device name fails before the weights are read
-    weights = _read_safetensors(path, MODEL_FILE, info)
     model = GPT.empty(config)  # _load_weights checks that every parameter is in the file
+    weights = _read_safetensors(path, MODEL_FILE, info, as_stored_by=model)
     _load_weights(model, weights, path)
     return to_device(model, device).eval(), tokenizer
 
@@ -345,7 +346,13 @@ def _load_tokenizer(path: Path, info: dict) -> Tokenizer:
         raise CheckpointError(f"{file} is damaged ({type(e).__name__}: {e}); use an earlier checkpoint") from e
 
 
-def _read_safetensors(path: Path, name: str, info: dict) -> dict[str, torch.Tensor]:
+def _read_safetensors(path: Path, name: str, info: dict, as_stored_by: GPT | None = None) -> dict[str, torch.Tensor]:
+    """The file's tensors; with `as_stored_by`, each as that model holds the parameter: in its dtype, and a linear
+    weight transposed in memory (_read_transposed).
+
+    Tensors are read into memory of their own (safetensors' pread backend, where it has one) rather than mapped
+    from the file, so no page of the file stays mapped once the load is done.
+    """
     file = path / name
     if not file.is_file():
         raise MissingFileError(
@@ -360,9 +367,63 @@ def _read_safetensors(path: Path, name: str, info: dict) -> dict[str, torch.Tens
             "Copy it again or use an earlier checkpoint"
         )
     try:
-        return load_file(str(file))
+        try:
+            opened = safe_open(str(file), framework="pt", backend="pread")
+        except TypeError:  # a safetensors without the pread backend: memory-mapped
+            opened = safe_open(str(file), framework="pt")
+        with opened as f:
+            if as_stored_by is None:
+                return {k: f.get_tensor(k) for k in f.keys()}
+            dtype, transpose = next(as_stored_by.parameters()).dtype, transposed_names(as_stored_by)
+            with open(file, "rb") as raw:
+                entries, data_start = _header(raw)  # safe_open has checked it: shapes, dtypes, offsets
+                out = {}
+                for k in f.keys():
+                    entry = entries[k]
+                    if (
+                        k in transpose
+                        and entry["dtype"] in _FILE_DTYPES
+                        and len(entry["shape"]) == 2
+                        and min(entry["shape"])
+                    ):
+                        start = data_start + entry["data_offsets"][0]
+                        out[k] = _read_transposed(raw, start, entry["shape"], _FILE_DTYPES[entry["dtype"]], dtype)
+                    else:
+                        v = f.get_tensor(k)
+                        out[k] = v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v
+                return out
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{file} is damaged and cannot be read ({e}); use an earlier checkpoint") from e
+
+
+_FILE_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+
+
+def _header(raw) -> tuple[dict, int]:
+    """A safetensors file's header (name -> dtype, shape, data_offsets) and where its data begins."""
+    raw.seek(0)
+    n = int.from_bytes(raw.read(8), "little")
+    return json.loads(raw.read(n)), 8 + n
+
+
+def _read_transposed(raw, start: int, shape: list[int], file_dtype: torch.dtype, dtype: torch.dtype) -> torch.Tensor:
+    """A (rows, cols) matrix stored row-major at byte `start`, cast to `dtype`, in memory as its transpose (how GPT()
+    stores linear weights: model.store_weights_transposed). Read in ~READ_BLOCK_BYTES row blocks straight into
+    that layout, so a load never holds a second copy of a matrix (SmolLM2's 113 MB embedding: a fifth of the
+    model's size), nor maps the file."""
+    rows, cols = shape
+    out = torch.empty((cols, rows), dtype=dtype).t()
+    row_bytes = cols * file_dtype.itemsize
+    step = max(1, READ_BLOCK_BYTES // max(1, row_bytes))
+    buffer = bytearray(min(step, rows) * row_bytes)
+    raw.seek(start)
+    for i in range(0, rows, step):
+        j = min(i + step, rows)
+        block = memoryview(buffer)[: (j - i) * row_bytes]
+        if raw.readinto(block) != len(block):
+            raise ValueError(f"the file ends inside a tensor of shape {tuple(shape)}")
+        out[i:j].copy_(torch.frombuffer(block, dtype=file_dtype).view(j - i, cols))
+    return out
 
 
 def _load_weights(model: GPT, weights: dict[str, torch.Tensor], path: Path) -> None:
@@ -391,11 +452,11 @@ def _load_weights(model: GPT, weights: dict[str, torch.Tensor], path: Path) -> N
             + "). The two files come from different models"
         )
     # assign=True: the model (GPT.empty) takes the file's tensors as its parameters instead of copying them, so a
-    # load holds one copy of the weights, not two (SmolLM2: 2.2x -> ~1.2x its fp32 size at peak). Stored half
-    # precision is cast to the model's dtype first, and the tied head is tied again afterwards.
-    dtype = expected[next(iter(expected))].dtype
+    # load holds one copy of the weights, not two. The reader cast them to the model's dtype and laid the linear
+    # weights out as GPT() stores them; the tied head is tied again afterwards.
+    dtype = next(model.parameters()).dtype
     weights = {k: v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v for k, v in weights.items()}
     model.load_state_dict(weights, strict=False, assign=True)
     if model.config.tie_embeddings:
         model.lm_head.weight = model.wte.weight
-    store_weights_transposed(model)  # the file's tensors came in row-major
+    store_weights_transposed(model)  # nothing left to do, unless a weight came in another way

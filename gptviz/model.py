@@ -93,14 +93,29 @@ def store_weights_transposed(model: nn.Module) -> None:
     ~10-12 GB/s on the row layout (the tied 50257-row GPT-2 head: 16 -> 9 ms a token), so GPT-2-small greedy
     generation is ~1.2-1.3x faster. Small models, whose weights stay in cache, decode as fast either way (measured);
     GPU kernels take either layout. A tied head is the embedding, which then reads its rows from columns: one gather
-    per token. Called by GPT() and by every load that replaces parameters (checkpoint's assign=True). Optimizer
-    state must follow the same strides: the fused AdamW kernels read memory flat (train_resume.match_state_layout).
+    per token. Called by GPT(); a checkpoint load reads each file's matrix straight into this layout
+    (checkpoint._read_transposed). Optimizer state must follow the same strides: the fused AdamW kernels read
+    memory flat (train_resume.match_state_layout).
     """
     for module in model.modules():
-        if isinstance(module, nn.Linear):
-            w = module.weight
-            if w.dim() == 2 and w.shape[0] > 1 and w.shape[1] > 1 and w.stride() != (1, w.shape[0]):
-                w.data = w.data.t().contiguous().t()
+        if isinstance(module, nn.Linear) and not stored_transposed(module.weight):
+            module.weight.data = transposed_storage(module.weight.data)
+
+
+def stored_transposed(t: torch.Tensor) -> bool:
+    """Whether a matrix holds its transpose in memory (vectors and 1-wide matrices count as laid out)."""
+    return t.dim() != 2 or min(t.shape) <= 1 or t.stride() == (1, t.shape[0])
+
+
+def transposed_storage(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`t`'s values (cast to `dtype` on the way), shape (out, in), in memory as the (in, out) transpose: one copy."""
+    return torch.empty(t.shape[::-1], dtype=dtype or t.dtype, device=t.device).copy_(t.t()).t()
+
+
+def transposed_names(model: nn.Module) -> set[str]:
+    """State-dict names of the weights store_weights_transposed lays out (a tied head's embedding included)."""
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    return {name for name, p in model.named_parameters(remove_duplicate=False) if id(p) in linear}
 
 
 class GPT(WeightViews, nn.Module):

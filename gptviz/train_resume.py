@@ -125,6 +125,7 @@ class TrainerCheckpoints:
                 "cannot resume exactly; start a new run from its weights (fine-tuning) instead"
             )
         check_optimizer_state(self.optimizer, training.optimizer)
+        match_state_layout(self.optimizer, training.optimizer)
         try:
             self.optimizer.load_state_dict(training.optimizer)
         except (ValueError, KeyError, TypeError, RuntimeError) as e:
@@ -133,7 +134,7 @@ class TrainerCheckpoints:
                 "checkpoint was trained with (gptviz train --resume DIR builds it for you), or start a new run "
                 "from its weights"
             ) from e
-        match_state_layout(self.optimizer)
+        match_state_layout(self.optimizer)  # nothing left to do, unless torch's load changed a layout
         if self.scaler is not None and training.scaler:
             self.scaler.load_state_dict(training.scaler)
         s = training.state
@@ -157,14 +158,22 @@ class TrainerCheckpoints:
             self.batch_generator.manual_seed(self.config.seed + 1_000_003 * self.step + r)
 
 
-def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
-    """Give each moment tensor its parameter's strides (in place in the optimizer's state).
+def match_state_layout(optimizer: torch.optim.Optimizer, state: dict | None = None) -> None:
+    """Give each moment tensor its parameter's strides: in `state` (a state_dict about to be loaded, entry by entry,
+    so each row-major copy is freed at once), or in the optimizer's own state when `state` is None.
 
-    torch's load_state_dict keeps the file's row-major tensors, while gptviz's linear weights store their transpose
+    A checkpoint holds row-major tensors, while gptviz's linear weights store their transpose
     (model.store_weights_transposed). The fused AdamW kernels walk parameter, gradient and moments as flat memory,
     so mismatched strides would pair each weight with another weight's moments, silently (seen on torch 2.13).
     """
-    for param, state in optimizer.state.items():
-        for key, value in state.items():
+    if state is None:
+        pairs = [(p, optimizer.state[p]) for p in optimizer.state]
+    else:
+        ours = [p for g in optimizer.param_groups for p in g["params"]]
+        theirs = [i for g in state["param_groups"] for i in g["params"]]
+        per_param = state.get("state", {})
+        pairs = [(p, per_param[i]) for p, i in zip(ours, theirs) if isinstance(per_param.get(i), dict)]
+    for param, entry in pairs:
+        for key, value in entry.items():
             if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
-                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+                entry[key] = torch.empty_like(param, dtype=value.dtype, device=value.device).copy_(value)

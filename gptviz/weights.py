@@ -1,8 +1,10 @@
 """Weights under TransformerLens's names and shapes: `model.W_Q` (L, nh, C, hs), `model.W_U` (C, V), ...
 
 gptviz stores weights as nanoGPT does: `nn.Linear`'s (out, in) layout, q, k and v of all heads in one `c_attn`,
-a gated MLP's gate and up halves in one `c_fc`. TransformerLens stores one tensor per role, multiplied on the
-right (`q[h] = x @ W_Q[h] + b_Q[h]`). These properties give TransformerLens's spelling over gptviz's parameters:
+a gated MLP's gate and up halves in one `c_fc` (in memory each weight holds its transpose, for decoding speed:
+`gptviz.model.store_weights_transposed`; shapes and views are as described here). TransformerLens stores one
+tensor per role, multiplied on the right (`q[h] = x @ W_Q[h] + b_Q[h]`). These properties give TransformerLens's
+spelling over gptviz's parameters:
 
 - per layer (`AttentionWeights`, `MLPWeights`: mixins for the attention and MLP modules, read as
   `model.blocks[l].attn.W_Q` / `.mlp.W_in` when mixed in): views. A

@@ -190,10 +190,18 @@ def _process_tree(pid: int, wait_for_kernel: bool = False) -> tuple[set[int], se
     while True:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
-        kernels = {p.pid for p in procs if "ipykernel" in " ".join(p.cmdline())}
+        kernels = {p.pid for p in procs if "ipykernel" in " ".join(_cmdline(psutil, p))}
         if kernels or not wait_for_kernel or time.monotonic() > deadline:
             return {p.pid for p in procs}, kernels
         time.sleep(0.2)  # the kernel process is being spawned
+
+
+def _cmdline(psutil, proc) -> list[str]:
+    """A process's command line; [] for one that has just exited (a zombie until its parent reaps it) or gone."""
+    try:
+        return proc.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
 
 
 def _connection_info(pid: int) -> dict:

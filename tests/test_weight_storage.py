@@ -13,7 +13,7 @@ from conftest import save_random_hf_gpt2, tiny_llama
 from safetensors.torch import load_file
 from torch import nn
 
-from gptviz import GPT, GPTConfig
+from gptviz import GPT, GPTConfig, checkpoint
 from gptviz.checkpoint import load, save
 from gptviz.lora import add_lora, merge_lora, remove_lora
 from gptviz.tokenizers import CharTokenizer
@@ -75,6 +75,7 @@ def test_the_layout_changes_no_value_and_no_result(model):
 def test_checkpoints_write_plain_row_major_files_and_load_back_transposed(model, tok, tmp_path):
     save(tmp_path / "ck", model, tok)
     stored = load_file(str(tmp_path / "ck" / "model.safetensors"))
+    assert "wte.weight" in stored and "lm_head.weight" not in stored  # the tie is stored once, as before
     assert all(t.is_contiguous() for t in stored.values())
     assert torch.equal(stored["blocks.0.mlp.c_fc.weight"], model.blocks[0].mlp.c_fc.weight)
     back, _ = load(tmp_path / "ck")
@@ -82,6 +83,25 @@ def test_checkpoints_write_plain_row_major_files_and_load_back_transposed(model,
     assert back.lm_head.weight is back.wte.weight
     for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("block_bytes", [8 << 20, 200])  # one block per matrix; many, the last one short
+def test_checkpoints_are_read_block_by_block_into_the_transposed_layout(model, tok, tmp_path, monkeypatch, block_bytes):
+    monkeypatch.setattr(checkpoint, "READ_BLOCK_BYTES", block_bytes)
+    save(tmp_path / "ck", model, tok)
+    back, _ = load(tmp_path / "ck")
+    assert_stored_transposed(back)
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_half_precision_files_load_cast_and_transposed(model, tok, tmp_path):
+    save(tmp_path / "half", model, tok, weights_dtype=torch.float16)
+    back, _ = load(tmp_path / "half")
+    assert_stored_transposed(back)
+    w = back.blocks[1].attn.c_proj.weight
+    assert w.dtype == torch.float32
+    assert torch.equal(w, model.blocks[1].attn.c_proj.weight.half().float())
 
 
 def test_transformers_gpt2_loads_transposed(tmp_path):
@@ -99,10 +119,10 @@ def test_lora_keeps_the_layout_through_merge_and_removal(model):
     assert_stored_transposed(model)
 
 
-def test_loaded_optimizer_moments_take_the_parameters_strides(model):
-    """What load_state_dict gives back is row-major (as a file holds it); the fused kernel needs the param's
-    strides. One step from matched moments equals the non-fused optimizer's step from the same state."""
-    params = [p for p in model.parameters()]
+@pytest.mark.parametrize("when", ["in the state_dict before loading", "in the optimizer after loading"])
+def test_loaded_optimizer_moments_take_the_parameters_strides(model, when):
+    """What a checkpoint gives back is row-major; the fused kernel needs the parameters' strides. One step from
+    matched moments equals the non-fused optimizer's step from the same state."""
     x = torch.randint(0, model.config.vocab_size, (2, 12))
 
     def step(fused: bool, fix: bool) -> list[torch.Tensor]:
@@ -117,17 +137,18 @@ def test_loaded_optimizer_moments_take_the_parameters_strides(model):
             for k, v in per_param.items():
                 if torch.is_tensor(v) and v.dim() == 2:
                     per_param[k] = v.contiguous()  # as read from optimizer.safetensors
+        if fix and when.startswith("in the state_dict"):
+            match_state_layout(opt, state)
         opt.load_state_dict(state)
-        if fix:
+        if fix and when.startswith("in the optimizer"):
             match_state_layout(opt)
         m(x).square().mean().backward()
         opt.step()
         return [p.detach().clone() for p in m.parameters()]
 
     reference = step(fused=False, fix=False)
-    matched = step(fused=True, fix=True)
-    assert len(reference) == len(params)
-    for a, b in zip(matched, reference):
+    assert len(reference) == len(list(model.parameters()))
+    for a, b in zip(step(fused=True, fix=True), reference):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     mismatched = step(fused=True, fix=False)  # what torch does without the fix: proves the test can fail
     assert any(not torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(mismatched, reference))
