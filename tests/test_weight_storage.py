@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 from conftest import save_random_hf_gpt2, tiny_llama
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gptviz import GPT, GPTConfig, checkpoint
@@ -152,3 +152,17 @@ def test_loaded_optimizer_moments_take_the_parameters_strides(model, when):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     mismatched = step(fused=True, fix=False)  # what torch does without the fix: proves the test can fail
     assert any(not torch.allclose(a, b, rtol=0, atol=1e-6) for a, b in zip(mismatched, reference))
+
+
+def test_the_ways_the_readme_gives_to_save_outside_gptviz_round_trip(model, tmp_path):
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    from_torch = GPT(model.config)
+    from_torch.load_state_dict(torch.load(tmp_path / "model.pt", weights_only=True))
+    plain = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_file(plain, str(tmp_path / "model.safetensors"))
+    from_file = GPT(model.config)
+    from_file.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=False)
+    for back in (from_torch, from_file):
+        assert_stored_transposed(back)  # load_state_dict copies into the model's own layout
+        for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+            assert torch.equal(a, b), name
