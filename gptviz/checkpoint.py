@@ -452,11 +452,9 @@ def _load_weights(model: GPT, weights: dict[str, torch.Tensor], path: Path) -> N
             + "). The two files come from different models"
         )
     # assign=True: the model (GPT.empty) takes the file's tensors as its parameters instead of copying them, so a
-    # load holds one copy of the weights, not two. The reader cast them to the model's dtype and laid the linear
-    # weights out as GPT() stores them; the tied head is tied again afterwards.
-    dtype = next(model.parameters()).dtype
-    weights = {k: v.to(dtype) if v.is_floating_point() and v.dtype != dtype else v for k, v in weights.items()}
+    # load holds one copy of the weights, not two. `weights` come from _read_safetensors(as_stored_by=model): in the
+    # model's dtype, linear weights laid out as GPT() stores them. The tied head is tied again afterwards.
     model.load_state_dict(weights, strict=False, assign=True)
     if model.config.tie_embeddings:
         model.lm_head.weight = model.wte.weight
-    store_weights_transposed(model)  # nothing left to do, unless a weight came in another way
+    store_weights_transposed(model)  # a check: finds nothing to do after the reader
