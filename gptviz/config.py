@@ -15,6 +15,7 @@ describes; `gptviz.model` builds the network from it and `gptviz.hf` translates 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from ._config import DictConfig
@@ -24,6 +25,26 @@ POS_ENCODINGS = ("learned", "sinusoidal", "rotary", "none")
 # "gelu" is GPT-2's tanh approximation (its "gelu_new"); "gelu_exact" is the erf form (GPT-NeoX, BERT).
 ACTIVATIONS = ("gelu", "gelu_exact", "relu", "silu")
 NORMS = ("layernorm", "rmsnorm")
+
+
+# other libraries' names for GPTConfig's sizes, readable on a config (config.n_positions is its block_size)
+_ALIASES = {
+    "n_positions": "block_size",  # transformers' GPT-2
+    "n_ctx": "block_size",  # GPT-2's older name, and TransformerLens's
+    "max_position_embeddings": "block_size",  # Llama, Qwen2, GPT-NeoX
+    "hidden_size": "n_embd",
+    "num_hidden_layers": "n_layer",
+    "num_attention_heads": "n_head",
+    "num_key_value_heads": "kv_heads",
+    "intermediate_size": "mlp_width",
+    "d_model": "n_embd",  # TransformerLens
+    "n_layers": "n_layer",
+    "n_heads": "n_head",
+    "n_key_value_heads": "kv_heads",
+    "d_head": "head_size",
+    "d_mlp": "mlp_width",
+    "d_vocab": "vocab_size",
+}
 
 
 @dataclass
@@ -105,6 +126,21 @@ class GPTConfig(DictConfig):
             problems.append(f"layer_norm_epsilon must be in (0, 1), got {self.layer_norm_epsilon!r} (GPT-2 uses 1e-5)")
         if problems:
             raise ConfigError("invalid GPTConfig: " + "; ".join(problems))
+
+    def __getattr__(self, name: str):
+        """transformers' and TransformerLens's names for the same sizes (read-only): n_positions, hidden_size,
+        num_hidden_layers, d_model, n_layers, d_head, d_mlp, ..."""
+        target = _ALIASES.get(name)
+        if target is not None:
+            return getattr(self, target)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        known = [f for f in type(self).__dataclass_fields__] + list(_ALIASES)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = (
+            f"; did you mean {close[0]!r}?" if close else f"; its fields: {', '.join(type(self).__dataclass_fields__)}"
+        )
+        raise AttributeError(f"GPTConfig has no {name!r}{hint}")
 
     # ---- derived sizes: read these, never the Optional fields ----
     @property

@@ -128,11 +128,11 @@ def _refuse_unsupported(given: dict) -> None:
         )
 
 
-def _unknown(name: str) -> TypeError:
+def _unknown(name: str) -> UsageError:
     known = [f.name for f in fields(GenerationConfig)] + list(EXTRAS)
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return TypeError(
+    return UsageError(
         f"generate() got an unexpected keyword argument {name!r}.{hint} It takes transformers' "
         f"generation keywords ({', '.join(known[:12])}, ...) and seed=."
     )

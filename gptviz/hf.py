@@ -30,8 +30,29 @@ from .errors import UnsupportedModelError as UnsupportedModelError  # re-exporte
 from .hf_families import FAMILIES as FAMILIES  # re-exported, as the translations below
 from .hf_families import SKIP_SUFFIXES, config_from_hf, family_of, hf_config_for, state_dict_from_hf, state_dict_to_hf
 
-
 # ---- reading and writing folders ------------------------------------------------------------------------
+# from_pretrained keywords that say how to load (they go to the model's from_pretrained); every other keyword
+# overrides a config field (AutoConfig takes those)
+DTYPE_KEYWORDS = ("torch_dtype", "dtype")
+LOADING_KEYWORDS = (
+    *DTYPE_KEYWORDS,
+    "gguf_file",
+    "revision",
+    "cache_dir",
+    "force_download",
+    "local_files_only",
+    "token",
+    "subfolder",
+    "trust_remote_code",
+    "use_safetensors",
+    "variant",
+    "proxies",
+    "low_cpu_mem_usage",
+    "attn_implementation",
+    "device_map",
+)
+
+
 def read_pretrained(name_or_dir: str | Path, **hf_kwargs) -> tuple[GPTConfig, dict[str, torch.Tensor], torch.dtype]:
     """(GPTConfig, gptviz weights, dtype) of a transformers checkpoint: a local folder, or a hub id when online.
 
@@ -53,8 +74,18 @@ def read_pretrained(name_or_dir: str | Path, **hf_kwargs) -> tuple[GPTConfig, di
     if path.is_dir() and "gguf_file" not in hf_kwargs:  # a GGUF file carries its config inside
         _check_folder(path)
     target = str(path) if path.is_dir() else str(name_or_dir)
+    for key in ("output_attentions", "output_hidden_states", "return_dict"):
+        if key in hf_kwargs:
+            raise UsageError(
+                f"gptviz models take {key} per call, not at load time: model(ids, {key}=...) (e.g. "
+                "model(ids, output_attentions=True).attentions); a plain model(ids) stays the logits tensor"
+            )
+    # with config= given, transformers hands every other keyword to the model's __init__: only loading options go
+    load_kwargs = {k: v for k, v in hf_kwargs.items() if k in LOADING_KEYWORDS}
     try:
-        hf_config = AutoConfig.from_pretrained(target, **{k: v for k, v in hf_kwargs.items() if k != "torch_dtype"})
+        hf_config = AutoConfig.from_pretrained(
+            target, **{k: v for k, v in hf_kwargs.items() if k not in DTYPE_KEYWORDS}
+        )
     except Exception as e:  # OSError offline, ValueError for an unknown model_type, JSON errors, ...
         raise PretrainedError(
             f"could not read a transformers config from {str(name_or_dir)!r}: {e}\nOffline, pass a local "
@@ -64,15 +95,29 @@ def read_pretrained(name_or_dir: str | Path, **hf_kwargs) -> tuple[GPTConfig, di
     config = config_from_hf(hf_config)  # refuses unsupported settings before loading any weight
     family = hf_config.model_type
     try:
-        hf = AutoModelForCausalLM.from_pretrained(target, config=hf_config, **hf_kwargs)
+        hf = AutoModelForCausalLM.from_pretrained(target, config=hf_config, **load_kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        overrides = sorted(set(hf_kwargs) - set(load_kwargs) - {"gguf_file"})
+        if isinstance(e, (TypeError, ValueError)) and set(load_kwargs) - {"gguf_file"}:
+            raise UsageError(f"transformers refused the loading options {sorted(load_kwargs)}: {e}") from e
+        if overrides:
+            raise UsageError(
+                f"the config overrides {overrides} do not fit this checkpoint's weights ({type(e).__name__}: {e}); "
+                "load it without them"
+            ) from e
+        raise PretrainedError(_damaged(name_or_dir, e)) from e
     except Exception as e:  # safetensors' header errors on a truncated file, OSError for a missing one, ...
-        raise PretrainedError(
-            f"could not load the weights of {str(name_or_dir)!r} ({type(e).__name__}: {e}). The weights file is "
-            "damaged, truncated or missing: copy the folder again, or write it again with save_pretrained"
-        ) from e
+        raise PretrainedError(_damaged(name_or_dir, e)) from e
     dtype = next(hf.parameters()).dtype
     weights = state_dict_from_hf(hf.state_dict(), config, family)
     return config, weights, dtype
+
+
+def _damaged(name_or_dir, e: Exception) -> str:
+    return (
+        f"could not load the weights of {str(name_or_dir)!r} ({type(e).__name__}: {e}). The weights file is "
+        "damaged, truncated or missing: copy the folder again, or write it again with save_pretrained"
+    )
 
 
 def _check_folder(path: Path) -> None:

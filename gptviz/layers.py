@@ -99,6 +99,7 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
+        self.limit = max_len  # a cache may grow up to this many positions (model(..., use_cache=True) sets it)
         self.pos = 0
 
     @property
@@ -108,6 +109,8 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store new (B, nkv, T, hs) keys/values; return all keys/values so far, (B, nkv, Tk, hs)."""
         end = self.pos + k.shape[2]
+        if end > self.max_len and end <= self.limit:
+            self._grow(min(self.limit, max(end, 2 * self.max_len)))
         if end > self.max_len:
             raise ValueError(
                 f"KV cache holds {self.max_len} positions; cannot add {k.shape[2]} at {self.pos}. "
@@ -117,8 +120,22 @@ class KVCache:
         self.v[layer, :, :, self.pos : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    def _grow(self, max_len: int) -> None:
+        """Room for `max_len` positions, the filled ones copied (every layer's, before the first layer writes)."""
+        L, B, nkv, _, hs = self.k.shape
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = old.new_zeros((L, B, nkv, max_len, hs))
+            new[:, :, :, : self.pos] = old[:, :, :, : self.pos]
+            setattr(self, name, new)
+        self.max_len = max_len
+
     def advance(self, n: int) -> None:
         self.pos += n
+
+    def get_seq_length(self, layer: int = 0) -> int:
+        """Positions held (transformers' Cache spelling of `pos`)."""
+        return self.pos
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows `index` (e.g. the beams that survived a beam-search step)."""

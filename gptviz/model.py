@@ -28,6 +28,7 @@ from .errors import InputError, UsageError
 from .generation import GenerationConfig
 from .hooks import HookPoint, hook_points
 from .layers import KVCache, LayerNorm, RMSNorm, apply_rotary, rotary_tables, sinusoidal_encoding
+from .outputs import ELSEWHERE, as_logits
 from .weights import WeightViews
 
 __all__ = [
@@ -286,18 +287,32 @@ class GPT(WeightViews, nn.Module):
         attention_mask: torch.Tensor | None = None,
         *,
         idx: torch.Tensor | None = None,
+        **hf_kwargs,
     ) -> torch.Tensor:
         """Ids (B, T) -> logits (B, T, V) for every position. `attention_mask` as in `trunk` (padded batches).
 
-        Accepts transformers' spelling too: `model(input_ids=..., attention_mask=...)`, `model(**tok(texts, ...))`.
+        Accepts transformers' spelling too: `model(input_ids=..., attention_mask=...)`, `model(**tok(texts, ...))`,
+        `model(ids).logits`, and its output keywords (`labels=`, `output_attentions=`, `output_hidden_states=`,
+        `return_dict=`, `use_cache=`, `past_key_values=`), which return a CausalLMOutput (gptviz.outputs).
         """
         if idx is not None:
             if input_ids is not None:
                 raise InputError("pass the ids once: as input_ids (or the first argument), not also as idx")
             input_ids = idx
+        if not isinstance(input_ids, torch.Tensor) and hasattr(input_ids, "keys") and "input_ids" in input_ids:
+            if attention_mask is None:  # model(tok(text, return_tensors="pt")) without the **
+                attention_mask = input_ids.get("attention_mask")
+            input_ids = input_ids["input_ids"]
         if input_ids is None:
             raise InputError("no token ids given; call model(ids) with a (B, T) integer tensor")
-        return self.hook_logits(self.lm_head(self.trunk(input_ids, kv_cache, attention_mask)))
+        if hf_kwargs:
+            from . import outputs
+
+            outputs.check_keywords(hf_kwargs)
+            if any(k in outputs.TL_KNOWN for k in hf_kwargs):
+                return outputs.tl_forward(self, input_ids, kv_cache, attention_mask, **hf_kwargs)
+            return outputs.forward(self, input_ids, kv_cache, attention_mask, **hf_kwargs)
+        return as_logits(self.hook_logits(self.lm_head(self.trunk(input_ids, kv_cache, attention_mask))))
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
         """Mean cross-entropy of predicting `targets` (B, T) from `idx` (B, T); a scalar tensor."""
@@ -311,10 +326,12 @@ class GPT(WeightViews, nn.Module):
                 if isinstance(idx, torch.Tensor)
                 else type(idx).__name__
             )
-            raise InputError(
-                f"expected token ids as an integer tensor of shape (B, T), got {got}; "
-                "for one sequence use torch.tensor([ids])"
+            hint = (
+                "gptviz models take ids, not text: encode first, model(tok(text, return_tensors='pt')['input_ids'])"
+                if isinstance(idx, str) or (isinstance(idx, (list, tuple)) and idx and isinstance(idx[0], str))
+                else "for one sequence use torch.tensor([ids])"
             )
+            raise InputError(f"expected token ids as an integer tensor of shape (B, T), got {got}; {hint}")
         T = idx.size(1)
         if T == 0:
             raise InputError("got an empty sequence (T=0); give at least one token")
@@ -365,6 +382,29 @@ class GPT(WeightViews, nn.Module):
     @property
     def device(self) -> torch.device:
         return self.wte.weight.device
+
+    @property
+    def cfg(self) -> GPTConfig:
+        """The config under TransformerLens's name; it answers TransformerLens's field names (d_model, n_layers)."""
+        return self.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.wte.weight.dtype
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.wte
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)  # parameters, buffers and submodules live in nn.Module's dicts
+        except AttributeError:
+            if name not in ELSEWHERE:
+                raise
+        raise AttributeError(f"GPT has no {name!r}: {ELSEWHERE[name]}") from None
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

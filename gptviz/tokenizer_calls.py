@@ -314,6 +314,10 @@ class TransformersCalls:
             self._id_to_token(i) for i in as_id_list(ids, self.vocab_size, "convert_ids_to_tokens") if i not in special
         ]
 
+    def tokenize(self, text: str, add_special_tokens: bool = False) -> list[str]:
+        """The vocabulary's spelling of a text's tokens (GPT-2: ``["Hello", "Ġworld"]``), as transformers' tokenize."""
+        return self.convert_ids_to_tokens(self.encode(text, add_special_tokens=add_special_tokens))
+
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
         if isinstance(tokens, str):
             return self._require_id(tokens, "convert_tokens_to_ids")
