@@ -154,8 +154,19 @@ def _ids_and_mask(inputs, input_ids, attention_mask, bos_token_id: int | None, d
                 "bos_token_id to start from it"
             )
         ids = torch.tensor([[bos_token_id]], device=device)
+    if isinstance(ids, str) or (isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], str)):
+        raise InputError(
+            "generate takes ids, not text (gptviz models carry no tokenizer): "
+            "model.generate(tok(text, return_tensors='pt')['input_ids'], ...), or gptviz.generate_steps(model, text, "
+            "tokenizer=tok)"
+        )
     if not isinstance(ids, torch.Tensor):
-        ids = torch.tensor(ids, dtype=torch.long)
+        try:
+            ids = torch.tensor(ids, dtype=torch.long)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise InputError(
+                f"the prompt must be token ids (a list of ints or a (B, T) tensor), got {ids!r:.80}"
+            ) from e
     if ids.dim() == 1:
         ids = ids[None]
     if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):

@@ -24,11 +24,12 @@ from torch import nn
 
 from .block import MLP, Block, CausalSelfAttention, causal_mask, norm_layer
 from .config import ACTIVATIONS, POS_ENCODINGS, GPTConfig
-from .errors import InputError, UsageError
+from .errors import InputError
 from .generation import GenerationConfig
 from .hooks import HookPoint, hook_points
 from .layers import KVCache, LayerNorm, RMSNorm, apply_rotary, rotary_tables, sinusoidal_encoding
 from .outputs import ELSEWHERE, as_logits
+from .tl_calls import TransformerLensCalls
 from .weights import WeightViews
 
 __all__ = [
@@ -119,7 +120,7 @@ def transposed_names(model: nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters(remove_duplicate=False) if id(p) in linear}
 
 
-class GPT(WeightViews, nn.Module):
+class GPT(TransformerLensCalls, WeightViews, nn.Module):
     """Token embeddings (+ learned or sinusoidal positions), L pre-norm blocks, final norm, LM head.
 
     GPT-2 by default: the LM head is tied to the token embedding. GPTConfig chooses the family's parts (RMSNorm,
@@ -465,68 +466,6 @@ class GPT(WeightViews, nn.Module):
         from . import hf
 
         return hf.write_pretrained(self.config, self.state_dict(), directory, **kwargs)
-
-    # ---- TransformerLens's calls (thin; the cache and its analysis are gptviz.cache's) -------------------------
-    def run_with_cache(
-        self,
-        input_ids: torch.Tensor,
-        names_filter=None,
-        attention_mask: torch.Tensor | None = None,
-        *,
-        return_cache_object: bool = True,
-        remove_batch_dim: bool = False,
-        device: str | torch.device | None = None,
-        budget_mb: float | None = 512.0,  # gptviz.hooks.DEFAULT_CAPTURE_BUDGET_MB
-    ):
-        """One forward pass (no grad) -> (logits (B, T, V), ActivationCache), as TransformerLens's run_with_cache.
-
-        `names_filter`: None (every hook point), a name or glob, a list of them, or a function name -> bool.
-        `device`: where the cache lives (default: the model's). `return_cache_object=False` gives a plain dict.
-        The capture's memory is checked against `budget_mb` before anything is stored (see gptviz.capture).
-        """
-        from .cache import ActivationCache, select_hooks
-        from .hooks import capture
-
-        names = select_hooks(self, names_filter)
-        to_cpu = device is not None and torch.device(device).type == "cpu"
-        with torch.no_grad(), capture(self, names, to_cpu=to_cpu, budget_mb=budget_mb) as cap:
-            logits = self(input_ids, attention_mask=attention_mask)
-        cache = ActivationCache.from_capture(cap, self)
-        if device is not None and not to_cpu:
-            cache.to(device)
-        if remove_batch_dim:
-            cache.remove_batch_dim()
-        return logits, (cache if return_cache_object else dict(cache.items()))
-
-    def run_with_hooks(
-        self,
-        input_ids: torch.Tensor,
-        fwd_hooks=(),
-        attention_mask: torch.Tensor | None = None,
-        reset_hooks_end: bool = True,
-    ) -> torch.Tensor:
-        """Logits (B, T, V) of one forward pass with `fwd_hooks` = [(name_or_filter, fn), ...] attached.
-
-        `name_or_filter`: a hook name, a glob, or a function name -> bool; `fn(activation, hook)` returns None or
-        a replacement of the same shape. Hooks on one point run in list order and are all removed afterwards.
-        """
-        if not reset_hooks_end:
-            raise InputError(
-                "gptviz never leaves hooks attached after a call (hooks are global state on the model); to keep "
-                "them for several forward passes, run them inside `with gptviz.hooks(model, {name: fn}):`"
-            )
-        from contextlib import ExitStack
-
-        from .cache import select_hooks
-        from .hooks import hooks
-
-        with ExitStack() as stack:
-            for i, entry in enumerate(fwd_hooks):
-                if not isinstance(entry, (tuple, list)) or len(entry) != 2 or entry[0] is None:
-                    raise UsageError(f"fwd_hooks[{i}] must be a pair (hook name or filter function, fn), got {entry!r}")
-                where, fn = entry
-                stack.enter_context(hooks(self, dict.fromkeys(select_hooks(self, where), fn)))
-            return self(input_ids, attention_mask=attention_mask)
 
 
 def default_device() -> str:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from conftest import save_random_hf_gpt2
 
 from gptviz import GPT, GPTConfig, GptvizError
+from gptviz import hooks as gptviz_hooks
 from gptviz.outputs import CausalLMOutput, Logits
 from gptviz.tokenizers import gpt2_bpe_files
 
@@ -317,3 +318,52 @@ def test_config_and_model_answer_transformers_and_transformer_lens_names(tiny_mo
     with pytest.raises(AttributeError, match="model.blocks"):
         _ = tiny_model.transformer.h
     assert not hasattr(tiny_model, "model")
+
+
+def test_hooks_added_stay_until_reset_as_in_transformer_lens(tiny_model):
+    x = torch.randint(0, 97, (1, 6))
+    seen = []
+
+    def ablate(z, hook):  # head 0 of layer 0 writes nothing
+        z[:, :, 0] = 0.0
+        return z
+
+    def close(a, b):
+        return torch.allclose(a, b, atol=1e-5)
+
+    with torch.no_grad():
+        plain = tiny_model(x).clone()
+        with gptviz_hooks(tiny_model, {"blocks.0.attn.hook_z": ablate}):
+            ablated = tiny_model(x).clone()
+        assert not close(ablated, plain)
+
+        tiny_model.add_hook("blocks.0.attn.hook_z", ablate)
+        tiny_model.add_hook(lambda name: name.endswith("hook_pattern"), lambda p, hook: seen.append(hook.name))
+        tiny_model.add_hook("hook_embed", lambda e, hook: seen.append("permanent"), is_permanent=True)
+        assert close(tiny_model(x), ablated) and seen == [
+            "permanent",
+            *[f"blocks.{i}.attn.hook_pattern" for i in (0, 1)],
+        ]
+        assert tiny_model(x, return_type="loss").shape == ()  # forward keywords work with hooks attached
+        tiny_model.reset_hooks()  # the permanent one stays
+        assert torch.equal(tiny_model(x), plain) and seen.count("permanent") == 3 and len(seen) == 7
+        tiny_model.reset_hooks(including_permanent=True)
+        assert all(not p.fns for p in tiny_model.hook_dict.values())
+
+        loss = tiny_model.run_with_hooks(x, return_type="loss", fwd_hooks=[("blocks.0.attn.hook_z", ablate)])
+        assert close(loss, F.cross_entropy(ablated[0, :-1], x[0, 1:]))
+        assert torch.equal(tiny_model(x), plain)  # removed after the call
+        tiny_model.run_with_hooks(x, fwd_hooks=[("blocks.0.attn.hook_z", ablate)], reset_hooks_end=False)
+        assert close(tiny_model(x), ablated)  # kept until reset_hooks
+        tiny_model.reset_hooks()
+        assert torch.equal(tiny_model(x), plain)
+        with tiny_model.hooks(fwd_hooks=[("blocks.0.attn.hook_z", ablate)]):
+            assert close(tiny_model(x), ablated)
+        assert torch.equal(tiny_model(x), plain)
+        loss, cache = tiny_model.run_with_cache(x, return_type="loss")
+        assert loss.shape == () and "blocks.0.attn.hook_pattern" in cache
+    with pytest.raises(GptvizError, match="no backward hooks"):
+        tiny_model.add_hook("hook_embed", lambda e, hook: None, dir="bwd")
+    with pytest.raises(GptvizError, match="must be a function"):
+        tiny_model.add_hook("hook_embed", "not a function")
+    assert all(not p.fns for p in tiny_model.hook_dict.values())
