@@ -27,7 +27,7 @@ import torch
 from . import checkpoint
 from .errors import InputError, MissingFileError, PretrainedError
 from .model import GPT
-from .tokenizers import PretrainedTokenizer, Tokenizer
+from .tokenizers import GPT2Tokenizer, PretrainedTokenizer, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -145,16 +145,36 @@ def load_transformers(
     from transformers import AutoTokenizer
 
     model = GPT.from_pretrained(name_or_dir, **hf_kwargs)
+    folder = Path(name_or_dir).expanduser()
+    missing = folder.is_dir() and not any((folder / f).is_file() for f in _TOKENIZER_FILES)
+    if missing and model.config.vocab_size == 50257:  # GPT-2's vocabulary
+        warnings.warn(
+            f"{folder} has no tokenizer files; using GPT-2's tokenizer, which its 50257-token vocabulary implies "
+            "(save the model's own with tokenizer.save_pretrained(folder) to silence this)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return checkpoint.to_device(model, device), GPT2Tokenizer()
+    no_tokenizer = (
+        f"loaded the model from {str(name_or_dir)!r} but not its tokenizer; the folder needs tokenizer.json "
+        "(save it with tokenizer.save_pretrained(folder))"
+    )
+    if missing:  # transformers 5 would build an empty tokenizer here, which encodes every text to nothing
+        raise PretrainedError(no_tokenizer)
     try:
         tok = PretrainedTokenizer.from_transformers(AutoTokenizer.from_pretrained(str(name_or_dir)))
     except Exception as e:  # transformers: OSError (no files), ValueError, or the tokenizers library's own errors
+        raise PretrainedError(f"{no_tokenizer} ({type(e).__name__}: {e})") from e
+    if tok.vocab_size < 2 or tok.vocab_size > model.config.vocab_size:
         raise PretrainedError(
-            f"loaded the model from {str(name_or_dir)!r} but not its tokenizer ({type(e).__name__}: {e}); the "
-            "folder needs tokenizer.json (save it with tokenizer.save_pretrained(folder))"
-        ) from e
+            f"{no_tokenizer}: the tokenizer found there has {tok.vocab_size} tokens, the model "
+            f"{model.config.vocab_size}"
+        )
     return checkpoint.to_device(model, device), tok
 
 
+# files one of which a transformers folder holds when it has a tokenizer
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "tokenizer_config.json", "vocab.txt")
 _HUB_GPT2 = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
 
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import GptvizError, InputError, MissingFileError
+from .errors import GptvizError, InputError, MissingFileError, PathExistsError
 from .tokenizer_args import as_id_list as _as_id_list
 from .tokenizer_args import check_unicode
 from .tokenizer_base import Tokenizer, display_bytes
@@ -56,6 +56,35 @@ class _ByteLevelTokenizer(Tokenizer):
         added = hf_tokenizer.get_added_tokens_decoder()
         self._special = {i: t.content for i, t in added.items()}  # shown as themselves by tokens()
         self._special_ids = {i for i, t in added.items() if t.special}  # dropped by skip_special_tokens
+
+    def save_pretrained(self, directory: str | os.PathLike, **_ignored: Any) -> tuple[str, str]:
+        """Write the folder transformers reads (``AutoTokenizer.from_pretrained(directory)``; ``gptviz.load``
+        of a folder that ``model.save_pretrained`` wrote there too): ``tokenizer.json`` in the tokenizers library's
+        format and ``tokenizer_config.json`` with the special tokens, padding side and chat template."""
+        import json
+
+        from .files import write_atomic
+
+        folder = Path(directory).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise PathExistsError(f"{folder} is a file; save_pretrained writes into a folder. Choose another path.")
+        _refuse_a_gptviz_checkpoint(folder)
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            "padding_side": self.padding_side,
+            "clean_up_tokenization_spaces": False,
+        }
+        if self._pad_id is not None:
+            config["pad_token"] = self.pad_token
+        if self.model_max_length is not None:
+            config["model_max_length"] = self.model_max_length
+        if getattr(self, "chat_template", None):
+            config["chat_template"] = self.chat_template
+        tokenizer_file = write_atomic(folder / "tokenizer.json", self._tk.to_str())
+        config_file = write_atomic(folder / "tokenizer_config.json", json.dumps(config, ensure_ascii=False, indent=2))
+        return str(tokenizer_file), str(config_file)
 
     def _encode_texts(self, texts: list[str], add_special_tokens: bool, max_length: int | None) -> list[list[int]]:
         """Ids of each text; a batch is one call into the Rust library (parallel, fast for thousands of texts).
@@ -237,6 +266,22 @@ def _gpt2_hf_tokenizer() -> Any:
             )
         _GPT2_CACHE["tk"] = tk
     return _GPT2_CACHE["tk"]
+
+
+def _refuse_a_gptviz_checkpoint(folder: Path) -> None:
+    """A gptviz checkpoint keeps its own tokenizer.json (another format): never write transformers' over it."""
+    import json
+
+    for name in ("tokenizer.json", "config.json"):
+        try:
+            info = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and ("format_version" in info or "kind" in info):
+            raise PathExistsError(
+                f"{folder} holds a gptviz checkpoint, whose tokenizer.json is gptviz's own; save_pretrained would "
+                "replace it with transformers' format. Choose another folder (gptviz.save keeps the checkpoint's)."
+            )
 
 
 class GPT2Tokenizer(_ByteLevelTokenizer):

@@ -123,6 +123,7 @@ class TransformersCalls:
     def __call__(
         self,
         text: str | list[str],
+        text_pair: Any = None,
         *,
         add_special_tokens: bool = True,
         padding: bool | str = False,
@@ -141,6 +142,11 @@ class TransformersCalls:
         generation needs) with ``tok.pad_token_id``; padded positions have attention_mask 0.
         """
         where = f"{type(self).__name__}(...)"
+        if text_pair is not None:
+            raise InputError(
+                f"{where}: text pairs are not supported (a GPT reads one stream of text); join them yourself, "
+                "e.g. tok(question + ' ' + answer)"
+            )
         check_keywords(where, kwargs, CALL_KEYWORDS)
         options = {
             "add_special_tokens": add_special_tokens,
@@ -317,6 +323,102 @@ class TransformersCalls:
     def tokenize(self, text: str, add_special_tokens: bool = False) -> list[str]:
         """The vocabulary's spelling of a text's tokens (GPT-2: ``["Hello", "Ġworld"]``), as transformers' tokenize."""
         return self.convert_ids_to_tokens(self.encode(text, add_special_tokens=add_special_tokens))
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """The text that vocabulary tokens spell (``["Hello", "Ġworld"]`` -> ``"Hello world"``)."""
+        ids = self.convert_tokens_to_ids([tokens] if isinstance(tokens, str) else tokens)
+        return self._decode_ids(ids)
+
+    def get_vocab(self) -> dict[str, int]:
+        """Every vocabulary token's spelling -> its id."""
+        return {self._id_to_token(i): i for i in range(self.vocab_size)}
+
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        """The special tokens this tokenizer has, by role (``{"eos_token": "<|endoftext|>", ...}``)."""
+        roles = {"bos_token": self.bos_token, "eos_token": self.eos_token}
+        if self._pad_id is not None:
+            roles["pad_token"] = self.pad_token
+        return {role: token for role, token in roles.items() if token is not None}
+
+    def add_special_tokens(self, special_tokens_dict: dict, replace_additional_special_tokens: bool = True) -> int:
+        """Give a role (``pad_token``, ``eos_token``, ``bos_token``) to a token the vocabulary already has, as
+        transformers does; returns 0, the number of tokens added. A new token is refused: it would need new rows
+        in the model's embedding, which gptviz does not grow."""
+        where = f"{type(self).__name__}.add_special_tokens"
+        if not isinstance(special_tokens_dict, dict):
+            raise InputError(
+                f"{where} takes a dict such as {{'pad_token': tok.eos_token}}, got {special_tokens_dict!r}"
+            )
+        for role, token in special_tokens_dict.items():
+            if role not in ("pad_token", "eos_token", "bos_token"):
+                raise InputError(
+                    f"{where}: {role!r} is not supported; gptviz tokenizers have pad_token, eos_token and bos_token"
+                )
+            token = getattr(token, "content", token)  # transformers' AddedToken
+            if not isinstance(token, str) or self._token_to_id(token) is None:
+                raise InputError(
+                    f"{where}: {token!r} is not in the vocabulary, and gptviz does not add tokens (the model's "
+                    f"embedding would need a new row). Give the role to a token it has, e.g. "
+                    f"tok.add_special_tokens({{{role!r}: tok.eos_token}}), or tok.{role} = tok.eos_token"
+                )
+        for role, token in special_tokens_dict.items():
+            setattr(self, role, getattr(token, "content", token))
+        return 0
+
+    def add_tokens(self, new_tokens: Any, special_tokens: bool = False) -> int:
+        raise InputError(
+            f"{type(self).__name__}.add_tokens: gptviz does not add tokens to a vocabulary (the model's embedding "
+            "would need new rows); a char tokenizer built from text that holds them has them"
+        )
+
+    def save_pretrained(self, directory: Any, **_ignored: Any) -> Any:
+        raise InputError(
+            f"{type(self).__name__} has no transformers format (a character vocabulary is gptviz's own); save it "
+            "with tok.save(folder), or the model and tokenizer together with gptviz.save(folder, model, tok)"
+        )
+
+    def apply_chat_template(
+        self,
+        conversation: list,
+        add_generation_prompt: bool = False,
+        tokenize: bool = True,
+        padding: bool | str = False,
+        truncation: bool = False,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> Any:
+        """transformers' chat call: the template applied to one conversation (a list of {"role", "content"}) or a
+        list of them. ``tokenize=False``: the prompt text(s); else the encoding (special tokens come from the
+        template, none are added), a ``BatchEncoding`` (``return_dict=True``, transformers 5's default) or the ids."""
+        where = f"{type(self).__name__}.apply_chat_template"
+        for name, value in kwargs.items():
+            if value not in (None, False, {}, []):
+                raise InputError(
+                    f"{where}: {name}={value!r} is not supported (the template gets messages and "
+                    "add_generation_prompt only); leave it out"
+                )
+        chat = getattr(self, "chat", None)
+        if chat is None or not getattr(self, "chat_template", None):
+            raise InputError(f"{where}: this tokenizer has no chat template; write the prompt text yourself")
+        batched = isinstance(conversation, (list, tuple)) and bool(conversation) and isinstance(conversation[0], list)
+        texts = [
+            chat(c, add_generation_prompt=add_generation_prompt) for c in (conversation if batched else [conversation])
+        ]
+        if not tokenize:
+            return texts if batched else texts[0]
+        options = {
+            "add_special_tokens": False,
+            "padding": padding,
+            "truncation": truncation or None,
+            "max_length": max_length,
+            "pad_to_multiple_of": None,
+            "padding_side": None,
+        }
+        out = self._call(where, texts if batched else texts[0], options, return_tensors, True)
+        return out if return_dict else out["input_ids"]
 
     def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
         if isinstance(tokens, str):

@@ -65,6 +65,13 @@ def test_tokenizer_and_chat_template_match_transformers(smol, reference):
     theirs = hf_tok.apply_chat_template(FRANCE, add_generation_prompt=True, tokenize=True)
     theirs = theirs["input_ids"] if isinstance(theirs, dict) or hasattr(theirs, "keys") else theirs
     assert ours == list(theirs)
+    # transformers' own call, on gptviz's tokenizer: the same text, ids and tensors
+    for kw in ({}, {"add_generation_prompt": True}):
+        assert tok.apply_chat_template(FRANCE, tokenize=False, **kw) == hf_tok.apply_chat_template(
+            FRANCE, tokenize=False, **kw
+        )
+        a = tok.apply_chat_template(FRANCE, return_tensors="pt", **kw)["input_ids"]
+        assert torch.equal(a, hf_tok.apply_chat_template(FRANCE, return_tensors="pt", **kw)["input_ids"])
 
 
 def test_logits_and_patterns_match_transformers(smol, reference):
