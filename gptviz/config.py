@@ -47,6 +47,22 @@ _ALIASES = {
 }
 
 
+_TOKEN_IDS = (
+    "gptviz keeps them on model.generation_config (e.g. model.generation_config.eos_token_id) and the tokenizer"
+)
+# transformers config fields that gptviz keeps somewhere else
+_KEPT_ELSEWHERE = {
+    "eos_token_id": _TOKEN_IDS + " (tok.eos_token_id)",
+    "bos_token_id": _TOKEN_IDS + " (tok.bos_token_id)",
+    "pad_token_id": _TOKEN_IDS + " (tok.pad_token_id)",
+    "use_cache": "a KV cache is asked for per call: model(ids, use_cache=True), model.generate(..., use_cache=...)",
+    "output_attentions": "asked for per call: model(ids, output_attentions=True)",
+    "output_hidden_states": "asked for per call: model(ids, output_hidden_states=True)",
+    "model_type": "gptviz.hf.family_of(model.config) names the family ('gpt2', 'llama', 'qwen2', 'gpt_neox')",
+    "torch_dtype": "the model says it: model.dtype",
+}
+
+
 @dataclass
 class GPTConfig(DictConfig):
     vocab_size: int = 50257  # GPT-2's BPE; a char model has ~65-100
@@ -135,6 +151,8 @@ class GPTConfig(DictConfig):
             return getattr(self, target)
         if name.startswith("__"):
             raise AttributeError(name)
+        if name in _KEPT_ELSEWHERE:
+            raise AttributeError(f"GPTConfig has no {name!r}: {_KEPT_ELSEWHERE[name]}")
         known = [f for f in type(self).__dataclass_fields__] + list(_ALIASES)
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         hint = (

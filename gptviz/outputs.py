@@ -158,6 +158,10 @@ ELSEWHERE = {
     "to_str_tokens": _NO_TOKENIZER + " (tok.tokens(ids), or tok.convert_ids_to_tokens(ids))",
     "to_string": _NO_TOKENIZER + " (tok.decode(ids))",
     "to_single_token": _NO_TOKENIZER + " (tok.encode(text) gives the ids)",
+    "resize_token_embeddings": "gptviz does not grow a vocabulary; give an existing token the role you need "
+    "(tok.pad_token = tok.eos_token)",
+    "gradient_checkpointing_enable": "not implemented; lower the batch size or block_size to save memory",
+    "push_to_hub": "gptviz works offline: model.save_pretrained(folder) and tok.save_pretrained(folder)",
 }
 
 

@@ -314,6 +314,10 @@ def test_config_and_model_answer_transformers_and_transformer_lens_names(tiny_mo
     with pytest.raises(AttributeError, match="did you mean 'n_embd'"):
         _ = c.n_emb
     assert not hasattr(c, "no_such_field")
+    with pytest.raises(AttributeError, match="model.generation_config"):
+        _ = c.eos_token_id
+    with pytest.raises(AttributeError, match="does not grow a vocabulary"):
+        tiny_model.resize_token_embeddings(200)
     assert tiny_model.dtype == torch.float32 and tiny_model.get_output_embeddings() is tiny_model.lm_head
     with pytest.raises(AttributeError, match="model.blocks"):
         _ = tiny_model.transformer.h
