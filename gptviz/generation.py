@@ -169,6 +169,11 @@ def _ids_and_mask(inputs, input_ids, attention_mask, bos_token_id: int | None, d
             ) from e
     if ids.dim() == 1:
         ids = ids[None]
+    if ids.dim() != 2:
+        raise InputError(
+            f"the prompt must be ids of shape (B, T) or (T,), got shape {tuple(ids.shape)}; "
+            "e.g. tok(texts, return_tensors='pt', padding=True)['input_ids']"
+        )
     if attention_mask is not None and not isinstance(attention_mask, torch.Tensor):
         attention_mask = torch.tensor(attention_mask)
     if attention_mask is not None and attention_mask.dim() == 1:

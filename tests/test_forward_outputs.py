@@ -294,6 +294,10 @@ def test_what_the_forward_does_not_take_is_refused_with_the_fix(tiny_model):
         tiny_model(torch.randint(0, 97, (2, 1)), cache=tiny_model(x, use_cache=True).cache)
     with pytest.raises(GptvizError, match="encode first"):
         tiny_model("Hello world")
+    with pytest.raises(GptvizError, match="takes ids, not text"):
+        tiny_model.generate("Hello world", max_new_tokens=2)
+    with pytest.raises(GptvizError, match=r"got shape \(1, 1, 5\)"):
+        tiny_model.generate(x[None], max_new_tokens=2)
     assert tiny_model(x, logits_to_keep=1).logits.shape == (1, 1, 97)
 
 
