@@ -78,6 +78,26 @@ class GenerationConfig:
         return cls(**{k: v for k, v in d.items() if k in mine and v is not None})  # None: "unset", our default
 
 
+def drop_ids_outside(config: GenerationConfig, vocab_size: int, where: str) -> None:
+    """Unset the special-token ids of a checkpoint's generation defaults that are not ids of its vocabulary (GPT2Config
+    writes 50256 into every small test model's files), with a warning, instead of failing every generate later."""
+    dropped = []
+    for name in ("eos_token_id", "bos_token_id", "pad_token_id"):
+        value = getattr(config, name)
+        ids = value if isinstance(value, list) else [value]
+        kept = [i for i in ids if isinstance(i, int) and 0 <= i < vocab_size]
+        if value is not None and len(kept) != len(ids):
+            dropped.append(f"{name}={value}")
+            setattr(config, name, (kept or None) if isinstance(value, list) else None)
+    if dropped:
+        warnings.warn(
+            f"{where}: the generation defaults name ids outside the {vocab_size}-token vocabulary "
+            f"({', '.join(dropped)}); they are left unset (pass eos_token_id= to generate to stop at a token)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 # transformers keywords gptviz knows but does not implement: what to do instead
 UNSUPPORTED = {
     "typical_p": "typical sampling is not implemented; use top_p",

@@ -21,7 +21,18 @@ from .errors import UnsupportedModelError
 FAMILIES = ("gpt2", "llama", "qwen2", "gpt_neox")
 # GPT-2's Conv1D layers store their weight transposed relative to nn.Linear.
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-_GPT2_ACTIVATIONS = {"gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
+# transformers' GPT-2 activation_function -> gptviz activation ("gelu" is the erf form, gelu_new / gelu_fast /
+# gelu_pytorch_tanh the tanh approximation written three ways, equal within float rounding)
+_GPT2_ACTIVATIONS = {
+    "gelu_new": "gelu",
+    "gelu_pytorch_tanh": "gelu",
+    "gelu_fast": "gelu",
+    "gelu": "gelu_exact",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
+_GPT2_ACTIVATION_NAMES = {"gelu": "gelu_new", "gelu_exact": "gelu", "relu": "relu", "silu": "silu"}  # and back
 _NEOX_ACTIVATIONS = {"gelu": "gelu_exact", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
 
 
@@ -71,8 +82,6 @@ def _gpt2_config(c) -> GPTConfig:
     problems = []
     if act is None:
         problems.append(f"activation_function={c.activation_function!r} (supported: {sorted(_GPT2_ACTIVATIONS)})")
-    if c.n_inner not in (None, 4 * c.n_embd):
-        problems.append(f"n_inner={c.n_inner} (gptviz's GPT-2 uses 4 * n_embd)")
     for flag, ok in (
         ("scale_attn_weights", True),
         ("scale_attn_by_inverse_layer_idx", False),
@@ -91,7 +100,9 @@ def _gpt2_config(c) -> GPTConfig:
         bias=True,
         pos_encoding="learned",
         activation=act,
+        n_inner=None if c.n_inner in (None, 4 * c.n_embd) else c.n_inner,
         layer_norm_epsilon=c.layer_norm_epsilon,
+        tie_embeddings=bool(getattr(c, "tie_word_embeddings", True)),  # GPT2Config ties by default; False is allowed
     )
 
 
@@ -180,11 +191,9 @@ def family_of(config: GPTConfig) -> str:
                 ),
                 (not c.mlp, "mlp=False (GPT-2 blocks have an MLP)"),
                 (not c.layer_norm, "layer_norm=False (GPT-2 has LayerNorms)"),
-                (not c.tie_embeddings, "tie_embeddings=False (GPT-2's LM head is its token embedding)"),
                 (c.kv_heads != c.n_head, "grouped-query attention"),
                 (c.head_dim is not None, "head_dim set apart"),
-                (c.mlp_width != 4 * c.n_embd, "n_inner other than 4 * n_embd"),
-                (c.activation not in ("gelu", "relu"), f"activation={c.activation!r}"),
+                (c.activation not in _GPT2_ACTIVATION_NAMES, f"activation={c.activation!r}"),
                 (c.parallel_residual, "parallel_residual=True"),
             )
             if bad
@@ -236,7 +245,9 @@ def hf_config_for(config: GPTConfig, eos_token_id: int | None = None, bos_token_
             n_embd=c.n_embd,
             n_layer=c.n_layer,
             n_head=c.n_head,
-            activation_function="gelu_new" if c.activation == "gelu" else "relu",
+            activation_function=_GPT2_ACTIVATION_NAMES[c.activation],
+            n_inner=None if c.mlp_width == 4 * c.n_embd else c.mlp_width,
+            tie_word_embeddings=c.tie_embeddings,
             resid_pdrop=c.dropout,
             embd_pdrop=c.dropout,
             attn_pdrop=c.dropout,

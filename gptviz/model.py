@@ -25,7 +25,7 @@ from torch import nn
 from .block import MLP, Block, CausalSelfAttention, causal_mask, norm_layer
 from .config import ACTIVATIONS, POS_ENCODINGS, GPTConfig
 from .errors import InputError
-from .generation import GenerationConfig
+from .generation import GenerationConfig, drop_ids_outside
 from .hooks import HookPoint, hook_points
 from .layers import KVCache, LayerNorm, RMSNorm, apply_rotary, rotary_tables, sinusoidal_encoding
 from .outputs import ELSEWHERE, as_logits
@@ -459,6 +459,7 @@ class GPT(TransformerLensCalls, WeightViews, nn.Module):
             model.generation_config = GenerationConfig.from_transformers(
                 hf.read_generation_config(name_or_dir), strict=False
             )
+            drop_ids_outside(model.generation_config, config.vocab_size, str(name_or_dir))
         return model.to(dtype).eval()
 
     def save_pretrained(self, directory: str | Path, **kwargs) -> Path:
