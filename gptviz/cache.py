@@ -379,6 +379,16 @@ class ActivationCache(Capture):
             stack = self.apply_ln_to_stack(stack, layer, pos_slice=pos_slice)
         return (stack, labels) if return_labels else stack
 
+    def compute_head_results(self) -> None:
+        """Put every head's output, `blocks.L.attn.hook_result` (B, T, nh, C), into the cache where it is missing,
+        from hook_z and W_O (TransformerLens's call; gptviz records hook_result itself when something listens)."""
+        self._need_model()
+        for layer in range(self.n_layer):
+            name = f"blocks.{layer}.attn.hook_result"
+            if name not in self._store:
+                self._store[name] = [self._head_results(layer)]
+                self.names = [*self.names, name]
+
     def _head_results(self, layer: int) -> torch.Tensor:
         """(B, T, nh, C): blocks.{layer}.attn.hook_result, or z @ W_O per head."""
         name, z_name = f"blocks.{layer}.attn.hook_result", f"blocks.{layer}.attn.hook_z"

@@ -120,6 +120,21 @@ class TransformerLensCalls:
         kept = [] if including_permanent else [h for h in self._added() if h[2]]
         self._detach([h for h in self._added() if h not in kept])
 
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        """Accepted for TransformerLens's habit and changes nothing: gptviz computes `attn.hook_result` whenever a
+        hook or a cache listens to it, and never otherwise."""
+        if not isinstance(use_attn_result, bool):
+            raise InputError(f"set_use_attn_result takes True or False, got {use_attn_result!r}")
+
+    def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
+        _no_input_hooks("set_use_split_qkv_input", "hook_q_input / hook_k_input / hook_v_input")
+
+    def set_use_attn_in(self, use_attn_in: bool) -> None:
+        _no_input_hooks("set_use_attn_in", "hook_attn_in")
+
+    def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
+        _no_input_hooks("set_use_hook_mlp_in", "hook_mlp_in")
+
     # ---- bookkeeping ------------------------------------------------------------------------------------------
     def _added(self) -> list[tuple[HookPoint, object, bool]]:
         return self.__dict__.setdefault("_added_hooks", [])
@@ -155,3 +170,11 @@ class TransformerLensCalls:
                 if mine[i][0] is point and mine[i][1] is listener:
                     del mine[i]
                     break
+
+
+def _no_input_hooks(call: str, names: str) -> None:
+    raise UsageError(
+        f"{call}: gptviz has no {names} hook points. What they carry is the residual stream entering the layer, "
+        "the same for every head: patch blocks.L.hook_resid_pre (attention's input) or blocks.L.hook_resid_mid "
+        "(the MLP's), or blocks.L.ln1.hook_normalized / ln2.hook_normalized after the norm"
+    )

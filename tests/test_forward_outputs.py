@@ -375,3 +375,18 @@ def test_hooks_added_stay_until_reset_as_in_transformer_lens(tiny_model):
     with pytest.raises(GptvizError, match="must be a function"):
         tiny_model.add_hook("hook_embed", "not a function")
     assert all(not p.fns for p in tiny_model.hook_dict.values())
+
+
+def test_transformer_lens_switches_and_compute_head_results(tiny_model):
+    x = torch.randint(0, 97, (2, 6))
+    tiny_model.set_use_attn_result(True)  # accepted, changes nothing: hook_result is computed when listened to
+    for call in ("set_use_hook_mlp_in", "set_use_attn_in", "set_use_split_qkv_input"):
+        with pytest.raises(GptvizError, match="hook_resid_pre"):
+            getattr(tiny_model, call)(True)
+    _, with_z = tiny_model.run_with_cache(x, names_filter="blocks.*.attn.hook_z")
+    _, with_result = tiny_model.run_with_cache(x, names_filter="blocks.*.attn.hook_result")
+    assert "blocks.0.attn.hook_result" not in with_z
+    with_z.compute_head_results()
+    for layer in range(tiny_model.config.n_layer):
+        a, b = with_z["result", layer], with_result["result", layer]
+        assert a.shape == (2, 6, 4, 32) and torch.allclose(a, b, atol=1e-5)
