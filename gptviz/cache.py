@@ -386,10 +386,10 @@ class ActivationCache(Capture):
         for layer in range(self.n_layer):
             name = f"blocks.{layer}.attn.hook_result"
             if name not in self._store:
-                self._store[name] = [self._head_results(layer)]
+                self._store[name] = [self._head_results(layer, "compute_head_results")]
                 self.names = [*self.names, name]
 
-    def _head_results(self, layer: int) -> torch.Tensor:
+    def _head_results(self, layer: int, caller: str = "stack_head_results") -> torch.Tensor:
         """(B, T, nh, C): blocks.{layer}.attn.hook_result, or z @ W_O per head."""
         name, z_name = f"blocks.{layer}.attn.hook_result", f"blocks.{layer}.attn.hook_z"
         if name in self._store:
@@ -401,7 +401,7 @@ class ActivationCache(Capture):
             W_O = W_O.view(W_O.shape[0], nh, hs).to(z.device, z.dtype)  # (C, nh, hs)
             return torch.einsum("...nh,cnh->...nc", z, W_O)  # (B, T, nh, C)
         raise HookNameError(
-            f"stack_head_results needs each head's output: the cache has no {name} (nor {z_name} to compute it "
+            f"{caller} needs each head's output: the cache has no {name} (nor {z_name} to compute it "
             "from). run_with_cache(..., names_filter=...) must include 'blocks.*.attn.hook_result' "
             "(names_filter=None caches every hook point)"
         )

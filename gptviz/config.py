@@ -143,6 +143,16 @@ class GPTConfig(DictConfig):
         if problems:
             raise ConfigError("invalid GPTConfig: " + "; ".join(problems))
 
+    def __setattr__(self, name: str, value) -> None:
+        if name in _ALIASES:
+            raise AttributeError(
+                f"config.{name} is another library's name for GPTConfig.{_ALIASES[name]}, read-only here; set "
+                f"{_ALIASES[name]} on a config before building a model (a built model's sizes are fixed)"
+            )
+        if name in _KEPT_ELSEWHERE:
+            raise AttributeError(f"GPTConfig has no {name!r}: {_KEPT_ELSEWHERE[name]}")
+        object.__setattr__(self, name, value)
+
     def __getattr__(self, name: str):
         """transformers' and TransformerLens's names for the same sizes (read-only): n_positions, hidden_size,
         num_hidden_layers, d_model, n_layers, d_head, d_mlp, ..."""

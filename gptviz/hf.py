@@ -50,6 +50,7 @@ LOADING_KEYWORDS = (
     "low_cpu_mem_usage",
     "attn_implementation",
     "device_map",
+    "ignore_mismatched_sizes",
 )
 
 

@@ -193,7 +193,6 @@ def family_of(config: GPTConfig) -> str:
                 (not c.layer_norm, "layer_norm=False (GPT-2 has LayerNorms)"),
                 (c.kv_heads != c.n_head, "grouped-query attention"),
                 (c.head_dim is not None, "head_dim set apart"),
-                (c.activation not in _GPT2_ACTIVATION_NAMES, f"activation={c.activation!r}"),
                 (c.parallel_residual, "parallel_residual=True"),
             )
             if bad

@@ -31,6 +31,12 @@ import torch.nn.functional as F
 from .errors import InputError, UsageError
 from .layers import KVCache
 
+
+class NoCacheError(InputError, AttributeError):
+    """Reading the KV cache of a call that kept none: an AttributeError too, so hasattr() and getattr(..., None)
+    answer as for any missing attribute."""
+
+
 IGNORE_INDEX = -100  # transformers' label for "no loss here"
 
 _NO_CACHE = (
@@ -55,9 +61,12 @@ class Logits(torch.Tensor):
 
     @property
     def cache(self):
-        raise InputError(_NO_CACHE)
+        raise NoCacheError(_NO_CACHE)
 
     past_key_values = cache
+
+    def __deepcopy__(self, memo):  # torch's own deepcopy cannot rebuild a subclass whose torch_function is off
+        return self.as_subclass(torch.Tensor).__deepcopy__(memo).as_subclass(Logits)
 
     def __repr__(self, **kwargs) -> str:
         return self.as_subclass(torch.Tensor).__repr__(**kwargs)
@@ -94,7 +103,7 @@ class CausalLMOutput:
     @property
     def cache(self) -> KVCache:
         if self._cache is None:
-            raise InputError(_NO_CACHE)
+            raise NoCacheError(_NO_CACHE)
         return self._cache
 
     past_key_values = cache
@@ -258,6 +267,8 @@ def forward(
     if use_cache and cache is None:
         cache = new_growing_cache(model, input_ids)
     keep = _check_logits_to_keep(logits_to_keep)
+    if labels is not None and keep is not None:
+        raise InputError("labels= needs every position's logits for the loss; drop logits_to_keep (or labels)")
     if labels is not None:
         labels = _check_labels(labels, input_ids, model.config.vocab_size)
 

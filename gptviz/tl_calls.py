@@ -117,8 +117,7 @@ class TransformerLensCalls:
     ) -> None:
         """Remove the hooks add_hook attached (and run_with_hooks / hooks() kept with reset_hooks_end=False); the
         permanent ones too with `including_permanent=True`. Hooks of an open `with gptviz.hooks(...)` block stay."""
-        kept = [] if including_permanent else [h for h in self._added() if h[2]]
-        self._detach([h for h in self._added() if h not in kept])
+        self._detach([h for h in self._added() if including_permanent or not h[2]])
 
     def set_use_attn_result(self, use_attn_result: bool) -> None:
         """Accepted for TransformerLens's habit and changes nothing: gptviz computes `attn.hook_result` whenever a
@@ -127,13 +126,16 @@ class TransformerLensCalls:
             raise InputError(f"set_use_attn_result takes True or False, got {use_attn_result!r}")
 
     def set_use_split_qkv_input(self, use_split_qkv_input: bool) -> None:
-        _no_input_hooks("set_use_split_qkv_input", "hook_q_input / hook_k_input / hook_v_input")
+        if use_split_qkv_input:  # off is what gptviz always is
+            _no_input_hooks("set_use_split_qkv_input", "hook_q_input / hook_k_input / hook_v_input")
 
     def set_use_attn_in(self, use_attn_in: bool) -> None:
-        _no_input_hooks("set_use_attn_in", "hook_attn_in")
+        if use_attn_in:  # off is what gptviz always is
+            _no_input_hooks("set_use_attn_in", "hook_attn_in")
 
     def set_use_hook_mlp_in(self, use_hook_mlp_in: bool) -> None:
-        _no_input_hooks("set_use_hook_mlp_in", "hook_mlp_in")
+        if use_hook_mlp_in:  # off is what gptviz always is
+            _no_input_hooks("set_use_hook_mlp_in", "hook_mlp_in")
 
     # ---- bookkeeping ------------------------------------------------------------------------------------------
     def _added(self) -> list[tuple[HookPoint, object, bool]]:
@@ -161,13 +163,14 @@ class TransformerLensCalls:
 
     def _detach(self, entries: list) -> None:
         mine = self._added()
-        for point, listener, _ in reversed(entries):
+        for entry in reversed(entries):
+            point, listener, _ = entry
             for i in range(len(point.fns) - 1, -1, -1):  # by identity: one function may sit there twice
                 if point.fns[i] is listener:
                     del point.fns[i]
                     break
-            for i in range(len(mine) - 1, -1, -1):
-                if mine[i][0] is point and mine[i][1] is listener:
+            for i in range(len(mine) - 1, -1, -1):  # this very entry (the same function may also be permanent)
+                if mine[i] is entry:
                     del mine[i]
                     break
 

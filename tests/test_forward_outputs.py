@@ -390,3 +390,36 @@ def test_transformer_lens_switches_and_compute_head_results(tiny_model):
     for layer in range(tiny_model.config.n_layer):
         a, b = with_z["result", layer], with_result["result", layer]
         assert a.shape == (2, 6, 4, 32) and torch.allclose(a, b, atol=1e-5)
+
+
+def test_review_cases_deepcopy_hasattr_config_writes_and_permanent_hooks(tiny_model):
+    """Found in review: each was a wrong or raw answer before."""
+    import copy
+
+    x = torch.randint(0, 97, (1, 5))
+    with torch.no_grad():
+        out = tiny_model(x)
+    twin = copy.deepcopy({"logits": out})["logits"]
+    assert isinstance(twin, Logits) and torch.equal(twin, out) and twin.data_ptr() != out.data_ptr()
+    assert not hasattr(out, "past_key_values") and getattr(tiny_model(x, labels=x), "cache", None) is None
+    with pytest.raises(AttributeError, match="set block_size"):
+        tiny_model.config.n_positions = 64
+    with pytest.raises(AttributeError, match="model.generation_config"):
+        tiny_model.config.pad_token_id = 0
+    with pytest.raises(GptvizError, match="drop logits_to_keep"):
+        tiny_model(x, labels=x, logits_to_keep=1)
+    seen = []
+
+    def look(a, hook):
+        seen.append(hook.name)
+
+    tiny_model.add_hook("hook_embed", look)
+    tiny_model.add_hook("hook_embed", look, is_permanent=True)  # the same function, also permanent
+    tiny_model.reset_hooks()
+    tiny_model.reset_hooks()
+    tiny_model(x)
+    assert seen == ["hook_embed"]  # the permanent one survived both resets
+    tiny_model.reset_hooks(including_permanent=True)
+    tiny_model(x)
+    assert seen == ["hook_embed"]
+    tiny_model.set_use_hook_mlp_in(False)  # off is what gptviz is: accepted
