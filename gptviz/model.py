@@ -5,8 +5,9 @@ encodings, the KV cache and the norms are `gptviz.layers`'s.
 Shape legend used everywhere in gptviz: B batch, T query positions, Tk key positions (past + T), C embedding
 width, nh heads, nkv key/value heads (nh unless grouped-query attention), hs head size, L layers, V vocabulary.
 
-This module knows nothing about tokenizers, sampling or training: `GPT.forward` maps ids to logits, and
-`GPT.loss` gives the mean next-token cross-entropy. What the architecture is comes from `gptviz.config`;
+This module knows nothing about tokenizers, sampling or training: `GPT.forward` maps ids to logits (its
+transformers and TransformerLens output keywords are `gptviz.outputs`'; TransformerLens's calls, `gptviz.tl_calls`'),
+and `GPT.loss` gives the mean next-token cross-entropy. What the architecture is comes from `gptviz.config`;
 generation lives in `gptviz.sampling`, which the thin `GPT.generate` calls; transformers interop in `gptviz.hf`.
 """
 
