@@ -144,8 +144,8 @@ class TransformersCalls:
         where = f"{type(self).__name__}(...)"
         if text_pair is not None:
             raise InputError(
-                f"{where}: text pairs are not supported (a GPT reads one stream of text); join them yourself, "
-                "e.g. tok(question + ' ' + answer)"
+                f"{where}: text_pair={text_pair!r} is not supported; text pairs are not (a GPT reads one stream of "
+                "text): join them yourself, e.g. tok(question + ' ' + answer)"
             )
         check_keywords(where, kwargs, CALL_KEYWORDS)
         options = {
