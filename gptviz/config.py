@@ -86,6 +86,11 @@ class GPTConfig(DictConfig):
     n_inner: int | None = None  # MLP hidden width; None: 4 * n_embd
     mlp_gated: bool = False  # True: c_proj(act(gate(x)) * up(x)), SwiGLU with activation="silu" (Llama, Qwen2)
     rope_theta: float = 10000.0  # RoPE base: pair i of a head turns by pos / theta^(2i/rotary_dim)
+    rope_scaling: str = "none"  # "none" | "linear" (frequencies / rope_factor) | "llama3" (Llama 3.1/3.2's)
+    rope_factor: float = 1.0  # the scaling's factor (Llama 3.2: 32)
+    rope_low_freq_factor: float = 1.0  # llama3: wavelengths past original / low_freq_factor are divided by factor
+    rope_high_freq_factor: float = 4.0  # llama3: wavelengths under original / high_freq_factor are kept
+    rope_original_max_positions: int | None = None  # llama3: the pretraining context (Llama 3: 8192)
     rotary_dim: int | None = None  # how many of each head's hs dims RoPE turns (NeoX: a quarter); None: all
     qkv_bias: bool | None = None  # bias of the q/k/v projection; None: `bias` (Qwen2: True, Llama: False)
     attn_out_bias: bool | None = None  # bias of the attention output projection; None: `bias`
@@ -125,6 +130,18 @@ class GPTConfig(DictConfig):
         ):
             problems.append(
                 f"rotary_dim must be even and at most the head size {self.head_size}, got {self.rotary_size}"
+            )
+        if self.rope_scaling not in ("none", "linear", "llama3"):
+            problems.append(f"rope_scaling must be 'none', 'linear' or 'llama3', got {self.rope_scaling!r}")
+        if self.rope_factor <= 0:
+            problems.append(f"rope_factor must be > 0, got {self.rope_factor!r}")
+        if self.rope_scaling == "llama3" and (
+            self.rope_original_max_positions is None or not self.rope_high_freq_factor > self.rope_low_freq_factor > 0
+        ):
+            problems.append(
+                "rope_scaling='llama3' needs rope_original_max_positions and rope_high_freq_factor > "
+                f"rope_low_freq_factor > 0, got {self.rope_original_max_positions!r}, {self.rope_high_freq_factor!r}, "
+                f"{self.rope_low_freq_factor!r}"
             )
         if self.rope_theta <= 1:
             problems.append(f"rope_theta must be a number above 1, got {self.rope_theta!r} (Llama: 10000)")

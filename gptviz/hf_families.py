@@ -46,8 +46,9 @@ def _refuse(what: str, problems: list[str]) -> None:
 
 
 # ---- configs ---------------------------------------------------------------------------------------------
-def _rope(hf_config) -> tuple[float, float, list[str]]:
-    """(theta, partial rotary factor, problems) from a transformers 5 `rope_parameters` or the older fields."""
+def _rope(hf_config) -> tuple[float, float, dict, list[str]]:
+    """(theta, partial rotary factor, GPTConfig's rope scaling fields, problems) from a transformers 5
+    `rope_parameters` or the older fields. Plain, linear and Llama 3 RoPE are gptviz's; other scalings are refused."""
     params = dict(getattr(hf_config, "rope_parameters", None) or {})
     scaling = getattr(hf_config, "rope_scaling", None) or {}
     rope_type = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
@@ -55,8 +56,30 @@ def _rope(hf_config) -> tuple[float, float, list[str]]:
     factor = params.get(
         "partial_rotary_factor", getattr(hf_config, "partial_rotary_factor", getattr(hf_config, "rotary_pct", 1.0))
     )
-    problems = [] if rope_type == "default" else [f"rope scaling type {rope_type!r} (gptviz has plain RoPE)"]
-    return float(theta), float(factor), problems
+    knobs = {**scaling, **params}
+    fields, problems = {}, []
+    needs = {"linear": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor")}
+    if rope_type == "llama3":
+        knobs.setdefault(
+            "original_max_position_embeddings", getattr(hf_config, "original_max_position_embeddings", None)
+        )
+        needs["llama3"] += ("original_max_position_embeddings",)
+    missing = [k for k in needs.get(rope_type, ()) if knobs.get(k) is None]
+    if missing:
+        problems.append(f"rope scaling {rope_type!r} without {', '.join(missing)}")
+    elif rope_type == "linear":
+        fields = {"rope_scaling": "linear", "rope_factor": float(knobs["factor"])}
+    elif rope_type == "llama3":
+        fields = {
+            "rope_scaling": "llama3",
+            "rope_factor": float(knobs["factor"]),
+            "rope_low_freq_factor": float(knobs["low_freq_factor"]),
+            "rope_high_freq_factor": float(knobs["high_freq_factor"]),
+            "rope_original_max_positions": int(knobs["original_max_position_embeddings"]),
+        }
+    elif rope_type != "default":
+        problems.append(f"rope scaling type {rope_type!r} (gptviz has plain, linear and llama3 RoPE)")
+    return float(theta), float(factor), fields, problems
 
 
 def _rotary_dim(head_size: int, factor: float) -> int | None:
@@ -108,7 +131,7 @@ def _gpt2_config(c) -> GPTConfig:
 
 def _llama_config(c) -> GPTConfig:
     """Llama and Qwen2 (Qwen2 is Llama with q/k/v biases and optional sliding windows)."""
-    theta, factor, problems = _rope(c)
+    theta, factor, scaling, problems = _rope(c)
     if c.hidden_act != "silu":
         problems.append(f"hidden_act={c.hidden_act!r} (gptviz's gated MLP uses silu)")
     qwen = c.model_type == "qwen2"
@@ -137,6 +160,7 @@ def _llama_config(c) -> GPTConfig:
         layer_norm_epsilon=c.rms_norm_eps,
         pos_encoding="rotary",
         rope_theta=theta,
+        **scaling,
         rotary_dim=_rotary_dim(head_dim, factor),
         activation="silu",
         mlp_gated=True,
@@ -148,7 +172,7 @@ def _llama_config(c) -> GPTConfig:
 
 
 def _neox_config(c) -> GPTConfig:
-    theta, factor, problems = _rope(c)
+    theta, factor, scaling, problems = _rope(c)
     act = _NEOX_ACTIVATIONS.get(c.hidden_act)
     if act is None:
         problems.append(f"hidden_act={c.hidden_act!r} (supported: {sorted(_NEOX_ACTIVATIONS)})")
@@ -168,6 +192,7 @@ def _neox_config(c) -> GPTConfig:
         layer_norm_epsilon=c.layer_norm_eps,
         pos_encoding="rotary",
         rope_theta=theta,
+        **scaling,
         rotary_dim=_rotary_dim(head_dim, factor),
         activation=act,
         qkv_bias=attn_bias,
@@ -255,6 +280,16 @@ def hf_config_for(config: GPTConfig, eos_token_id: int | None = None, bos_token_
             eos_token_id=eos_token_id,
         )
     rope = {"rope_type": "default", "rope_theta": float(c.rope_theta)}
+    if c.rope_scaling == "linear":
+        rope.update(rope_type="linear", factor=c.rope_factor)
+    elif c.rope_scaling == "llama3":
+        rope.update(
+            rope_type="llama3",
+            factor=c.rope_factor,
+            low_freq_factor=c.rope_low_freq_factor,
+            high_freq_factor=c.rope_high_freq_factor,
+            original_max_position_embeddings=c.rope_original_max_positions,
+        )
     if c.rotary_size != c.head_size:
         rope["partial_rotary_factor"] = c.rotary_size / c.head_size
     common = dict(

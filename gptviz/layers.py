@@ -27,16 +27,57 @@ def sinusoidal_encoding(n_positions: int, dim: int) -> torch.Tensor:
     return pe
 
 
-def rotary_tables(n_positions: int, rotary_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE's cos and sin, (T, rotary_dim) each: pair i turns by angle pos / theta^(2i / rotary_dim).
+def rotary_tables(
+    n_positions: int, rotary_dim: int, theta: float = 10000.0, inv_freq: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE's cos and sin, (T, rotary_dim) each: pair i turns by angle pos / theta^(2i / rotary_dim), or by
+    pos * inv_freq[i] when the frequencies are given (a scaled RoPE: `rope_frequencies`).
 
     Laid out as two halves (cat(angles, angles)), the "rotate half" convention of GPT-NeoX, Llama and
     transformers: dim j is paired with dim j + rotary_dim/2, not with its neighbour.
     """
-    inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim))  # (rd/2,)
+    if inv_freq is None:
+        inv_freq = rope_frequencies(rotary_dim, theta)  # (rd/2,)
     angle = torch.arange(n_positions, dtype=torch.float32)[:, None] * inv_freq[None, :]  # (T, rd/2)
     angle = torch.cat((angle, angle), dim=-1)  # (T, rd)
     return angle.cos(), angle.sin()
+
+
+ROPE_SCALINGS = ("none", "linear", "llama3")
+
+
+def rope_frequencies(
+    rotary_dim: int,
+    theta: float,
+    scaling: str = "none",
+    factor: float = 1.0,
+    low_freq_factor: float = 1.0,
+    high_freq_factor: float = 4.0,
+    original_max_positions: int | None = None,
+) -> torch.Tensor:
+    """(rotary_dim / 2,) float32: how fast each pair of dims turns per position, 1 / theta^(2i / rotary_dim), then
+    scaled as transformers scales it (the same float32 operations, so the same bits):
+
+    - "linear": every frequency divided by `factor` (positions interpolated by that factor);
+    - "llama3" (Llama 3.1 / 3.2): frequencies whose wavelength is longer than original_max_positions /
+      low_freq_factor are divided by `factor`, those shorter than original_max_positions / high_freq_factor are
+      kept, and the ones between are blended smoothly.
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, rotary_dim, 2, dtype=torch.int64).float() / rotary_dim))
+    if scaling == "linear":
+        return inv_freq / factor
+    if scaling == "llama3":
+        old = original_max_positions
+        long_wave, short_wave = old / low_freq_factor, old / high_freq_factor
+        wavelength = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelength > long_wave, inv_freq / factor, inv_freq)
+        blend = (old / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+        blended = (1 - blend) * scaled / factor + blend * scaled
+        between = ~(wavelength < short_wave) * ~(wavelength > long_wave)
+        return torch.where(between, blended, scaled)
+    if scaling != "none":
+        raise ValueError(f"rope scaling must be one of {ROPE_SCALINGS}, got {scaling!r}")
+    return inv_freq
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

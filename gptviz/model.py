@@ -28,7 +28,15 @@ from .config import ACTIVATIONS, POS_ENCODINGS, GPTConfig
 from .errors import InputError
 from .generation import GenerationConfig, drop_ids_outside
 from .hooks import HookPoint, hook_points
-from .layers import KVCache, LayerNorm, RMSNorm, apply_rotary, rotary_tables, sinusoidal_encoding
+from .layers import (
+    KVCache,
+    LayerNorm,
+    RMSNorm,
+    apply_rotary,
+    rope_frequencies,
+    rotary_tables,
+    sinusoidal_encoding,
+)
 from .outputs import ELSEWHERE, as_logits
 from .tl_calls import TransformerLensCalls
 from .weights import WeightViews
@@ -140,7 +148,7 @@ class GPT(TransformerLensCalls, WeightViews, nn.Module):
         elif config.pos_encoding == "sinusoidal":
             self.register_buffer("pe", sinusoidal_encoding(config.block_size, config.n_embd), persistent=False)
         elif config.pos_encoding == "rotary":  # no vector is added: attention turns q and k by these angles
-            cos, sin = rotary_tables(config.block_size, config.rotary_size, config.rope_theta)
+            cos, sin = rope_tables(config)
             self.register_buffer("rope_cos", cos, persistent=False)  # (block_size, rd)
             self.register_buffer("rope_sin", sin, persistent=False)  # (block_size, rd)
         self.hook_pos_embed = HookPoint()  # (B, T, C) position embeddings (learned or sinusoidal)
@@ -185,9 +193,7 @@ class GPT(TransformerLensCalls, WeightViews, nn.Module):
         if config.pos_encoding == "sinusoidal":
             fresh["pe"] = sinusoidal_encoding(config.block_size, config.n_embd)
         elif config.pos_encoding == "rotary":
-            fresh["rope_cos"], fresh["rope_sin"] = rotary_tables(
-                config.block_size, config.rotary_size, config.rope_theta
-            )
+            fresh["rope_cos"], fresh["rope_sin"] = rope_tables(config)
         for name, value in fresh.items():
             getattr(model, name).copy_(value)
         return model
@@ -468,6 +474,20 @@ class GPT(TransformerLensCalls, WeightViews, nn.Module):
         from . import hf
 
         return hf.write_pretrained(self.config, self.state_dict(), directory, **kwargs)
+
+
+def rope_tables(config: GPTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE's (cos, sin) for every position of a rotary config, (block_size, rotary_dim) each, scaling included."""
+    inv_freq = rope_frequencies(
+        config.rotary_size,
+        config.rope_theta,
+        config.rope_scaling,
+        config.rope_factor,
+        config.rope_low_freq_factor,
+        config.rope_high_freq_factor,
+        config.rope_original_max_positions,
+    )
+    return rotary_tables(config.block_size, config.rotary_size, inv_freq=inv_freq)
 
 
 def default_device() -> str:

@@ -24,6 +24,7 @@ tables the model itself uses live in `gptviz.model`.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +123,13 @@ def rope_settings(source, theta: float | None = None) -> tuple[int, float]:
             raise ValueError(
                 f"the model turns with rope_theta={config.rope_theta:g}; leave theta out, or pass "
                 f"the rotary dim {config.rotary_size} as an int to try theta={theta:g}"
+            )
+        if config.rope_scaling != "none":
+            warnings.warn(
+                f"this model scales its RoPE ({config.rope_scaling}, factor {config.rope_factor:g}); these curves "
+                "show plain RoPE with its rope_theta (the model's own turning tables are model.rope_cos / rope_sin)",
+                UserWarning,
+                stacklevel=3,
             )
         return config.rotary_size, float(config.rope_theta)
     if isinstance(source, bool) or not isinstance(source, (int, np.integer)):

@@ -57,7 +57,6 @@ _TL_MUST_BE = {
     "use_local_attn": False,
     "rotary_adjacent_pairs": False,  # GPT-J's interleaved pairs; gptviz turns halves (NeoX, Llama)
     "rotary_scaling_factor": 1.0,
-    "use_NTK_by_parts_rope": False,
     "use_yarn_rope": False,
     "post_embedding_ln": False,
     "use_normalization_before_and_after": False,
@@ -156,6 +155,18 @@ def _tl_config(config: GPTConfig) -> dict:
     )
     if c.pos_encoding == "rotary":
         cfg.update(rotary_dim=c.rotary_size, rotary_base=c.rope_theta, rotary_adjacent_pairs=False)
+        if c.rope_scaling == "llama3":  # TransformerLens's name for Llama 3's scaling: NTK-by-parts
+            cfg.update(
+                use_NTK_by_parts_rope=True,
+                NTK_by_parts_factor=c.rope_factor,
+                NTK_by_parts_low_freq_factor=c.rope_low_freq_factor,
+                NTK_by_parts_high_freq_factor=c.rope_high_freq_factor,
+                NTK_original_ctx_len=c.rope_original_max_positions,
+            )
+        elif c.rope_scaling != "none":
+            raise UnsupportedModelError(
+                f"TransformerLens has no {c.rope_scaling!r} RoPE scaling (only Llama 3's, its NTK-by-parts)"
+            )
     try:
         cfg["original_architecture"] = _ARCHITECTURE[family_of(c)]
     except UnsupportedModelError:
@@ -312,9 +323,22 @@ def config_from_tl(tl_model) -> GPTConfig:
         n_inner=d_mlp,
         mlp_gated=cfg.gated_mlp,
         rope_theta=float(cfg.rotary_base) if pos == "rotary" else 10000.0,
+        **_rope_scaling_from(cfg, pos),
         rotary_dim=cfg.rotary_dim if pos == "rotary" and cfg.rotary_dim != cfg.d_head else None,
         parallel_residual=cfg.parallel_attn_mlp and not cfg.attn_only,
         **own,
+    )
+
+
+def _rope_scaling_from(cfg, pos: str) -> dict:
+    if pos != "rotary" or not getattr(cfg, "use_NTK_by_parts_rope", False):
+        return {}
+    return dict(
+        rope_scaling="llama3",
+        rope_factor=float(cfg.NTK_by_parts_factor),
+        rope_low_freq_factor=float(cfg.NTK_by_parts_low_freq_factor),
+        rope_high_freq_factor=float(cfg.NTK_by_parts_high_freq_factor),
+        rope_original_max_positions=int(cfg.NTK_original_ctx_len),
     )
 
 

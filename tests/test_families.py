@@ -178,8 +178,11 @@ def test_round_trip_back_to_transformers_is_exact(family, tmp_path):
 
 def test_unsupported_settings_are_refused_by_name():
     llama = FAMILIES["llama"]()
+    llama.rope_parameters = {"rope_type": "yarn", "rope_theta": 500000.0, "factor": 8.0}
+    with pytest.raises(UnsupportedModelError, match="'yarn'"):
+        config_from_hf(llama)
     llama.rope_parameters = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0}
-    with pytest.raises(UnsupportedModelError, match="llama3"):
+    with pytest.raises(UnsupportedModelError, match="'llama3' without low_freq_factor"):
         config_from_hf(llama)
     qwen = FAMILIES["qwen2"]()
     qwen.use_sliding_window = True
@@ -212,3 +215,40 @@ def test_gptviz_built_family_models_export(tmp_path):
         GPT(GPTConfig(vocab_size=50, block_size=32, n_layer=1, n_head=2, n_embd=16, norm="rmsnorm")).save_pretrained(
             tmp_path / "x"
         )
+
+
+@pytest.mark.parametrize("rope_type", ["llama3", "linear"])
+def test_scaled_rope_matches_transformers_and_round_trips(rope_type, tmp_path):
+    """Llama 3.1 / 3.2's RoPE scaling ("llama3") and linear scaling: past the original context the frequencies
+    change, so a model without them would give other logits; with them, transformers' logits and greedy ids."""
+    rope = {"rope_type": rope_type, "rope_theta": 500000.0, "factor": 8.0}
+    if rope_type == "llama3":
+        rope.update(low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16)
+    config = FAMILIES["llama"]()
+    config.max_position_embeddings, config.rope_parameters = 128, rope
+    torch.manual_seed(0)
+    hf = random_init(transformers.LlamaForCausalLM(config)).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = GPT.from_pretrained(tmp_path / "hf")
+    assert ours.config.rope_scaling == rope_type and ours.config.rope_factor == 8.0
+    x = ids(T=100)
+    with torch.no_grad():
+        assert (hf(x).logits - ours(x)).abs().max() <= 1e-4
+        plain = GPT(GPTConfig(**{**ours.config.to_dict(), "rope_scaling": "none", "rope_factor": 1.0})).eval()
+        plain.load_state_dict(ours.state_dict())
+        assert (plain(x) - ours(x)).abs().max() > 1e-2  # the scaling matters at these positions
+        theirs = hf.generate(x[:1, :60], max_new_tokens=20, do_sample=False, eos_token_id=None, pad_token_id=0)
+        assert torch.equal(ours.generate(x[:1, :60], max_new_tokens=20, eos_token_id=None), theirs)
+    ours.save_pretrained(tmp_path / "back")
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    assert back.config.rope_parameters["rope_type"] == rope_type
+    with torch.no_grad():
+        assert (back(x).logits - hf(x).logits).abs().max() <= 1e-5
+    tl = pytest.importorskip("transformer_lens") if rope_type == "llama3" else None
+    if tl is not None:
+        from gptviz import from_transformer_lens, to_transformer_lens
+
+        tl_model = to_transformer_lens(ours)
+        with torch.no_grad():
+            assert (tl_model(x) - ours(x)).abs().max() <= 1e-4
+        assert from_transformer_lens(tl_model).config == ours.config
