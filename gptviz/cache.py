@@ -22,6 +22,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
+from .cache_parts import index as _index
+from .cache_parts import take as _take
 from .hooks import Capture, HookNameError, _unknown_hook_message, hook_points, resolve_names
 
 __all__ = ["ActivationCache", "act_name", "select_hooks"]
@@ -103,31 +105,6 @@ def select_hooks(model: torch.nn.Module, names_filter: object) -> list[str]:
         "names_filter must be None (every hook), a hook name or pattern, a list of them, or a function "
         f"name -> bool; got {type(names_filter).__name__}"
     )
-
-
-# ---- slices (TransformerLens's Slice forms, as plain indices) -------------------------------------------------
-
-
-def _index(where: object) -> int | slice | torch.Tensor | None:
-    """None (all), an int (drops the dim), a slice or (start, stop[, step]) tuple, a list or tensor of indices."""
-    if where is None or isinstance(where, (int, slice)):
-        return where
-    if isinstance(where, tuple):
-        return slice(*where)
-    if isinstance(where, (list, torch.Tensor)):
-        return torch.as_tensor(where, dtype=torch.long)
-    raise TypeError(
-        f"a position or batch slice must be None, an int, a slice, a (start, stop) tuple or a list of indices; "
-        f"got {type(where).__name__}"
-    )
-
-
-def _take(x: torch.Tensor, index: int | slice | torch.Tensor | None, dim: int) -> torch.Tensor:
-    if index is None:
-        return x
-    if isinstance(index, torch.Tensor):
-        index = index.to(x.device)
-    return x[(slice(None),) * (dim % x.ndim) + (index,)]
 
 
 class ActivationCache(Capture):
@@ -405,6 +382,36 @@ class ActivationCache(Capture):
             "from). run_with_cache(..., names_filter=...) must include 'blocks.*.attn.hook_result' "
             "(names_filter=None caches every hook point)"
         )
+
+    def stack_neuron_results(
+        self,
+        layer: int = -1,
+        pos_slice: object = None,
+        neuron_slice: object = None,
+        return_labels: bool = False,
+        incl_remainder: bool = False,
+        apply_ln: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
+        """Each MLP neuron's write into the stream in the blocks before `layer`: post[n] * W_out[n], (k, B, T, C),
+        labels "L0N0", ...; `neuron_slice` picks neurons; `incl_remainder` adds the rest of that stream."""
+        from .cache_parts import stack_neuron_results
+
+        return stack_neuron_results(self, layer, pos_slice, neuron_slice, return_labels, incl_remainder, apply_ln)
+
+    def get_full_resid_decomposition(
+        self,
+        layer: int | None = None,
+        mlp_input: bool = False,
+        expand_neurons: bool = True,
+        apply_ln: bool = False,
+        pos_slice: object = None,
+        return_labels: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
+        """The stream entering `layer` as every head's output, every neuron's (or each MLP's), the embeddings and
+        the biases, in TransformerLens's order; the parts sum to that stream (gptviz.cache_parts)."""
+        from .cache_parts import full_resid_decomposition
+
+        return full_resid_decomposition(self, layer, mlp_input, expand_neurons, apply_ln, pos_slice, return_labels)
 
     def stack_activation(self, activation_name: str, layer: int = -1, sublayer_type: str | None = None) -> torch.Tensor:
         """`activation_name` of every block before `layer` (-1: all), stacked on a new dim 0: (layer, ...)."""

@@ -303,6 +303,49 @@ def test_parallel_blocks_decompose_without_a_middle():
         c.accumulated_resid(incl_mid=True)
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "neox"])
+def test_full_resid_decomposition_sums_to_the_stream(kind):
+    """Every head, every neuron (or each MLP), the embeddings and the biases: the parts add up to the stream entering
+    each layer (and its MLP with mlp_input; a parallel block's MLP reads resid_pre, so that block's heads are left
+    out there, where TransformerLens includes them). Neurons are post[n] * W_out[n]."""
+    r = run(kind)
+    c, L = r.cache, r.cfg.n_layer
+    for layer in (0, 1, None):
+        for mlp_input in (False, True) if layer is not None else (False,):
+            into = c._resid_into(L if layer is None else layer)
+            if mlp_input and kind != "neox":
+                into = c["resid_mid", layer]
+            for expand in (True, False):
+                stack, labels = c.get_full_resid_decomposition(
+                    layer, mlp_input=mlp_input, expand_neurons=expand, return_labels=True
+                )
+                assert len(labels) == stack.shape[0] and labels[-1] == "bias"
+                close(stack.sum(0), into)
+    stack, labels = c.get_full_resid_decomposition(return_labels=True)
+    n_heads, width = L * r.cfg.n_head, r.cfg.mlp_width
+    assert labels[0] == "L0H0" and labels[n_heads] == "L0N0" and labels[n_heads + L * width] == "embed"
+    neurons = c.stack_neuron_results(1, neuron_slice=[3, 5])
+    W_out = r.model.blocks[0].mlp.c_proj.weight.detach()
+    close(neurons[1], c["post", 0][..., 5, None] * W_out[:, 5])
+    rest = c.stack_neuron_results(1, neuron_slice=(0, 4), incl_remainder=True)
+    close(rest.sum(0), c["resid_pre", 1])
+
+
+def test_full_resid_decomposition_matches_transformer_lens():
+    tl = pytest.importorskip("transformer_lens")
+    if not hasattr(tl, "HookedTransformer"):
+        pytest.skip("this transformer_lens has no HookedTransformer")
+    r = run("gpt2")
+    _, theirs = gptviz.to_transformer_lens(r.model).run_with_cache(r.ids)
+    for kw in ({}, {"layer": 1, "mlp_input": True, "apply_ln": True}, {"expand_neurons": False}):
+        a, la = r.cache.get_full_resid_decomposition(return_labels=True, **kw)
+        b, lb = theirs.get_full_resid_decomposition(return_labels=True, **kw)
+        assert la == lb and (a - b).abs().max() <= 1e-4, kw
+    a, la = r.cache.stack_neuron_results(2, neuron_slice=(2, 9), return_labels=True)
+    b, lb = theirs.stack_neuron_results(2, neuron_slice=(2, 9), return_labels=True)
+    assert la == lb and (a - b).abs().max() <= 1e-4
+
+
 def test_stack_activation(r):
     c = r.cache
     assert torch.equal(c.stack_activation("pattern"), torch.stack([c["pattern", 0], c["pattern", 1]]))
