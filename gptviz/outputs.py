@@ -125,6 +125,7 @@ class CausalLMOutput:
 
     def __getitem__(self, key):
         if isinstance(key, str):
+            key = "cache" if key == "past_key_values" else key
             if key not in self.keys():
                 raise KeyError(f"{key!r} is not in this output; it has {self.keys()}")
             return self._get(key)
