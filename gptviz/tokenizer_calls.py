@@ -333,6 +333,25 @@ class TransformersCalls:
         """Every vocabulary token's spelling -> its id."""
         return {self._id_to_token(i): i for i in range(self.vocab_size)}
 
+    unk_token = unk_token_id = None  # byte-level and char vocabularies have no unknown token
+    name_or_path = ""
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        return [self._id_to_token(i) for i in self.all_special_ids]
+
+    @property
+    def truncation_side(self) -> str:
+        return "right"
+
+    @truncation_side.setter
+    def truncation_side(self, side: str) -> None:
+        if side != "right":
+            raise InputError(
+                f"truncation_side={side!r} is not supported: gptviz tokenizers keep the start of a text (right "
+                "truncation); cut the text yourself to keep its end"
+            )
+
     @property
     def special_tokens_map(self) -> dict[str, str]:
         """The special tokens this tokenizer has, by role (``{"eos_token": "<|endoftext|>", ...}``)."""

@@ -423,3 +423,24 @@ def test_review_cases_deepcopy_hasattr_config_writes_and_permanent_hooks(tiny_mo
     tiny_model(x)
     assert seen == ["hook_embed"]
     tiny_model.set_use_hook_mlp_in(False)  # off is what gptviz is: accepted
+
+
+def test_loss_of_a_padded_batch_is_what_each_row_gives_alone(family):
+    """The course recipe (pad token = eos, labels -100 at padding) with only the imports changed: gptviz pads on the
+    left, so the label after a row's padding is its first real token; predicted from padding it is left out, and
+    the loss equals transformers' on the same rows padded on the right."""
+    _, hf, ours = family
+    x = ids(B=2, T=9, seed=3)
+    lengths = [9, 5]
+    left, right = x.clone(), x.clone()
+    mask_left, mask_right = torch.ones_like(x), torch.ones_like(x)
+    left[1], mask_left[1, : 9 - lengths[1]] = torch.cat([x[1, : 9 - lengths[1]], x[1, : lengths[1]]]), 0
+    right[1, lengths[1] :], mask_right[1, lengths[1] :] = x[1, : 9 - lengths[1]], 0
+    labels_left = left.masked_fill(mask_left == 0, -100)
+    labels_right = right.masked_fill(mask_right == 0, -100)
+    with torch.no_grad():
+        mine = ours(left, attention_mask=mask_left, labels=labels_left).loss
+        theirs = hf(right, attention_mask=mask_right, labels=labels_right).loss
+        alone = [ours(x[i : i + 1, :n], labels=x[i : i + 1, :n]).loss * (n - 1) for i, n in enumerate(lengths)]
+    assert (mine - theirs).abs() <= 1e-5
+    assert (mine - sum(alone) / sum(n - 1 for n in lengths)).abs() <= 1e-5

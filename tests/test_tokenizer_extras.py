@@ -146,3 +146,16 @@ def test_save_pretrained_refuses_what_it_cannot_write_truly(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(GptvizError, match="is a file"):
         GPT2Tokenizer().save_pretrained(tmp_path / "file")
+
+
+def test_options_that_would_change_the_ids_are_refused_not_dropped():
+    with pytest.raises(GptvizError, match="add_prefix_space=True is not supported"):
+        GPT2Tokenizer.from_pretrained("gpt2", add_prefix_space=True)
+    with pytest.raises(GptvizError, match="truncation_side='left'"):
+        GPT2Tokenizer.from_pretrained("gpt2", truncation_side="left")
+    tok = GPT2Tokenizer.from_pretrained("gpt2", model_max_length=4, cache_dir="/nowhere", add_prefix_space=False)
+    assert len(tok("one two three four five six", truncation=True)["input_ids"]) == 4
+    with pytest.raises(GptvizError, match="keep the start"):
+        tok.truncation_side = "left"
+    tok.truncation_side = "right"
+    assert tok.unk_token is None and "<|endoftext|>" in tok.all_special_tokens
