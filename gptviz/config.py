@@ -44,7 +44,12 @@ _ALIASES = {
     "d_head": "head_size",
     "d_mlp": "mlp_width",
     "d_vocab": "vocab_size",
+    "d_vocab_out": "vocab_size",
+    "eps": "layer_norm_epsilon",
 }
+# gptviz activation -> TransformerLens act_fn ("gelu" is GPT-2's tanh form, TransformerLens's gelu_pytorch_tanh,
+# the same F.gelu call; its "gelu_new" writes the formula out, ~1e-7 off)
+TL_ACT_FN = {"gelu": "gelu_pytorch_tanh", "gelu_exact": "gelu", "relu": "relu", "silu": "silu"}
 
 
 _TOKEN_IDS = (
@@ -186,6 +191,23 @@ class GPTConfig(DictConfig):
             f"; did you mean {close[0]!r}?" if close else f"; its fields: {', '.join(type(self).__dataclass_fields__)}"
         )
         raise AttributeError(f"GPTConfig has no {name!r}{hint}")
+
+    # ---- TransformerLens's descriptive names (read-only) ----
+    @property
+    def attn_only(self) -> bool:
+        return not self.mlp
+
+    @property
+    def act_fn(self) -> str:
+        return TL_ACT_FN[self.activation]
+
+    @property
+    def normalization_type(self) -> str | None:
+        return None if not self.layer_norm else ("RMS" if self.norm == "rmsnorm" else "LN")
+
+    @property
+    def positional_embedding_type(self) -> str:
+        return {"learned": "standard"}.get(self.pos_encoding, self.pos_encoding)
 
     # ---- derived sizes: read these, never the Optional fields ----
     @property

@@ -46,6 +46,8 @@ class HookPoint(nn.Module):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.fns:
             return x
+        if x._is_view():  # q/k/v are slices of one product, positions an expanded buffer: a listener that edits in
+            x = x.clone()  # place gets a tensor of its own (autograd allows it, no buffer or neighbour changes)
         for fn in self.fns:
             out = fn(x, hook=self)
             if out is not None:

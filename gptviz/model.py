@@ -317,6 +317,10 @@ class GPT(TransformerLensCalls, WeightViews, nn.Module):
             outputs.check_keywords(hf_kwargs)
         if input_ids is None:
             raise InputError("no token ids given; call model(ids) with a (B, T) integer tensor")
+        if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 1:  # one sequence, as transformers and
+            input_ids = input_ids[None]  # TransformerLens take it: a batch of one, (1, T, V) back
+            if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 1:
+                attention_mask = attention_mask[None]
         if hf_kwargs:
             if any(k in outputs.TL_KNOWN for k in hf_kwargs):
                 return outputs.tl_forward(self, input_ids, kv_cache, attention_mask, **hf_kwargs)

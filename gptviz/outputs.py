@@ -172,6 +172,13 @@ ELSEWHERE = {
     "(tok.pad_token = tok.eos_token)",
     "gradient_checkpointing_enable": "not implemented; lower the batch size or block_size to save memory",
     "push_to_hub": "gptviz works offline: model.save_pretrained(folder) and tok.save_pretrained(folder)",
+    "ln_final": "the final norm is model.ln_f (its hooks keep TransformerLens's names: ln_final.hook_scale, ...)",
+    "unembed": "the unembedding is model.lm_head (its matrix as TransformerLens holds it: model.W_U)",
+    "embed": "the token embedding is model.wte (model.W_E)",
+    "pos_embed": "learned positions are model.wpe (model.W_pos); rotary and sinusoidal models have no such matrix",
+    "OV": "FactoredMatrix is not implemented; per head, model.W_V[l, h] @ model.W_O[l, h] is the OV circuit",
+    "QK": "FactoredMatrix is not implemented; per head, model.W_Q[l, h] @ model.W_K[l, h].T is the QK circuit",
+    "remove_all_hook_fns": "model.reset_hooks(including_permanent=True) removes every hook added with add_hook",
     "compute_transition_scores": "generate(..., output_scores=True, return_dict_in_generate=True).scores hold "
     "each step's transformed logits; gptviz.generate_steps gives every step's probabilities per stage",
 }

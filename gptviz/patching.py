@@ -166,6 +166,12 @@ def _scalar(value: torch.Tensor | float, what: str) -> float:
 # ---- inputs -----------------------------------------------------------------------------------------------
 def _as_ids(ids: torch.Tensor | Sequence[int], what: str) -> torch.Tensor:
     """Ids as a (B, T) long tensor; one sequence (T,) becomes (1, T)."""
+    if hasattr(ids, "keys") or hasattr(ids, "stack"):  # an ActivationCache / capture / dict, in TransformerLens's order
+        raise ValueError(
+            f"{what} must be token ids, got a {type(ids).__name__}: gptviz's patching takes (model, clean_ids, "
+            "corrupted_ids, metric) and records the clean run itself; TransformerLens's get_act_patch_* take "
+            "(model, corrupted_tokens, clean_cache, metric), so pass the clean ids first, not the cache"
+        )
     t = torch.as_tensor(ids)
     if t.dim() == 1:
         t = t[None]

@@ -20,16 +20,14 @@ import warnings
 
 import torch
 
-from .config import GPTConfig
+from .config import TL_ACT_FN, GPTConfig
 from .hf import UnsupportedModelError, family_of
 from .model import GPT, sinusoidal_encoding
 from .weights import AttentionWeights, MLPWeights
 
 __all__ = ["to_transformer_lens", "from_transformer_lens", "config_from_tl"]
 
-# gptviz activation -> TransformerLens act_fn. "gelu" is GPT-2's tanh approximation: TransformerLens's
-# "gelu_pytorch_tanh" is the same F.gelu(approximate="tanh") call (its "gelu_new" writes the formula out, ~1e-7 off).
-_TL_ACT = {"gelu": "gelu_pytorch_tanh", "gelu_exact": "gelu", "relu": "relu", "silu": "silu"}
+_TL_ACT = TL_ACT_FN  # gptviz activation -> TransformerLens act_fn (gptviz.config says why)
 # TransformerLens act_fn -> gptviz activation (gelu_new and gelu_fast write the same tanh formula out)
 _GPTVIZ_ACT = {
     "gelu_pytorch_tanh": "gelu",

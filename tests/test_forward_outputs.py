@@ -299,6 +299,13 @@ def test_what_the_forward_does_not_take_is_refused_with_the_fix(tiny_model):
     with pytest.raises(GptvizError, match=r"got shape \(1, 1, 5\)"):
         tiny_model.generate(x[None], max_new_tokens=2)
     assert tiny_model(x, logits_to_keep=1).logits.shape == (1, 1, 97)
+    # one sequence as (T,), as transformers and TransformerLens take it: a batch of one
+    assert torch.equal(tiny_model(x[0]), tiny_model(x)) and tiny_model(x[0], return_type="loss").shape == ()
+    from gptviz.patching import logit_diff, patch_resid
+
+    _, cache = tiny_model.run_with_cache(x)
+    with pytest.raises(ValueError, match="pass the clean ids first, not the cache"):
+        patch_resid(tiny_model, x, cache, logit_diff(1, 2))  # TransformerLens's argument order
 
 
 def test_load_time_output_switches_say_to_pass_them_per_call(tmp_path):
@@ -315,6 +322,16 @@ def test_config_and_model_answer_transformers_and_transformer_lens_names(tiny_mo
     assert (c.n_positions, c.max_position_embeddings, c.n_ctx) == (c.block_size,) * 3
     assert (c.hidden_size, c.d_model, c.num_hidden_layers, c.n_layers) == (c.n_embd, c.n_embd, c.n_layer, c.n_layer)
     assert (c.num_attention_heads, c.num_key_value_heads, c.d_head, c.d_mlp, c.d_vocab) == (4, 4, 8, 128, 97)
+    assert (c.attn_only, c.act_fn, c.normalization_type, c.positional_embedding_type, c.eps, c.d_vocab_out) == (
+        False,
+        "gelu_pytorch_tanh",
+        "LN",
+        "standard",
+        c.layer_norm_epsilon,
+        97,
+    )
+    with pytest.raises(AttributeError, match="model.ln_f"):
+        _ = tiny_model.ln_final
     with pytest.raises(AttributeError, match="did you mean 'n_embd'"):
         _ = c.n_emb
     assert not hasattr(c, "no_such_field")

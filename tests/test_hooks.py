@@ -272,3 +272,28 @@ def test_capture_budget_refuses_with_a_message_and_leaves_nothing_behind(tiny_mo
 def test_run_with_cache(tiny_model):
     logits, cache = run_with_cache(tiny_model, x(), "blocks.*.attn.hook_pattern", to_cpu=True)
     assert logits.shape == (2, 10, 97) and cache["blocks.1.attn.hook_pattern"].device.type == "cpu"
+
+
+def test_in_place_edits_at_hooks_work_with_autograd_and_never_reach_a_buffer():
+    """TransformerLens's head-ablation habit edits v in place (a slice of one q/k/v product) with grad on; an edit of
+    hook_pos_embed must not write into the sinusoidal table (it is an expanded view of a buffer)."""
+    from functools import partial
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_embd=32, pos_encoding="sinusoidal"))
+    model.eval()
+    ids = torch.randint(0, 50, (3, 10))
+    before = model(ids).detach()
+
+    def ablate(v, hook, h):
+        v[:, :, h, :] = 0.0
+        return v
+
+    with torch.no_grad():
+        want = model.run_with_hooks(ids, fwd_hooks=[("blocks.1.attn.hook_v", partial(ablate, h=2))])
+    got = model.run_with_hooks(ids, fwd_hooks=[("blocks.1.attn.hook_v", partial(ablate, h=2))])
+    got.sum().backward()  # autograd through the edited copy
+    assert torch.allclose(got, want, atol=1e-6) and not torch.allclose(got, before)
+    model.run_with_hooks(ids, fwd_hooks=[("hook_pos_embed", lambda x, hook: x.zero_())])
+    model.run_with_hooks(ids[:1], fwd_hooks=[("hook_pos_embed", lambda x, hook: x.zero_())])
+    assert torch.equal(model(ids), before)  # the table is untouched

@@ -162,7 +162,7 @@ def test_kv_cache_with_explicit_path(tiny_model):
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (torch.zeros(5, dtype=torch.long), r"shape \(B, T\)"),
+        (torch.zeros(1, 1, 5, dtype=torch.long), r"shape \(B, T\)"),  # one sequence, (T,), is a batch of one
         (torch.zeros(1, 5), r"integer tensor"),
         (torch.zeros(1, 0, dtype=torch.long), "empty"),
         (torch.zeros(1, 33, dtype=torch.long), "longer than block_size=32"),
