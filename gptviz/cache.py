@@ -493,6 +493,11 @@ class ActivationCache(Capture):
             if self.has_batch_dim:
                 scale = _take(scale, batch, 0)
         x = residual_stack
+        if tuple(scale.shape[:-1]) != tuple(x.shape[x.dim() - scale.dim() : -1]):
+            raise ValueError(
+                f"apply_ln_to_stack: the stack's positions {tuple(x.shape[1:-1])} do not match the cached scale's "
+                f"{tuple(scale.shape[:-1])}; pass the same pos_slice (and batch_slice) the stack was made with"
+            )
         if self.model.config.norm != "rmsnorm":
             x = x - x.mean(-1, keepdim=True)
         return (x / scale.to(x.device)).to(residual_stack.dtype)
@@ -549,7 +554,14 @@ class ActivationCache(Capture):
         else:
             batch = _index(batch_slice)
             scaled = _take(residual_stack, batch, 1) if has_batch_dim and batch is not None else residual_stack
-        return (scaled * directions.to(scaled.device, scaled.dtype)).sum(-1)
+        try:
+            product = scaled * directions.to(scaled.device, scaled.dtype)
+        except RuntimeError as e:  # torch's broadcasting error, said with what the shapes mean
+            raise ValueError(
+                f"logit_attrs: tokens of shape {tuple(torch.as_tensor(tokens).shape)} do not fit the stack's batch "
+                f"and positions {tuple(scaled.shape[1:-1])}: give one id, (B,) ids with pos_slice=-1, or (B, T) ids"
+            ) from e
+        return product.sum(-1)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}: {tuple(self[n].shape)}" for n in self)

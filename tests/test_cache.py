@@ -329,6 +329,11 @@ def test_full_resid_decomposition_sums_to_the_stream(kind):
     close(neurons[1], c["post", 0][..., 5, None] * W_out[:, 5])
     rest = c.stack_neuron_results(1, neuron_slice=(0, 4), incl_remainder=True)
     close(rest.sum(0), c["resid_pre", 1])
+    last = c.decompose_resid(pos_slice=-1)  # sliced, then analysed without the slice: said, not broadcast
+    with pytest.raises(ValueError, match="pass the same pos_slice"):
+        c.apply_ln_to_stack(last, -1)
+    with pytest.raises(ValueError, match="pass the same pos_slice"):
+        c.logit_attrs(last, tokens=torch.zeros(B, dtype=torch.long))
 
 
 def test_full_resid_decomposition_matches_transformer_lens():
