@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import save_random_hf_gpt2
+from test_families import FAMILIES as HF_FAMILIES
+from test_families import V
 
 from gptviz import GPT, GPTConfig, GptvizError
 from gptviz import hooks as gptviz_hooks
@@ -20,35 +22,8 @@ from gptviz.tokenizers import gpt2_bpe_files
 
 transformers = pytest.importorskip("transformers")
 
-V = 97
-FAMILIES = {
-    "gpt2": None,  # conftest.save_random_hf_gpt2
-    "llama": lambda: transformers.LlamaConfig(
-        vocab_size=V,
-        hidden_size=48,
-        intermediate_size=80,
-        num_hidden_layers=2,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-    ),
-    "gpt_neox": lambda: transformers.GPTNeoXConfig(
-        vocab_size=V,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25},
-        use_parallel_residual=True,
-        hidden_act="gelu",
-        bos_token_id=1,
-        eos_token_id=2,
-    ),
-}
+# the families' tiny transformers configs of test_families (GPT-2 comes from conftest.save_random_hf_gpt2)
+FAMILIES = {"gpt2": None, "llama": HF_FAMILIES["llama"], "gpt_neox": HF_FAMILIES["gpt_neox"]}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
