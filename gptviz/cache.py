@@ -22,6 +22,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
+from .cache_parts import finish_stack
 from .cache_parts import index as _index
 from .cache_parts import take as _take
 from .hooks import Capture, HookNameError, _unknown_hook_message, hook_points, resolve_names
@@ -342,19 +343,9 @@ class ActivationCache(Capture):
         pos = _index(pos_slice)
         components, labels = [], []
         for l in range(layer):
-            components.append(_take(self._head_results(l), pos, -3))  # (B, T, nh, C)
+            components.append(_take(self._head_results(l), pos, -3).movedim(-2, 0))  # (nh, B, T, C)
             labels += [f"L{l}H{h}" for h in range(self.model.config.n_head)]
-        into = _take(self._resid_into(layer), pos, -2) if (incl_remainder or not components) else None
-        if components:
-            stack = torch.cat(components, dim=-2).movedim(-2, 0)  # (layer * nh, B, T, C)
-        else:  # layer 0: no head yet, an empty stack of the right shape
-            stack = into.new_zeros((0, *into.shape))
-        if incl_remainder:
-            stack = torch.cat([stack, (into - stack.sum(0))[None]])
-            labels.append("remainder")
-        if apply_ln:
-            stack = self.apply_ln_to_stack(stack, layer, pos_slice=pos_slice)
-        return (stack, labels) if return_labels else stack
+        return finish_stack(self, components, labels, layer, pos_slice, incl_remainder, apply_ln, return_labels)
 
     def compute_head_results(self) -> None:
         """Put every head's output, `blocks.L.attn.hook_result` (B, T, nh, C), into the cache where it is missing,

@@ -57,8 +57,18 @@ def stack_neuron_results(
         W_out = model.blocks[l].mlp.c_proj.weight.detach()[:, ids.to(post.device)].to(post.dtype)  # (C, k)
         components.append((post[..., None] * W_out.T).movedim(-2, 0))  # (k, B, T, C)
         labels += [f"L{l}N{int(n)}" for n in ids]
-    into = take(cache._resid_into(layer), pos, -2)
-    stack = torch.cat(components) if components else into.new_zeros((0, *into.shape))
+    return finish_stack(cache, components, labels, layer, pos_slice, incl_remainder, apply_ln, return_labels)
+
+
+def finish_stack(cache, components, labels, layer, pos_slice, incl_remainder, apply_ln, return_labels):
+    """Parts (k_i, B, T, C) of the stream entering `layer` -> one stack (empty at layer 0), with "remainder" (that
+    stream less the parts) and the norm applied when asked; (stack, labels) with `return_labels`."""
+    if components:
+        stack = torch.cat(components)
+    if incl_remainder or not components:
+        into = take(cache._resid_into(layer), index(pos_slice), -2)
+        if not components:
+            stack = into.new_zeros((0, *into.shape))
     if incl_remainder:
         stack = torch.cat([stack, (into - stack.sum(0))[None]])
         labels.append("remainder")
